@@ -1,3 +1,6 @@
-//! The equinix-receiver binary (the pipeline comes with issue 6).
+//! The equinix-receiver binary: reads the config, then runs the pipeline.
+
+mod app;
+mod settings;
 
 fn main() {}

@@ -1,0 +1,165 @@
+//! Validated settings: what the config file, the environment and the flags
+//! become once every problem has been ruled out. Each component is built from
+//! these; nothing downstream reads the raw YAML.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use url::Url;
+
+/// Everything the receiver needs to run, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// The Equinix Metal side.
+    pub(crate) equinix: EquinixSettings,
+    /// The Direktiv side.
+    pub(crate) direktiv: DirektivSettings,
+    /// Where the dedupe state lives.
+    pub(crate) state: StateSettings,
+    /// Logging.
+    pub(crate) log: LogSettings,
+    /// The health and metrics server.
+    pub(crate) server: ServerSettings,
+    /// How long in-flight deliveries may take to finish after SIGTERM.
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// The Equinix Metal side (`equinix.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct EquinixSettings {
+    /// `equinix.organizationId`.
+    pub(crate) organization_id: String,
+    /// `equinix.packetAuthToken`, `packetAuthTokenFile` or `METAL_AUTH_TOKEN`.
+    pub(crate) token: SecretString,
+    /// `equinix.apiUrl`, default `https://api.equinix.com/metal/v1`.
+    pub(crate) api_url: Url,
+    /// `equinix.pollInterval`, default 10 s: sweeps start this far apart.
+    pub(crate) poll_interval: Duration,
+    /// `equinix.perPage`, default 100, at most 1000.
+    pub(crate) per_page: u32,
+    /// `equinix.maxPages`, default 10: pages read per list per sweep at most.
+    pub(crate) max_pages: u32,
+    /// `equinix.concurrency`, default 8: API requests in flight at most.
+    pub(crate) concurrency: usize,
+    /// `equinix.levels`, default project and device.
+    pub(crate) levels: Levels,
+    /// `equinix.startFrom`, default `now`: the baseline of a new state.
+    pub(crate) start_from: StartFrom,
+    /// `equinix.inventoryRefresh`, default 5 min.
+    pub(crate) inventory_refresh: Duration,
+    /// `equinix.timeout`, default 30 s: one API request at most.
+    pub(crate) request_timeout: Duration,
+    /// `equinix.sweepTimeout`, default 5 min: one sweep at most.
+    pub(crate) sweep_timeout: Duration,
+}
+
+/// Which event lists are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Levels {
+    /// `/projects/{id}/events` for every project of the organization.
+    pub(crate) project: bool,
+    /// `/devices/{id}/events` for every device of those projects.
+    pub(crate) device: bool,
+    /// `/organizations/{id}/events`.
+    pub(crate) organization: bool,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Self { project: true, device: true, organization: false }
+    }
+}
+
+/// The baseline of a new state: events created before it are never sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum StartFrom {
+    /// The moment the state is first created (the old receiver's behaviour).
+    #[default]
+    Now,
+    /// Everything the API still lists.
+    All,
+    /// A given instant.
+    At(DateTime<Utc>),
+}
+
+/// The header that carries the Direktiv token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AuthHeaderName {
+    /// `Direktiv-Token` (2022 to 2025; the default).
+    DirektivToken,
+    /// `apikey` (old Direktiv; what `direktiv.apikey` implies).
+    ApiKey,
+    /// `Direktiv-Api-Key` (2025 on).
+    DirektivApiKey,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+}
+
+/// The Direktiv side (`direktiv.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct DirektivSettings {
+    /// `direktiv.endpoint`: the full broadcast URL.
+    pub(crate) endpoint: Url,
+    /// The token, from `token`, `tokenFile`, `DIREKTIV_TOKEN` or `apikey`.
+    /// `None` sends no auth header.
+    pub(crate) token: Option<SecretString>,
+    /// `direktiv.authHeader`; `apikey` when only `direktiv.apikey` was given.
+    pub(crate) auth_header: AuthHeaderName,
+    /// `direktiv.insecureSkipVerify`, default false.
+    pub(crate) insecure_skip_verify: bool,
+    /// `direktiv.caFile`: an extra PEM bundle to trust.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// `direktiv.timeout`, default 10 s: one delivery request at most.
+    pub(crate) timeout: Duration,
+    /// `direktiv.concurrency`, default 8: deliveries in flight at most.
+    pub(crate) concurrency: usize,
+    /// `direktiv.maxRetries`, default 5: retries of one event within a sweep.
+    pub(crate) max_retries: u32,
+    /// `direktiv.event-on-error`, default false.
+    pub(crate) event_on_error: bool,
+    /// `direktiv.errorEventInterval`, default 5 min.
+    pub(crate) error_event_interval: Duration,
+}
+
+/// Where the dedupe state lives (`state.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct StateSettings {
+    /// `state.path`; `None` when not configured (the default location is
+    /// tried, and memory is used with a loud warning when it is not writable).
+    pub(crate) path: Option<PathBuf>,
+    /// `state.overlap`, default 10 min: how long ids are kept below a floor.
+    pub(crate) overlap: Duration,
+    /// `--reset-state`: start fresh when the state file is corrupt.
+    pub(crate) reset_corrupt: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging (`log.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct LogSettings {
+    /// `log.format`, default `text`.
+    pub(crate) format: LogFormat,
+    /// `log.level`, default `info`: a level or a tracing filter directive.
+    pub(crate) level: String,
+}
+
+/// The health and metrics server (`server.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerSettings {
+    /// `server.enabled`, default true.
+    pub(crate) enabled: bool,
+    /// `server.listen`, default `0.0.0.0:9464`.
+    pub(crate) listen: SocketAddr,
+}
