@@ -1,0 +1,76 @@
+//! [`MemoryTracker`]: the tracker without persistence.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::error::Result;
+use crate::options::{Baseline, TrackerOptions};
+use crate::state::{Core, State};
+use crate::{EventKey, Stats, Tracker, Verdict};
+
+/// A tracker that keeps its state in memory only: for tests and for running
+/// without persistence. A restart starts from a new baseline.
+///
+/// [`Tracker::persist`] does nothing and always succeeds.
+#[derive(Debug)]
+pub struct MemoryTracker {
+    core: Mutex<Core>,
+}
+
+impl MemoryTracker {
+    /// A fresh tracker; its baseline is resolved now from `options.clock`.
+    pub fn new(options: TrackerOptions) -> Self {
+        let state = State::new(options.baseline, options.clock.now());
+        Self { core: Mutex::new(Core::new(state, &options)) }
+    }
+
+    fn core(&self) -> MutexGuard<'_, Core> {
+        // The core is consistent after every statement that can panic.
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl Tracker for MemoryTracker {
+    fn baseline(&self) -> Baseline {
+        self.core().state.baseline()
+    }
+
+    async fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<Verdict> {
+        Ok(self.core().check(source, event_id, created_at))
+    }
+
+    async fn check_many(&self, source: &str, events: &[EventKey<'_>]) -> Result<Vec<Verdict>> {
+        let core = self.core();
+        Ok(events.iter().map(|e| core.check(source, e.id, e.created_at)).collect())
+    }
+
+    async fn record_delivered(&self, _source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<()> {
+        self.core().record(event_id, created_at);
+        Ok(())
+    }
+
+    async fn floor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.core().floor(source))
+    }
+
+    async fn advance_floor(&self, source: &str, floor: DateTime<Utc>) -> Result<()> {
+        self.core().advance_floor(source, floor);
+        Ok(())
+    }
+
+    async fn forget_source(&self, source: &str) -> Result<()> {
+        self.core().forget_source(source);
+        Ok(())
+    }
+
+    async fn persist(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn stats(&self) -> Stats {
+        self.core().stats()
+    }
+}

@@ -1,0 +1,273 @@
+//! The tracking logic both stores share: baseline, per-source floors, the
+//! global horizon, delivered ids and pruning; and the on-disk format.
+
+use std::collections::HashMap;
+use std::mem::size_of;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::clock::Clock;
+use crate::options::{Baseline, TrackerOptions};
+use crate::{Stats, Verdict};
+
+/// The on-disk format version this build reads and writes.
+pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// What a source has settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SourceState {
+    /// Every event of the source created at or before this is settled.
+    pub(crate) floor: DateTime<Utc>,
+    /// When (by the tracker's clock) the floor was last advanced.
+    pub(crate) advanced_at: DateTime<Utc>,
+}
+
+/// The persistent part of a tracker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct State {
+    pub(crate) version: u64,
+    /// `None`: every event counts (baseline "all").
+    #[serde(with = "baseline_repr")]
+    pub(crate) baseline: Option<DateTime<Utc>>,
+    /// When this state was first created.
+    pub(crate) created: DateTime<Utc>,
+    /// Every event created before this is settled for every source; ids below
+    /// it are forgotten.
+    pub(crate) horizon: Option<DateTime<Utc>>,
+    pub(crate) sources: HashMap<Box<str>, SourceState>,
+    /// Delivered event id -> its `created_at`.
+    pub(crate) delivered: HashMap<Box<str>, DateTime<Utc>>,
+    /// Delivered event id without `created_at` -> when it was recorded.
+    #[serde(default)]
+    pub(crate) undated: HashMap<Box<str>, DateTime<Utc>>,
+}
+
+impl State {
+    pub(crate) fn new(baseline: Baseline, now: DateTime<Utc>) -> Self {
+        Self {
+            version: FORMAT_VERSION,
+            baseline: baseline.resolve(now),
+            created: now,
+            horizon: None,
+            sources: HashMap::new(),
+            delivered: HashMap::new(),
+            undated: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn baseline(&self) -> Baseline {
+        self.baseline.map_or(Baseline::All, Baseline::At)
+    }
+}
+
+/// `"all"` or an RFC 3339 time.
+mod baseline_repr {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_str("all"),
+            Some(at) => at.serialize(s),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "all" {
+            return Ok(None);
+        }
+        DateTime::parse_from_rfc3339(&s)
+            .map(|at| Some(at.with_timezone(&Utc)))
+            .map_err(|e| D::Error::custom(format!("baseline {s:?}: {e}")))
+    }
+}
+
+fn delta(d: std::time::Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// A [`State`] with the rules that act on it.
+#[derive(Debug)]
+pub(crate) struct Core {
+    pub(crate) state: State,
+    overlap: TimeDelta,
+    source_expiry: TimeDelta,
+    undated_retention: TimeDelta,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Bumped on every change worth persisting.
+    pub(crate) generation: u64,
+}
+
+impl Core {
+    pub(crate) fn new(state: State, options: &TrackerOptions) -> Self {
+        Self {
+            state,
+            overlap: delta(options.overlap),
+            source_expiry: delta(options.source_expiry),
+            undated_retention: delta(options.undated_retention),
+            clock: options.clock.clone(),
+            generation: 0,
+        }
+    }
+
+    fn is_delivered(&self, event_id: &str) -> bool {
+        self.state.delivered.contains_key(event_id) || self.state.undated.contains_key(event_id)
+    }
+
+    /// Events of `source` created before this are settled.
+    fn settled_before(&self, source: &str) -> Option<DateTime<Utc>> {
+        let own = self
+            .state
+            .sources
+            .get(source)
+            .map(|s| s.floor.checked_sub_signed(self.overlap).unwrap_or(DateTime::<Utc>::MIN_UTC));
+        own.max(self.state.horizon)
+    }
+
+    pub(crate) fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Verdict {
+        let Some(t) = created_at else {
+            return if self.is_delivered(event_id) { Verdict::Delivered } else { Verdict::New };
+        };
+        if self.state.baseline.is_some_and(|b| t < b) {
+            Verdict::BeforeBaseline
+        } else if self.is_delivered(event_id) {
+            Verdict::Delivered
+        } else if self.settled_before(source).is_some_and(|s| t < s) {
+            Verdict::BelowFloor
+        } else {
+            Verdict::New
+        }
+    }
+
+    /// Returns whether the id was not recorded before.
+    pub(crate) fn record(&mut self, event_id: &str, created_at: Option<DateTime<Utc>>) -> bool {
+        let inserted = match created_at {
+            Some(t) => {
+                if self.state.delivered.contains_key(event_id) {
+                    false
+                } else {
+                    self.state.undated.remove(event_id);
+                    self.state.delivered.insert(event_id.into(), t);
+                    true
+                }
+            }
+            None => {
+                if self.is_delivered(event_id) {
+                    false
+                } else {
+                    let now = self.clock.now();
+                    self.state.undated.insert(event_id.into(), now);
+                    true
+                }
+            }
+        };
+        if inserted {
+            self.generation += 1;
+        }
+        inserted
+    }
+
+    pub(crate) fn floor(&self, source: &str) -> Option<DateTime<Utc>> {
+        self.state.sources.get(source).map(|s| s.floor)
+    }
+
+    pub(crate) fn advance_floor(&mut self, source: &str, floor: DateTime<Utc>) {
+        let now = self.clock.now();
+        match self.state.sources.get_mut(source) {
+            Some(s) => {
+                // Only a moving floor is worth a write; `advanced_at` alone is
+                // persisted with the next real change.
+                s.advanced_at = s.advanced_at.max(now);
+                if floor > s.floor {
+                    s.floor = floor;
+                    self.generation += 1;
+                }
+            }
+            None => {
+                self.state.sources.insert(source.into(), SourceState { floor, advanced_at: now });
+                self.generation += 1;
+            }
+        }
+        self.prune(now);
+    }
+
+    pub(crate) fn forget_source(&mut self, source: &str) {
+        if self.state.sources.remove(source).is_some() {
+            self.generation += 1;
+            let now = self.clock.now();
+            self.prune(now);
+        }
+    }
+
+    /// Expires stale sources, moves the horizon, forgets settled ids.
+    pub(crate) fn prune(&mut self, now: DateTime<Utc>) {
+        let latest = self.state.sources.values().map(|s| s.advanced_at).max();
+        if let Some(latest) = latest {
+            let expiry = self.source_expiry;
+            let before = self.state.sources.len();
+            self.state.sources.retain(|key, s| {
+                let keep = latest.signed_duration_since(s.advanced_at) <= expiry;
+                if !keep {
+                    tracing::info!(source = %key, floor = %s.floor, "forgetting a source that stopped advancing");
+                }
+                keep
+            });
+            if self.state.sources.len() != before {
+                self.generation += 1;
+            }
+        }
+        let candidate = self
+            .state
+            .sources
+            .values()
+            .map(|s| s.floor.checked_sub_signed(self.overlap).unwrap_or(DateTime::<Utc>::MIN_UTC))
+            .min();
+        if let Some(candidate) = candidate
+            && self.state.horizon.is_none_or(|h| candidate > h)
+        {
+            self.state.horizon = Some(candidate);
+            self.generation += 1;
+            let before = self.state.delivered.len();
+            self.state.delivered.retain(|_, t| *t >= candidate);
+            let pruned = before - self.state.delivered.len();
+            if pruned > 0 {
+                tracing::debug!(pruned, horizon = %candidate, "forgot settled event ids");
+            }
+        }
+        if !self.state.undated.is_empty() {
+            let keep_after = now.checked_sub_signed(self.undated_retention).unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let before = self.state.undated.len();
+            self.state.undated.retain(|_, recorded| *recorded >= keep_after);
+            if self.state.undated.len() != before {
+                self.generation += 1;
+            }
+        }
+    }
+
+    /// Counts; the store fills in what it knows about persistence.
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            tracked_ids: self.state.delivered.len() + self.state.undated.len(),
+            sources: self.state.sources.len(),
+            unpersisted: 0,
+            dirty: false,
+            horizon: self.state.horizon,
+            approx_memory_bytes: approx_map_bytes(&self.state.delivered)
+                + approx_map_bytes(&self.state.undated)
+                + approx_map_bytes(&self.state.sources),
+        }
+    }
+}
+
+/// Heap estimate of a `HashMap<Box<str>, V>`: the table (one entry plus one
+/// control byte per bucket; buckets are about capacity × 8/7) and each key's
+/// allocation rounded to a typical allocator's 16-byte size classes.
+fn approx_map_bytes<V>(map: &HashMap<Box<str>, V>) -> usize {
+    let buckets = if map.capacity() == 0 { 0 } else { (map.capacity() * 8 / 7).next_power_of_two() };
+    let table = buckets * (size_of::<(Box<str>, V)>() + 1);
+    let keys: usize = map.keys().map(|k| (k.len() + 8).next_multiple_of(16).max(32)).sum();
+    table + keys
+}
