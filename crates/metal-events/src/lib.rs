@@ -1,11 +1,71 @@
-//! A typed client for the Equinix Metal events API.
+//! A typed, rate-limit-aware client for the Equinix Metal events API:
+//! organizations, projects, devices and their event lists, read a page at a
+//! time.
 //!
-//! (Crate documentation, the client and pagination come with issue 2; the
-//! models in [`models`] are the shared vocabulary of the workspace.)
+//! ```no_run
+//! use metal_events::{Client, EventScope, ListOptions, ProjectId, SecretString};
+//!
+//! # async fn run() -> metal_events::Result<()> {
+//! let client = Client::new(SecretString::from(std::env::var("METAL_AUTH_TOKEN").unwrap()))?;
+//! let scope = EventScope::Project(ProjectId::new("d894d0eb-2b6c-4741-b106-c7cb76018d32"));
+//! let mut pages = client.event_pages(&scope, &ListOptions::default());
+//! while let Some(page) = pages.next_page().await? {
+//!     for event in &page.items {
+//!         println!("{:?} {:?}", event.id, event.event_type);
+//!     }
+//!     // Stop early: later pages hold older events.
+//!     break;
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What it does
+//!
+//! - [`Client`] sends the token as `X-Auth-Token` (never logged, never in an
+//!   error or `Debug`), a `User-Agent` of `metal-events/<version>`, and uses
+//!   connect and request timeouts. It is cheap to clone and safe to share.
+//! - [`Pager`] follows `meta.next` (relative or absolute), falls back to
+//!   `page=current_page + 1`, and ends with [`Error::PaginationLoop`] rather
+//!   than looping on a server that repeats a page.
+//! - Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
+//!   [`Error::RateLimited`] with the wait the server asked for.
+//! - [`Error::is_retryable`] says whether a failure is worth retrying.
+//! - An optional observer ([`ClientBuilder::observer`]) sees one
+//!   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
+//!   events are emitted at debug level.
+//!
+//! # Features
+//!
+//! - `client` (default): the HTTP client. Without it the crate is the
+//!   [`models`] alone, with no reqwest and no tokio in the tree.
 
+#[cfg(feature = "client")]
+mod client;
+#[cfg(feature = "client")]
+mod error;
 pub mod models;
+#[cfg(feature = "client")]
+mod page;
+#[cfg(feature = "client")]
+mod rate_limit;
 
-pub use models::{
-    Device, DeviceId, DeviceList, DeviceState, ErrorBody, Event, EventId, EventList, Href, Meta, Organization,
-    OrganizationId, Project, ProjectId, ProjectList,
+#[cfg(feature = "client")]
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PER_PAGE,
+    DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer, RequestRecord,
+    USER_AGENT,
 };
+#[cfg(feature = "client")]
+pub use error::{Error, MAX_BODY_BYTES, Result};
+pub use models::{
+    Device, DeviceId, DeviceList, DeviceState, ErrorBody, Event, EventId, EventList, Href, Meta,
+    Organization, OrganizationId, Project, ProjectId, ProjectList,
+};
+#[cfg(feature = "client")]
+pub use page::{Page, Pager};
+#[cfg(feature = "client")]
+pub use rate_limit::RateLimit;
+/// The token type [`Client::builder`] takes, re-exported from `secrecy`.
+#[cfg(feature = "client")]
+pub use secrecy::SecretString;

@@ -433,11 +433,22 @@ mod tests {
             "not_in_spec": {"nested": [1, 2]},
         });
         let event: Event = serde_json::from_value(raw.clone()).unwrap();
-        assert_eq!(event.id.as_ref().unwrap().as_str(), "cbe6eed5-b2ac-4bdb-bd82-b7b88866e200");
+        assert_eq!(
+            event.id.as_ref().unwrap().as_str(),
+            "cbe6eed5-b2ac-4bdb-bd82-b7b88866e200"
+        );
         assert_eq!(event.event_type.as_deref(), Some("provisioning.110"));
         assert_eq!(event.state, None);
-        assert_eq!(event.relationships, vec![Href { href: "#0caf4d6d".into() }]);
-        assert_eq!(event.created_at.unwrap().to_rfc3339(), "2023-02-10T03:56:32+00:00");
+        assert_eq!(
+            event.relationships,
+            vec![Href {
+                href: "#0caf4d6d".into()
+            }]
+        );
+        assert_eq!(
+            event.created_at.unwrap().to_rfc3339(),
+            "2023-02-10T03:56:32+00:00"
+        );
         assert_eq!(serde_json::to_value(&event).unwrap(), raw);
     }
 

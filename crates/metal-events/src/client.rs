@@ -1,0 +1,750 @@
+//! The HTTP client: [`Client`], how it is built, and the one function every
+//! request goes through (auth, rate limits, errors, the observer, tracing).
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+use url::{Position, Url};
+
+use crate::error::{Error, Result};
+use crate::models::{
+    DeviceId, DeviceList, EventList, Organization, OrganizationId, ProjectId, ProjectList,
+};
+use crate::page::Pager;
+use crate::rate_limit::{self, RateLimit};
+
+/// The Metal API's base URL.
+pub const DEFAULT_BASE_URL: &str = "https://api.equinix.com/metal/v1";
+/// The `User-Agent` every request carries: `metal-events/<version>`.
+pub const USER_AGENT: &str = concat!("metal-events/", env!("CARGO_PKG_VERSION"));
+/// The default time allowed for a whole request, answer body included.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+/// The default time allowed to open a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The default page size.
+pub const DEFAULT_PER_PAGE: u32 = 100;
+/// The largest page size the API accepts.
+pub const MAX_PER_PAGE: u32 = 1000;
+/// The header that carries the token.
+const AUTH_HEADER: &str = "x-auth-token";
+/// The path prefix the real API puts in front of every `href`.
+const API_PREFIX: &str = "/metal/v1";
+
+/// A callback the client calls once per HTTP request, for metrics.
+pub type Observer = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
+
+/// Which API operation a request belongs to: a bounded label for metrics
+/// (ids never appear in it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `GET /organizations/{id}`.
+    Organization,
+    /// `GET /organizations/{id}/projects`.
+    Projects,
+    /// `GET /projects/{id}/devices`.
+    Devices,
+    /// `GET /projects/{id}/events`.
+    ProjectEvents,
+    /// `GET /devices/{id}/events`.
+    DeviceEvents,
+    /// `GET /organizations/{id}/events`.
+    OrganizationEvents,
+    /// `GET /events`: the events the token can see.
+    Events,
+}
+
+impl Endpoint {
+    /// Every endpoint, for pre-registering metric labels.
+    pub const ALL: [Endpoint; 7] = [
+        Self::Organization,
+        Self::Projects,
+        Self::Devices,
+        Self::ProjectEvents,
+        Self::DeviceEvents,
+        Self::OrganizationEvents,
+        Self::Events,
+    ];
+
+    /// A short snake_case label, such as `project_events`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Organization => "organization",
+            Self::Projects => "projects",
+            Self::Devices => "devices",
+            Self::ProjectEvents => "project_events",
+            Self::DeviceEvents => "device_events",
+            Self::OrganizationEvents => "organization_events",
+            Self::Events => "events",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the observer learns about one HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RequestRecord {
+    /// The operation.
+    pub endpoint: Endpoint,
+    /// The answer's status; `None` when no answer arrived (transport error
+    /// or timeout).
+    pub status: Option<StatusCode>,
+    /// Whether the request ran out of time.
+    pub timed_out: bool,
+    /// From sending the request to the end of its body (or the failure).
+    pub duration: Duration,
+    /// The rate-limit headers of the answer, when it carried any.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Whose events to list.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventScope {
+    /// `GET /organizations/{id}/events`.
+    Organization(OrganizationId),
+    /// `GET /projects/{id}/events`.
+    Project(ProjectId),
+    /// `GET /devices/{id}/events`.
+    Device(DeviceId),
+    /// `GET /events`: every event the token can see.
+    Token,
+}
+
+impl EventScope {
+    /// The endpoint label of this scope.
+    pub fn endpoint(&self) -> Endpoint {
+        match self {
+            Self::Organization(_) => Endpoint::OrganizationEvents,
+            Self::Project(_) => Endpoint::ProjectEvents,
+            Self::Device(_) => Endpoint::DeviceEvents,
+            Self::Token => Endpoint::Events,
+        }
+    }
+}
+
+/// Options of a list request.
+///
+/// ```
+/// use metal_events::ListOptions;
+/// let opts = ListOptions { per_page: 50, ..Default::default() };
+/// assert!(opts.include.is_empty());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// Items per page, sent as `per_page`. Clamped to `1..=1000`
+    /// ([`MAX_PER_PAGE`]); default 100.
+    pub per_page: u32,
+    /// Nested attributes to include, sent as `include=a,b` when not empty.
+    pub include: Vec<String>,
+    /// Attributes to leave out, sent as `exclude=a,b` when not empty.
+    pub exclude: Vec<String>,
+}
+
+impl Default for ListOptions {
+    fn default() -> Self {
+        Self {
+            per_page: DEFAULT_PER_PAGE,
+            include: Vec::new(),
+            exclude: Vec::new(),
+        }
+    }
+}
+
+/// Builds a [`Client`]; start with [`Client::builder`].
+pub struct ClientBuilder {
+    token: SecretString,
+    base_url: Option<String>,
+    http: Option<reqwest::Client>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("token", &"[REDACTED]")
+            .field("base_url", &self.base_url)
+            .field("custom_http_client", &self.http.is_some())
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl ClientBuilder {
+    /// The API's base URL, default [`DEFAULT_BASE_URL`]. Any `http` or
+    /// `https` URL works, with or without a path prefix (a proxy, a test
+    /// server on loopback).
+    pub fn base_url(mut self, url: impl Into<String>) -> Self {
+        self.base_url = Some(url.into());
+        self
+    }
+
+    /// Sends requests through this `reqwest::Client` (its connection pool,
+    /// proxy and TLS settings) instead of building one. Its own timeouts
+    /// apply; a [`timeout`](Self::timeout) set here is added per request.
+    pub fn http_client(mut self, http: reqwest::Client) -> Self {
+        self.http = Some(http);
+        self
+    }
+
+    /// The time allowed for a whole request, body included (default
+    /// [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// The time allowed to open a connection (default
+    /// [`DEFAULT_CONNECT_TIMEOUT`]); used only when the client builds its own
+    /// `reqwest::Client`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Calls `observer` once per HTTP request with a [`RequestRecord`]. It
+    /// runs on the request's task: keep it short (update a metric).
+    pub fn observer(mut self, observer: impl Fn(&RequestRecord) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
+    /// Builds the client.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a base URL that is not `http(s)://host[/path]`
+    /// (a query or fragment is refused too), [`Error::InvalidToken`] for a
+    /// token that cannot be a header value, [`Error::Build`] when reqwest
+    /// cannot build its client.
+    pub fn build(self) -> Result<Client> {
+        let raw = self.base_url.as_deref().unwrap_or(DEFAULT_BASE_URL);
+        let base = parse_base_url(raw)?;
+        let base_path = base.path().trim_end_matches('/').to_owned();
+
+        let mut token = HeaderValue::from_str(self.token.expose_secret().trim())
+            .map_err(|_| Error::InvalidToken)?;
+        token.set_sensitive(true);
+
+        let (http, per_request_timeout) = match self.http {
+            Some(http) => (http, self.timeout),
+            None => {
+                let http = reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                    .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+                    .build()
+                    .map_err(|source| Error::Build { source })?;
+                (http, None)
+            }
+        };
+
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base,
+                base_path,
+                token,
+                per_request_timeout,
+                timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                observer: self.observer,
+                last_rate_limit: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+fn parse_base_url(raw: &str) -> Result<Url> {
+    let invalid = |reason: &str| Error::InvalidUrl {
+        url: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("the scheme must be http or https"));
+    }
+    if url.cannot_be_a_base() || url.host().is_none() {
+        return Err(invalid("the URL must name a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("the base URL must not carry a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("the base URL must not carry credentials"));
+    }
+    Ok(url)
+}
+
+/// A client of the Metal API.
+///
+/// Cheap to clone (one `Arc`): clones share the connection pool, the
+/// observer and [`last_rate_limit`](Self::last_rate_limit), so one client can
+/// serve many concurrent requests. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    base: Url,
+    /// The base URL's path without a trailing slash; empty at the root.
+    base_path: String,
+    token: HeaderValue,
+    per_request_timeout: Option<Duration>,
+    timeout: Duration,
+    observer: Option<Observer>,
+    last_rate_limit: Mutex<Option<RateLimit>>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base.as_str())
+            .field("token", &"[REDACTED]")
+            .field("timeout", &self.inner.timeout)
+            .field("observer", &self.inner.observer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A successful answer: its body and rate-limit headers.
+pub(crate) struct Fetched {
+    pub(crate) body: Bytes,
+    pub(crate) rate_limit: Option<RateLimit>,
+}
+
+impl Client {
+    /// Starts building a client that authenticates with `token`.
+    pub fn builder(token: SecretString) -> ClientBuilder {
+        ClientBuilder {
+            token,
+            base_url: None,
+            http: None,
+            timeout: None,
+            connect_timeout: None,
+            observer: None,
+        }
+    }
+
+    /// A client of the real API with default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::build`].
+    pub fn new(token: SecretString) -> Result<Self> {
+        Self::builder(token).build()
+    }
+
+    /// The base URL requests are made against.
+    pub fn base_url(&self) -> &Url {
+        &self.inner.base
+    }
+
+    /// The rate-limit headers of the most recent answer that carried any,
+    /// on this client or any of its clones; `None` before the first.
+    pub fn last_rate_limit(&self) -> Option<RateLimit> {
+        *self
+            .inner
+            .last_rate_limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `GET /organizations/{id}`.
+    ///
+    /// # Errors
+    ///
+    /// Any [`Error`] but [`Error::PaginationLoop`].
+    pub async fn organization(&self, id: &OrganizationId) -> Result<Organization> {
+        let url = self.url(&["organizations", id.as_str()], None);
+        let path = path_of(&url);
+        let fetched = self.fetch(Endpoint::Organization, &url, &path).await?;
+        decode(&fetched.body, &path)
+    }
+
+    /// The projects of an organization (`GET /organizations/{id}/projects`),
+    /// a page at a time.
+    pub fn project_pages(
+        &self,
+        organization: &OrganizationId,
+        options: &ListOptions,
+    ) -> Pager<crate::models::Project> {
+        let url = self.url(
+            &["organizations", organization.as_str(), "projects"],
+            Some(options),
+        );
+        Pager::new(self.clone(), Endpoint::Projects, url, |body, path| {
+            decode::<ProjectList>(body, path).map(|list| (list.projects, list.meta))
+        })
+    }
+
+    /// The devices of a project (`GET /projects/{id}/devices`), a page at a
+    /// time.
+    pub fn device_pages(
+        &self,
+        project: &ProjectId,
+        options: &ListOptions,
+    ) -> Pager<crate::models::Device> {
+        let url = self.url(&["projects", project.as_str(), "devices"], Some(options));
+        Pager::new(self.clone(), Endpoint::Devices, url, |body, path| {
+            decode::<DeviceList>(body, path).map(|list| (list.devices, list.meta))
+        })
+    }
+
+    /// The events of `scope`, a page at a time (in practice newest first;
+    /// the API does not promise an order).
+    pub fn event_pages(
+        &self,
+        scope: &EventScope,
+        options: &ListOptions,
+    ) -> Pager<crate::models::Event> {
+        let url = match scope {
+            EventScope::Organization(id) => {
+                self.url(&["organizations", id.as_str(), "events"], Some(options))
+            }
+            EventScope::Project(id) => {
+                self.url(&["projects", id.as_str(), "events"], Some(options))
+            }
+            EventScope::Device(id) => self.url(&["devices", id.as_str(), "events"], Some(options)),
+            EventScope::Token => self.url(&["events"], Some(options)),
+        };
+        Pager::new(self.clone(), scope.endpoint(), url, |body, path| {
+            decode::<EventList>(body, path).map(|list| (list.events, list.meta))
+        })
+    }
+
+    /// The base URL with `segments` appended (each percent-encoded, so an id
+    /// can never change the path) and the list options as the query.
+    fn url(&self, segments: &[&str], options: Option<&ListOptions>) -> Url {
+        let mut url = self.inner.base.clone();
+        url.path_segments_mut()
+            .expect("the base URL was checked to be a base")
+            .pop_if_empty()
+            .extend(segments);
+        if let Some(options) = options {
+            let per_page = options.per_page.clamp(1, MAX_PER_PAGE);
+            if per_page != options.per_page {
+                tracing::debug!(
+                    requested = options.per_page,
+                    sent = per_page,
+                    "per_page clamped to 1..=1000"
+                );
+            }
+            let mut query = url.query_pairs_mut();
+            query.append_pair("per_page", &per_page.to_string());
+            if !options.include.is_empty() {
+                query.append_pair("include", &options.include.join(","));
+            }
+            if !options.exclude.is_empty() {
+                query.append_pair("exclude", &options.exclude.join(","));
+            }
+        }
+        url
+    }
+
+    /// Resolves a `meta.next` link against the page it came from.
+    ///
+    /// A link relative to the page (`?page=2`) is joined to it. A link with
+    /// a path (`/metal/v1/projects/x/events?page=2`) or an absolute URL is
+    /// placed under the base URL: when its path already starts with the base
+    /// URL's path it is kept, otherwise the API's `/metal/v1` prefix (when
+    /// present) is replaced by the base URL's path. The result always has
+    /// the base URL's origin, so the token never travels to another host.
+    pub(crate) fn resolve_next(&self, current: &Url, href: &str) -> Result<Url> {
+        let invalid = |reason: String| Error::InvalidUrl {
+            url: href.to_owned(),
+            reason,
+        };
+        let joined = current.join(href).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(joined.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https".to_owned()));
+        }
+        let base = &self.inner.base;
+        let same_origin = joined.origin() == base.origin();
+        let relative_to_page = !href.starts_with('/') && Url::parse(href).is_err();
+        if relative_to_page && same_origin {
+            return Ok(joined);
+        }
+        if !same_origin {
+            tracing::debug!(
+                next = %path_of(&joined),
+                "meta.next names another origin; following its path on the base URL"
+            );
+        }
+        let path = joined.path();
+        let base_path = self.inner.base_path.as_str();
+        let new_path = if !base_path.is_empty() && starts_with_segments(path, base_path) {
+            path.to_owned()
+        } else if starts_with_segments(path, API_PREFIX) {
+            format!("{base_path}{}", &path[API_PREFIX.len()..])
+        } else {
+            format!("{base_path}{path}")
+        };
+        let mut url = base.clone();
+        url.set_path(&new_path);
+        url.set_query(joined.query());
+        Ok(url)
+    }
+
+    /// Sends one `GET`, reads the whole body, and turns anything but a 2xx
+    /// into an [`Error`]. Records the rate limit, calls the observer once,
+    /// and emits a debug event.
+    pub(crate) async fn fetch(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
+        let span = tracing::debug_span!("metal_request", endpoint = endpoint.as_str(), path);
+        self.fetch_inner(endpoint, url, path).instrument(span).await
+    }
+
+    async fn fetch_inner(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
+        let inner = &*self.inner;
+        let mut request = inner
+            .http
+            .get(url.clone())
+            .header(AUTH_HEADER, inner.token.clone())
+            .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
+            .header(ACCEPT, HeaderValue::from_static("application/json"));
+        if let Some(timeout) = inner.per_request_timeout {
+            request = request.timeout(timeout);
+        }
+
+        let started = Instant::now();
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(source) => {
+                let error = Error::from_reqwest(path, source);
+                self.observe(endpoint, None, &error, started, None);
+                return Err(error);
+            }
+        };
+        let status = response.status();
+        let rate_limit = RateLimit::from_headers(response.headers());
+        if let Some(rate_limit) = rate_limit {
+            *inner
+                .last_rate_limit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(rate_limit);
+        }
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
+            rate_limit::retry_after(response.headers(), rate_limit.as_ref(), SystemTime::now())
+        });
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(source) => {
+                let error = Error::from_reqwest(path, source);
+                self.observe(endpoint, Some(status), &error, started, rate_limit);
+                return Err(error);
+            }
+        };
+        let duration = started.elapsed();
+        if let Some(observer) = &inner.observer {
+            observer(&RequestRecord {
+                endpoint,
+                status: Some(status),
+                timed_out: false,
+                duration,
+                rate_limit,
+            });
+        }
+        tracing::debug!(
+            status = status.as_u16(),
+            elapsed_ms = duration.as_millis() as u64,
+            bytes = body.len(),
+            remaining = rate_limit.and_then(|r| r.remaining),
+            "metal answered"
+        );
+        if !status.is_success() {
+            return Err(Error::from_status(
+                status,
+                path,
+                &body,
+                retry_after.flatten(),
+                rate_limit,
+            ));
+        }
+        Ok(Fetched { body, rate_limit })
+    }
+
+    fn observe(
+        &self,
+        endpoint: Endpoint,
+        status: Option<StatusCode>,
+        error: &Error,
+        started: Instant,
+        rate_limit: Option<RateLimit>,
+    ) {
+        let duration = started.elapsed();
+        tracing::debug!(
+            status = status.map(|s| s.as_u16()),
+            elapsed_ms = duration.as_millis() as u64,
+            error = %error,
+            "metal request failed"
+        );
+        if let Some(observer) = &self.inner.observer {
+            observer(&RequestRecord {
+                endpoint,
+                status,
+                timed_out: matches!(error, Error::Timeout { .. }),
+                duration,
+                rate_limit,
+            });
+        }
+    }
+}
+
+/// Whether `path` is `prefix` or starts with `prefix/`.
+fn starts_with_segments(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// The path and query of a URL, as errors and logs name a request.
+pub(crate) fn path_of(url: &Url) -> String {
+    url[Position::BeforePath..Position::AfterQuery].to_owned()
+}
+
+/// Decodes a JSON body, naming the JSON path that failed.
+pub(crate) fn decode<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<T> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        let json_path = e.path().to_string();
+        Error::Decode {
+            path: path.to_owned(),
+            json_path,
+            source: e.into_inner(),
+        }
+    })?;
+    deserializer.end().map_err(|source| Error::Decode {
+        path: path.to_owned(),
+        json_path: ".".to_owned(),
+        source,
+    })?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(base: &str) -> Client {
+        Client::builder(SecretString::from("t0ken"))
+            .base_url(base)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn next_links_stay_under_the_base_url() {
+        let cases = [
+            // (base, href, expected)
+            (
+                "http://127.0.0.1:1234/metal/v1",
+                "/metal/v1/projects/p/events?page=2&per_page=100",
+                "http://127.0.0.1:1234/metal/v1/projects/p/events?page=2&per_page=100",
+            ),
+            (
+                "http://127.0.0.1:1234/metal/v1/",
+                "/projects/p/events?page=2",
+                "http://127.0.0.1:1234/metal/v1/projects/p/events?page=2",
+            ),
+            (
+                "http://127.0.0.1:1234",
+                "/metal/v1/projects/p/events?page=2",
+                "http://127.0.0.1:1234/projects/p/events?page=2",
+            ),
+            (
+                "http://127.0.0.1:1234/proxy/metal/v1",
+                "/metal/v1/projects/p/events?page=2",
+                "http://127.0.0.1:1234/proxy/metal/v1/projects/p/events?page=2",
+            ),
+            (
+                "http://127.0.0.1:1234/metal/v1",
+                "https://api.equinix.com/metal/v1/projects/p/events?page=3",
+                "http://127.0.0.1:1234/metal/v1/projects/p/events?page=3",
+            ),
+            (
+                "http://127.0.0.1:1234/metal/v1",
+                "//evil.example/metal/v1/events?page=3",
+                "http://127.0.0.1:1234/metal/v1/events?page=3",
+            ),
+            (
+                "http://127.0.0.1:1234/metal/v1",
+                "?page=4&per_page=100",
+                "http://127.0.0.1:1234/metal/v1/projects/p/events?page=4&per_page=100",
+            ),
+            (
+                "https://api.equinix.com/metal/v1",
+                "https://api.equinix.com/metal/v1/events?page=2",
+                "https://api.equinix.com/metal/v1/events?page=2",
+            ),
+        ];
+        for (base, href, expected) in cases {
+            let client = client(base);
+            let current = client.url(&["projects", "p", "events"], Some(&ListOptions::default()));
+            let next = client.resolve_next(&current, href).unwrap();
+            assert_eq!(next.as_str(), expected, "base {base}, href {href}");
+        }
+    }
+
+    #[test]
+    fn bad_base_urls_are_refused() {
+        for base in [
+            "ftp://x/metal",
+            "not a url",
+            "mailto:a@b",
+            "http://h/?q=1",
+            "http://u:p@h/",
+        ] {
+            let err = Client::builder(SecretString::from("t"))
+                .base_url(base)
+                .build()
+                .unwrap_err();
+            assert!(matches!(err, Error::InvalidUrl { .. }), "{base}: {err}");
+        }
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_path_segment() {
+        let client = client("http://h/metal/v1");
+        let url = client.url(&["devices", "../../x?y", "events"], None);
+        assert_eq!(
+            url.as_str(),
+            "http://h/metal/v1/devices/..%2F..%2Fx%3Fy/events"
+        );
+    }
+
+    #[test]
+    fn per_page_is_clamped() {
+        let client = client("http://h/metal/v1");
+        let opts = ListOptions {
+            per_page: 5000,
+            include: vec!["a".into(), "b".into()],
+            ..Default::default()
+        };
+        let url = client.url(&["events"], Some(&opts));
+        assert_eq!(url.query(), Some("per_page=1000&include=a%2Cb"));
+        let opts = ListOptions {
+            per_page: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            client.url(&["events"], Some(&opts)).query(),
+            Some("per_page=1")
+        );
+    }
+}
