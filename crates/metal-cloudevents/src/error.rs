@@ -1,0 +1,46 @@
+//! Why an event could not become a CloudEvent.
+
+use metal_events::EventId;
+
+/// A `Result` whose error is [`MapError`].
+pub type Result<T, E = MapError> = std::result::Result<T, E>;
+
+/// Why [`to_cloudevent`](crate::to_cloudevent) refused an event or its options.
+///
+/// With options that pass [`MapOptions::validate`](crate::MapOptions::validate)
+/// only [`MapError::MissingId`] and [`MapError::MissingType`] can happen: the
+/// event itself is unusable, so the caller logs it, counts it and moves on;
+/// retrying cannot help.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MapError {
+    /// The event has no `id` (absent, `null`, not a string, or empty). A
+    /// CloudEvent needs one, and an invented id would defeat Direktiv's
+    /// recognition of resends.
+    #[error("the Metal event has no id (type {})", .event_type.as_deref().unwrap_or("unknown"))]
+    MissingId {
+        /// The event's type, when it has one, to help find it in logs.
+        event_type: Option<String>,
+    },
+    /// The event has no `type` (absent, `null`, not a string, or empty); a
+    /// CloudEvent needs one.
+    #[error("Metal event {id} has no type")]
+    MissingType {
+        /// The event's id.
+        id: EventId,
+    },
+    /// [`MapOptions::source_prefix`](crate::MapOptions::source_prefix) would
+    /// not give a valid URI-reference.
+    #[error("the source prefix {prefix:?} is not usable: {reason}")]
+    InvalidSourcePrefix {
+        /// The prefix as configured.
+        prefix: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// cloudevents-sdk refused the event. Cannot happen with valid options (the
+    /// mapper always sets id, type and a non-empty source); kept so that a
+    /// change in the SDK shows up as an error rather than a panic.
+    #[error("cloudevents-sdk refused the event")]
+    Sdk(#[source] cloudevents::event::EventBuilderError),
+}
