@@ -1,0 +1,398 @@
+//! What a send ended in: [`Delivery`], [`Outcome`], [`RetryReason`], and the
+//! rules that map an HTTP answer or a transport failure onto them.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, StatusCode};
+
+/// At most this many bytes of an error body are kept in an [`Outcome`].
+pub const MAX_BODY_BYTES: usize = 512;
+
+/// The marker Direktiv v0.8.8+ puts in a 400 body when it already stored an
+/// event with the same source and id.
+pub const HISTORY_CONFLICT_MARKER: &str = "Error appending CloudEvent to history";
+
+/// The result of one send: how it ended and how to find it in traces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// How the send ended.
+    pub outcome: Outcome,
+    /// The W3C `traceparent` sent as the HTTP header of this request.
+    /// For a single event it is also the event's `traceparent` extension.
+    pub traceparent: String,
+    /// The HTTP status, when an answer arrived.
+    pub status: Option<u16>,
+    /// Time from sending the request to classifying the answer.
+    pub elapsed: Duration,
+}
+
+/// How a send ended. Every send ends in exactly one of these; there is no
+/// separate error path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Direktiv answered 2xx: the event is stored.
+    Delivered,
+    /// Direktiv already had this event: 409 (v0.7 to v0.8.6), or 400 whose
+    /// body holds `Error appending CloudEvent to history` (v0.8.8+). As good
+    /// as delivered.
+    AlreadyDelivered,
+    /// Try again later: a transport failure, a timeout, 408, 429 or 5xx.
+    Retryable {
+        /// Why it failed.
+        reason: RetryReason,
+        /// The HTTP status, when an answer arrived.
+        status: Option<u16>,
+        /// How long Direktiv asked to wait (`Retry-After`, seconds or HTTP
+        /// date), when it said so.
+        retry_after: Option<Duration>,
+        /// A short human-readable description (a trimmed error body or the
+        /// transport error). Never contains the token.
+        detail: String,
+    },
+    /// Direktiv refused the event and sending it again will not help:
+    /// any other 4xx (401 wrong token, 404 wrong namespace, 415 wrong
+    /// content type, ...) or a redirect (the endpoint is misconfigured;
+    /// redirects are never followed so the token never leaves the endpoint).
+    Permanent {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's body, trimmed to at most [`MAX_BODY_BYTES`].
+        body: String,
+    },
+    /// The event could not be turned into JSON, so nothing was sent.
+    /// Sending it again will not help.
+    Unsendable {
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// Direktiv has the event ([`Outcome::Delivered`] or
+    /// [`Outcome::AlreadyDelivered`]): it may be recorded as sent.
+    pub fn is_acknowledged(&self) -> bool {
+        matches!(self, Self::Delivered | Self::AlreadyDelivered)
+    }
+
+    /// The send should be repeated after a backoff.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+
+    /// Repeating the send will not help ([`Outcome::Permanent`] or
+    /// [`Outcome::Unsendable`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Permanent { .. } | Self::Unsendable { .. })
+    }
+
+    /// The wait Direktiv asked for, if this is a retryable outcome that had one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Retryable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// A short lowercase label for metrics: `delivered`, `already_delivered`,
+    /// `retryable`, `permanent` or `unsendable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::AlreadyDelivered => "already_delivered",
+            Self::Retryable { .. } => "retryable",
+            Self::Permanent { .. } => "permanent",
+            Self::Unsendable { .. } => "unsendable",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Delivered => f.write_str("delivered"),
+            Self::AlreadyDelivered => f.write_str("already delivered"),
+            Self::Retryable {
+                reason,
+                status,
+                retry_after,
+                detail,
+            } => {
+                write!(f, "retryable ({reason}")?;
+                if let Some(status) = status {
+                    write!(f, ", HTTP {status}")?;
+                }
+                if let Some(wait) = retry_after {
+                    write!(f, ", retry after {}s", wait.as_secs())?;
+                }
+                f.write_str(")")?;
+                if !detail.is_empty() {
+                    write!(f, ": {detail}")?;
+                }
+                Ok(())
+            }
+            Self::Permanent { status, body } => {
+                write!(f, "rejected (HTTP {status})")?;
+                if !body.is_empty() {
+                    write!(f, ": {body}")?;
+                }
+                Ok(())
+            }
+            Self::Unsendable { reason } => write!(f, "not sent: {reason}"),
+        }
+    }
+}
+
+/// Why a send is [`Outcome::Retryable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryReason {
+    /// No connection could be opened (refused, unreachable, DNS).
+    Connect,
+    /// The TLS handshake failed, usually an untrusted or mismatched
+    /// certificate. Retryable because a certificate may be renewed or a CA
+    /// fixed while the Metal API keeps the events; it stays distinct so an
+    /// operator sees a configuration problem, not an outage.
+    Tls,
+    /// The connect or request timeout elapsed.
+    Timeout,
+    /// The connection broke while sending or reading.
+    Transport,
+    /// Direktiv answered 408, 429 or 5xx.
+    Status,
+}
+
+impl RetryReason {
+    /// A short lowercase label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Tls => "tls",
+            Self::Timeout => "timeout",
+            Self::Transport => "transport",
+            Self::Status => "status",
+        }
+    }
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Classifies a Direktiv answer. `body` is what was read of it (possibly cut short).
+pub(crate) fn classify_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    now: SystemTime,
+) -> Outcome {
+    let code = status.as_u16();
+    if status.is_success() {
+        Outcome::Delivered
+    } else if status == StatusCode::CONFLICT
+        || (status == StatusCode::BAD_REQUEST && body.contains(HISTORY_CONFLICT_MARKER))
+    {
+        Outcome::AlreadyDelivered
+    } else if status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status.is_server_error()
+    {
+        Outcome::Retryable {
+            reason: RetryReason::Status,
+            status: Some(code),
+            retry_after: retry_after(headers, now),
+            detail: trim_body(body),
+        }
+    } else {
+        // Other 4xx, 3xx (never followed) and 1xx that reached us.
+        Outcome::Permanent {
+            status: code,
+            body: trim_body(body),
+        }
+    }
+}
+
+/// Classifies a failure before any answer arrived.
+pub(crate) fn classify_transport(err: &reqwest::Error) -> Outcome {
+    let reason = if err.is_timeout() {
+        RetryReason::Timeout
+    } else if err.is_connect() && is_tls_failure(err) {
+        RetryReason::Tls
+    } else if err.is_connect() {
+        RetryReason::Connect
+    } else {
+        RetryReason::Transport
+    };
+    Outcome::Retryable {
+        reason,
+        status: None,
+        retry_after: None,
+        detail: error_chain(err),
+    }
+}
+
+/// rustls reports handshake failures as `io::ErrorKind::InvalidData`
+/// (wrapped by the connector in another `io::Error`), while plain TCP
+/// failures carry kinds such as `ConnectionRefused`.
+fn is_tls_failure(err: &reqwest::Error) -> bool {
+    fn invalid_data(io: &std::io::Error) -> bool {
+        io.kind() == std::io::ErrorKind::InvalidData
+            || io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                .is_some_and(invalid_data)
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(invalid_data) {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The error and its causes on one line, without the URL (which may carry
+/// credentials) and without repeats.
+fn error_chain(err: &reqwest::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        let text = if let Some(r) = e.downcast_ref::<reqwest::Error>() {
+            let mut text = r.to_string();
+            if let Some(url) = r.url() {
+                text = text.replace(&format!(" ({url})"), "");
+            }
+            text
+        } else {
+            e.to_string()
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = e.source();
+    }
+    trim_body(&parts.join(": "))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date; a date in the past is zero.
+pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Whitespace-trimmed and cut to at most [`MAX_BODY_BYTES`] on a character boundary.
+pub(crate) fn trim_body(body: &str) -> String {
+    let body = body.trim();
+    if body.len() <= MAX_BODY_BYTES {
+        return body.to_owned();
+    }
+    let mut end = MAX_BODY_BYTES;
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &body[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn classify(code: u16, body: &str) -> Outcome {
+        classify_response(
+            StatusCode::from_u16(code).unwrap(),
+            &HeaderMap::new(),
+            body,
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn status_codes_map_to_outcomes() {
+        assert_eq!(classify(200, ""), Outcome::Delivered);
+        assert_eq!(classify(204, ""), Outcome::Delivered);
+        assert_eq!(classify(409, "conflict"), Outcome::AlreadyDelivered);
+        assert_eq!(
+            classify(
+                400,
+                r#"{"error":"Error appending CloudEvent to history: duplicate"}"#
+            ),
+            Outcome::AlreadyDelivered
+        );
+        assert_eq!(
+            classify(400, "invalid cloudevent"),
+            Outcome::Permanent {
+                status: 400,
+                body: "invalid cloudevent".into()
+            }
+        );
+        for code in [401, 403, 404, 413, 415, 422, 301] {
+            assert!(classify(code, "").is_permanent(), "{code}");
+        }
+        for code in [408, 429, 500, 502, 503, 504] {
+            assert!(classify(code, "").is_retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn retry_after_in_seconds_and_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static(" 120 "));
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(120)));
+
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        headers.insert("retry-after", HeaderValue::from_str(&later).unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::from_secs(90)));
+
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        headers.insert("retry-after", HeaderValue::from_str(&past).unwrap());
+        assert_eq!(retry_after(&headers, now), Some(Duration::ZERO));
+
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers, now), None);
+    }
+
+    #[test]
+    fn long_bodies_are_cut_on_a_char_boundary() {
+        let body = "é".repeat(400); // 800 bytes
+        let trimmed = trim_body(&body);
+        assert!(trimmed.len() <= MAX_BODY_BYTES + '…'.len_utf8());
+        assert!(trimmed.ends_with('…'));
+        assert_eq!(trim_body("  short \n"), "short");
+    }
+
+    #[test]
+    fn display_is_one_readable_line() {
+        let outcome = Outcome::Retryable {
+            reason: RetryReason::Status,
+            status: Some(429),
+            retry_after: Some(Duration::from_secs(7)),
+            detail: "slow down".into(),
+        };
+        assert_eq!(
+            outcome.to_string(),
+            "retryable (status, HTTP 429, retry after 7s): slow down"
+        );
+        assert_eq!(
+            Outcome::Permanent {
+                status: 401,
+                body: "unauthorized".into()
+            }
+            .to_string(),
+            "rejected (HTTP 401): unauthorized"
+        );
+    }
+}
