@@ -65,8 +65,8 @@ pub enum Error {
     /// not JSON, or JSON of the wrong shape.
     #[error(
         "state file {path} is corrupt ({reason}); move it aside to start fresh, or open with \
-         the reset-corrupt option, which renames it aside for you (events delivered recently may \
-         be sent again, nothing older than the new baseline is sent)"
+         the reset-corrupt option, which renames it aside for you (a fresh state starts again \
+         from the configured start point)"
     )]
     Corrupt {
         /// The state file.
