@@ -5,8 +5,8 @@ use std::path::Path;
 
 use cloudevents::AttributesReader;
 use metal_cloudevents::{
-    Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef, is_valid_extension_name,
-    to_cloudevent, to_json_value,
+    Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef, find_device,
+    is_valid_extension_name, to_cloudevent, to_json_value,
 };
 use metal_events::Event;
 use serde_json::{Value, json};
@@ -49,6 +49,16 @@ fn every_fixture_maps_as_snapshotted() {
     insta::glob!("../../../fixtures/metal/events", "*.json", |path| {
         let (event, ctx, opts) = load(path);
         let name = path.file_name().unwrap().to_string_lossy();
+        // Where the event names its device, the relationship helper finds the
+        // device the fixture's context holds.
+        if let Some(device) = ctx
+            .device
+            .as_ref()
+            .filter(|_| !event.relationships.is_empty())
+        {
+            let found = find_device(&event, |id| (id == device.id.as_str()).then_some(()));
+            assert_eq!(found.map(|(id, ())| id), Some(device.id.as_str()), "{name}");
+        }
         let snapshot = match to_cloudevent(&event, &ctx, &opts) {
             Ok(ce) => {
                 assert!(!name.starts_with("error-"), "{name} should not map");
