@@ -1,6 +1,95 @@
 //! The equinix-receiver binary: reads the config, then runs the pipeline.
+//!
+//! `main` only wires things together: parse the flags ([`cli`]), load and
+//! validate the config ([`config`]), install the logger ([`logging`]), then hand
+//! the [`settings::Settings`] to [`app::run`].
 
 mod app;
+mod cli;
+mod config;
+mod demo;
+mod logging;
 mod settings;
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, EXIT_CONFIG, EXIT_FAILURE, Mode};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match cli.mode() {
+        Ok(Mode::Config(path)) => path,
+        Ok(Mode::Demo) => return finish(demo::run().await),
+        Err((message, code)) => {
+            report(&[message]);
+            return code;
+        }
+    };
+
+    let env = |name: &str| std::env::var(name).ok();
+    let overrides = config::Overrides { reset_state: cli.reset_state };
+    let loaded = match config::load_file(&path, &env, overrides) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            let mut lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            lines.push(format!(
+                "{} problem(s) in `{}`; nothing was requested (see docs/configuration.md)",
+                problems.len(),
+                path.display()
+            ));
+            report(&lines);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+
+    if cli.check {
+        return check_ok(&loaded);
+    }
+
+    let rust_log = std::env::var("RUST_LOG").ok();
+    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref()) {
+        report(&[format!("{err:#}")]);
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    let options = app::RunOptions { once: cli.once, dry_run: cli.dry_run };
+    finish(app::run(loaded.settings, options).await)
+}
+
+/// `--check` succeeded: warnings on stderr, a one-line summary on stdout.
+#[expect(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's own output")]
+fn check_ok(loaded: &config::Loaded) -> ExitCode {
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!("config OK: {}", config::summary(&loaded.settings));
+    ExitCode::SUCCESS
+}
+
+/// Prints each line to stderr as an error (before the logger exists).
+#[expect(clippy::print_stderr, reason = "the logger is not installed yet")]
+fn report(lines: &[String]) {
+    for line in lines {
+        eprintln!("error: {line}");
+    }
+}
+
+/// Turns the pipeline's result into the exit code, logging a failure with its chain.
+fn finish(result: anyhow::Result<ExitCode>) -> ExitCode {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if tracing::dispatcher::has_been_set() {
+                tracing::error!("{err:#}");
+            } else {
+                report(&[format!("{err:#}")]);
+            }
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

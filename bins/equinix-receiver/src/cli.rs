@@ -1,0 +1,162 @@
+//! The command line: flags, the config path, and the exit codes `--help` documents.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser};
+
+/// Exit code for a bad config, before any request is made (EX_CONFIG).
+pub(crate) const EXIT_CONFIG: u8 = 78;
+/// Exit code for a failure at run time.
+pub(crate) const EXIT_FAILURE: u8 = 1;
+
+const AFTER_HELP: &str = "\
+Examples:
+  equinix-receiver /config/config.yaml           run the receiver (as the old image did)
+  equinix-receiver --check config.yaml           validate the config, make no request
+  equinix-receiver --once --dry-run config.yaml  print what one sweep would send
+  equinix-receiver --demo                        run the built-in local demo
+
+Environment:
+  METAL_AUTH_TOKEN  the Equinix Metal API token; wins over equinix.packetAuthTokenFile
+                    and equinix.packetAuthToken
+  DIREKTIV_TOKEN    the Direktiv token; wins over direktiv.tokenFile and direktiv.token
+  RUST_LOG          a log filter that overrides log.level (e.g. info,equinix_receiver=debug)
+
+Exit codes:
+  0   success (with --once: everything found was delivered)
+  1   failure at run time
+  2   bad command-line usage
+  3   with --once: some events were not delivered (they are retried on the next run)
+  78  bad config (EX_CONFIG); nothing was requested
+
+Logs go to stderr; stdout carries only --check's summary and --dry-run's CloudEvents.
+Every config key is described in docs/configuration.md.";
+
+/// Polls Equinix Metal events and delivers them to Direktiv as CloudEvents.
+#[derive(Debug, Parser)]
+#[command(name = "equinix-receiver", version, about, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// The YAML config file (the same as --config).
+    #[arg(value_name = "CONFIG")]
+    pub(crate) config_path: Option<PathBuf>,
+
+    /// The YAML config file.
+    #[arg(short, long = "config", value_name = "PATH")]
+    pub(crate) config_flag: Option<PathBuf>,
+
+    /// Validate the config and exit (0 when valid, 78 when not), making no request.
+    #[arg(long, conflicts_with_all = ["once", "dry_run", "demo"])]
+    pub(crate) check: bool,
+
+    /// Run one sweep (discover, poll, deliver), then exit: 0 when everything found was
+    /// delivered, 3 when some events were not.
+    #[arg(long)]
+    pub(crate) once: bool,
+
+    /// Poll as usual, but print each CloudEvent as one JSON object per line on stdout
+    /// instead of sending it.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Start with a fresh state when the state file is corrupt (events already sent may be
+    /// sent again; without this flag a corrupt state stops the receiver).
+    #[arg(long)]
+    pub(crate) reset_state: bool,
+
+    /// Run the built-in local demo (a simulated Metal API and Direktiv); needs no config.
+    #[arg(long, conflicts_with_all = ["config_path", "config_flag", "reset_state"])]
+    pub(crate) demo: bool,
+}
+
+/// What to do, once the arguments agree with each other.
+#[derive(Debug)]
+pub(crate) enum Mode {
+    /// `--demo`.
+    Demo,
+    /// Load the config at this path, then check or run.
+    Config(PathBuf),
+}
+
+impl Cli {
+    /// Resolves the config path and the mode, or says what is wrong and which
+    /// exit code to use.
+    pub(crate) fn mode(&self) -> Result<Mode, (String, ExitCode)> {
+        if self.demo {
+            return Ok(Mode::Demo);
+        }
+        match (&self.config_path, &self.config_flag) {
+            (Some(positional), Some(flag)) if positional != flag => Err((
+                format!(
+                    "two different config files given: `{}` and --config `{}`; give one",
+                    positional.display(),
+                    flag.display()
+                ),
+                ExitCode::from(2),
+            )),
+            (Some(path), _) | (None, Some(path)) => Ok(Mode::Config(path.clone())),
+            (None, None) => Err((
+                format!(
+                    "no config file given: run `equinix-receiver /path/to/config.yaml` (or \
+                     --config PATH), or `equinix-receiver --demo` to try it without one\n\n{}",
+                    Cli::command().render_usage()
+                ),
+                ExitCode::from(EXIT_CONFIG),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("equinix-receiver").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn positional_and_flag_paths_are_the_same_thing() {
+        let positional = parse(&["/config/config.yaml"]).unwrap().mode().unwrap();
+        let flag = parse(&["--config", "/config/config.yaml"]).unwrap().mode().unwrap();
+        for mode in [positional, flag] {
+            assert!(matches!(mode, Mode::Config(p) if p == PathBuf::from("/config/config.yaml")));
+        }
+        let both = parse(&["a.yaml", "--config", "a.yaml"]).unwrap().mode();
+        assert!(matches!(both, Ok(Mode::Config(_))));
+    }
+
+    #[test]
+    fn two_different_paths_are_refused() {
+        let err = parse(&["a.yaml", "--config", "b.yaml"]).unwrap().mode().unwrap_err();
+        assert!(err.0.contains("a.yaml") && err.0.contains("b.yaml"), "{}", err.0);
+    }
+
+    #[test]
+    fn no_path_is_a_config_error_that_mentions_demo() {
+        let err = parse(&[]).unwrap().mode().unwrap_err();
+        assert!(err.0.contains("--demo"), "{}", err.0);
+        assert!(err.0.contains("Usage"), "{}", err.0);
+        assert_eq!(err.1, ExitCode::from(EXIT_CONFIG));
+    }
+
+    #[test]
+    fn demo_needs_no_config_and_refuses_one() {
+        assert!(matches!(parse(&["--demo"]).unwrap().mode(), Ok(Mode::Demo)));
+        assert!(parse(&["--demo", "c.yaml"]).is_err());
+        assert!(parse(&["--check", "--once", "c.yaml"]).is_err());
+    }
+
+    #[test]
+    fn help_documents_exit_codes_and_environment() {
+        let help = Cli::command().render_long_help().to_string();
+        for needle in ["78", "METAL_AUTH_TOKEN", "DIREKTIV_TOKEN", "RUST_LOG", "--check", "--demo"] {
+            assert!(help.contains(needle), "help lacks {needle}:\n{help}");
+        }
+    }
+}

@@ -1,0 +1,1745 @@
+//! The config loader: a YAML file, the environment and the command-line flags
+//! become validated [`Settings`], or a list of every problem found.
+//!
+//! The file is parsed into a generic tree of [`Node`]s that remember their line,
+//! then the known keys are walked by hand, so one pass reports every unknown key,
+//! wrong type and bad value at once instead of stopping at the first.
+//!
+//! Secrets come from, in order of precedence: the environment
+//! (`METAL_AUTH_TOKEN`, `DIREKTIV_TOKEN`), a token file (`*TokenFile`, `tokenFile`)
+//! and the inline value. The environment is passed in as a function so tests
+//! never touch the process environment.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+use url::Url;
+
+use crate::settings::{
+    AuthHeaderName, DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings,
+    ServerSettings, Settings, StartFrom, StateSettings,
+};
+
+/// The environment variable that holds the Equinix Metal token.
+pub(crate) const METAL_TOKEN_ENV: &str = "METAL_AUTH_TOKEN";
+/// The environment variable that holds the Direktiv token.
+pub(crate) const DIREKTIV_TOKEN_ENV: &str = "DIREKTIV_TOKEN";
+
+/// A config file larger than this is refused (a config is a few hundred bytes).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The default Equinix Metal API base URL.
+pub(crate) const DEFAULT_API_URL: &str = "https://api.equinix.com/metal/v1";
+/// The default address of the health and metrics server.
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+
+const TOP_KEYS: &[&str] = &["equinix", "direktiv", "state", "log", "server", "shutdownGrace"];
+const EQUINIX_KEYS: &[&str] = &[
+    "organizationId",
+    "packetAuthToken",
+    "packetAuthTokenFile",
+    "apiUrl",
+    "pollInterval",
+    "perPage",
+    "maxPages",
+    "concurrency",
+    "levels",
+    "startFrom",
+    "inventoryRefresh",
+    "timeout",
+    "sweepTimeout",
+];
+const DIREKTIV_KEYS: &[&str] = &[
+    "endpoint",
+    "token",
+    "tokenFile",
+    "apikey",
+    "authHeader",
+    "insecureSkipVerify",
+    "caFile",
+    "timeout",
+    "concurrency",
+    "maxRetries",
+    "event-on-error",
+    "errorEventInterval",
+];
+const STATE_KEYS: &[&str] = &["path", "overlap"];
+const LOG_KEYS: &[&str] = &["format", "level"];
+const SERVER_KEYS: &[&str] = &["enabled", "listen"];
+
+/// Every section with its keys, to suggest the right section for a key put in
+/// the wrong one.
+const SECTIONS: &[(&str, &[&str])] = &[
+    ("equinix", EQUINIX_KEYS),
+    ("direktiv", DIREKTIV_KEYS),
+    ("state", STATE_KEYS),
+    ("log", LOG_KEYS),
+    ("server", SERVER_KEYS),
+];
+
+/// One thing wrong with the config, with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Problem {
+    /// The dotted key path (`direktiv.endpoint`), or `None` for the file itself.
+    pub(crate) key: Option<String>,
+    /// The 1-based line in the file, when known.
+    pub(crate) line: Option<u64>,
+    /// What is wrong and how to fix it.
+    pub(crate) message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.key, self.line) {
+            (Some(key), Some(line)) => write!(f, "{key} (line {line}): {}", self.message),
+            (Some(key), None) => write!(f, "{key}: {}", self.message),
+            (None, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// What the command line adds to the config file.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Overrides {
+    /// `--reset-state`: start fresh when the state file is corrupt.
+    pub(crate) reset_state: bool,
+}
+
+/// A loaded config: the settings, and warnings worth logging at startup.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    /// The validated settings.
+    pub(crate) settings: Settings,
+    /// Things that are allowed but probably not what was meant. They never
+    /// contain a secret.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// Reads and validates the config file at `path`.
+///
+/// `env` looks up an environment variable (`|name| std::env::var(name).ok()`
+/// in production). Every problem found is returned, not only the first.
+pub(crate) fn load_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: Overrides,
+) -> Result<Loaded, Vec<Problem>> {
+    let bytes = read_config_file(path).map_err(|message| vec![file_problem(message)])?;
+    load_bytes(&bytes, env, overrides)
+}
+
+/// Validates a config given as bytes (the contents of the file).
+pub(crate) fn load_bytes(
+    bytes: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: Overrides,
+) -> Result<Loaded, Vec<Problem>> {
+    let root = parse_yaml(bytes).map_err(|problem| vec![problem])?;
+    let mut walker = Walker { problems: Vec::new(), warnings: Vec::new(), env };
+    let settings = walker.settings(&root, overrides);
+    match settings {
+        Some(settings) if walker.problems.is_empty() => {
+            Ok(Loaded { settings, warnings: walker.warnings })
+        }
+        _ => Err(walker.problems),
+    }
+}
+
+fn file_problem(message: String) -> Problem {
+    Problem { key: None, line: None, message }
+}
+
+/// Reads the config file, turning every IO failure into a sentence a person
+/// can act on.
+fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let metadata = fs::metadata(path).map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => format!(
+            "config file `{shown}` does not exist: give the path of the YAML config file, \
+             e.g. `equinix-receiver /config/config.yaml`"
+        ),
+        _ => format!("cannot read config file `{shown}`: {err}"),
+    })?;
+    if metadata.is_dir() {
+        return Err(format!(
+            "`{shown}` is a directory, not a config file: give the path of the YAML file inside \
+             it, e.g. `{}`",
+            path.join("config.yaml").display()
+        ));
+    }
+    let file = fs::File::open(path)
+        .map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "config file `{shown}` is larger than 1 MiB: is this really the YAML config?"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// A YAML value with the line it starts on.
+#[derive(Debug, Clone, PartialEq)]
+struct Node {
+    value: Value,
+    /// 1-based; 0 when unknown.
+    line: u64,
+}
+
+/// A generic YAML value.
+#[derive(Debug, Clone, PartialEq)]
+enum Value {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Node>),
+    /// Entries in file order: the key, the key's line, the value.
+    Map(Vec<(String, u64, Node)>),
+}
+
+impl Value {
+    /// How a value's type is named in messages.
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::Null => "nothing",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) | Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl From<Spanned<Value>> for Node {
+    fn from(spanned: Spanned<Value>) -> Self {
+        Node { value: spanned.value, line: spanned.referenced.line() }
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_i128<E: de::Error>(self, v: i128) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Int(v.into()))
+    }
+
+    fn visit_u128<E: de::Error>(self, v: u128) -> Result<Value, E> {
+        Ok(i128::try_from(v).map_or(Value::Float(v as f64), Value::Int))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::Str(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::Str(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        Value::deserialize(deserializer)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Spanned<Value>>()? {
+            items.push(Node::from(item));
+        }
+        Ok(Value::Seq(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = map.next_key::<Spanned<Value>>()? {
+            let line = key.referenced.line();
+            let name = match key.value {
+                Value::Str(s) => s,
+                Value::Int(n) => n.to_string(),
+                Value::Float(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                Value::Null => "null".to_owned(),
+                Value::Seq(_) | Value::Map(_) => "<a list or mapping used as a key>".to_owned(),
+            };
+            let value = map.next_value::<Spanned<Value>>()?;
+            entries.push((name, line, Node::from(value)));
+        }
+        Ok(Value::Map(entries))
+    }
+}
+
+/// Decodes the bytes as UTF-8 and parses them as one YAML document.
+fn parse_yaml(bytes: &[u8]) -> Result<Node, Problem> {
+    if bytes.starts_with(&[0xFF, 0xFE]) || bytes.starts_with(&[0xFE, 0xFF]) {
+        return Err(file_problem(
+            "the config file is UTF-16 text: save it as UTF-8".to_owned(),
+        ));
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let text = std::str::from_utf8(bytes).map_err(|err| {
+        let valid = &bytes[..err.valid_up_to()];
+        let line = valid.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let column = valid.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        Problem {
+            key: None,
+            line: Some(line),
+            message: format!(
+                "the config file is not UTF-8 text (invalid byte at column {column}): save it as \
+                 UTF-8"
+            ),
+        }
+    })?;
+    let is_blank = text
+        .lines()
+        .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'));
+    if is_blank {
+        return Err(empty_file_problem());
+    }
+    let options = serde_saphyr::options! { with_snippet: false };
+    let root: Spanned<Value> =
+        serde_saphyr::from_str_with_options(text, options).map_err(|err| yaml_problem(&err))?;
+    let root = Node::from(root);
+    match root.value {
+        Value::Map(_) => Ok(root),
+        Value::Null => Err(empty_file_problem()),
+        ref other => Err(Problem {
+            key: None,
+            line: known_line(root.line),
+            message: format!(
+                "the config file must be a mapping of sections (`equinix:`, `direktiv:`, ...), \
+                 got {}",
+                other.kind()
+            ),
+        }),
+    }
+}
+
+fn empty_file_problem() -> Problem {
+    file_problem(
+        "the config file is empty: it needs at least `equinix.organizationId`, an Equinix Metal \
+         token and `direktiv.endpoint` (see docs/configuration.md)"
+            .to_owned(),
+    )
+}
+
+fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
+    let location = err.location().filter(|loc| loc.line() > 0);
+    let mut message = err.to_string();
+    // The rendered message may end with its own location; ours goes up front.
+    if let Some(index) = message.find(" at line ") {
+        message.truncate(index);
+    }
+    let message = message.trim().trim_end_matches('.').to_owned();
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest.split(',').next().unwrap_or(rest).trim();
+        let line = location.map(|loc| loc.line());
+        let message = format!("key `{key}` is given twice in the same section: keep one");
+        return Problem { key: None, line, message };
+    }
+    match location {
+        Some(loc) => Problem {
+            key: None,
+            line: Some(loc.line()),
+            message: format!("YAML syntax error at column {}: {message}", loc.column()),
+        },
+        None => file_problem(format!("YAML syntax error: {message}")),
+    }
+}
+
+fn known_line(line: u64) -> Option<u64> {
+    (line > 0).then_some(line)
+}
+
+/// Finds the closest known key to an unknown one.
+fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
+    let normalise = |s: &str| {
+        s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase()
+    };
+    let wanted = normalise(unknown);
+    if let Some(same) = known.iter().find(|k| normalise(k) == wanted) {
+        return Some(same);
+    }
+    known
+        .iter()
+        .map(|k| (k, strsim::jaro_winkler(&wanted, &normalise(k))))
+        .filter(|(_, score)| *score >= 0.8)
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(k, _)| *k)
+}
+
+/// Formats key names as a list: `a`, `b`, `c`.
+fn list(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// Joins a section path and a key.
+fn join(section: &str, key: &str) -> String {
+    if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") }
+}
+
+/// Where a secret came from, to pick the default auth header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenSource {
+    Env,
+    File,
+    Inline,
+    ApiKey,
+}
+
+/// Walks the parsed tree, collecting problems and warnings.
+struct Walker<'e> {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    env: &'e dyn Fn(&str) -> Option<String>,
+}
+
+/// The entries of one mapping section.
+type Entries<'n> = &'n [(String, u64, Node)];
+
+impl Walker<'_> {
+    fn problem(&mut self, key: &str, line: u64, message: impl Into<String>) {
+        self.problems.push(Problem {
+            key: Some(key.to_owned()),
+            line: known_line(line),
+            message: message.into(),
+        });
+    }
+
+    fn wrong_type(&mut self, key: &str, node: &Node, expected: &str) {
+        let message = format!("must be {expected}, got {}", node.value.kind());
+        self.problem(key, node.line, message);
+    }
+
+    /// Reports every key of `entries` not in `known`.
+    fn check_keys(&mut self, section: &str, entries: Entries<'_>, known: &[&str]) {
+        for (key, line, _) in entries {
+            if known.contains(&key.as_str()) {
+                continue;
+            }
+            let path = join(section, key);
+            let message = if let Some(best) = suggest(key, known) {
+                format!("unknown key: did you mean `{}`?", join(section, best))
+            } else if let Some(home) = SECTIONS
+                .iter()
+                .filter(|(name, _)| *name != section)
+                .find_map(|(name, keys)| suggest(key, keys).map(|k| join(name, k)))
+                .filter(|_| !section.is_empty() || !TOP_KEYS.contains(&key.as_str()))
+            {
+                format!("unknown key here: did you mean `{home}`?")
+            } else {
+                format!("unknown key: the keys allowed here are {}", list(known))
+            };
+            self.problem(&path, *line, message);
+        }
+    }
+
+    /// A section: a mapping, or nothing (an empty section).
+    fn section<'n>(&mut self, path: &str, node: Option<&'n Node>) -> Entries<'n> {
+        match node.map(|n| (&n.value, n)) {
+            None | Some((Value::Null, _)) => &[],
+            Some((Value::Map(entries), _)) => entries,
+            Some((_, node)) => {
+                self.wrong_type(path, node, "a mapping of keys");
+                &[]
+            }
+        }
+    }
+
+    fn string(&mut self, path: &str, node: &Node) -> Option<String> {
+        match &node.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Null => None,
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => {
+                self.wrong_type(path, node, "a string (put the value in quotes)");
+                None
+            }
+            _ => {
+                self.wrong_type(path, node, "a string");
+                None
+            }
+        }
+    }
+
+    /// A string that counts as unset when empty (tokens and paths, which Helm
+    /// templates often render as `""`).
+    fn optional_string(&mut self, path: &str, node: Option<&Node>) -> Option<String> {
+        let s = self.string(path, node?)?;
+        let s = s.trim().to_owned();
+        (!s.is_empty()).then_some(s)
+    }
+
+    /// A string that must not be empty when given.
+    fn nonempty_string(&mut self, path: &str, node: Option<&Node>, hint: &str) -> Option<String> {
+        let node = node?;
+        let s = self.string(path, node)?;
+        if s.trim().is_empty() {
+            self.problem(path, node.line, format!("is empty: {hint}"));
+            return None;
+        }
+        Some(s.trim().to_owned())
+    }
+
+    fn boolean(&mut self, path: &str, node: Option<&Node>, default: bool) -> bool {
+        let Some(node) = node else { return default };
+        match &node.value {
+            Value::Null => default,
+            Value::Bool(b) => *b,
+            Value::Str(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" => true,
+                "false" | "no" | "off" => false,
+                _ => {
+                    self.problem(path, node.line, format!("must be true or false, got `{s}`"));
+                    default
+                }
+            },
+            _ => {
+                self.wrong_type(path, node, "true or false");
+                default
+            }
+        }
+    }
+
+    fn integer(&mut self, path: &str, node: Option<&Node>, default: u32, min: u32, max: u32) -> u32 {
+        let Some(node) = node else { return default };
+        let n = match &node.value {
+            Value::Null => return default,
+            Value::Int(n) => *n,
+            Value::Str(s) if s.trim().parse::<i128>().is_ok() => {
+                self.wrong_type(path, node, "a whole number (without quotes)");
+                return default;
+            }
+            Value::Float(_) => {
+                self.wrong_type(path, node, "a whole number");
+                return default;
+            }
+            _ => {
+                self.wrong_type(path, node, "a whole number");
+                return default;
+            }
+        };
+        match u32::try_from(n) {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.problem(
+                    path,
+                    node.line,
+                    format!("must be between {min} and {max}, got {n} (the default is {default})"),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(
+        &mut self,
+        path: &str,
+        node: Option<&Node>,
+        default: Duration,
+        allow_zero: bool,
+    ) -> Duration {
+        let Some(node) = node else { return default };
+        let text = match &node.value {
+            Value::Null => return default,
+            Value::Str(s) => s.clone(),
+            Value::Int(n) => {
+                let message = format!(
+                    "a bare number has no unit: write `{n}s` for seconds (or `ms`, `m`, `h`)"
+                );
+                self.problem(path, node.line, message);
+                return default;
+            }
+            _ => {
+                self.wrong_type(path, node, "a duration such as `10s`, `500ms` or `1h30m`");
+                return default;
+            }
+        };
+        match parse_duration(&text) {
+            Ok(d) if d.is_zero() && !allow_zero => {
+                self.problem(path, node.line, "must be greater than zero");
+                default
+            }
+            Ok(d) => d,
+            Err(why) => {
+                self.problem(path, node.line, why);
+                default
+            }
+        }
+    }
+
+    fn http_url(&mut self, path: &str, node: Option<&Node>, example: &str) -> Option<Url> {
+        let node = node?;
+        let text = self.nonempty_string(path, Some(node), &format!("set it to a URL such as `{example}`"))?;
+        let message = match Url::parse(&text) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => format!(
+                "must be an http or https URL, got scheme `{}` in `{text}`",
+                url.scheme()
+            ),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => {
+                format!("must be an http or https URL with a host, got `{text}`")
+            }
+            Ok(url) => return Some(url),
+            Err(err) => format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{text}`"),
+        };
+        self.problem(path, node.line, message);
+        None
+    }
+
+    /// Checks a secret is usable as an HTTP header value, without ever
+    /// showing it.
+    fn check_secret(&mut self, path: &str, line: u64, secret: &str, source: &str) -> bool {
+        if secret.starts_with('<') && secret.ends_with('>') {
+            self.problem(path, line, format!("{source} is still a placeholder like `<token>`: put the real token there"));
+            return false;
+        }
+        if !secret.chars().all(|c| c.is_ascii_graphic()) {
+            self.problem(
+                path,
+                line,
+                format!(
+                    "{source} contains spaces or characters not allowed in an HTTP header: give \
+                     the token alone (no `Bearer ` prefix, no quotes)"
+                ),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Reads a token file: trailing whitespace (the newline of a Kubernetes
+    /// Secret) trimmed.
+    fn token_file(&mut self, path: &str, line: u64, file: &str) -> Option<String> {
+        let bytes = match fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let why = match err.kind() {
+                    io::ErrorKind::NotFound => "does not exist".to_owned(),
+                    io::ErrorKind::PermissionDenied => "is not readable (permission denied)".to_owned(),
+                    io::ErrorKind::IsADirectory => "is a directory, not a file".to_owned(),
+                    _ => format!("cannot be read: {err}"),
+                };
+                self.problem(path, line, format!("token file `{file}` {why}"));
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.problem(path, line, format!("token file `{file}` is not UTF-8 text"));
+            return None;
+        };
+        let token = text.trim_end();
+        if token.is_empty() {
+            self.problem(path, line, format!("token file `{file}` is empty"));
+            return None;
+        }
+        self.check_secret(path, line, token, &format!("the token in `{file}`"))
+            .then(|| token.to_owned())
+    }
+
+    /// Resolves a secret from the environment, a file and an inline value, in
+    /// that order. Returns `Ok(None)` when no source gives one.
+    fn secret(
+        &mut self,
+        env_name: &str,
+        file_key: (&str, Option<&Node>),
+        inline_key: (&str, Option<&Node>),
+    ) -> Result<Option<(SecretString, TokenSource)>, ()> {
+        if let Some(value) = (self.env)(env_name) {
+            let value = value.trim().to_owned();
+            if !value.is_empty() {
+                let ok = self.check_secret(
+                    env_name,
+                    0,
+                    &value,
+                    &format!("the environment variable {env_name}"),
+                );
+                return if ok { Ok(Some((value.into(), TokenSource::Env))) } else { Err(()) };
+            }
+        }
+        let (file_path, file_node) = file_key;
+        if let Some(file) = self.optional_string(file_path, file_node) {
+            let line = file_node.map_or(0, |n| n.line);
+            return match self.token_file(file_path, line, &file) {
+                Some(token) => Ok(Some((token.into(), TokenSource::File))),
+                None => Err(()),
+            };
+        }
+        let (inline_path, inline_node) = inline_key;
+        if let Some(token) = self.optional_string(inline_path, inline_node) {
+            let line = inline_node.map_or(0, |n| n.line);
+            return if self.check_secret(inline_path, line, &token, "the value") {
+                Ok(Some((token.into(), TokenSource::Inline)))
+            } else {
+                Err(())
+            };
+        }
+        Ok(None)
+    }
+
+    /// The whole file.
+    fn settings(&mut self, root: &Node, overrides: Overrides) -> Option<Settings> {
+        let Value::Map(top) = &root.value else { return None };
+        self.check_keys("", top, TOP_KEYS);
+        let get = |key: &str| top.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+
+        let equinix = self.equinix(get("equinix"));
+        let direktiv = self.direktiv(get("direktiv"));
+        let state = self.state(get("state"), overrides);
+        let log = self.log(get("log"));
+        let server = self.server(get("server"));
+        let shutdown_grace =
+            self.duration("shutdownGrace", get("shutdownGrace"), Duration::from_secs(20), true);
+        Some(Settings {
+            equinix: equinix?,
+            direktiv: direktiv?,
+            state,
+            log,
+            server,
+            shutdown_grace,
+        })
+    }
+
+    fn equinix(&mut self, node: Option<&Node>) -> Option<EquinixSettings> {
+        let entries = self.section("equinix", node);
+        self.check_keys("equinix", entries, EQUINIX_KEYS);
+        let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+        let section_line = node.map_or(0, |n| n.line);
+
+        let organization_id = match get("organizationId") {
+            None => {
+                self.problem(
+                    "equinix.organizationId",
+                    section_line,
+                    "is missing: set it to your organization's UUID (Metal console, Organization settings)",
+                );
+                None
+            }
+            Some(n) if n.value == Value::Null => {
+                self.problem("equinix.organizationId", n.line, "is empty: set it to your organization's UUID");
+                None
+            }
+            Some(n) => self
+                .nonempty_string(
+                    "equinix.organizationId",
+                    Some(n),
+                    "set it to your organization's UUID",
+                )
+                .filter(|id| {
+                    let bad = id.starts_with('<') || id.chars().any(|c| c.is_whitespace() || c == '/');
+                    if bad {
+                        self.problem(
+                            "equinix.organizationId",
+                            n.line,
+                            format!("`{id}` is not an organization id: set it to your organization's UUID"),
+                        );
+                    }
+                    !bad
+                }),
+        };
+
+        let token = match self.secret(
+            METAL_TOKEN_ENV,
+            ("equinix.packetAuthTokenFile", get("packetAuthTokenFile")),
+            ("equinix.packetAuthToken", get("packetAuthToken")),
+        ) {
+            Ok(Some((token, _))) => Some(token),
+            Ok(None) => {
+                let line = get("packetAuthToken").map_or(section_line, |n| n.line);
+                self.problem(
+                    "equinix.packetAuthToken",
+                    line,
+                    format!(
+                        "no Equinix Metal token: set `equinix.packetAuthToken`, \
+                         `equinix.packetAuthTokenFile` or the environment variable {METAL_TOKEN_ENV}"
+                    ),
+                );
+                None
+            }
+            Err(()) => None,
+        };
+
+        let api_url = match get("apiUrl") {
+            Some(n) if n.value != Value::Null => {
+                self.http_url("equinix.apiUrl", Some(n), DEFAULT_API_URL).map(trim_trailing_slash)
+            }
+            _ => Some(Url::parse(DEFAULT_API_URL).expect("the default API URL is valid")),
+        };
+
+        let poll_interval =
+            self.duration("equinix.pollInterval", get("pollInterval"), Duration::from_secs(10), false);
+        let per_page = self.integer("equinix.perPage", get("perPage"), 100, 1, 1000);
+        let max_pages = self.integer("equinix.maxPages", get("maxPages"), 10, 1, 10_000);
+        let concurrency = self.integer("equinix.concurrency", get("concurrency"), 8, 1, 256);
+        let levels = self.levels(get("levels"));
+        let start_from = self.start_from(get("startFrom"));
+        let inventory_refresh = self.duration(
+            "equinix.inventoryRefresh",
+            get("inventoryRefresh"),
+            Duration::from_secs(300),
+            false,
+        );
+        let request_timeout =
+            self.duration("equinix.timeout", get("timeout"), Duration::from_secs(30), false);
+        let sweep_timeout =
+            self.duration("equinix.sweepTimeout", get("sweepTimeout"), Duration::from_secs(300), false);
+        if request_timeout > sweep_timeout {
+            let line = get("timeout").or(get("sweepTimeout")).map_or(section_line, |n| n.line);
+            self.problem(
+                "equinix.timeout",
+                line,
+                format!(
+                    "{} is longer than `equinix.sweepTimeout` ({}): one request cannot take longer \
+                     than the whole sweep",
+                    format_duration(request_timeout),
+                    format_duration(sweep_timeout)
+                ),
+            );
+        }
+
+        Some(EquinixSettings {
+            organization_id: organization_id?,
+            token: token?,
+            api_url: api_url?,
+            poll_interval,
+            per_page,
+            max_pages,
+            concurrency: concurrency as usize,
+            levels,
+            start_from,
+            inventory_refresh,
+            request_timeout,
+            sweep_timeout,
+        })
+    }
+
+    fn levels(&mut self, node: Option<&Node>) -> Levels {
+        const PATH: &str = "equinix.levels";
+        const NAMES: &[&str] = &["project", "device", "organization"];
+        let Some(node) = node else { return Levels::default() };
+        let items: Vec<&Node> = match &node.value {
+            Value::Null => return Levels::default(),
+            Value::Seq(items) => items.iter().collect(),
+            Value::Str(_) => vec![node],
+            _ => {
+                self.wrong_type(PATH, node, "a list of levels such as `[project, device]`");
+                return Levels::default();
+            }
+        };
+        let mut levels = Levels { project: false, device: false, organization: false };
+        let mut ok = true;
+        for item in items {
+            let Value::Str(name) = &item.value else {
+                self.wrong_type(PATH, item, "a level name (project, device or organization)");
+                ok = false;
+                continue;
+            };
+            match name.trim().to_ascii_lowercase().as_str() {
+                "project" | "projects" => levels.project = true,
+                "device" | "devices" => levels.device = true,
+                "organization" | "organizations" => levels.organization = true,
+                _ => {
+                    let hint = suggest(name, NAMES)
+                        .map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"));
+                    self.problem(
+                        PATH,
+                        item.line,
+                        format!(
+                            "unknown level `{name}`{hint}: the levels are project, device and \
+                             organization"
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if ok && !(levels.project || levels.device || levels.organization) {
+            self.problem(
+                PATH,
+                node.line,
+                "is empty: name at least one of project, device, organization (or remove the key \
+                 for project and device)",
+            );
+        }
+        if ok { levels } else { Levels::default() }
+    }
+
+    fn start_from(&mut self, node: Option<&Node>) -> StartFrom {
+        const PATH: &str = "equinix.startFrom";
+        let Some(node) = node else { return StartFrom::default() };
+        let text = match &node.value {
+            Value::Null => return StartFrom::default(),
+            Value::Str(s) => s.trim().to_owned(),
+            _ => {
+                self.wrong_type(PATH, node, "`now`, `all` or an RFC 3339 instant");
+                return StartFrom::default();
+            }
+        };
+        match text.to_ascii_lowercase().as_str() {
+            "now" => StartFrom::Now,
+            "all" => StartFrom::All,
+            _ => match DateTime::parse_from_rfc3339(&text) {
+                Ok(at) => {
+                    let at = at.with_timezone(&Utc);
+                    if at > Utc::now() {
+                        self.warnings.push(format!(
+                            "{PATH} is in the future ({text}): nothing before it will be sent"
+                        ));
+                    }
+                    StartFrom::At(at)
+                }
+                Err(_) => {
+                    self.problem(
+                        PATH,
+                        node.line,
+                        format!(
+                            "must be `now`, `all` or an RFC 3339 instant such as \
+                             `2024-05-01T00:00:00Z`, got `{text}`"
+                        ),
+                    );
+                    StartFrom::default()
+                }
+            },
+        }
+    }
+
+    fn direktiv(&mut self, node: Option<&Node>) -> Option<DirektivSettings> {
+        let entries = self.section("direktiv", node);
+        self.check_keys("direktiv", entries, DIREKTIV_KEYS);
+        let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+        let section_line = node.map_or(0, |n| n.line);
+        const EXAMPLE: &str = "https://direktiv.example.com/api/namespaces/ops/broadcast";
+
+        let endpoint = match get("endpoint") {
+            None => {
+                self.problem(
+                    "direktiv.endpoint",
+                    section_line,
+                    format!("is missing: set it to the namespace's broadcast URL, e.g. `{EXAMPLE}`"),
+                );
+                None
+            }
+            Some(n) if n.value == Value::Null => {
+                self.problem(
+                    "direktiv.endpoint",
+                    n.line,
+                    format!("is empty: set it to the namespace's broadcast URL, e.g. `{EXAMPLE}`"),
+                );
+                None
+            }
+            Some(n) => self.http_url("direktiv.endpoint", Some(n), EXAMPLE),
+        };
+
+        let auth_header = self.auth_header(get("authHeader"));
+        let secret = self.secret(
+            DIREKTIV_TOKEN_ENV,
+            ("direktiv.tokenFile", get("tokenFile")),
+            ("direktiv.token", get("token")),
+        );
+        let apikey = self.optional_string("direktiv.apikey", get("apikey"));
+        let (token, source) = match secret {
+            Ok(Some((token, source))) => {
+                if apikey.is_some() {
+                    self.warnings.push(
+                        "direktiv.apikey is ignored because a Direktiv token is set (token, \
+                         tokenFile or DIREKTIV_TOKEN)"
+                            .to_owned(),
+                    );
+                }
+                (Some(token), Some(source))
+            }
+            Ok(None) => match apikey {
+                Some(key) => {
+                    let line = get("apikey").map_or(0, |n| n.line);
+                    if self.check_secret("direktiv.apikey", line, &key, "the value") {
+                        (Some(key.into()), Some(TokenSource::ApiKey))
+                    } else {
+                        (None, None)
+                    }
+                }
+                None => (None, None),
+            },
+            Err(()) => (None, None),
+        };
+        let auth_header = match (auth_header, source) {
+            (Some(header), _) => header,
+            (None, Some(TokenSource::ApiKey)) => AuthHeaderName::ApiKey,
+            (None, _) => AuthHeaderName::DirektivToken,
+        };
+        if token.is_none() && get("authHeader").is_some_and(|n| n.value != Value::Null) {
+            self.warnings.push(
+                "direktiv.authHeader is set but there is no Direktiv token: no auth header will \
+                 be sent"
+                    .to_owned(),
+            );
+        }
+
+        let insecure_skip_verify =
+            self.boolean("direktiv.insecureSkipVerify", get("insecureSkipVerify"), false);
+        let ca_file = self.ca_file(get("caFile"));
+        if insecure_skip_verify && ca_file.is_some() {
+            self.warnings.push(
+                "direktiv.caFile has no effect while direktiv.insecureSkipVerify is true".to_owned(),
+            );
+        }
+        if let Some(url) = &endpoint
+            && url.scheme() == "http"
+            && token.is_some()
+        {
+            self.warnings.push(
+                "direktiv.endpoint uses plain http: the Direktiv token is sent unencrypted".to_owned(),
+            );
+        }
+        let timeout = self.duration("direktiv.timeout", get("timeout"), Duration::from_secs(10), false);
+        let concurrency = self.integer("direktiv.concurrency", get("concurrency"), 8, 1, 256);
+        let max_retries = self.integer("direktiv.maxRetries", get("maxRetries"), 5, 0, 100);
+        let event_on_error = self.boolean("direktiv.event-on-error", get("event-on-error"), false);
+        let error_event_interval = self.duration(
+            "direktiv.errorEventInterval",
+            get("errorEventInterval"),
+            Duration::from_secs(300),
+            false,
+        );
+
+        Some(DirektivSettings {
+            endpoint: endpoint?,
+            token,
+            auth_header,
+            insecure_skip_verify,
+            ca_file,
+            timeout,
+            concurrency: concurrency as usize,
+            max_retries,
+            event_on_error,
+            error_event_interval,
+        })
+    }
+
+    fn auth_header(&mut self, node: Option<&Node>) -> Option<AuthHeaderName> {
+        const PATH: &str = "direktiv.authHeader";
+        let text = self.optional_string(PATH, node)?;
+        let header = match text.to_ascii_lowercase().as_str() {
+            "direktiv-token" => AuthHeaderName::DirektivToken,
+            "apikey" => AuthHeaderName::ApiKey,
+            "direktiv-api-key" => AuthHeaderName::DirektivApiKey,
+            "authorization" | "bearer" => AuthHeaderName::Bearer,
+            _ => {
+                self.problem(
+                    PATH,
+                    node.map_or(0, |n| n.line),
+                    format!(
+                        "unknown header `{text}`: use `Direktiv-Token` (the default), \
+                         `Direktiv-Api-Key`, `apikey` or `Authorization` (Bearer)"
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(header)
+    }
+
+    fn ca_file(&mut self, node: Option<&Node>) -> Option<PathBuf> {
+        const PATH: &str = "direktiv.caFile";
+        let file = self.optional_string(PATH, node)?;
+        let line = node.map_or(0, |n| n.line);
+        match fs::read(&file) {
+            Ok(bytes) if bytes.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+                Some(PathBuf::from(file))
+            }
+            Ok(_) => {
+                self.problem(PATH, line, format!("`{file}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+                None
+            }
+            Err(err) => {
+                self.problem(PATH, line, format!("cannot read `{file}`: {err}"));
+                None
+            }
+        }
+    }
+
+    fn state(&mut self, node: Option<&Node>, overrides: Overrides) -> StateSettings {
+        let entries = self.section("state", node);
+        self.check_keys("state", entries, STATE_KEYS);
+        let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+        let path = self.optional_string("state.path", get("path")).map(PathBuf::from);
+        if let Some(p) = &path
+            && p.is_dir()
+        {
+            self.problem(
+                "state.path",
+                get("path").map_or(0, |n| n.line),
+                format!(
+                    "`{}` is a directory: give the path of a file, e.g. `{}`",
+                    p.display(),
+                    p.join("state.json").display()
+                ),
+            );
+        }
+        let overlap = self.duration("state.overlap", get("overlap"), Duration::from_secs(600), false);
+        StateSettings { path, overlap, reset_corrupt: overrides.reset_state }
+    }
+
+    fn log(&mut self, node: Option<&Node>) -> LogSettings {
+        let entries = self.section("log", node);
+        self.check_keys("log", entries, LOG_KEYS);
+        let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+        let format = match get("format") {
+            None => LogFormat::default(),
+            Some(n) => match self.string("log.format", n).map(|s| s.trim().to_ascii_lowercase()) {
+                None => LogFormat::default(),
+                Some(s) if s == "text" => LogFormat::Text,
+                Some(s) if s == "json" => LogFormat::Json,
+                Some(s) => {
+                    self.problem("log.format", n.line, format!("must be `text` or `json`, got `{s}`"));
+                    LogFormat::default()
+                }
+            },
+        };
+        let level = match get("level") {
+            None => "info".to_owned(),
+            Some(n) => match self.string("log.level", n) {
+                None => "info".to_owned(),
+                Some(s) => match check_log_level(&s) {
+                    Ok(()) => s.trim().to_owned(),
+                    Err(why) => {
+                        self.problem("log.level", n.line, why);
+                        "info".to_owned()
+                    }
+                },
+            },
+        };
+        LogSettings { format, level }
+    }
+
+    fn server(&mut self, node: Option<&Node>) -> ServerSettings {
+        let entries = self.section("server", node);
+        self.check_keys("server", entries, SERVER_KEYS);
+        let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
+        let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("the default address is valid");
+        let enabled = self.boolean("server.enabled", get("enabled"), true);
+        let listen = match get("listen") {
+            None => default_listen,
+            Some(n) => match self.string("server.listen", n) {
+                None => default_listen,
+                Some(s) => match s.trim().parse::<SocketAddr>() {
+                    Ok(addr) => addr,
+                    Err(_) => {
+                        self.problem(
+                            "server.listen",
+                            n.line,
+                            format!(
+                                "must be an IP address and port such as `{DEFAULT_LISTEN}` or \
+                                 `127.0.0.1:9464`, got `{s}`"
+                            ),
+                        );
+                        default_listen
+                    }
+                },
+            },
+        };
+        ServerSettings { enabled, listen }
+    }
+}
+
+/// Checks `log.level`: a level name, or a tracing filter directive such as
+/// `info,equinix_receiver=debug`.
+pub(crate) fn check_log_level(text: &str) -> Result<(), String> {
+    const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty: use one of trace, debug, info, warn, error, off".to_owned());
+    }
+    let is_directive = text.contains(['=', ',', '[', ':']);
+    if !is_directive {
+        let lower = text.to_ascii_lowercase();
+        if LEVELS.contains(&lower.as_str()) || lower == "warning" {
+            return Ok(());
+        }
+        let hint = suggest(&lower, LEVELS).map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"));
+        return Err(format!(
+            "unknown level `{text}`{hint}: use one of trace, debug, info, warn, error, off, or a \
+             filter such as `info,equinix_receiver=debug`"
+        ));
+    }
+    tracing_subscriber::EnvFilter::try_new(text)
+        .map(|_| ())
+        .map_err(|err| format!("is not a valid log filter `{text}`: {err}"))
+}
+
+fn trim_trailing_slash(mut url: Url) -> Url {
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&path);
+    url
+}
+
+/// Parses a duration: one or more `<whole number><unit>` parts, units `ms`,
+/// `s`, `m` and `h` (`10s`, `500ms`, `5m`, `1h30m`). A bare number is refused
+/// because its unit would be a guess.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let hint = "write a duration such as `10s`, `500ms`, `5m` or `1h30m`";
+    if text.is_empty() {
+        return Err(format!("is empty: {hint}"));
+    }
+    if text.starts_with('-') {
+        return Err(format!("must not be negative, got `{text}`"));
+    }
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "a bare number has no unit: write `{text}s` for seconds (or `ms`, `m`, `h`)"
+        ));
+    }
+    let bad = || format!("is not a duration: {hint}, got `{text}`");
+    let mut total = Duration::ZERO;
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(bad());
+        }
+        let number: u64 =
+            rest[..digits].parse().map_err(|_| format!("is too long, got `{text}`"))?;
+        rest = &rest[digits..];
+        if rest.starts_with('.') {
+            return Err(format!(
+                "fractions are not supported: use a smaller unit (`1500ms` rather than `1.5s`), \
+                 got `{text}`"
+            ));
+        }
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let millis_per_unit: u64 = match &rest[..unit_len] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "" => return Err(format!("`{number}` has no unit: {hint}, got `{text}`")),
+            unit => {
+                return Err(format!(
+                    "unknown unit `{unit}`: the units are `ms`, `s`, `m` and `h`, got `{text}`"
+                ));
+            }
+        };
+        rest = &rest[unit_len..];
+        let part = number
+            .checked_mul(millis_per_unit)
+            .map(Duration::from_millis)
+            .ok_or_else(|| format!("is too long, got `{text}`"))?;
+        total = total.checked_add(part).ok_or_else(|| format!("is too long, got `{text}`"))?;
+    }
+    if total > MAX_DURATION {
+        return Err(format!("is longer than 7 days, got `{text}`"));
+    }
+    Ok(total)
+}
+
+/// Formats a duration the way the config writes it (`1h30m`, `500ms`).
+pub(crate) fn format_duration(duration: Duration) -> String {
+    let mut millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_owned();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)] {
+        if millis >= size {
+            out.push_str(&format!("{}{unit}", millis / size));
+            millis %= size;
+        }
+    }
+    out
+}
+
+/// A one-line summary of the settings for `--check`, without secrets.
+pub(crate) fn summary(settings: &Settings) -> String {
+    let e = &settings.equinix;
+    let d = &settings.direktiv;
+    let mut levels = Vec::new();
+    if e.levels.organization {
+        levels.push("organization");
+    }
+    if e.levels.project {
+        levels.push("project");
+    }
+    if e.levels.device {
+        levels.push("device");
+    }
+    let mut endpoint = d.endpoint.clone();
+    // Never show credentials that were put into the URL.
+    let _ = endpoint.set_password(None);
+    let _ = endpoint.set_username("");
+    endpoint.set_query(None);
+    let auth = match (&d.token, &d.auth_header) {
+        (None, _) => "no auth header".to_owned(),
+        // Only the header name: the token is never shown.
+        (Some(_), header) => format!("auth header {}", header_name(header)),
+    };
+    let state = settings
+        .state
+        .path
+        .as_ref()
+        .map_or_else(|| "default location".to_owned(), |p| p.display().to_string());
+    format!(
+        "organization {}, levels {}, poll every {}, deliver to {} ({auth}), state {state}",
+        e.organization_id,
+        levels.join("+"),
+        format_duration(e.poll_interval),
+        endpoint
+    )
+}
+
+/// The HTTP header name an [`AuthHeaderName`] stands for.
+pub(crate) fn header_name(header: &AuthHeaderName) -> &'static str {
+    match header {
+        AuthHeaderName::DirektivToken => "Direktiv-Token",
+        AuthHeaderName::ApiKey => "apikey",
+        AuthHeaderName::DirektivApiKey => "Direktiv-Api-Key",
+        AuthHeaderName::Bearer => "Authorization",
+    }
+}
+
+/// Every key the loader knows, dotted (`direktiv.endpoint`).
+#[cfg(test)]
+fn all_keys() -> Vec<String> {
+    let mut keys = vec!["shutdownGrace".to_owned()];
+    for (section, section_keys) in SECTIONS {
+        for key in *section_keys {
+            keys.push(join(section, key));
+        }
+    }
+    keys
+}
+
+
+#[cfg(test)]
+mod tests {
+    use secrecy::ExposeSecret;
+
+    use super::*;
+
+    const OLD: &str = "\
+equinix:
+  organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00
+  packetAuthToken: metal-inline-token
+direktiv:
+  endpoint: https://direktiv.example.com/api/namespaces/ops/broadcast
+  insecureSkipVerify: true
+  token: direktiv-inline-token
+  apikey: old-apikey
+  event-on-error: true
+";
+
+    const MINIMAL: &str = "\
+equinix:
+  organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00
+  packetAuthToken: metal-inline-token
+direktiv:
+  endpoint: http://127.0.0.1:9/api/namespaces/ops/broadcast
+";
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn load(yaml: &str) -> Result<Loaded, Vec<Problem>> {
+        load_bytes(yaml.as_bytes(), &no_env, Overrides::default())
+    }
+
+    fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<Loaded, Vec<Problem>> {
+        let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        load_bytes(yaml.as_bytes(), &env, Overrides::default())
+    }
+
+    /// The problems of a config that must fail, as displayed.
+    fn problems(yaml: &str) -> Vec<String> {
+        match load(yaml) {
+            Ok(loaded) => panic!("expected problems, got {:?}", loaded.settings),
+            Err(problems) => problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn minimal_with(section: &str, line: &str) -> String {
+        MINIMAL.replace(&format!("{section}:\n"), &format!("{section}:\n  {line}\n"))
+    }
+
+    #[test]
+    fn durations_parse_in_every_documented_form() {
+        let ok = [
+            ("10s", 10_000),
+            ("500ms", 500),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("1h30m", 5_400_000),
+            ("1m30s", 90_000),
+            ("2s500ms", 2_500),
+            (" 10s ", 10_000),
+            ("0s", 0),
+        ];
+        for (text, millis) in ok {
+            assert_eq!(parse_duration(text), Ok(Duration::from_millis(millis)), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        let bad = [
+            ("", "is empty"),
+            ("-5s", "negative"),
+            ("10", "bare number"),
+            ("1.5s", "fractions"),
+            ("10 s", "unknown unit"),
+            ("10sec", "unknown unit"),
+            ("5d", "unknown unit"),
+            ("s", "not a duration"),
+            ("ten seconds", "not a duration"),
+            ("99999999999999999999h", "too long"),
+            ("200h", "longer than 7 days"),
+        ];
+        for (text, needle) in bad {
+            let err = parse_duration(text).expect_err(text);
+            assert!(err.contains(needle), "`{text}`: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_format_as_they_are_written() {
+        for text in ["10s", "500ms", "5m", "1h30m", "2s500ms", "0s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn the_old_config_loads_unchanged() {
+        let loaded = load(OLD).unwrap();
+        let s = &loaded.settings;
+        assert_eq!(s.equinix.organization_id, "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00");
+        assert_eq!(s.equinix.token.expose_secret(), "metal-inline-token");
+        assert_eq!(s.direktiv.endpoint.host_str(), Some("direktiv.example.com"));
+        assert!(s.direktiv.insecure_skip_verify);
+        assert!(s.direktiv.event_on_error);
+        let token = s.direktiv.token.as_ref().unwrap();
+        assert_eq!(token.expose_secret(), "direktiv-inline-token");
+        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivToken);
+        assert!(loaded.warnings.iter().any(|w| w.contains("apikey is ignored")));
+    }
+
+    #[test]
+    fn defaults_match_the_settings_documentation() {
+        let s = load(MINIMAL).unwrap().settings;
+        assert_eq!(s.equinix.api_url.as_str(), DEFAULT_API_URL);
+        assert_eq!(s.equinix.poll_interval, Duration::from_secs(10));
+        assert_eq!(s.equinix.per_page, 100);
+        assert_eq!(s.equinix.max_pages, 10);
+        assert_eq!(s.equinix.concurrency, 8);
+        assert_eq!(s.equinix.levels, Levels { project: true, device: true, organization: false });
+        assert_eq!(s.equinix.start_from, StartFrom::Now);
+        assert_eq!(s.equinix.inventory_refresh, Duration::from_secs(300));
+        assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
+        assert_eq!(s.equinix.sweep_timeout, Duration::from_secs(300));
+        assert!(s.direktiv.token.is_none());
+        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivToken);
+        assert!(!s.direktiv.insecure_skip_verify);
+        assert_eq!(s.direktiv.ca_file, None);
+        assert_eq!(s.direktiv.timeout, Duration::from_secs(10));
+        assert_eq!(s.direktiv.concurrency, 8);
+        assert_eq!(s.direktiv.max_retries, 5);
+        assert!(!s.direktiv.event_on_error);
+        assert_eq!(s.direktiv.error_event_interval, Duration::from_secs(300));
+        assert_eq!(s.state.path, None);
+        assert_eq!(s.state.overlap, Duration::from_secs(600));
+        assert!(!s.state.reset_corrupt);
+        assert_eq!(s.log.format, LogFormat::Text);
+        assert_eq!(s.log.level, "info");
+        assert!(s.server.enabled);
+        assert_eq!(s.server.listen, DEFAULT_LISTEN.parse::<SocketAddr>().unwrap());
+        assert_eq!(s.shutdown_grace, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn the_full_example_sets_every_key() {
+        let text = include_str!("../../../fixtures/config/full.yaml");
+        let env = |_: &str| None;
+        // The example's token files do not exist here: drop those two lines.
+        let text: String = text
+            .lines()
+            .filter(|l| !l.contains("TokenFile:") && !l.contains("tokenFile:") && !l.contains("caFile:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let loaded = load_bytes(text.as_bytes(), &env, Overrides { reset_state: true }).unwrap();
+        let s = loaded.settings;
+        assert_eq!(s.equinix.per_page, 200);
+        assert_eq!(s.equinix.levels, Levels { project: true, device: true, organization: true });
+        assert!(matches!(s.equinix.start_from, StartFrom::At(_)));
+        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivApiKey);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert!(!s.server.enabled);
+        assert!(s.state.reset_corrupt);
+        assert_eq!(s.shutdown_grace, Duration::from_secs(25));
+        // Every known key appears in the example.
+        let full = include_str!("../../../fixtures/config/full.yaml");
+        for key in all_keys() {
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(full.contains(&format!("{leaf}:")), "full.yaml lacks {key}");
+        }
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let docs = include_str!("../../../docs/configuration.md");
+        for key in all_keys() {
+            assert!(docs.contains(&format!("`{key}`")), "docs/configuration.md lacks `{key}`");
+        }
+    }
+
+    #[test]
+    fn apikey_alone_is_sent_as_apikey_unless_auth_header_says_otherwise() {
+        let yaml = minimal_with("direktiv", "apikey: k1");
+        let d = load(&yaml).unwrap().settings.direktiv;
+        assert_eq!(d.token.unwrap().expose_secret(), "k1");
+        assert_eq!(d.auth_header, AuthHeaderName::ApiKey);
+
+        let yaml = minimal_with("direktiv", "apikey: k1\n  token: \"\"\n  authHeader: Direktiv-Api-Key");
+        let d = load(&yaml).unwrap().settings.direktiv;
+        assert_eq!(d.token.unwrap().expose_secret(), "k1");
+        assert_eq!(d.auth_header, AuthHeaderName::DirektivApiKey);
+    }
+
+    #[test]
+    fn environment_beats_file_beats_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        fs::write(&file, "from-file\n").unwrap();
+        let yaml = minimal_with("direktiv", &format!("token: inline\n  tokenFile: {}", file.display()));
+
+        let d = load(&yaml).unwrap().settings.direktiv;
+        assert_eq!(d.token.unwrap().expose_secret(), "from-file");
+        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "from-env")]).unwrap().settings.direktiv;
+        assert_eq!(d.token.unwrap().expose_secret(), "from-env");
+        // An empty variable counts as unset.
+        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "")]).unwrap().settings.direktiv;
+        assert_eq!(d.token.unwrap().expose_secret(), "from-file");
+
+        let e = load_with_env(MINIMAL, &[(METAL_TOKEN_ENV, "metal-env")]).unwrap().settings.equinix;
+        assert_eq!(e.token.expose_secret(), "metal-env");
+    }
+
+    #[test]
+    fn metal_token_from_the_environment_alone_is_enough() {
+        let yaml = MINIMAL.replace("  packetAuthToken: metal-inline-token\n", "");
+        assert!(load(&yaml).is_err());
+        let e = load_with_env(&yaml, &[(METAL_TOKEN_ENV, "metal-env")]).unwrap().settings.equinix;
+        assert_eq!(e.token.expose_secret(), "metal-env");
+    }
+
+    #[test]
+    fn token_problems_never_show_the_token() {
+        for (yaml, env) in [
+            (minimal_with("direktiv", "token: \"Bearer s3cr3t-value\""), None),
+            (MINIMAL.replace("metal-inline-token", "\"s3cr3t value\""), None),
+            (MINIMAL.to_owned(), Some("s3cr3t\tvalue")),
+        ] {
+            let vars: Vec<(&str, &str)> = env.map(|v| (METAL_TOKEN_ENV, v)).into_iter().collect();
+            let problems = load_with_env(&yaml, &vars).unwrap_err();
+            let text = problems.iter().map(ToString::to_string).collect::<String>();
+            assert!(!text.contains("s3cr3t"), "{text}");
+            assert!(text.contains("HTTP header"), "{text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_get_a_suggestion() {
+        let cases = [
+            ("equinix", "organisationId: x", "did you mean `equinix.organizationId`?"),
+            ("equinix", "pollinterval: 10s", "did you mean `equinix.pollInterval`?"),
+            ("direktiv", "eventOnError: true", "did you mean `direktiv.event-on-error`?"),
+            ("direktiv", "insecureSkipVerfy: true", "did you mean `direktiv.insecureSkipVerify`?"),
+            ("equinix", "endpoint: x", "did you mean `direktiv.endpoint`?"),
+            ("direktiv", "zzz: 1", "the keys allowed here are"),
+        ];
+        for (section, line, needle) in cases {
+            let found = problems(&minimal_with(section, line));
+            assert!(found.iter().any(|p| p.contains(needle)), "{line}: {found:?}");
+        }
+        let found = problems(&format!("{MINIMAL}loggin:\n  level: info\n"));
+        assert!(found.iter().any(|p| p.contains("did you mean `log`?")), "{found:?}");
+    }
+
+    #[test]
+    fn problems_name_the_key_and_the_line() {
+        let found = problems(&minimal_with("equinix", "perPage: 5000"));
+        assert_eq!(found, ["equinix.perPage (line 2): must be between 1 and 1000, got 5000 (the default is 100)"]);
+    }
+
+    #[test]
+    fn bad_values_are_each_reported() {
+        let cases = [
+            ("equinix", "perPage: 0", "between 1 and 1000"),
+            ("equinix", "perPage: \"100\"", "without quotes"),
+            ("equinix", "perPage: 1.5", "whole number"),
+            ("equinix", "concurrency: 0", "between 1 and 256"),
+            ("direktiv", "concurrency: -1", "between 1 and 256"),
+            ("equinix", "pollInterval: 0s", "greater than zero"),
+            ("equinix", "pollInterval: 10", "bare number"),
+            ("equinix", "pollInterval: [1]", "must be a duration"),
+            ("equinix", "levels: [project, devcie]", "did you mean `device`?"),
+            ("equinix", "levels: []", "at least one"),
+            ("equinix", "levels: {a: 1}", "a list of levels"),
+            ("equinix", "startFrom: yesterday", "RFC 3339"),
+            ("equinix", "apiUrl: ftp://example.com", "http or https"),
+            ("equinix", "apiUrl: not a url", "not a valid URL"),
+            ("equinix", "timeout: 10m", "longer than `equinix.sweepTimeout`"),
+            ("direktiv", "insecureSkipVerify: maybe", "true or false"),
+            ("direktiv", "authHeader: X-Token", "unknown header"),
+            ("direktiv", "tokenFile: /nonexistent/token", "does not exist"),
+            ("direktiv", "caFile: /nonexistent/ca.pem", "cannot read"),
+            ("direktiv", "maxRetries: 1000", "between 0 and 100"),
+        ];
+        for (section, line, needle) in cases {
+            let found = problems(&minimal_with(section, line));
+            assert!(found.iter().any(|p| p.contains(needle)), "{line}: {found:?}");
+        }
+        let org = "organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00";
+        for (value, needle) in [
+            ("\"\"", "is empty"),
+            ("", "is empty"),
+            ("\"<org uuid>\"", "not an organization id"),
+            ("12345", "a string (put the value in quotes)"),
+        ] {
+            let found = problems(&MINIMAL.replace(org, &format!("organizationId: {value}")));
+            assert!(found.iter().any(|p| p.contains(needle)), "{value}: {found:?}");
+        }
+        let extra = [
+            ("log:\n  level: verbose\n", "unknown level `verbose`"),
+            ("log:\n  level: \"info,=[\"\n", "not a valid log filter"),
+            ("log:\n  format: xml\n", "`text` or `json`"),
+            ("server:\n  listen: localhost\n", "IP address and port"),
+            ("server: true\n", "must be a mapping of keys"),
+            ("shutdownGrace: -1s\n", "negative"),
+            ("state:\n  overlap: 0s\n", "greater than zero"),
+        ];
+        for (tail, needle) in extra {
+            let found = problems(&format!("{MINIMAL}{tail}"));
+            assert!(found.iter().any(|p| p.contains(needle)), "{tail}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn shutdown_grace_may_be_zero() {
+        let s = load(&format!("{MINIMAL}shutdownGrace: 0s\n")).unwrap().settings;
+        assert_eq!(s.shutdown_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn yaml_one_one_booleans_and_null_values_are_accepted() {
+        let yaml = minimal_with("direktiv", "insecureSkipVerify: yes\n  token:\n  event-on-error: \"on\"");
+        let d = load(&yaml).unwrap().settings.direktiv;
+        assert!(d.insecure_skip_verify && d.event_on_error);
+        assert!(d.token.is_none());
+    }
+
+    #[test]
+    fn missing_required_keys_are_all_reported() {
+        let found = problems("equinix:\ndirektiv:\n");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found[0].contains("equinix.organizationId"));
+        assert!(found[1].contains("METAL_AUTH_TOKEN"));
+        assert!(found[2].contains("direktiv.endpoint"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_config_is_reported() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"", "is empty"),
+            (b"# only a comment\n\n", "is empty"),
+            (b"- a\n- b\n", "got a list"),
+            (b"just text", "got a string"),
+            (b"equinix:\n  organizationId: \xff\xfe\n", "not UTF-8"),
+            (b"equinix: [\n", "YAML syntax error"),
+        ];
+        for (bytes, needle) in cases {
+            let found = load_bytes(bytes, &no_env, Overrides::default()).unwrap_err();
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].to_string().contains(needle), "{needle}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_line_and_column() {
+        let found = load("equinix:\n  organizationId: x\n   bad: indent: here\n").unwrap_err();
+        assert_eq!(found[0].line, Some(3), "{found:?}");
+        assert!(found[0].message.contains("column"), "{found:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused() {
+        let found = load(&format!("{MINIMAL}log:\n  level: info\n  level: debug\n")).unwrap_err();
+        assert_eq!(found[0].to_string(), "line 8: key `level` is given twice in the same section: keep one");
+    }
+
+    #[test]
+    fn log_levels_and_filters() {
+        for ok in ["info", "DEBUG", "warn", "off", "info,equinix_receiver=debug", "equinix_receiver=trace"] {
+            assert_eq!(check_log_level(ok), Ok(()), "{ok}");
+        }
+        assert!(check_log_level("inf").unwrap_err().contains("did you mean `info`?"));
+    }
+
+    #[test]
+    fn summary_shows_no_secret() {
+        let yaml = OLD.replace(
+            "https://direktiv.example.com",
+            "https://user:pw@direktiv.example.com",
+        );
+        let summary = summary(&load(&yaml).unwrap().settings);
+        for secret in ["metal-inline-token", "direktiv-inline-token", "pw", "user"] {
+            assert!(!summary.contains(secret), "{summary}");
+        }
+        assert!(summary.contains("Direktiv-Token"), "{summary}");
+    }
+}
