@@ -66,3 +66,8 @@ pub use cloudevents;
 pub use secrecy;
 /// The `url` crate used for endpoints.
 pub use url;
+
+/// Compiles the README's example as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;

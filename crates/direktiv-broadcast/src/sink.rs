@@ -14,7 +14,7 @@ use url::Url;
 use crate::config::SinkConfig;
 use crate::endpoint::{check_scheme, redacted};
 use crate::error::{Error, Result};
-use crate::outcome::{Delivery, Outcome, RetryReason, classify_response, classify_transport};
+use crate::outcome::{Delivery, Outcome, classify_response, classify_transport};
 use crate::trace::{TRACEPARENT, new_span_id, new_trace_id, traceparent};
 
 /// Content type of a single structured-mode event.
@@ -138,7 +138,7 @@ impl Sink {
         let tp = traceparent(trace_id, new_span_id());
         let mut event = event.clone();
         event.set_extension(TRACEPARENT, tp.clone());
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "direktiv_broadcast.send",
             endpoint = %self.inner.endpoint_log,
             traceparent = %tp,
@@ -179,7 +179,7 @@ impl Sink {
                 event
             })
             .collect();
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "direktiv_broadcast.send_batch",
             endpoint = %self.inner.endpoint_log,
             traceparent = %tp,
@@ -246,11 +246,7 @@ impl Sink {
             // Cannot tell "already have it" from "bad event" without the body.
             Err(e) if status == StatusCode::BAD_REQUEST => {
                 let mut outcome = classify_transport(&e);
-                if let Outcome::Retryable {
-                    reason, status: s, ..
-                } = &mut outcome
-                {
-                    *reason = RetryReason::Transport;
+                if let Outcome::Retryable { status: s, .. } = &mut outcome {
                     *s = Some(status.as_u16());
                 }
                 return (outcome, Some(status.as_u16()));
