@@ -42,7 +42,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `now`.
     pub fn new(now: DateTime<Utc>) -> Self {
-        Self { now: Arc::new(Mutex::new(now)) }
+        Self {
+            now: Arc::new(Mutex::new(now)),
+        }
     }
 
     /// Sets the time (it may go backwards, to test clock skew).

@@ -46,7 +46,9 @@ where
 
 /// The start of every check's clock: 2024-05-01T12:00:00Z.
 pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 fn min(n: i64) -> TimeDelta {
@@ -54,7 +56,11 @@ fn min(n: i64) -> TimeDelta {
 }
 
 fn options(clock: &ManualClock, baseline: Baseline) -> TrackerOptions {
-    TrackerOptions { baseline, clock: Arc::new(clock.clone()), ..TrackerOptions::default() }
+    TrackerOptions {
+        baseline,
+        clock: Arc::new(clock.clone()),
+        ..TrackerOptions::default()
+    }
 }
 
 async fn fresh(make: &impl MakeTracker, baseline: Baseline) -> (Arc<dyn Tracker>, ManualClock) {
@@ -89,12 +95,30 @@ pub async fn run_all(make: impl MakeTracker) {
 /// `Baseline::Now` is the clock's time at creation and does not move.
 pub async fn baseline_now_is_fixed_from_the_clock(make: &impl MakeTracker) {
     let (t, clock) = fresh(make, Baseline::Now).await;
-    assert_eq!(t.baseline(), Baseline::At(t0()), "Baseline::Now resolves to the creation time");
+    assert_eq!(
+        t.baseline(),
+        Baseline::At(t0()),
+        "Baseline::Now resolves to the creation time"
+    );
     clock.advance(TimeDelta::hours(5));
-    assert_eq!(t.baseline(), Baseline::At(t0()), "the baseline does not follow the clock");
-    assert_eq!(verdict(&*t, "p", "old", Some(t0() - min(1))).await, Verdict::BeforeBaseline);
-    assert_eq!(verdict(&*t, "p", "at", Some(t0())).await, Verdict::New, "an event at the baseline is new");
-    assert_eq!(verdict(&*t, "p", "later", Some(t0() + min(1))).await, Verdict::New);
+    assert_eq!(
+        t.baseline(),
+        Baseline::At(t0()),
+        "the baseline does not follow the clock"
+    );
+    assert_eq!(
+        verdict(&*t, "p", "old", Some(t0() - min(1))).await,
+        Verdict::BeforeBaseline
+    );
+    assert_eq!(
+        verdict(&*t, "p", "at", Some(t0())).await,
+        Verdict::New,
+        "an event at the baseline is new"
+    );
+    assert_eq!(
+        verdict(&*t, "p", "later", Some(t0() + min(1))).await,
+        Verdict::New
+    );
 }
 
 /// `Baseline::All` skips nothing; `Baseline::At` skips what is older.
@@ -102,13 +126,23 @@ pub async fn baseline_all_and_at(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::All).await;
     assert_eq!(t.baseline(), Baseline::All);
     let ancient = Utc.with_ymd_and_hms(2015, 1, 1, 0, 0, 0).single();
-    assert_eq!(verdict(&*t, "p", "e", ancient).await, Verdict::New, "Baseline::All sends old events");
+    assert_eq!(
+        verdict(&*t, "p", "e", ancient).await,
+        Verdict::New,
+        "Baseline::All sends old events"
+    );
 
     let at = t0() - TimeDelta::days(2);
     let (t, _) = fresh(make, Baseline::At(at)).await;
     assert_eq!(t.baseline(), Baseline::At(at));
-    assert_eq!(verdict(&*t, "p", "a", Some(at - min(1))).await, Verdict::BeforeBaseline);
-    assert_eq!(verdict(&*t, "p", "b", Some(at + min(1))).await, Verdict::New);
+    assert_eq!(
+        verdict(&*t, "p", "a", Some(at - min(1))).await,
+        Verdict::BeforeBaseline
+    );
+    assert_eq!(
+        verdict(&*t, "p", "b", Some(at + min(1))).await,
+        Verdict::New
+    );
 }
 
 /// Checking does not record; recording is idempotent.
@@ -116,12 +150,22 @@ pub async fn new_until_recorded(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::Now).await;
     let at = Some(t0() + min(1));
     assert_eq!(verdict(&*t, "p", "e1", at).await, Verdict::New);
-    assert_eq!(verdict(&*t, "p", "e1", at).await, Verdict::New, "check must not record (a crash would lose it)");
+    assert_eq!(
+        verdict(&*t, "p", "e1", at).await,
+        Verdict::New,
+        "check must not record (a crash would lose it)"
+    );
     assert_eq!(t.stats().tracked_ids, 0);
     t.record_delivered("p", "e1", at).await.expect("record");
-    t.record_delivered("p", "e1", at).await.expect("record again");
+    t.record_delivered("p", "e1", at)
+        .await
+        .expect("record again");
     assert_eq!(verdict(&*t, "p", "e1", at).await, Verdict::Delivered);
-    assert_eq!(verdict(&*t, "p", "e2", at).await, Verdict::New, "other ids stay new");
+    assert_eq!(
+        verdict(&*t, "p", "e2", at).await,
+        Verdict::New,
+        "other ids stay new"
+    );
     assert_eq!(t.stats().tracked_ids, 1, "recording twice tracks one id");
 }
 
@@ -129,8 +173,13 @@ pub async fn new_until_recorded(make: &impl MakeTracker) {
 pub async fn same_id_from_two_sources_is_one_event(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::Now).await;
     let at = Some(t0() + min(1));
-    t.record_delivered("device:d1", "e1", at).await.expect("record");
-    assert_eq!(verdict(&*t, "project:p1", "e1", at).await, Verdict::Delivered);
+    t.record_delivered("device:d1", "e1", at)
+        .await
+        .expect("record");
+    assert_eq!(
+        verdict(&*t, "project:p1", "e1", at).await,
+        Verdict::Delivered
+    );
     assert_eq!(verdict(&*t, "org:o1", "e1", at).await, Verdict::Delivered);
 }
 
@@ -140,13 +189,19 @@ pub async fn floor_settles_old_events_but_overlap_absorbs_late_ones(make: &impl 
     let floor = t0() + min(60);
     t.advance_floor("p", floor).await.expect("advance");
     assert_eq!(t.floor("p").await.expect("floor"), Some(floor));
-    assert_eq!(verdict(&*t, "p", "old", Some(floor - min(11))).await, Verdict::BelowFloor);
+    assert_eq!(
+        verdict(&*t, "p", "old", Some(floor - min(11))).await,
+        Verdict::BelowFloor
+    );
     assert_eq!(
         verdict(&*t, "p", "late", Some(floor - min(9))).await,
         Verdict::New,
         "an event listed late inside the overlap window is still sent"
     );
-    assert_eq!(verdict(&*t, "p", "at-floor", Some(floor)).await, Verdict::New);
+    assert_eq!(
+        verdict(&*t, "p", "at-floor", Some(floor)).await,
+        Verdict::New
+    );
     assert_eq!(t.floor("q").await.expect("floor"), None);
 }
 
@@ -154,7 +209,9 @@ pub async fn floor_settles_old_events_but_overlap_absorbs_late_ones(make: &impl 
 pub async fn floors_only_move_forward(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::Now).await;
     t.advance_floor("p", t0() + min(60)).await.expect("advance");
-    t.advance_floor("p", t0() + min(30)).await.expect("advance lower");
+    t.advance_floor("p", t0() + min(30))
+        .await
+        .expect("advance lower");
     assert_eq!(t.floor("p").await.expect("floor"), Some(t0() + min(60)));
 }
 
@@ -163,14 +220,23 @@ pub async fn floors_only_move_forward(make: &impl MakeTracker) {
 pub async fn cross_source_dedupe_survives_pruning(make: &impl MakeTracker) {
     let (t, clock) = fresh(make, Baseline::Now).await;
     let at = Some(t0() + min(1));
-    t.record_delivered("device:d1", "e1", at).await.expect("record");
+    t.record_delivered("device:d1", "e1", at)
+        .await
+        .expect("record");
     clock.advance(TimeDelta::hours(2));
-    t.advance_floor("device:d1", t0() + TimeDelta::hours(2)).await.expect("advance");
-    t.advance_floor("project:p1", t0() + TimeDelta::hours(2)).await.expect("advance");
+    t.advance_floor("device:d1", t0() + TimeDelta::hours(2))
+        .await
+        .expect("advance");
+    t.advance_floor("project:p1", t0() + TimeDelta::hours(2))
+        .await
+        .expect("advance");
     assert_eq!(t.stats().tracked_ids, 0, "the settled id is forgotten");
     for source in ["device:d1", "project:p1", "device:new"] {
         let v = verdict(&*t, source, "e1", at).await;
-        assert!(!v.is_new(), "pruned event delivered via device:d1 came back as {v:?} via {source}");
+        assert!(
+            !v.is_new(),
+            "pruned event delivered via device:d1 came back as {v:?} via {source}"
+        );
     }
 }
 
@@ -179,15 +245,33 @@ pub async fn lagging_source_holds_back_pruning(make: &impl MakeTracker) {
     let (t, clock) = fresh(make, Baseline::Now).await;
     let at = Some(t0() + min(1));
     t.advance_floor("project:p1", t0()).await.expect("advance");
-    t.record_delivered("device:d1", "e1", at).await.expect("record");
+    t.record_delivered("device:d1", "e1", at)
+        .await
+        .expect("record");
     clock.advance(TimeDelta::hours(2));
-    t.advance_floor("device:d1", t0() + TimeDelta::hours(2)).await.expect("advance");
-    t.advance_floor("project:p1", t0()).await.expect("alive, not advancing");
-    assert_eq!(t.stats().tracked_ids, 1, "the lagging project can still list e1");
-    assert_eq!(verdict(&*t, "project:p1", "e1", at).await, Verdict::Delivered);
-    t.advance_floor("project:p1", t0() + TimeDelta::hours(2)).await.expect("advance");
+    t.advance_floor("device:d1", t0() + TimeDelta::hours(2))
+        .await
+        .expect("advance");
+    t.advance_floor("project:p1", t0())
+        .await
+        .expect("alive, not advancing");
+    assert_eq!(
+        t.stats().tracked_ids,
+        1,
+        "the lagging project can still list e1"
+    );
+    assert_eq!(
+        verdict(&*t, "project:p1", "e1", at).await,
+        Verdict::Delivered
+    );
+    t.advance_floor("project:p1", t0() + TimeDelta::hours(2))
+        .await
+        .expect("advance");
     assert_eq!(t.stats().tracked_ids, 0);
-    assert_eq!(verdict(&*t, "project:p1", "e1", at).await, Verdict::BelowFloor);
+    assert_eq!(
+        verdict(&*t, "project:p1", "e1", at).await,
+        Verdict::BelowFloor
+    );
 }
 
 /// A source that stops advancing while others go on is forgotten after
@@ -197,23 +281,32 @@ pub async fn stale_source_expires(make: &impl MakeTracker) {
     t.advance_floor("device:gone", t0()).await.expect("advance");
     for i in 0..14 {
         let at = t0() + min(30 * i + 1);
-        t.record_delivered("project:p1", &format!("e{i}"), Some(at)).await.expect("record");
+        t.record_delivered("project:p1", &format!("e{i}"), Some(at))
+            .await
+            .expect("record");
         clock.set(at + min(1));
         t.advance_floor("project:p1", at).await.expect("advance");
     }
     // Now 7 hours in: the device was last advanced 7 hours before the project.
     let stats = t.stats();
     assert_eq!(stats.sources, 1, "the stale device is forgotten");
-    assert!(stats.tracked_ids <= 2, "ids no longer pinned by the stale device: {stats:?}");
+    assert!(
+        stats.tracked_ids <= 2,
+        "ids no longer pinned by the stale device: {stats:?}"
+    );
 }
 
 /// `forget_source` releases a source at once.
 pub async fn forget_source_unpins_pruning(make: &impl MakeTracker) {
     let (t, clock) = fresh(make, Baseline::Now).await;
     t.advance_floor("device:gone", t0()).await.expect("advance");
-    t.record_delivered("project:p1", "e1", Some(t0() + min(1))).await.expect("record");
+    t.record_delivered("project:p1", "e1", Some(t0() + min(1)))
+        .await
+        .expect("record");
     clock.advance(TimeDelta::hours(1));
-    t.advance_floor("project:p1", t0() + TimeDelta::hours(1)).await.expect("advance");
+    t.advance_floor("project:p1", t0() + TimeDelta::hours(1))
+        .await
+        .expect("advance");
     assert_eq!(t.stats().tracked_ids, 1, "pinned by the device");
     t.forget_source("device:gone").await.expect("forget");
     assert_eq!(t.stats().sources, 1);
@@ -227,12 +320,24 @@ pub async fn undated_events(make: &impl MakeTracker) {
     assert_eq!(verdict(&*t, "p", "u1", None).await, Verdict::New);
     t.record_delivered("p", "u1", None).await.expect("record");
     assert_eq!(verdict(&*t, "p", "u1", None).await, Verdict::Delivered);
-    assert_eq!(verdict(&*t, "q", "u1", Some(t0() + min(1))).await, Verdict::Delivered, "same id, now dated");
+    assert_eq!(
+        verdict(&*t, "q", "u1", Some(t0() + min(1))).await,
+        Verdict::Delivered,
+        "same id, now dated"
+    );
     clock.advance(TimeDelta::days(6));
-    t.advance_floor("p", clock_now(&clock)).await.expect("advance");
-    assert_eq!(verdict(&*t, "p", "u1", None).await, Verdict::Delivered, "kept within retention");
+    t.advance_floor("p", clock_now(&clock))
+        .await
+        .expect("advance");
+    assert_eq!(
+        verdict(&*t, "p", "u1", None).await,
+        Verdict::Delivered,
+        "kept within retention"
+    );
     clock.advance(TimeDelta::days(2));
-    t.advance_floor("p", clock_now(&clock)).await.expect("advance");
+    t.advance_floor("p", clock_now(&clock))
+        .await
+        .expect("advance");
     assert_eq!(t.stats().tracked_ids, 0, "forgotten after retention");
 }
 
@@ -244,28 +349,58 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 pub async fn check_many_matches_check(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::Now).await;
     t.advance_floor("p", t0() + min(60)).await.expect("advance");
-    t.record_delivered("p", "done", Some(t0() + min(55))).await.expect("record");
+    t.record_delivered("p", "done", Some(t0() + min(55)))
+        .await
+        .expect("record");
     let page = [
-        EventKey { id: "new", created_at: Some(t0() + min(61)) },
-        EventKey { id: "done", created_at: Some(t0() + min(55)) },
-        EventKey { id: "settled", created_at: Some(t0() + min(5)) },
-        EventKey { id: "ancient", created_at: Some(t0() - min(5)) },
-        EventKey { id: "undated", created_at: None },
+        EventKey {
+            id: "new",
+            created_at: Some(t0() + min(61)),
+        },
+        EventKey {
+            id: "done",
+            created_at: Some(t0() + min(55)),
+        },
+        EventKey {
+            id: "settled",
+            created_at: Some(t0() + min(5)),
+        },
+        EventKey {
+            id: "ancient",
+            created_at: Some(t0() - min(5)),
+        },
+        EventKey {
+            id: "undated",
+            created_at: None,
+        },
     ];
     let verdicts = t.check_many("p", &page).await.expect("check_many");
     assert_eq!(
         verdicts,
-        [Verdict::New, Verdict::Delivered, Verdict::BelowFloor, Verdict::BeforeBaseline, Verdict::New]
+        [
+            Verdict::New,
+            Verdict::Delivered,
+            Verdict::BelowFloor,
+            Verdict::BeforeBaseline,
+            Verdict::New
+        ]
     );
     for (e, v) in page.iter().zip(&verdicts) {
-        assert_eq!(verdict(&*t, "p", e.id, e.created_at).await, *v, "check_many and check disagree on {}", e.id);
+        assert_eq!(
+            verdict(&*t, "p", e.id, e.created_at).await,
+            *v,
+            "check_many and check disagree on {}",
+            e.id
+        );
     }
 }
 
 /// After `persist`, nothing is pending.
 pub async fn persist_leaves_nothing_pending(make: &impl MakeTracker) {
     let (t, _) = fresh(make, Baseline::Now).await;
-    t.record_delivered("p", "e1", Some(t0() + min(1))).await.expect("record");
+    t.record_delivered("p", "e1", Some(t0() + min(1)))
+        .await
+        .expect("record");
     t.persist().await.expect("persist");
     let stats = t.stats();
     assert_eq!((stats.unpersisted, stats.dirty), (0, false), "{stats:?}");
@@ -281,7 +416,9 @@ pub async fn concurrent_records_all_count(make: &impl MakeTracker) {
             tokio::spawn(async move {
                 for i in 0..50 {
                     let at = Some(t0() + TimeDelta::seconds(i));
-                    t.record_delivered("p", &format!("t{task}-e{i}"), at).await.expect("record");
+                    t.record_delivered("p", &format!("t{task}-e{i}"), at)
+                        .await
+                        .expect("record");
                 }
             })
         })
@@ -321,14 +458,22 @@ pub async fn bounded_over_a_simulated_week(make: &impl MakeTracker) {
         let device = listed(18, "dev-");
         let mut project = listed(0, "prj-");
         project.extend(device.iter().cloned());
-        project.sort_by(|a, b| b.1.cmp(&a.1));
+        project.sort_by_key(|e| std::cmp::Reverse(e.1));
         for (source, page) in [("device:d1", &device), ("project:p1", &project)] {
-            let keys: Vec<_> = page.iter().map(|(id, at)| EventKey { id, created_at: Some(*at) }).collect();
+            let keys: Vec<_> = page
+                .iter()
+                .map(|(id, at)| EventKey {
+                    id,
+                    created_at: Some(*at),
+                })
+                .collect();
             let verdicts = t.check_many(source, &keys).await.expect("check_many");
             for ((id, at), v) in page.iter().zip(verdicts).rev() {
                 if v.is_new() {
                     *deliveries.entry(id.clone()).or_default() += 1;
-                    t.record_delivered(source, id, Some(*at)).await.expect("record");
+                    t.record_delivered(source, id, Some(*at))
+                        .await
+                        .expect("record");
                 }
             }
             if let Some((_, newest)) = page.first() {
@@ -341,9 +486,23 @@ pub async fn bounded_over_a_simulated_week(make: &impl MakeTracker) {
         max_tracked = max_tracked.max(t.stats().tracked_ids);
     }
     let resent: Vec<_> = deliveries.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(resent.is_empty(), "events delivered more than once: {:?}", &resent[..resent.len().min(5)]);
-    assert_eq!(deliveries.len() as i64, 2 * per_source, "every event is delivered");
+    assert!(
+        resent.is_empty(),
+        "events delivered more than once: {:?}",
+        &resent[..resent.len().min(5)]
+    );
+    assert_eq!(
+        deliveries.len() as i64,
+        2 * per_source,
+        "every event is delivered"
+    );
     // 10 minutes overlap + 10 minutes between sweeps, 200 events an hour: about 67.
-    assert!(max_tracked <= 100, "tracked ids grew to {max_tracked} (expected about one overlap window)");
-    assert!(t.stats().tracked_ids >= 10, "the overlap window is still tracked");
+    assert!(
+        max_tracked <= 100,
+        "tracked ids grew to {max_tracked} (expected about one overlap window)"
+    );
+    assert!(
+        t.stats().tracked_ids >= 10,
+        "the overlap window is still tracked"
+    );
 }

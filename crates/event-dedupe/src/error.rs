@@ -132,7 +132,10 @@ impl Error {
     /// [`FileOptions::reset_corrupt`](crate::FileOptions::reset_corrupt)
     /// (which does not apply to [`Error::NotAFile`]).
     pub fn is_corrupt(&self) -> bool {
-        matches!(self, Self::Corrupt { .. } | Self::UnsupportedVersion { .. } | Self::NotAFile { .. })
+        matches!(
+            self,
+            Self::Corrupt { .. } | Self::UnsupportedVersion { .. } | Self::NotAFile { .. }
+        )
     }
 
     /// Whether another process holds the state file.

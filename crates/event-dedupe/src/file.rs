@@ -37,7 +37,11 @@ pub struct FileOptions {
 
 impl Default for FileOptions {
     fn default() -> Self {
-        Self { tracker: TrackerOptions::default(), max_unpersisted: 256, reset_corrupt: false }
+        Self {
+            tracker: TrackerOptions::default(),
+            max_unpersisted: 256,
+            reset_corrupt: false,
+        }
     }
 }
 
@@ -102,7 +106,10 @@ impl FileTracker {
         let task_path = path.clone();
         tokio::task::spawn_blocking(move || Self::open_blocking(&task_path, options))
             .await
-            .map_err(|e| Error::Task { path, reason: e.to_string() })?
+            .map_err(|e| Error::Task {
+                path,
+                reason: e.to_string(),
+            })?
     }
 
     fn open_blocking(path: &Path, options: FileOptions) -> Result<Self> {
@@ -115,7 +122,12 @@ impl FileTracker {
             n.push(suffix);
             path.with_file_name(n)
         };
-        let paths = Paths { tmp: sibling(".tmp"), lock: sibling(".lock"), dir: dir.to_path_buf(), path: path.clone() };
+        let paths = Paths {
+            tmp: sibling(".tmp"),
+            lock: sibling(".lock"),
+            dir: dir.to_path_buf(),
+            path: path.clone(),
+        };
         if !paths.dir.is_dir() {
             fs::create_dir_all(&paths.dir).map_err(|source| Error::Write {
                 path: path.clone(),
@@ -131,7 +143,11 @@ impl FileTracker {
             ),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(Error::Write { path, step: "removing a leftover temporary file", source });
+                return Err(Error::Write {
+                    path,
+                    step: "removing a leftover temporary file",
+                    source,
+                });
             }
         }
 
@@ -139,7 +155,10 @@ impl FileTracker {
         let now = topts.clock.now();
         let loaded = match load(&path) {
             Ok(loaded) => loaded,
-            Err(e) if options.reset_corrupt && matches!(e, Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) => {
+            Err(e)
+                if options.reset_corrupt
+                    && matches!(e, Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) =>
+            {
                 let aside = move_aside(&path, now)?;
                 tracing::warn!(
                     error = %e,
@@ -186,7 +205,11 @@ impl FileTracker {
         }
         Ok(Self {
             paths: Arc::new(paths),
-            inner: Mutex::new(Inner { persisted_generation: core.generation, core, unpersisted: 0 }),
+            inner: Mutex::new(Inner {
+                persisted_generation: core.generation,
+                core,
+                unpersisted: 0,
+            }),
             write: tokio::sync::Mutex::new(()),
             max_unpersisted: options.max_unpersisted,
             _lock: lock,
@@ -223,16 +246,29 @@ impl Tracker for FileTracker {
         self.inner().core.state.baseline()
     }
 
-    async fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<Verdict> {
+    async fn check(
+        &self,
+        source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<Verdict> {
         Ok(self.inner().core.check(source, event_id, created_at))
     }
 
     async fn check_many(&self, source: &str, events: &[EventKey<'_>]) -> Result<Vec<Verdict>> {
         let inner = self.inner();
-        Ok(events.iter().map(|e| inner.core.check(source, e.id, e.created_at)).collect())
+        Ok(events
+            .iter()
+            .map(|e| inner.core.check(source, e.id, e.created_at))
+            .collect())
     }
 
-    async fn record_delivered(&self, _source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<()> {
+    async fn record_delivered(
+        &self,
+        _source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         let must_write = {
             let mut inner = self.inner();
             if inner.core.record(event_id, created_at) {
@@ -240,7 +276,11 @@ impl Tracker for FileTracker {
             }
             inner.unpersisted >= self.max_unpersisted.max(1)
         };
-        if must_write { self.persist().await } else { Ok(()) }
+        if must_write {
+            self.persist().await
+        } else {
+            Ok(())
+        }
     }
 
     async fn floor(&self, source: &str) -> Result<Option<DateTime<Utc>>> {
@@ -264,12 +304,19 @@ impl Tracker for FileTracker {
             if inner.core.generation == inner.persisted_generation {
                 return Ok(());
             }
-            (encode(&inner.core.state, &self.paths.path)?, inner.core.generation, inner.unpersisted)
+            (
+                encode(&inner.core.state, &self.paths.path)?,
+                inner.core.generation,
+                inner.unpersisted,
+            )
         };
         let paths = self.paths.clone();
         tokio::task::spawn_blocking(move || write_atomic(&paths, &bytes))
             .await
-            .map_err(|e| Error::Task { path: self.paths.path.clone(), reason: e.to_string() })??;
+            .map_err(|e| Error::Task {
+                path: self.paths.path.clone(),
+                reason: e.to_string(),
+            })??;
         let mut inner = self.inner();
         inner.persisted_generation = inner.persisted_generation.max(generation);
         inner.unpersisted = inner.unpersisted.saturating_sub(pending);
@@ -286,7 +333,11 @@ impl Tracker for FileTracker {
 }
 
 fn acquire_lock(paths: &Paths) -> Result<File> {
-    let lock_err = |source| Error::Lock { path: paths.path.clone(), lock_path: paths.lock.clone(), source };
+    let lock_err = |source| Error::Lock {
+        path: paths.path.clone(),
+        lock_path: paths.lock.clone(),
+        source,
+    };
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -297,13 +348,21 @@ fn acquire_lock(paths: &Paths) -> Result<File> {
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder_pid = fs::read_to_string(&paths.lock).ok().and_then(|s| s.trim().parse().ok());
-            return Err(Error::Locked { path: paths.path.clone(), lock_path: paths.lock.clone(), holder_pid });
+            let holder_pid = fs::read_to_string(&paths.lock)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            return Err(Error::Locked {
+                path: paths.path.clone(),
+                lock_path: paths.lock.clone(),
+                holder_pid,
+            });
         }
         Err(TryLockError::Error(e)) => return Err(lock_err(e)),
     }
     file.set_len(0).map_err(lock_err)?;
-    (&file).write_all(format!("{}\n", std::process::id()).as_bytes()).map_err(lock_err)?;
+    (&file)
+        .write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(lock_err)?;
     Ok(file)
 }
 
@@ -312,20 +371,34 @@ fn load(path: &Path) -> Result<Option<State>> {
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(Error::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(Error::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
     };
     if !meta.is_file() {
-        return Err(Error::NotAFile { path: path.to_path_buf() });
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
-    let bytes = fs::read(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
-    let corrupt = |reason: String| Error::Corrupt { path: path.to_path_buf(), reason };
+    let bytes = fs::read(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
     let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
 
     #[derive(Deserialize)]
     struct Probe {
         version: Option<serde_json::Value>,
     }
-    let probe: Probe = serde_json::from_str(text).map_err(|e| corrupt(format!("not a JSON object: {e}")))?;
+    let probe: Probe =
+        serde_json::from_str(text).map_err(|e| corrupt(format!("not a JSON object: {e}")))?;
     match probe.version {
         None => return Err(corrupt("no \"version\" field".to_owned())),
         Some(v) => match v.as_u64() {
@@ -340,12 +413,18 @@ fn load(path: &Path) -> Result<Option<State>> {
             None => return Err(corrupt(format!("\"version\" is {v}, not a number"))),
         },
     }
-    serde_json::from_str(text).map(Some).map_err(|e| corrupt(format!("unexpected contents: {e}")))
+    serde_json::from_str(text)
+        .map(Some)
+        .map_err(|e| corrupt(format!("unexpected contents: {e}")))
 }
 
 fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf> {
     let stamp = now.format("%Y%m%dT%H%M%SZ");
-    let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let name = path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     let mut aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
     let mut n = 1;
     while aside.exists() {
@@ -370,13 +449,22 @@ fn encode(state: &State, path: &Path) -> Result<Vec<u8>> {
 
 /// Temporary file, fsync, rename, fsync the directory.
 fn write_atomic(paths: &Paths, bytes: &[u8]) -> Result<()> {
-    let step = |step: &'static str| move |source| Error::Write { path: paths.path.clone(), step, source };
+    let step = |step: &'static str| {
+        move |source| Error::Write {
+            path: paths.path.clone(),
+            step,
+            source,
+        }
+    };
     let result = (|| {
         let mut file = File::create(&paths.tmp).map_err(step("creating the temporary file"))?;
-        file.write_all(bytes).map_err(step("writing the temporary file"))?;
-        file.sync_all().map_err(step("syncing the temporary file"))?;
+        file.write_all(bytes)
+            .map_err(step("writing the temporary file"))?;
+        file.sync_all()
+            .map_err(step("syncing the temporary file"))?;
         drop(file);
-        fs::rename(&paths.tmp, &paths.path).map_err(step("renaming the temporary file over the state file"))?;
+        fs::rename(&paths.tmp, &paths.path)
+            .map_err(step("renaming the temporary file over the state file"))?;
         sync_dir(&paths.dir).map_err(step("syncing the directory"))
     })();
     if result.is_err() {

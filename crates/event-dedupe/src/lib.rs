@@ -79,6 +79,11 @@
 //! # }).unwrap();
 //! ```
 
+/// The README's example compiles.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -161,7 +166,12 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// Whether a listed event is new. Checks in this order: before the
     /// baseline, delivered, below the source's settled line, else new.
     /// Does not change the state.
-    async fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<Verdict>;
+    async fn check(
+        &self,
+        source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<Verdict>;
 
     /// [`Tracker::check`] for a page of events, in order.
     async fn check_many(&self, source: &str, events: &[EventKey<'_>]) -> Result<Vec<Verdict>> {
@@ -180,7 +190,12 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// A store with a bound on unpersisted records may write here; if that
     /// write fails the event is still recorded in memory and the error says
     /// the state is not on disk.
-    async fn record_delivered(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<()>;
+    async fn record_delivered(
+        &self,
+        source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<()>;
 
     /// The source's floor, if it has one.
     async fn floor(&self, source: &str) -> Result<Option<DateTime<Utc>>>;

@@ -23,7 +23,9 @@ impl MemoryTracker {
     /// A fresh tracker; its baseline is resolved now from `options.clock`.
     pub fn new(options: TrackerOptions) -> Self {
         let state = State::new(options.baseline, options.clock.now());
-        Self { core: Mutex::new(Core::new(state, &options)) }
+        Self {
+            core: Mutex::new(Core::new(state, &options)),
+        }
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {
@@ -38,16 +40,29 @@ impl Tracker for MemoryTracker {
         self.core().state.baseline()
     }
 
-    async fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<Verdict> {
+    async fn check(
+        &self,
+        source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<Verdict> {
         Ok(self.core().check(source, event_id, created_at))
     }
 
     async fn check_many(&self, source: &str, events: &[EventKey<'_>]) -> Result<Vec<Verdict>> {
         let core = self.core();
-        Ok(events.iter().map(|e| core.check(source, e.id, e.created_at)).collect())
+        Ok(events
+            .iter()
+            .map(|e| core.check(source, e.id, e.created_at))
+            .collect())
     }
 
-    async fn record_delivered(&self, _source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Result<()> {
+    async fn record_delivered(
+        &self,
+        _source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Result<()> {
         self.core().record(event_id, created_at);
         Ok(())
     }

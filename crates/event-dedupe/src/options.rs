@@ -50,7 +50,9 @@ impl fmt::Display for Baseline {
 
 /// The error of parsing a [`Baseline`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid start point {0:?}: expected \"now\", \"all\" or an RFC 3339 time such as 2024-05-01T12:00:00Z")]
+#[error(
+    "invalid start point {0:?}: expected \"now\", \"all\" or an RFC 3339 time such as 2024-05-01T12:00:00Z"
+)]
 pub struct ParseBaselineError(String);
 
 impl FromStr for Baseline {
@@ -121,7 +123,10 @@ mod tests {
         assert_eq!("now".parse::<Baseline>(), Ok(Baseline::Now));
         assert_eq!(" ALL ".parse::<Baseline>(), Ok(Baseline::All));
         let at = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
-        assert_eq!("2024-05-01T14:00:00+02:00".parse::<Baseline>(), Ok(Baseline::At(at)));
+        assert_eq!(
+            "2024-05-01T14:00:00+02:00".parse::<Baseline>(),
+            Ok(Baseline::At(at))
+        );
         assert_eq!(Baseline::At(at).to_string(), "2024-05-01T12:00:00Z");
         let err = "yesterday".parse::<Baseline>().unwrap_err();
         assert!(err.to_string().contains("\"yesterday\""), "{err}");

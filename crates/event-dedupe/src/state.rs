@@ -67,14 +67,19 @@ impl State {
 mod baseline_repr {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(v: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        v: &Option<DateTime<Utc>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             None => s.serialize_str("all"),
             Some(at) => at.serialize(s),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
         let s = String::deserialize(d)?;
         if s == "all" {
             return Ok(None);
@@ -119,17 +124,26 @@ impl Core {
 
     /// Events of `source` created before this are settled.
     fn settled_before(&self, source: &str) -> Option<DateTime<Utc>> {
-        let own = self
-            .state
-            .sources
-            .get(source)
-            .map(|s| s.floor.checked_sub_signed(self.overlap).unwrap_or(DateTime::<Utc>::MIN_UTC));
+        let own = self.state.sources.get(source).map(|s| {
+            s.floor
+                .checked_sub_signed(self.overlap)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        });
         own.max(self.state.horizon)
     }
 
-    pub(crate) fn check(&self, source: &str, event_id: &str, created_at: Option<DateTime<Utc>>) -> Verdict {
+    pub(crate) fn check(
+        &self,
+        source: &str,
+        event_id: &str,
+        created_at: Option<DateTime<Utc>>,
+    ) -> Verdict {
         let Some(t) = created_at else {
-            return if self.is_delivered(event_id) { Verdict::Delivered } else { Verdict::New };
+            return if self.is_delivered(event_id) {
+                Verdict::Delivered
+            } else {
+                Verdict::New
+            };
         };
         if self.state.baseline.is_some_and(|b| t < b) {
             Verdict::BeforeBaseline
@@ -187,7 +201,13 @@ impl Core {
                 }
             }
             None => {
-                self.state.sources.insert(source.into(), SourceState { floor, advanced_at: now });
+                self.state.sources.insert(
+                    source.into(),
+                    SourceState {
+                        floor,
+                        advanced_at: now,
+                    },
+                );
                 self.generation += 1;
             }
         }
@@ -223,7 +243,11 @@ impl Core {
             .state
             .sources
             .values()
-            .map(|s| s.floor.checked_sub_signed(self.overlap).unwrap_or(DateTime::<Utc>::MIN_UTC))
+            .map(|s| {
+                s.floor
+                    .checked_sub_signed(self.overlap)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
+            })
             .min();
         if let Some(candidate) = candidate
             && self.state.horizon.is_none_or(|h| candidate > h)
@@ -238,9 +262,13 @@ impl Core {
             }
         }
         if !self.state.undated.is_empty() {
-            let keep_after = now.checked_sub_signed(self.undated_retention).unwrap_or(DateTime::<Utc>::MIN_UTC);
+            let keep_after = now
+                .checked_sub_signed(self.undated_retention)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             let before = self.state.undated.len();
-            self.state.undated.retain(|_, recorded| *recorded >= keep_after);
+            self.state
+                .undated
+                .retain(|_, recorded| *recorded >= keep_after);
             if self.state.undated.len() != before {
                 self.generation += 1;
             }
@@ -266,8 +294,15 @@ impl Core {
 /// control byte per bucket; buckets are about capacity × 8/7) and each key's
 /// allocation rounded to a typical allocator's 16-byte size classes.
 fn approx_map_bytes<V>(map: &HashMap<Box<str>, V>) -> usize {
-    let buckets = if map.capacity() == 0 { 0 } else { (map.capacity() * 8 / 7).next_power_of_two() };
+    let buckets = if map.capacity() == 0 {
+        0
+    } else {
+        (map.capacity() * 8 / 7).next_power_of_two()
+    };
     let table = buckets * (size_of::<(Box<str>, V)>() + 1);
-    let keys: usize = map.keys().map(|k| (k.len() + 8).next_multiple_of(16).max(32)).sum();
+    let keys: usize = map
+        .keys()
+        .map(|k| (k.len() + 8).next_multiple_of(16).max(32))
+        .sum();
     table + keys
 }

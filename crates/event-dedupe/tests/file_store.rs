@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use event_dedupe::{Baseline, Error, FileOptions, FileTracker, ManualClock, Tracker, TrackerOptions, Verdict};
+use event_dedupe::{
+    Baseline, Error, FileOptions, FileTracker, ManualClock, Tracker, TrackerOptions, Verdict,
+};
 
 fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap()
@@ -13,13 +15,19 @@ fn t0() -> DateTime<Utc> {
 
 fn options(clock: &ManualClock, baseline: Baseline) -> FileOptions {
     FileOptions {
-        tracker: TrackerOptions { baseline, clock: Arc::new(clock.clone()), ..Default::default() },
+        tracker: TrackerOptions {
+            baseline,
+            clock: Arc::new(clock.clone()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
 
 async fn open(path: &Path, clock: &ManualClock) -> FileTracker {
-    FileTracker::open(path, options(clock, Baseline::Now)).await.expect("open")
+    FileTracker::open(path, options(clock, Baseline::Now))
+        .await
+        .expect("open")
 }
 
 fn state_path() -> (tempfile::TempDir, PathBuf) {
@@ -29,7 +37,9 @@ fn state_path() -> (tempfile::TempDir, PathBuf) {
 }
 
 async fn open_err(path: &Path, opts: FileOptions) -> Error {
-    FileTracker::open(path, opts).await.expect_err("open must fail")
+    FileTracker::open(path, opts)
+        .await
+        .expect_err("open must fail")
 }
 
 #[tokio::test]
@@ -39,7 +49,9 @@ async fn restart_keeps_baseline_floors_and_delivered_ids() {
     let at = t0() + TimeDelta::minutes(5);
     {
         let t = open(&path, &clock).await;
-        t.record_delivered("device:d1", "e1", Some(at)).await.unwrap();
+        t.record_delivered("device:d1", "e1", Some(at))
+            .await
+            .unwrap();
         t.record_delivered("device:d1", "u1", None).await.unwrap();
         t.advance_floor("device:d1", at).await.unwrap();
         t.persist().await.unwrap();
@@ -47,17 +59,33 @@ async fn restart_keeps_baseline_floors_and_delivered_ids() {
     // Three days later, configured with "now" again.
     clock.advance(TimeDelta::days(3));
     let t = open(&path, &clock).await;
-    assert_eq!(t.baseline(), Baseline::At(t0()), "the first start stays the baseline");
-    assert_eq!(t.floor("device:d1").await.unwrap(), Some(at));
-    assert_eq!(t.check("project:p1", "e1", Some(at)).await.unwrap(), Verdict::Delivered);
-    assert_eq!(t.check("project:p1", "u1", None).await.unwrap(), Verdict::Delivered);
     assert_eq!(
-        t.check("device:d1", "while-down", Some(t0() + TimeDelta::days(1))).await.unwrap(),
+        t.baseline(),
+        Baseline::At(t0()),
+        "the first start stays the baseline"
+    );
+    assert_eq!(t.floor("device:d1").await.unwrap(), Some(at));
+    assert_eq!(
+        t.check("project:p1", "e1", Some(at)).await.unwrap(),
+        Verdict::Delivered
+    );
+    assert_eq!(
+        t.check("project:p1", "u1", None).await.unwrap(),
+        Verdict::Delivered
+    );
+    assert_eq!(
+        t.check("device:d1", "while-down", Some(t0() + TimeDelta::days(1)))
+            .await
+            .unwrap(),
         Verdict::New,
         "events from while the receiver was down are sent"
     );
     let stats = t.stats();
-    assert_eq!((stats.tracked_ids, stats.sources, stats.dirty), (2, 1, false), "{stats:?}");
+    assert_eq!(
+        (stats.tracked_ids, stats.sources, stats.dirty),
+        (2, 1, false),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -66,8 +94,14 @@ async fn configured_start_point_does_not_replace_the_stored_one() {
     let clock = ManualClock::new(t0());
     drop(open(&path, &clock).await);
     for configured in [Baseline::All, Baseline::At(t0() - TimeDelta::days(30))] {
-        let t = FileTracker::open(&path, options(&clock, configured)).await.unwrap();
-        assert_eq!(t.baseline(), Baseline::At(t0()), "configured {configured} must not change a stored baseline");
+        let t = FileTracker::open(&path, options(&clock, configured))
+            .await
+            .unwrap();
+        assert_eq!(
+            t.baseline(),
+            Baseline::At(t0()),
+            "configured {configured} must not change a stored baseline"
+        );
     }
 }
 
@@ -84,7 +118,9 @@ async fn a_new_state_is_written_at_once_so_a_crash_keeps_the_baseline() {
 async fn the_file_is_versioned_json() {
     let (_dir, path) = state_path();
     let clock = ManualClock::new(t0());
-    let t = FileTracker::open(&path, options(&clock, Baseline::All)).await.unwrap();
+    let t = FileTracker::open(&path, options(&clock, Baseline::All))
+        .await
+        .unwrap();
     t.record_delivered("p", "e1", Some(t0())).await.unwrap();
     t.advance_floor("p", t0()).await.unwrap();
     t.persist().await.unwrap();
@@ -101,10 +137,15 @@ async fn a_crash_resends_at_most_max_unpersisted_events() {
     let clock = ManualClock::new(t0());
     let at = |i: i64| Some(t0() + TimeDelta::seconds(i));
     {
-        let opts = FileOptions { max_unpersisted: 10, ..options(&clock, Baseline::Now) };
+        let opts = FileOptions {
+            max_unpersisted: 10,
+            ..options(&clock, Baseline::Now)
+        };
         let t = FileTracker::open(&path, opts).await.unwrap();
         for i in 0..25 {
-            t.record_delivered("p", &format!("e{i}"), at(i)).await.unwrap();
+            t.record_delivered("p", &format!("e{i}"), at(i))
+                .await
+                .unwrap();
         }
         assert_eq!(t.stats().unpersisted, 5);
         // Crash: dropped without persist.
@@ -112,11 +153,19 @@ async fn a_crash_resends_at_most_max_unpersisted_events() {
     let t = open(&path, &clock).await;
     let mut resend = Vec::new();
     for i in 0..25 {
-        if t.check("p", &format!("e{i}"), at(i)).await.unwrap().is_new() {
+        if t.check("p", &format!("e{i}"), at(i))
+            .await
+            .unwrap()
+            .is_new()
+        {
             resend.push(i);
         }
     }
-    assert_eq!(resend, [20, 21, 22, 23, 24], "only the records after the last automatic write are lost");
+    assert_eq!(
+        resend,
+        [20, 21, 22, 23, 24],
+        "only the records after the last automatic write are lost"
+    );
 }
 
 #[tokio::test]
@@ -131,7 +180,10 @@ async fn a_torn_temp_file_is_ignored_and_removed() {
     let tmp = path.with_file_name("state.json.tmp");
     fs::write(&tmp, b"{\"version\": 1, \"baseline\": \"20").unwrap(); // killed mid-write
     let t = open(&path, &clock).await;
-    assert_eq!(t.check("p", "e1", Some(t0())).await.unwrap(), Verdict::Delivered);
+    assert_eq!(
+        t.check("p", "e1", Some(t0())).await.unwrap(),
+        Verdict::Delivered
+    );
     assert!(!tmp.exists(), "the leftover temp file is removed");
 }
 
@@ -153,10 +205,23 @@ async fn a_corrupt_file_stops_start_up_naming_the_path_and_the_way_out() {
         let msg = err.to_string();
         assert!(err.is_corrupt(), "{case}: {err:?}");
         assert_eq!(err.path(), path, "{case}");
-        assert!(msg.contains(&path.display().to_string()), "{case}: message names the path: {msg}");
-        assert!(msg.contains("move the file aside") || msg.contains("move it aside"), "{case}: way out: {msg}");
-        assert!(msg.contains("reset-corrupt"), "{case}: names the option: {msg}");
-        assert_eq!(fs::read(&path).unwrap(), contents, "{case}: the file is left untouched");
+        assert!(
+            msg.contains(&path.display().to_string()),
+            "{case}: message names the path: {msg}"
+        );
+        assert!(
+            msg.contains("move the file aside") || msg.contains("move it aside"),
+            "{case}: way out: {msg}"
+        );
+        assert!(
+            msg.contains("reset-corrupt"),
+            "{case}: names the option: {msg}"
+        );
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            contents,
+            "{case}: the file is left untouched"
+        );
     }
 }
 
@@ -165,10 +230,16 @@ async fn a_directory_at_the_path_is_refused() {
     let (_dir, path) = state_path();
     fs::create_dir(&path).unwrap();
     let clock = ManualClock::new(t0());
-    let opts = FileOptions { reset_corrupt: true, ..options(&clock, Baseline::Now) };
+    let opts = FileOptions {
+        reset_corrupt: true,
+        ..options(&clock, Baseline::Now)
+    };
     let err = open_err(&path, opts).await;
     assert!(matches!(err, Error::NotAFile { .. }), "{err:?}");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
     assert!(path.is_dir(), "never removed");
 }
 
@@ -177,9 +248,18 @@ async fn reset_corrupt_moves_the_file_aside_and_starts_fresh() {
     let (dir, path) = state_path();
     fs::write(&path, b"garbage").unwrap();
     let clock = ManualClock::new(t0());
-    let opts = FileOptions { reset_corrupt: true, ..options(&clock, Baseline::Now) };
-    let t = FileTracker::open(&path, opts).await.expect("reset_corrupt opens");
-    assert_eq!(t.baseline(), Baseline::At(t0()), "a fresh state with a new baseline");
+    let opts = FileOptions {
+        reset_corrupt: true,
+        ..options(&clock, Baseline::Now)
+    };
+    let t = FileTracker::open(&path, opts)
+        .await
+        .expect("reset_corrupt opens");
+    assert_eq!(
+        t.baseline(),
+        Baseline::At(t0()),
+        "a fresh state with a new baseline"
+    );
     assert_eq!(t.stats().tracked_ids, 0);
     let aside: Vec<_> = fs::read_dir(dir.path())
         .unwrap()
@@ -187,7 +267,11 @@ async fn reset_corrupt_moves_the_file_aside_and_starts_fresh() {
         .filter(|n| n.starts_with("state.json.corrupt-"))
         .collect();
     assert_eq!(aside, ["state.json.corrupt-20240501T120000Z"]);
-    assert_eq!(fs::read(dir.path().join(&aside[0])).unwrap(), b"garbage", "the bad file is kept");
+    assert_eq!(
+        fs::read(dir.path().join(&aside[0])).unwrap(),
+        b"garbage",
+        "the bad file is kept"
+    );
 }
 
 #[tokio::test]
@@ -199,7 +283,10 @@ async fn a_second_opener_is_refused_while_the_first_holds_the_lock() {
     assert!(err.is_locked(), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains(&path.display().to_string()), "{msg}");
-    assert!(msg.contains(&format!("pid {}", std::process::id())), "names the holder: {msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "names the holder: {msg}"
+    );
     drop(first);
     open(&path, &clock).await; // released on drop
 }
@@ -211,7 +298,10 @@ async fn a_parent_that_is_a_file_fails_open_clearly() {
     fs::write(&blocker, b"").unwrap();
     let path = blocker.join("state.json");
     let err = open_err(&path, options(&ManualClock::new(t0()), Baseline::Now)).await;
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -228,9 +318,19 @@ async fn persist_to_a_vanished_directory_fails_clearly_and_keeps_the_state() {
     let err = t.persist().await.expect_err("persist must fail");
     assert!(err.is_write(), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("temporary file"), "{msg}");
-    assert!(t.stats().dirty, "still dirty, so the next persist tries again");
-    assert_eq!(t.check("p", "e1", Some(t0())).await.unwrap(), Verdict::Delivered, "memory intact");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("temporary file"),
+        "{msg}"
+    );
+    assert!(
+        t.stats().dirty,
+        "still dirty, so the next persist tries again"
+    );
+    assert_eq!(
+        t.check("p", "e1", Some(t0())).await.unwrap(),
+        Verdict::Delivered,
+        "memory intact"
+    );
 }
 
 #[cfg(unix)]
@@ -252,7 +352,10 @@ async fn persist_to_a_read_only_directory_fails_clearly() {
         return;
     }
     let err = result.expect_err("persist must fail");
-    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.to_string().contains(&path.display().to_string()),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -264,14 +367,22 @@ async fn pruned_ids_stay_settled_for_every_source_after_restart() {
         let t = open(&path, &clock).await;
         t.record_delivered("device:d1", "e1", at).await.unwrap();
         clock.advance(TimeDelta::hours(2));
-        t.advance_floor("device:d1", t0() + TimeDelta::hours(2)).await.unwrap();
-        t.advance_floor("project:p1", t0() + TimeDelta::hours(2)).await.unwrap();
+        t.advance_floor("device:d1", t0() + TimeDelta::hours(2))
+            .await
+            .unwrap();
+        t.advance_floor("project:p1", t0() + TimeDelta::hours(2))
+            .await
+            .unwrap();
         assert_eq!(t.stats().tracked_ids, 0);
         t.persist().await.unwrap();
     }
     let t = open(&path, &clock).await;
     for source in ["device:d1", "project:p1", "device:new"] {
-        assert_eq!(t.check(source, "e1", at).await.unwrap(), Verdict::BelowFloor, "{source}");
+        assert_eq!(
+            t.check(source, "e1", at).await.unwrap(),
+            Verdict::BelowFloor,
+            "{source}"
+        );
     }
 }
 
@@ -280,7 +391,9 @@ async fn error_messages_read_well() {
     let (_dir, path) = state_path();
     fs::write(&path, b"{oops").unwrap();
     let err = open_err(&path, options(&ManualClock::new(t0()), Baseline::Now)).await;
-    let msg = err.to_string().replace(&path.display().to_string(), "<path>");
+    let msg = err
+        .to_string()
+        .replace(&path.display().to_string(), "<path>");
     assert_eq!(
         msg,
         "state file <path> is corrupt (not a JSON object: key must be a string at line 1 column 2); move it \
