@@ -184,7 +184,10 @@ struct Inner {
 struct Shared {
     generation: Generation,
     namespace: String,
+    /// As configured, for display.
     auth_header: String,
+    /// Lowercase, for the lookup.
+    auth_header_lower: String,
     token: Option<String>,
     state: Mutex<Inner>,
 }
@@ -214,7 +217,8 @@ impl DirektivSim {
         let shared = Arc::new(Shared {
             generation: config.generation,
             namespace: config.namespace.clone(),
-            auth_header: config.auth_header.to_ascii_lowercase(),
+            auth_header: config.auth_header.clone(),
+            auth_header_lower: config.auth_header.to_ascii_lowercase(),
             token: config.token.clone(),
             state: Mutex::new(Inner {
                 accepted: Vec::new(),
@@ -304,20 +308,21 @@ async fn accept(shared: &Shared, ns: String, headers: &HeaderMap, body: Body) ->
         fault("down");
         return error(StatusCode::SERVICE_UNAVAILABLE, "service unavailable");
     }
-    if let Some(token) = &shared.token {
-        if headers
-            .get(shared.auth_header.as_str())
-            .and_then(|v| v.to_str().ok())
-            != Some(token.as_str())
-        {
-            shared
-                .state
-                .lock()
-                .expect("direktiv lock")
-                .stats
-                .unauthorized += 1;
-            return error(StatusCode::UNAUTHORIZED, "unauthorized");
-        }
+    let presented = headers
+        .get(shared.auth_header_lower.as_str())
+        .and_then(|v| v.to_str().ok());
+    if shared
+        .token
+        .as_deref()
+        .is_some_and(|token| presented != Some(token))
+    {
+        shared
+            .state
+            .lock()
+            .expect("direktiv lock")
+            .stats
+            .unauthorized += 1;
+        return error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     let (unavailable, internal) = {
         let mut state = shared.state.lock().expect("direktiv lock");
@@ -465,10 +470,10 @@ fn check(value: Value) -> Result<Map<String, Value>, String> {
         return Err("specversion must be \"1.0\"".to_owned());
     }
     for field in ["id", "source", "type"] {
-        if !event
+        if event
             .get(field)
             .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
+            .is_none_or(str::is_empty)
         {
             return Err(format!("the CloudEvent has no {field}"));
         }

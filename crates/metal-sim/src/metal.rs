@@ -564,7 +564,7 @@ async fn serve(
                 json_response(StatusCode::OK, page)
             }
         }
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     };
     rate_headers(shared, response.headers_mut(), remaining, reset);
     response
@@ -635,7 +635,7 @@ struct Paging {
     per_page: u64,
 }
 
-fn paging(shared: &Shared, query: Option<&str>) -> Result<Paging, Response> {
+fn paging(shared: &Shared, query: Option<&str>) -> Result<Paging, Refusal> {
     let mut paging = Paging {
         page: 1,
         per_page: 10,
@@ -650,12 +650,9 @@ fn paging(shared: &Shared, query: Option<&str>) -> Result<Paging, Response> {
         match value.parse::<u64>() {
             Ok(n) if n >= 1 => *target = n,
             _ => {
-                let body =
-                    serde_json::json!({ "errors": [format!("{key} must be a positive integer")] });
-                return Err(json_response(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    body.to_string(),
-                ));
+                return Err(Refusal::BadQuery(format!(
+                    "{key} must be a positive integer"
+                )));
             }
         }
     }
@@ -715,11 +712,31 @@ fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "Not found")
 }
 
-fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, Response> {
+/// Why a route gives no body.
+enum Refusal {
+    /// 404: no such resource, or a deleted device.
+    NotFound,
+    /// 422: a malformed `page` or `per_page`.
+    BadQuery(String),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::NotFound => not_found(),
+            Refusal::BadQuery(message) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({ "errors": [message] }).to_string(),
+            ),
+        }
+    }
+}
+
+fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, Refusal> {
     let world = shared.world.read().expect("world lock");
     let base = &shared.base_path;
     // `None` is the user's whole log; positions are newest first.
-    let events_page = |href: String, list: Option<&[u32]>| -> Result<Body, Response> {
+    let events_page = |href: String, list: Option<&[u32]>| -> Result<Body, Refusal> {
         let paging = paging(shared, query)?;
         let len = list.map_or(world.events.len(), <[u32]>::len);
         let (page, repeated, served) = render_page("events", &href, &paging, len, |i| {
@@ -731,11 +748,11 @@ fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, R
     };
     match route {
         Route::Org(id) => {
-            let o = *world.org_by_id.get(&id).ok_or_else(not_found)?;
+            let o = *world.org_by_id.get(&id).ok_or(Refusal::NotFound)?;
             Ok(Body::Object(world.org_json(o).to_string()))
         }
         Route::OrgProjects(id) => {
-            let o = *world.org_by_id.get(&id).ok_or_else(not_found)?;
+            let o = *world.org_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let projects: Vec<String> = world.orgs[o as usize]
                 .projects
                 .iter()
@@ -766,11 +783,11 @@ fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, R
             Ok(Body::RepeatablePage { page, repeated })
         }
         Route::Project(id) => {
-            let p = *world.project_by_id.get(&id).ok_or_else(not_found)?;
+            let p = *world.project_by_id.get(&id).ok_or(Refusal::NotFound)?;
             Ok(Body::Object(world.project_json(p)))
         }
         Route::ProjectDevices(id) => {
-            let p = *world.project_by_id.get(&id).ok_or_else(not_found)?;
+            let p = *world.project_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let devices = &world.projects[p as usize].devices;
             let paging = paging(shared, query)?;
             let (page, repeated, _) = render_page(
@@ -783,15 +800,15 @@ fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, R
             Ok(Body::RepeatablePage { page, repeated })
         }
         Route::Device(id) => {
-            let d = *world.device_by_id.get(&id).ok_or_else(not_found)?;
+            let d = *world.device_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let device = &world.devices[d as usize];
             if device.deleted {
-                return Err(not_found());
+                return Err(Refusal::NotFound);
             }
             Ok(Body::Object(device.json.to_string()))
         }
         Route::OrgEvents(id) => {
-            let o = *world.org_by_id.get(&id).ok_or_else(not_found)?;
+            let o = *world.org_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let org = &world.orgs[o as usize];
             let list = if shared.org_lists_include_projects {
                 &org.all_events
@@ -801,7 +818,7 @@ fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, R
             events_page(format!("{base}/organizations/{id}/events"), Some(list))
         }
         Route::ProjectEvents(id) => {
-            let p = *world.project_by_id.get(&id).ok_or_else(not_found)?;
+            let p = *world.project_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let project = &world.projects[p as usize];
             let list = if shared.project_lists_include_devices {
                 &project.all_events
@@ -811,16 +828,19 @@ fn respond(shared: &Shared, route: Route, query: Option<&str>) -> Result<Body, R
             events_page(format!("{base}/projects/{id}/events"), Some(list))
         }
         Route::DeviceEvents(id) => {
-            let d = *world.device_by_id.get(&id).ok_or_else(not_found)?;
+            let d = *world.device_by_id.get(&id).ok_or(Refusal::NotFound)?;
             let device = &world.devices[d as usize];
             if device.deleted {
-                return Err(not_found());
+                return Err(Refusal::NotFound);
             }
             events_page(format!("{base}/devices/{id}/events"), Some(&device.events))
         }
         Route::Events => events_page(format!("{base}/events"), None),
         Route::Event(id) => {
-            let e = *world.event_by_id.get(id.as_str()).ok_or_else(not_found)?;
+            let e = *world
+                .event_by_id
+                .get(id.as_str())
+                .ok_or(Refusal::NotFound)?;
             Ok(Body::Object(world.events[e as usize].json.to_string()))
         }
     }

@@ -414,9 +414,9 @@ impl World {
         let mut at = shape.history_end - shape.history_span
             + ChronoDuration::seconds(self.rng.random_range(0..span / 2));
         for i in 0..n {
-            let kind = if i < PROVISIONING.len() {
+            let kind = if let Some(step) = PROVISIONING.get(i) {
                 at += ChronoDuration::seconds(self.rng.random_range(5..90));
-                &PROVISIONING[i]
+                step
             } else {
                 let left = (shape.history_end - at).num_seconds().max(1);
                 let remaining = i64::try_from(n - i).unwrap_or(i64::MAX);
