@@ -109,6 +109,8 @@ impl Cli {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -123,9 +125,12 @@ mod tests {
     #[test]
     fn positional_and_flag_paths_are_the_same_thing() {
         let positional = parse(&["/config/config.yaml"]).unwrap().mode().unwrap();
-        let flag = parse(&["--config", "/config/config.yaml"]).unwrap().mode().unwrap();
+        let flag = parse(&["--config", "/config/config.yaml"])
+            .unwrap()
+            .mode()
+            .unwrap();
         for mode in [positional, flag] {
-            assert!(matches!(mode, Mode::Config(p) if p == PathBuf::from("/config/config.yaml")));
+            assert!(matches!(mode, Mode::Config(p) if p == Path::new("/config/config.yaml")));
         }
         let both = parse(&["a.yaml", "--config", "a.yaml"]).unwrap().mode();
         assert!(matches!(both, Ok(Mode::Config(_))));
@@ -133,8 +138,15 @@ mod tests {
 
     #[test]
     fn two_different_paths_are_refused() {
-        let err = parse(&["a.yaml", "--config", "b.yaml"]).unwrap().mode().unwrap_err();
-        assert!(err.0.contains("a.yaml") && err.0.contains("b.yaml"), "{}", err.0);
+        let err = parse(&["a.yaml", "--config", "b.yaml"])
+            .unwrap()
+            .mode()
+            .unwrap_err();
+        assert!(
+            err.0.contains("a.yaml") && err.0.contains("b.yaml"),
+            "{}",
+            err.0
+        );
     }
 
     #[test]
@@ -155,7 +167,14 @@ mod tests {
     #[test]
     fn help_documents_exit_codes_and_environment() {
         let help = Cli::command().render_long_help().to_string();
-        for needle in ["78", "METAL_AUTH_TOKEN", "DIREKTIV_TOKEN", "RUST_LOG", "--check", "--demo"] {
+        for needle in [
+            "78",
+            "METAL_AUTH_TOKEN",
+            "DIREKTIV_TOKEN",
+            "RUST_LOG",
+            "--check",
+            "--demo",
+        ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }
     }

@@ -43,7 +43,14 @@ pub(crate) const DEFAULT_API_URL: &str = "https://api.equinix.com/metal/v1";
 /// The default address of the health and metrics server.
 pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
 
-const TOP_KEYS: &[&str] = &["equinix", "direktiv", "state", "log", "server", "shutdownGrace"];
+const TOP_KEYS: &[&str] = &[
+    "equinix",
+    "direktiv",
+    "state",
+    "log",
+    "server",
+    "shutdownGrace",
+];
 const EQUINIX_KEYS: &[&str] = &[
     "organizationId",
     "packetAuthToken",
@@ -146,18 +153,27 @@ pub(crate) fn load_bytes(
     overrides: Overrides,
 ) -> Result<Loaded, Vec<Problem>> {
     let root = parse_yaml(bytes).map_err(|problem| vec![problem])?;
-    let mut walker = Walker { problems: Vec::new(), warnings: Vec::new(), env };
+    let mut walker = Walker {
+        problems: Vec::new(),
+        warnings: Vec::new(),
+        env,
+    };
     let settings = walker.settings(&root, overrides);
     match settings {
-        Some(settings) if walker.problems.is_empty() => {
-            Ok(Loaded { settings, warnings: walker.warnings })
-        }
+        Some(settings) if walker.problems.is_empty() => Ok(Loaded {
+            settings,
+            warnings: walker.warnings,
+        }),
         _ => Err(walker.problems),
     }
 }
 
 fn file_problem(message: String) -> Problem {
-    Problem { key: None, line: None, message }
+    Problem {
+        key: None,
+        line: None,
+        message,
+    }
 }
 
 /// Reads the config file, turning every IO failure into a sentence a person
@@ -178,8 +194,8 @@ fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
             path.join("config.yaml").display()
         ));
     }
-    let file = fs::File::open(path)
-        .map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
+    let file =
+        fs::File::open(path).map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
@@ -229,7 +245,10 @@ impl Value {
 
 impl From<Spanned<Value>> for Node {
     fn from(spanned: Spanned<Value>) -> Self {
-        Node { value: spanned.value, line: spanned.referenced.line() }
+        Node {
+            value: spanned.value,
+            line: spanned.referenced.line(),
+        }
     }
 }
 
@@ -385,7 +404,11 @@ fn yaml_problem(err: &serde_saphyr::Error) -> Problem {
         let key = rest.split(',').next().unwrap_or(rest).trim();
         let line = location.map(|loc| loc.line());
         let message = format!("key `{key}` is given twice in the same section: keep one");
-        return Problem { key: None, line, message };
+        return Problem {
+            key: None,
+            line,
+            message,
+        };
     }
     match location {
         Some(loc) => Problem {
@@ -404,7 +427,10 @@ fn known_line(line: u64) -> Option<u64> {
 /// Finds the closest known key to an unknown one.
 fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
     let normalise = |s: &str| {
-        s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_lowercase()
+        s.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase()
     };
     let wanted = normalise(unknown);
     if let Some(same) = known.iter().find(|k| normalise(k) == wanted) {
@@ -420,12 +446,19 @@ fn suggest<'a>(unknown: &str, known: &[&'a str]) -> Option<&'a str> {
 
 /// Formats key names as a list: `a`, `b`, `c`.
 fn list(keys: &[&str]) -> String {
-    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Joins a section path and a key.
 fn join(section: &str, key: &str) -> String {
-    if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") }
+    if section.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{section}.{key}")
+    }
 }
 
 /// Where a secret came from, to pick the default auth header.
@@ -550,7 +583,14 @@ impl Walker<'_> {
         }
     }
 
-    fn integer(&mut self, path: &str, node: Option<&Node>, default: u32, min: u32, max: u32) -> u32 {
+    fn integer(
+        &mut self,
+        path: &str,
+        node: Option<&Node>,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
         let Some(node) = node else { return default };
         let n = match &node.value {
             Value::Null => return default,
@@ -619,7 +659,11 @@ impl Walker<'_> {
 
     fn http_url(&mut self, path: &str, node: Option<&Node>, example: &str) -> Option<Url> {
         let node = node?;
-        let text = self.nonempty_string(path, Some(node), &format!("set it to a URL such as `{example}`"))?;
+        let text = self.nonempty_string(
+            path,
+            Some(node),
+            &format!("set it to a URL such as `{example}`"),
+        )?;
         let message = match Url::parse(&text) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => format!(
                 "must be an http or https URL, got scheme `{}` in `{text}`",
@@ -629,7 +673,9 @@ impl Walker<'_> {
                 format!("must be an http or https URL with a host, got `{text}`")
             }
             Ok(url) => return Some(url),
-            Err(err) => format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{text}`"),
+            Err(err) => {
+                format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{text}`")
+            }
         };
         self.problem(path, node.line, message);
         None
@@ -639,7 +685,11 @@ impl Walker<'_> {
     /// showing it.
     fn check_secret(&mut self, path: &str, line: u64, secret: &str, source: &str) -> bool {
         if secret.starts_with('<') && secret.ends_with('>') {
-            self.problem(path, line, format!("{source} is still a placeholder like `<token>`: put the real token there"));
+            self.problem(
+                path,
+                line,
+                format!("{source} is still a placeholder like `<token>`: put the real token there"),
+            );
             return false;
         }
         if !secret.chars().all(|c| c.is_ascii_graphic()) {
@@ -664,7 +714,9 @@ impl Walker<'_> {
             Err(err) => {
                 let why = match err.kind() {
                     io::ErrorKind::NotFound => "does not exist".to_owned(),
-                    io::ErrorKind::PermissionDenied => "is not readable (permission denied)".to_owned(),
+                    io::ErrorKind::PermissionDenied => {
+                        "is not readable (permission denied)".to_owned()
+                    }
                     io::ErrorKind::IsADirectory => "is a directory, not a file".to_owned(),
                     _ => format!("cannot be read: {err}"),
                 };
@@ -702,7 +754,11 @@ impl Walker<'_> {
                     &value,
                     &format!("the environment variable {env_name}"),
                 );
-                return if ok { Ok(Some((value.into(), TokenSource::Env))) } else { Err(()) };
+                return if ok {
+                    Ok(Some((value.into(), TokenSource::Env)))
+                } else {
+                    Err(())
+                };
             }
         }
         let (file_path, file_node) = file_key;
@@ -727,7 +783,9 @@ impl Walker<'_> {
 
     /// The whole file.
     fn settings(&mut self, root: &Node, overrides: Overrides) -> Option<Settings> {
-        let Value::Map(top) = &root.value else { return None };
+        let Value::Map(top) = &root.value else {
+            return None;
+        };
         self.check_keys("", top, TOP_KEYS);
         let get = |key: &str| top.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
 
@@ -736,8 +794,12 @@ impl Walker<'_> {
         let state = self.state(get("state"), overrides);
         let log = self.log(get("log"));
         let server = self.server(get("server"));
-        let shutdown_grace =
-            self.duration("shutdownGrace", get("shutdownGrace"), Duration::from_secs(20), true);
+        let shutdown_grace = self.duration(
+            "shutdownGrace",
+            get("shutdownGrace"),
+            Duration::from_secs(20),
+            true,
+        );
         Some(Settings {
             equinix: equinix?,
             direktiv: direktiv?,
@@ -752,13 +814,12 @@ impl Walker<'_> {
         let entries = self.section("equinix", node);
         self.check_keys("equinix", entries, EQUINIX_KEYS);
         let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
-        let section_line = node.map_or(0, |n| n.line);
 
         let organization_id = match get("organizationId") {
             None => {
                 self.problem(
                     "equinix.organizationId",
-                    section_line,
+                    0,
                     "is missing: set it to your organization's UUID (Metal console, Organization settings)",
                 );
                 None
@@ -793,7 +854,7 @@ impl Walker<'_> {
         ) {
             Ok(Some((token, _))) => Some(token),
             Ok(None) => {
-                let line = get("packetAuthToken").map_or(section_line, |n| n.line);
+                let line = get("packetAuthToken").map_or(0, |n| n.line);
                 self.problem(
                     "equinix.packetAuthToken",
                     line,
@@ -808,14 +869,18 @@ impl Walker<'_> {
         };
 
         let api_url = match get("apiUrl") {
-            Some(n) if n.value != Value::Null => {
-                self.http_url("equinix.apiUrl", Some(n), DEFAULT_API_URL).map(trim_trailing_slash)
-            }
+            Some(n) if n.value != Value::Null => self
+                .http_url("equinix.apiUrl", Some(n), DEFAULT_API_URL)
+                .map(trim_trailing_slash),
             _ => Some(Url::parse(DEFAULT_API_URL).expect("the default API URL is valid")),
         };
 
-        let poll_interval =
-            self.duration("equinix.pollInterval", get("pollInterval"), Duration::from_secs(10), false);
+        let poll_interval = self.duration(
+            "equinix.pollInterval",
+            get("pollInterval"),
+            Duration::from_secs(10),
+            false,
+        );
         let per_page = self.integer("equinix.perPage", get("perPage"), 100, 1, 1000);
         let max_pages = self.integer("equinix.maxPages", get("maxPages"), 10, 1, 10_000);
         let concurrency = self.integer("equinix.concurrency", get("concurrency"), 8, 1, 256);
@@ -827,12 +892,20 @@ impl Walker<'_> {
             Duration::from_secs(300),
             false,
         );
-        let request_timeout =
-            self.duration("equinix.timeout", get("timeout"), Duration::from_secs(30), false);
-        let sweep_timeout =
-            self.duration("equinix.sweepTimeout", get("sweepTimeout"), Duration::from_secs(300), false);
+        let request_timeout = self.duration(
+            "equinix.timeout",
+            get("timeout"),
+            Duration::from_secs(30),
+            false,
+        );
+        let sweep_timeout = self.duration(
+            "equinix.sweepTimeout",
+            get("sweepTimeout"),
+            Duration::from_secs(300),
+            false,
+        );
         if request_timeout > sweep_timeout {
-            let line = get("timeout").or(get("sweepTimeout")).map_or(section_line, |n| n.line);
+            let line = get("timeout").or(get("sweepTimeout")).map_or(0, |n| n.line);
             self.problem(
                 "equinix.timeout",
                 line,
@@ -864,7 +937,9 @@ impl Walker<'_> {
     fn levels(&mut self, node: Option<&Node>) -> Levels {
         const PATH: &str = "equinix.levels";
         const NAMES: &[&str] = &["project", "device", "organization"];
-        let Some(node) = node else { return Levels::default() };
+        let Some(node) = node else {
+            return Levels::default();
+        };
         let items: Vec<&Node> = match &node.value {
             Value::Null => return Levels::default(),
             Value::Seq(items) => items.iter().collect(),
@@ -874,7 +949,11 @@ impl Walker<'_> {
                 return Levels::default();
             }
         };
-        let mut levels = Levels { project: false, device: false, organization: false };
+        let mut levels = Levels {
+            project: false,
+            device: false,
+            organization: false,
+        };
         let mut ok = true;
         for item in items {
             let Value::Str(name) = &item.value else {
@@ -914,7 +993,9 @@ impl Walker<'_> {
 
     fn start_from(&mut self, node: Option<&Node>) -> StartFrom {
         const PATH: &str = "equinix.startFrom";
-        let Some(node) = node else { return StartFrom::default() };
+        let Some(node) = node else {
+            return StartFrom::default();
+        };
         let text = match &node.value {
             Value::Null => return StartFrom::default(),
             Value::Str(s) => s.trim().to_owned(),
@@ -955,15 +1036,16 @@ impl Walker<'_> {
         let entries = self.section("direktiv", node);
         self.check_keys("direktiv", entries, DIREKTIV_KEYS);
         let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
-        let section_line = node.map_or(0, |n| n.line);
         const EXAMPLE: &str = "https://direktiv.example.com/api/namespaces/ops/broadcast";
 
         let endpoint = match get("endpoint") {
             None => {
                 self.problem(
                     "direktiv.endpoint",
-                    section_line,
-                    format!("is missing: set it to the namespace's broadcast URL, e.g. `{EXAMPLE}`"),
+                    0,
+                    format!(
+                        "is missing: set it to the namespace's broadcast URL, e.g. `{EXAMPLE}`"
+                    ),
                 );
                 None
             }
@@ -1022,12 +1104,16 @@ impl Walker<'_> {
             );
         }
 
-        let insecure_skip_verify =
-            self.boolean("direktiv.insecureSkipVerify", get("insecureSkipVerify"), false);
+        let insecure_skip_verify = self.boolean(
+            "direktiv.insecureSkipVerify",
+            get("insecureSkipVerify"),
+            false,
+        );
         let ca_file = self.ca_file(get("caFile"));
         if insecure_skip_verify && ca_file.is_some() {
             self.warnings.push(
-                "direktiv.caFile has no effect while direktiv.insecureSkipVerify is true".to_owned(),
+                "direktiv.caFile has no effect while direktiv.insecureSkipVerify is true"
+                    .to_owned(),
             );
         }
         if let Some(url) = &endpoint
@@ -1035,10 +1121,16 @@ impl Walker<'_> {
             && token.is_some()
         {
             self.warnings.push(
-                "direktiv.endpoint uses plain http: the Direktiv token is sent unencrypted".to_owned(),
+                "direktiv.endpoint uses plain http: the Direktiv token is sent unencrypted"
+                    .to_owned(),
             );
         }
-        let timeout = self.duration("direktiv.timeout", get("timeout"), Duration::from_secs(10), false);
+        let timeout = self.duration(
+            "direktiv.timeout",
+            get("timeout"),
+            Duration::from_secs(10),
+            false,
+        );
         let concurrency = self.integer("direktiv.concurrency", get("concurrency"), 8, 1, 256);
         let max_retries = self.integer("direktiv.maxRetries", get("maxRetries"), 5, 0, 100);
         let event_on_error = self.boolean("direktiv.event-on-error", get("event-on-error"), false);
@@ -1091,11 +1183,19 @@ impl Walker<'_> {
         let file = self.optional_string(PATH, node)?;
         let line = node.map_or(0, |n| n.line);
         match fs::read(&file) {
-            Ok(bytes) if bytes.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => {
+            Ok(bytes)
+                if bytes
+                    .windows(27)
+                    .any(|w| w == b"-----BEGIN CERTIFICATE-----") =>
+            {
                 Some(PathBuf::from(file))
             }
             Ok(_) => {
-                self.problem(PATH, line, format!("`{file}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"));
+                self.problem(
+                    PATH,
+                    line,
+                    format!("`{file}` holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+                );
                 None
             }
             Err(err) => {
@@ -1109,7 +1209,9 @@ impl Walker<'_> {
         let entries = self.section("state", node);
         self.check_keys("state", entries, STATE_KEYS);
         let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
-        let path = self.optional_string("state.path", get("path")).map(PathBuf::from);
+        let path = self
+            .optional_string("state.path", get("path"))
+            .map(PathBuf::from);
         if let Some(p) = &path
             && p.is_dir()
         {
@@ -1123,8 +1225,17 @@ impl Walker<'_> {
                 ),
             );
         }
-        let overlap = self.duration("state.overlap", get("overlap"), Duration::from_secs(600), false);
-        StateSettings { path, overlap, reset_corrupt: overrides.reset_state }
+        let overlap = self.duration(
+            "state.overlap",
+            get("overlap"),
+            Duration::from_secs(600),
+            false,
+        );
+        StateSettings {
+            path,
+            overlap,
+            reset_corrupt: overrides.reset_state,
+        }
     }
 
     fn log(&mut self, node: Option<&Node>) -> LogSettings {
@@ -1133,12 +1244,19 @@ impl Walker<'_> {
         let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
         let format = match get("format") {
             None => LogFormat::default(),
-            Some(n) => match self.string("log.format", n).map(|s| s.trim().to_ascii_lowercase()) {
+            Some(n) => match self
+                .string("log.format", n)
+                .map(|s| s.trim().to_ascii_lowercase())
+            {
                 None => LogFormat::default(),
                 Some(s) if s == "text" => LogFormat::Text,
                 Some(s) if s == "json" => LogFormat::Json,
                 Some(s) => {
-                    self.problem("log.format", n.line, format!("must be `text` or `json`, got `{s}`"));
+                    self.problem(
+                        "log.format",
+                        n.line,
+                        format!("must be `text` or `json`, got `{s}`"),
+                    );
                     LogFormat::default()
                 }
             },
@@ -1163,7 +1281,9 @@ impl Walker<'_> {
         let entries = self.section("server", node);
         self.check_keys("server", entries, SERVER_KEYS);
         let get = |key: &str| entries.iter().find(|(k, _, _)| k == key).map(|(_, _, n)| n);
-        let default_listen: SocketAddr = DEFAULT_LISTEN.parse().expect("the default address is valid");
+        let default_listen: SocketAddr = DEFAULT_LISTEN
+            .parse()
+            .expect("the default address is valid");
         let enabled = self.boolean("server.enabled", get("enabled"), true);
         let listen = match get("listen") {
             None => default_listen,
@@ -1203,7 +1323,8 @@ pub(crate) fn check_log_level(text: &str) -> Result<(), String> {
         if LEVELS.contains(&lower.as_str()) || lower == "warning" {
             return Ok(());
         }
-        let hint = suggest(&lower, LEVELS).map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"));
+        let hint = suggest(&lower, LEVELS)
+            .map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"));
         return Err(format!(
             "unknown level `{text}`{hint}: use one of trace, debug, info, warn, error, off, or a \
              filter such as `info,equinix_receiver=debug`"
@@ -1241,12 +1362,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = text.strip_prefix('+').unwrap_or(text);
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(bad());
         }
-        let number: u64 =
-            rest[..digits].parse().map_err(|_| format!("is too long, got `{text}`"))?;
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("is too long, got `{text}`"))?;
         rest = &rest[digits..];
         if rest.starts_with('.') {
             return Err(format!(
@@ -1254,7 +1378,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
                  got `{text}`"
             ));
         }
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let millis_per_unit: u64 = match &rest[..unit_len] {
             "ms" => 1,
             "s" => 1000,
@@ -1272,7 +1398,9 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
             .checked_mul(millis_per_unit)
             .map(Duration::from_millis)
             .ok_or_else(|| format!("is too long, got `{text}`"))?;
-        total = total.checked_add(part).ok_or_else(|| format!("is too long, got `{text}`"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("is too long, got `{text}`"))?;
     }
     if total > MAX_DURATION {
         return Err(format!("is longer than 7 days, got `{text}`"));
@@ -1320,11 +1448,10 @@ pub(crate) fn summary(settings: &Settings) -> String {
         // Only the header name: the token is never shown.
         (Some(_), header) => format!("auth header {}", header_name(header)),
     };
-    let state = settings
-        .state
-        .path
-        .as_ref()
-        .map_or_else(|| "default location".to_owned(), |p| p.display().to_string());
+    let state = settings.state.path.as_ref().map_or_else(
+        || "default location".to_owned(),
+        |p| p.display().to_string(),
+    );
     format!(
         "organization {}, levels {}, poll every {}, deliver to {} ({auth}), state {state}",
         e.organization_id,
@@ -1355,7 +1482,6 @@ fn all_keys() -> Vec<String> {
     }
     keys
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -1392,7 +1518,11 @@ direktiv:
     }
 
     fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<Loaded, Vec<Problem>> {
-        let env = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
         load_bytes(yaml.as_bytes(), &env, Overrides::default())
     }
 
@@ -1422,7 +1552,11 @@ direktiv:
             ("0s", 0),
         ];
         for (text, millis) in ok {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(millis)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
         }
     }
 
@@ -1458,7 +1592,10 @@ direktiv:
     fn the_old_config_loads_unchanged() {
         let loaded = load(OLD).unwrap();
         let s = &loaded.settings;
-        assert_eq!(s.equinix.organization_id, "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00");
+        assert_eq!(
+            s.equinix.organization_id,
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00"
+        );
         assert_eq!(s.equinix.token.expose_secret(), "metal-inline-token");
         assert_eq!(s.direktiv.endpoint.host_str(), Some("direktiv.example.com"));
         assert!(s.direktiv.insecure_skip_verify);
@@ -1466,7 +1603,12 @@ direktiv:
         let token = s.direktiv.token.as_ref().unwrap();
         assert_eq!(token.expose_secret(), "direktiv-inline-token");
         assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivToken);
-        assert!(loaded.warnings.iter().any(|w| w.contains("apikey is ignored")));
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.contains("apikey is ignored"))
+        );
     }
 
     #[test]
@@ -1477,7 +1619,14 @@ direktiv:
         assert_eq!(s.equinix.per_page, 100);
         assert_eq!(s.equinix.max_pages, 10);
         assert_eq!(s.equinix.concurrency, 8);
-        assert_eq!(s.equinix.levels, Levels { project: true, device: true, organization: false });
+        assert_eq!(
+            s.equinix.levels,
+            Levels {
+                project: true,
+                device: true,
+                organization: false
+            }
+        );
         assert_eq!(s.equinix.start_from, StartFrom::Now);
         assert_eq!(s.equinix.inventory_refresh, Duration::from_secs(300));
         assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
@@ -1497,7 +1646,10 @@ direktiv:
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s.log.level, "info");
         assert!(s.server.enabled);
-        assert_eq!(s.server.listen, DEFAULT_LISTEN.parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            s.server.listen,
+            DEFAULT_LISTEN.parse::<SocketAddr>().unwrap()
+        );
         assert_eq!(s.shutdown_grace, Duration::from_secs(20));
     }
 
@@ -1508,13 +1660,22 @@ direktiv:
         // The example's token files do not exist here: drop those two lines.
         let text: String = text
             .lines()
-            .filter(|l| !l.contains("TokenFile:") && !l.contains("tokenFile:") && !l.contains("caFile:"))
+            .filter(|l| {
+                !l.contains("TokenFile:") && !l.contains("tokenFile:") && !l.contains("caFile:")
+            })
             .map(|l| format!("{l}\n"))
             .collect();
         let loaded = load_bytes(text.as_bytes(), &env, Overrides { reset_state: true }).unwrap();
         let s = loaded.settings;
         assert_eq!(s.equinix.per_page, 200);
-        assert_eq!(s.equinix.levels, Levels { project: true, device: true, organization: true });
+        assert_eq!(
+            s.equinix.levels,
+            Levels {
+                project: true,
+                device: true,
+                organization: true
+            }
+        );
         assert!(matches!(s.equinix.start_from, StartFrom::At(_)));
         assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivApiKey);
         assert_eq!(s.log.format, LogFormat::Json);
@@ -1533,7 +1694,10 @@ direktiv:
     fn every_key_is_documented() {
         let docs = include_str!("../../../docs/configuration.md");
         for key in all_keys() {
-            assert!(docs.contains(&format!("`{key}`")), "docs/configuration.md lacks `{key}`");
+            assert!(
+                docs.contains(&format!("`{key}`")),
+                "docs/configuration.md lacks `{key}`"
+            );
         }
     }
 
@@ -1544,7 +1708,10 @@ direktiv:
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
         assert_eq!(d.auth_header, AuthHeaderName::ApiKey);
 
-        let yaml = minimal_with("direktiv", "apikey: k1\n  token: \"\"\n  authHeader: Direktiv-Api-Key");
+        let yaml = minimal_with(
+            "direktiv",
+            "apikey: k1\n  token: \"\"\n  authHeader: Direktiv-Api-Key",
+        );
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
         assert_eq!(d.auth_header, AuthHeaderName::DirektivApiKey);
@@ -1555,17 +1722,29 @@ direktiv:
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
         fs::write(&file, "from-file\n").unwrap();
-        let yaml = minimal_with("direktiv", &format!("token: inline\n  tokenFile: {}", file.display()));
+        let yaml = minimal_with(
+            "direktiv",
+            &format!("token: inline\n  tokenFile: {}", file.display()),
+        );
 
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "from-file");
-        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "from-env")]).unwrap().settings.direktiv;
+        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "from-env")])
+            .unwrap()
+            .settings
+            .direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "from-env");
         // An empty variable counts as unset.
-        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "")]).unwrap().settings.direktiv;
+        let d = load_with_env(&yaml, &[(DIREKTIV_TOKEN_ENV, "")])
+            .unwrap()
+            .settings
+            .direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "from-file");
 
-        let e = load_with_env(MINIMAL, &[(METAL_TOKEN_ENV, "metal-env")]).unwrap().settings.equinix;
+        let e = load_with_env(MINIMAL, &[(METAL_TOKEN_ENV, "metal-env")])
+            .unwrap()
+            .settings
+            .equinix;
         assert_eq!(e.token.expose_secret(), "metal-env");
     }
 
@@ -1573,15 +1752,24 @@ direktiv:
     fn metal_token_from_the_environment_alone_is_enough() {
         let yaml = MINIMAL.replace("  packetAuthToken: metal-inline-token\n", "");
         assert!(load(&yaml).is_err());
-        let e = load_with_env(&yaml, &[(METAL_TOKEN_ENV, "metal-env")]).unwrap().settings.equinix;
+        let e = load_with_env(&yaml, &[(METAL_TOKEN_ENV, "metal-env")])
+            .unwrap()
+            .settings
+            .equinix;
         assert_eq!(e.token.expose_secret(), "metal-env");
     }
 
     #[test]
     fn token_problems_never_show_the_token() {
         for (yaml, env) in [
-            (minimal_with("direktiv", "token: \"Bearer s3cr3t-value\""), None),
-            (MINIMAL.replace("metal-inline-token", "\"s3cr3t value\""), None),
+            (
+                minimal_with("direktiv", "token: \"Bearer s3cr3t-value\""),
+                None,
+            ),
+            (
+                MINIMAL.replace("metal-inline-token", "\"s3cr3t value\""),
+                None,
+            ),
             (MINIMAL.to_owned(), Some("s3cr3t\tvalue")),
         ] {
             let vars: Vec<(&str, &str)> = env.map(|v| (METAL_TOKEN_ENV, v)).into_iter().collect();
@@ -1595,25 +1783,54 @@ direktiv:
     #[test]
     fn unknown_keys_get_a_suggestion() {
         let cases = [
-            ("equinix", "organisationId: x", "did you mean `equinix.organizationId`?"),
-            ("equinix", "pollinterval: 10s", "did you mean `equinix.pollInterval`?"),
-            ("direktiv", "eventOnError: true", "did you mean `direktiv.event-on-error`?"),
-            ("direktiv", "insecureSkipVerfy: true", "did you mean `direktiv.insecureSkipVerify`?"),
-            ("equinix", "endpoint: x", "did you mean `direktiv.endpoint`?"),
+            (
+                "equinix",
+                "organisationId: x",
+                "did you mean `equinix.organizationId`?",
+            ),
+            (
+                "equinix",
+                "pollinterval: 10s",
+                "did you mean `equinix.pollInterval`?",
+            ),
+            (
+                "direktiv",
+                "eventOnError: true",
+                "did you mean `direktiv.event-on-error`?",
+            ),
+            (
+                "direktiv",
+                "insecureSkipVerfy: true",
+                "did you mean `direktiv.insecureSkipVerify`?",
+            ),
+            (
+                "equinix",
+                "endpoint: x",
+                "did you mean `direktiv.endpoint`?",
+            ),
             ("direktiv", "zzz: 1", "the keys allowed here are"),
         ];
         for (section, line, needle) in cases {
             let found = problems(&minimal_with(section, line));
-            assert!(found.iter().any(|p| p.contains(needle)), "{line}: {found:?}");
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{line}: {found:?}"
+            );
         }
         let found = problems(&format!("{MINIMAL}loggin:\n  level: info\n"));
-        assert!(found.iter().any(|p| p.contains("did you mean `log`?")), "{found:?}");
+        assert!(
+            found.iter().any(|p| p.contains("did you mean `log`?")),
+            "{found:?}"
+        );
     }
 
     #[test]
     fn problems_name_the_key_and_the_line() {
         let found = problems(&minimal_with("equinix", "perPage: 5000"));
-        assert_eq!(found, ["equinix.perPage (line 2): must be between 1 and 1000, got 5000 (the default is 100)"]);
+        assert_eq!(
+            found,
+            ["equinix.perPage (line 2): must be between 1 and 1000, got 5000 (the default is 100)"]
+        );
     }
 
     #[test]
@@ -1627,22 +1844,37 @@ direktiv:
             ("equinix", "pollInterval: 0s", "greater than zero"),
             ("equinix", "pollInterval: 10", "bare number"),
             ("equinix", "pollInterval: [1]", "must be a duration"),
-            ("equinix", "levels: [project, devcie]", "did you mean `device`?"),
+            (
+                "equinix",
+                "levels: [project, devcie]",
+                "did you mean `device`?",
+            ),
             ("equinix", "levels: []", "at least one"),
             ("equinix", "levels: {a: 1}", "a list of levels"),
             ("equinix", "startFrom: yesterday", "RFC 3339"),
             ("equinix", "apiUrl: ftp://example.com", "http or https"),
             ("equinix", "apiUrl: not a url", "not a valid URL"),
-            ("equinix", "timeout: 10m", "longer than `equinix.sweepTimeout`"),
+            (
+                "equinix",
+                "timeout: 10m",
+                "longer than `equinix.sweepTimeout`",
+            ),
             ("direktiv", "insecureSkipVerify: maybe", "true or false"),
             ("direktiv", "authHeader: X-Token", "unknown header"),
-            ("direktiv", "tokenFile: /nonexistent/token", "does not exist"),
+            (
+                "direktiv",
+                "tokenFile: /nonexistent/token",
+                "does not exist",
+            ),
             ("direktiv", "caFile: /nonexistent/ca.pem", "cannot read"),
             ("direktiv", "maxRetries: 1000", "between 0 and 100"),
         ];
         for (section, line, needle) in cases {
             let found = problems(&minimal_with(section, line));
-            assert!(found.iter().any(|p| p.contains(needle)), "{line}: {found:?}");
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{line}: {found:?}"
+            );
         }
         let org = "organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00";
         for (value, needle) in [
@@ -1652,7 +1884,10 @@ direktiv:
             ("12345", "a string (put the value in quotes)"),
         ] {
             let found = problems(&MINIMAL.replace(org, &format!("organizationId: {value}")));
-            assert!(found.iter().any(|p| p.contains(needle)), "{value}: {found:?}");
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{value}: {found:?}"
+            );
         }
         let extra = [
             ("log:\n  level: verbose\n", "unknown level `verbose`"),
@@ -1665,19 +1900,27 @@ direktiv:
         ];
         for (tail, needle) in extra {
             let found = problems(&format!("{MINIMAL}{tail}"));
-            assert!(found.iter().any(|p| p.contains(needle)), "{tail}: {found:?}");
+            assert!(
+                found.iter().any(|p| p.contains(needle)),
+                "{tail}: {found:?}"
+            );
         }
     }
 
     #[test]
     fn shutdown_grace_may_be_zero() {
-        let s = load(&format!("{MINIMAL}shutdownGrace: 0s\n")).unwrap().settings;
+        let s = load(&format!("{MINIMAL}shutdownGrace: 0s\n"))
+            .unwrap()
+            .settings;
         assert_eq!(s.shutdown_grace, Duration::ZERO);
     }
 
     #[test]
     fn yaml_one_one_booleans_and_null_values_are_accepted() {
-        let yaml = minimal_with("direktiv", "insecureSkipVerify: yes\n  token:\n  event-on-error: \"on\"");
+        let yaml = minimal_with(
+            "direktiv",
+            "insecureSkipVerify: yes\n  token:\n  event-on-error: \"on\"",
+        );
         let d = load(&yaml).unwrap().settings.direktiv;
         assert!(d.insecure_skip_verify && d.event_on_error);
         assert!(d.token.is_none());
@@ -1719,15 +1962,29 @@ direktiv:
     #[test]
     fn duplicate_keys_are_refused() {
         let found = load(&format!("{MINIMAL}log:\n  level: info\n  level: debug\n")).unwrap_err();
-        assert_eq!(found[0].to_string(), "line 8: key `level` is given twice in the same section: keep one");
+        assert_eq!(
+            found[0].to_string(),
+            "line 8: key `level` is given twice in the same section: keep one"
+        );
     }
 
     #[test]
     fn log_levels_and_filters() {
-        for ok in ["info", "DEBUG", "warn", "off", "info,equinix_receiver=debug", "equinix_receiver=trace"] {
+        for ok in [
+            "info",
+            "DEBUG",
+            "warn",
+            "off",
+            "info,equinix_receiver=debug",
+            "equinix_receiver=trace",
+        ] {
             assert_eq!(check_log_level(ok), Ok(()), "{ok}");
         }
-        assert!(check_log_level("inf").unwrap_err().contains("did you mean `info`?"));
+        assert!(
+            check_log_level("inf")
+                .unwrap_err()
+                .contains("did you mean `info`?")
+        );
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub(crate) fn init(settings: &LogSettings, rust_log: Option<&str>) -> anyhow::Re
         .with_writer(std::io::stderr)
         .with_target(true);
     let installed = match settings.format {
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -31,5 +33,7 @@ pub(crate) fn init(settings: &LogSettings, rust_log: Option<&str>) -> anyhow::Re
             .with_span_list(false)
             .try_init(),
     };
-    installed.map_err(|err| anyhow::anyhow!(err)).context("installing the logger")
+    installed
+        .map_err(|err| anyhow::anyhow!(err))
+        .context("installing the logger")
 }

@@ -30,14 +30,19 @@ async fn main() -> ExitCode {
     };
 
     let env = |name: &str| std::env::var(name).ok();
-    let overrides = config::Overrides { reset_state: cli.reset_state };
+    let overrides = config::Overrides {
+        reset_state: cli.reset_state,
+    };
     let loaded = match config::load_file(&path, &env, overrides) {
         Ok(loaded) => loaded,
         Err(problems) => {
             let mut lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            let count = match problems.len() {
+                1 => "1 problem".to_owned(),
+                n => format!("{n} problems"),
+            };
             lines.push(format!(
-                "{} problem(s) in `{}`; nothing was requested (see docs/configuration.md)",
-                problems.len(),
+                "{count} in `{}`; nothing was requested (see docs/configuration.md)",
                 path.display()
             ));
             report(&lines);
@@ -57,12 +62,19 @@ async fn main() -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
     }
-    let options = app::RunOptions { once: cli.once, dry_run: cli.dry_run };
+    let options = app::RunOptions {
+        once: cli.once,
+        dry_run: cli.dry_run,
+    };
     finish(app::run(loaded.settings, options).await)
 }
 
 /// `--check` succeeded: warnings on stderr, a one-line summary on stdout.
-#[expect(clippy::print_stdout, clippy::print_stderr, reason = "the CLI's own output")]
+#[expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI's own output"
+)]
 fn check_ok(loaded: &config::Loaded) -> ExitCode {
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
