@@ -196,8 +196,11 @@ impl ClientBuilder {
     }
 
     /// Sends requests through this `reqwest::Client` (its connection pool,
-    /// proxy and TLS settings) instead of building one. Its own timeouts
-    /// apply; a [`timeout`](Self::timeout) set here is added per request.
+    /// proxy and TLS settings) instead of building one. Its own timeouts and
+    /// redirect policy apply (the client this crate builds follows redirects
+    /// only within the base URL's origin, so the token never leaves it; give
+    /// yours the same care); a [`timeout`](Self::timeout) set here is added
+    /// per request.
     pub fn http_client(mut self, http: reqwest::Client) -> Self {
         self.http = Some(http);
         self
@@ -247,6 +250,7 @@ impl ClientBuilder {
             None => {
                 let http = reqwest::Client::builder()
                     .user_agent(USER_AGENT)
+                    .redirect(same_origin_redirects())
                     .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
                     .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
                     .build()
@@ -268,6 +272,23 @@ impl ClientBuilder {
             }),
         })
     }
+}
+
+/// Follows at most five redirects, and only within one origin: reqwest
+/// strips `Authorization` on a cross-host redirect but not `X-Auth-Token`, so
+/// a redirect elsewhere is answered as the 3xx it is, never followed.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 fn parse_base_url(raw: &str) -> Result<Url> {

@@ -2,43 +2,48 @@
 //! organizations, projects, devices and their event lists, read a page at a
 //! time.
 //!
-//! ```no_run
-//! use metal_events::{Client, EventScope, ListOptions, ProjectId, SecretString};
-//!
-//! # async fn run() -> metal_events::Result<()> {
-//! let client = Client::new(SecretString::from(std::env::var("METAL_AUTH_TOKEN").unwrap()))?;
-//! let scope = EventScope::Project(ProjectId::new("d894d0eb-2b6c-4741-b106-c7cb76018d32"));
-//! let mut pages = client.event_pages(&scope, &ListOptions::default());
-//! while let Some(page) = pages.next_page().await? {
-//!     for event in &page.items {
-//!         println!("{:?} {:?}", event.id, event.event_type);
-//!     }
-//!     // Stop early: later pages hold older events.
-//!     break;
-//! }
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! # What it does
-//!
-//! - [`Client`] sends the token as `X-Auth-Token` (never logged, never in an
-//!   error or `Debug`), a `User-Agent` of `metal-events/<version>`, and uses
-//!   connect and request timeouts. It is cheap to clone and safe to share.
-//! - [`Pager`] follows `meta.next` (relative or absolute), falls back to
-//!   `page=current_page + 1`, and ends with [`Error::PaginationLoop`] rather
-//!   than looping on a server that repeats a page.
-//! - Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
-//!   [`Error::RateLimited`] with the wait the server asked for.
-//! - [`Error::is_retryable`] says whether a failure is worth retrying.
-//! - An optional observer ([`ClientBuilder::observer`]) sees one
-//!   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
-//!   events are emitted at debug level.
-//!
-//! # Features
-//!
-//! - `client` (default): the HTTP client. Without it the crate is the
-//!   [`models`] alone, with no reqwest and no tokio in the tree.
+//! The [`models`] (events, projects, devices, pagination metadata) are always
+//! here; the HTTP client comes with the default `client` feature. Without it
+//! the crate is the models alone, with no reqwest and no tokio in the tree.
+#![cfg_attr(
+    feature = "client",
+    doc = r#"
+```no_run
+use metal_events::{Client, EventScope, ListOptions, ProjectId, SecretString};
+
+# async fn run() -> metal_events::Result<()> {
+let client = Client::new(SecretString::from(std::env::var("METAL_AUTH_TOKEN").unwrap()))?;
+let scope = EventScope::Project(ProjectId::new("d894d0eb-2b6c-4741-b106-c7cb76018d32"));
+let mut pages = client.event_pages(&scope, &ListOptions::default());
+while let Some(page) = pages.next_page().await? {
+    for event in &page.items {
+        println!("{:?} {:?}", event.id, event.event_type);
+    }
+    // Stop early: later pages hold older events.
+    break;
+}
+# Ok(())
+# }
+```
+
+# What it does
+
+- [`Client`] sends the token as `X-Auth-Token` (never logged, never in an
+  error or `Debug`), a `User-Agent` of `metal-events/<version>`, and uses
+  connect and request timeouts. It is cheap to clone and safe to share
+  between tasks: clones share one connection pool.
+- [`Pager`] reads one page per call, follows `meta.next` (relative or
+  absolute), falls back to `page=current_page + 1`, and ends with
+  [`Error::PaginationLoop`] rather than looping on a server that repeats a
+  page. Requests only ever go to the base URL's origin.
+- Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
+  [`Error::RateLimited`] with the wait the server asked for.
+- [`Error::is_retryable`] says whether a failure is worth retrying.
+- An optional observer ([`ClientBuilder::observer`]) sees one
+  [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
+  events are emitted at debug level.
+"#
+)]
 
 #[cfg(feature = "client")]
 mod client;
@@ -66,6 +71,12 @@ pub use models::{
 pub use page::{Page, Pager};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimit;
+/// The HTTP client crate this one uses, for [`ClientBuilder::http_client`].
+#[cfg(feature = "client")]
+pub use reqwest;
+/// HTTP status codes, as [`Error::status`] returns them.
+#[cfg(feature = "client")]
+pub use reqwest::StatusCode;
 /// The token type [`Client::builder`] takes, re-exported from `secrecy`.
 #[cfg(feature = "client")]
 pub use secrecy::SecretString;

@@ -6,9 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use metal_events::{
     Client, DeviceId, DeviceState, Endpoint, Error, EventScope, ListOptions, OrganizationId,
-    ProjectId, RateLimit, RequestRecord, SecretString, USER_AGENT,
+    ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
 };
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -896,7 +895,7 @@ async fn a_server_slower_than_the_timeout_is_a_retryable_timeout() {
 #[tokio::test]
 async fn a_caller_supplied_http_client_is_used_with_the_timeout() {
     let h = harness_with(|b| {
-        b.http_client(reqwest::Client::new())
+        b.http_client(metal_events::reqwest::Client::new())
             .timeout(Duration::from_millis(200))
     })
     .await;
@@ -931,6 +930,57 @@ async fn a_refused_connection_is_a_retryable_transport_error() {
     assert!(matches!(error, Error::Transport { .. }), "{error:?}");
     assert!(error.is_retryable());
     assert_no_token(&error);
+}
+
+#[tokio::test]
+async fn redirects_to_another_origin_are_not_followed() {
+    let h = harness().await;
+    let elsewhere = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(200))
+        .named("another origin: must never see the token")
+        .expect(0)
+        .mount(&elsewhere)
+        .await;
+    Mock::given(path(format!("/metal/v1/organizations/{ORG}")))
+        .respond_with(
+            ResponseTemplate::new(302)
+                .insert_header("location", format!("{}/steal", elsewhere.uri())),
+        )
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    let error = h
+        .client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(StatusCode::FOUND));
+    assert!(!error.is_retryable());
+}
+
+#[tokio::test]
+async fn redirects_within_the_origin_are_followed() {
+    let h = harness().await;
+    Mock::given(path(format!("/metal/v1/organizations/{ORG}")))
+        .respond_with(
+            ResponseTemplate::new(301).insert_header("location", "/metal/v1/organizations/moved"),
+        )
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    Mock::given(path("/metal/v1/organizations/moved"))
+        .and(header("x-auth-token", TOKEN))
+        .respond_with(ok_json(fixture("organization.json")))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    let org = h
+        .client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap();
+    assert_eq!(org.name.as_deref(), Some("Direktiv"));
 }
 
 #[tokio::test]
