@@ -1266,7 +1266,7 @@ impl Walker<'_> {
             Some(n) => match self.string("log.level", n) {
                 None => "info".to_owned(),
                 Some(s) => match check_log_level(&s) {
-                    Ok(()) => s.trim().to_owned(),
+                    Ok(filter) => filter,
                     Err(why) => {
                         self.problem("log.level", n.line, why);
                         "info".to_owned()
@@ -1309,9 +1309,10 @@ impl Walker<'_> {
     }
 }
 
-/// Checks `log.level`: a level name, or a tracing filter directive such as
-/// `info,equinix_receiver=debug`.
-pub(crate) fn check_log_level(text: &str) -> Result<(), String> {
+/// Checks `log.level`: a level name (any case; `warning` means `warn`), or a
+/// tracing filter directive such as `info,equinix_receiver=debug`. Returns the
+/// filter to install.
+pub(crate) fn check_log_level(text: &str) -> Result<String, String> {
     const LEVELS: &[&str] = &["trace", "debug", "info", "warn", "error", "off"];
     let text = text.trim();
     if text.is_empty() {
@@ -1320,8 +1321,11 @@ pub(crate) fn check_log_level(text: &str) -> Result<(), String> {
     let is_directive = text.contains(['=', ',', '[', ':']);
     if !is_directive {
         let lower = text.to_ascii_lowercase();
-        if LEVELS.contains(&lower.as_str()) || lower == "warning" {
-            return Ok(());
+        if lower == "warning" {
+            return Ok("warn".to_owned());
+        }
+        if LEVELS.contains(&lower.as_str()) {
+            return Ok(lower);
         }
         let hint = suggest(&lower, LEVELS)
             .map_or_else(String::new, |best| format!(" (did you mean `{best}`?)"));
@@ -1331,7 +1335,7 @@ pub(crate) fn check_log_level(text: &str) -> Result<(), String> {
         ));
     }
     tracing_subscriber::EnvFilter::try_new(text)
-        .map(|_| ())
+        .map(|_| text.to_owned())
         .map_err(|err| format!("is not a valid log filter `{text}`: {err}"))
 }
 
@@ -1978,8 +1982,12 @@ direktiv:
             "info,equinix_receiver=debug",
             "equinix_receiver=trace",
         ] {
-            assert_eq!(check_log_level(ok), Ok(()), "{ok}");
+            assert_eq!(
+                check_log_level(ok).as_deref(),
+                Ok(ok.to_ascii_lowercase().as_str())
+            );
         }
+        assert_eq!(check_log_level(" Warning ").as_deref(), Ok("warn"));
         assert!(
             check_log_level("inf")
                 .unwrap_err()
