@@ -203,6 +203,11 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// Declares that every event of `source` created at or before `floor` is
     /// delivered or deliberately skipped. Floors only move forward (a lower
     /// value only marks the source as alive). Prunes what became settled.
+    ///
+    /// Call it for every live source on every sweep. Prefer the time the
+    /// listing was taken as the floor (everything created before it was in
+    /// the list; the overlap window absorbs skew and late listing): a quiet
+    /// source whose floor is its newest event would hold the horizon back.
     async fn advance_floor(&self, source: &str, floor: DateTime<Utc>) -> Result<()>;
 
     /// Forgets a source (a deleted device) so it no longer holds back pruning.

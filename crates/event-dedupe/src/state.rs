@@ -107,7 +107,14 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    pub(crate) fn new(state: State, options: &TrackerOptions) -> Self {
+    /// Wraps a new or loaded state. A load counts as a sign of life for every
+    /// source: each gets a full `source_expiry` to advance again, however long
+    /// the process was down.
+    pub(crate) fn new(mut state: State, options: &TrackerOptions) -> Self {
+        let now = options.clock.now();
+        for source in state.sources.values_mut() {
+            source.advanced_at = source.advanced_at.max(now);
+        }
         Self {
             state,
             overlap: delta(options.overlap),

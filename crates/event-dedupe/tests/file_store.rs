@@ -401,3 +401,32 @@ async fn error_messages_read_well() {
          state starts again from the configured start point)"
     );
 }
+
+#[tokio::test]
+async fn downtime_does_not_expire_sources() {
+    let (_dir, path) = state_path();
+    let clock = ManualClock::new(t0());
+    {
+        let t = open(&path, &clock).await;
+        t.advance_floor("device:quiet", t0()).await.unwrap();
+        t.advance_floor("project:p1", t0()).await.unwrap();
+        t.persist().await.unwrap();
+    }
+    // Down for two days; on return the project is swept before the device.
+    clock.advance(TimeDelta::days(2));
+    let t = open(&path, &clock).await;
+    t.advance_floor("project:p1", t0() + TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.stats().sources,
+        2,
+        "the device is not expired by the downtime"
+    );
+    let during = Some(t0() + TimeDelta::days(1));
+    assert_eq!(
+        t.check("device:quiet", "while-down", during).await.unwrap(),
+        Verdict::New,
+        "the device's events from the downtime are still sent"
+    );
+}
