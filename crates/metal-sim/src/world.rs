@@ -583,9 +583,9 @@ impl World {
     pub(crate) fn emit_random(&mut self) -> u32 {
         let at = Utc::now().max(self.last_created);
         let home = 0;
-        let home_projects = self.orgs[home as usize].projects.clone();
+        let projects = self.orgs[home as usize].projects.len();
         let dice: f64 = self.rng.random();
-        let pending = if dice < self.org_share || home_projects.is_empty() {
+        let pending = if dice < self.org_share || projects == 0 {
             Pending {
                 org: home,
                 project: None,
@@ -594,9 +594,9 @@ impl World {
                 at,
             }
         } else {
-            let project = home_projects[self.rng.random_range(0..home_projects.len())];
-            let devices = &self.projects[project as usize].devices;
-            if dice < self.org_share + self.project_share || devices.is_empty() {
+            let project = self.orgs[home as usize].projects[self.rng.random_range(0..projects)];
+            let devices = self.projects[project as usize].devices.len();
+            if dice < self.org_share + self.project_share || devices == 0 {
                 Pending {
                     org: home,
                     project: Some(project),
@@ -605,7 +605,8 @@ impl World {
                     at,
                 }
             } else {
-                let device = devices[self.rng.random_range(0..devices.len())];
+                let device =
+                    self.projects[project as usize].devices[self.rng.random_range(0..devices)];
                 Pending {
                     org: home,
                     project: Some(project),
@@ -740,4 +741,73 @@ impl World {
 
 fn pick<'a>(rng: &mut StdRng, kinds: &'a [Kind]) -> &'a Kind {
     &kinds[rng.random_range(0..kinds.len())]
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn world() -> World {
+        let shape = WorldShape {
+            base_path: "/metal/v1".to_owned(),
+            org_id: Some("org".to_owned()),
+            org_name: "Direktiv".to_owned(),
+            projects: 3,
+            devices_per_project: 4,
+            history_per_device: 20,
+            history_per_project: 2,
+            history_per_org: 2,
+            history_span: ChronoDuration::days(3),
+            history_end: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
+            project_share: 0.1,
+            org_share: 0.1,
+        };
+        World::generate(&shape, StdRng::seed_from_u64(3))
+    }
+
+    #[test]
+    fn the_log_and_every_list_run_oldest_to_newest() {
+        let mut world = world();
+        for _ in 0..50 {
+            world.emit_random();
+        }
+        let ascending = |list: &[u32]| {
+            list.windows(2).all(|w| {
+                w[0] < w[1]
+                    && world.events[w[0] as usize].created_at
+                        <= world.events[w[1] as usize].created_at
+            })
+        };
+        let all: Vec<u32> = (0..world.events.len() as u32).collect();
+        assert!(ascending(&all));
+        assert!(world.devices.iter().all(|d| ascending(&d.events)));
+        assert!(
+            world
+                .projects
+                .iter()
+                .all(|p| ascending(&p.all_events) && ascending(&p.own_events))
+        );
+        assert_eq!(world.events.len(), (12 + 2) * 20 + 3 * 2 + 2 * 2 + 50);
+    }
+
+    #[test]
+    fn a_device_history_starts_with_the_provisioning_steps() {
+        let world = world();
+        let device = &world.devices[5];
+        let types: Vec<&str> = device
+            .events
+            .iter()
+            .map(|&i| world.events[i as usize].event_type)
+            .collect();
+        assert_eq!(types[0], "provisioning.101");
+        assert_eq!(types[9], "provisioning.110");
+        assert!(types[10..].iter().all(|t| t.starts_with("instance.")));
+        let json: Value =
+            serde_json::from_str(&world.events[device.events[0] as usize].json).unwrap();
+        assert_eq!(json["relationships"][0]["href"], format!("#{}", device.id));
+        assert_eq!(json["interpolated"], "Provision started");
+    }
 }
