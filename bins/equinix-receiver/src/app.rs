@@ -1,9 +1,39 @@
-//! The running receiver: builds the components from [`Settings`] and runs the
-//! polling pipeline. (Being written by the lead; the CLI calls [`run`].)
+//! The running receiver: builds every component from [`Settings`], then runs
+//! sweeps on a fixed cadence until it is told to stop.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
-use crate::settings::Settings;
+use anyhow::Context as _;
+use direktiv_broadcast::{Auth, AuthHeader, Sink, SinkConfig};
+use event_dedupe::{Baseline, FileOptions, FileTracker, MemoryTracker, Tracker, TrackerOptions};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use metal_cloudevents::MapOptions;
+use metal_events::{Client, ListOptions, OrganizationId, RequestRecord};
+use secrecy::ExposeSecret;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::Target;
+use crate::gate::RateGate;
+use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
+use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
+use crate::poll::PollOptions;
+use crate::settings::{AuthHeaderName, Settings, StartFrom, StateSettings};
+use crate::sweep::{Hooks, Pipeline, SweepReport};
+
+/// The exit code of `--once` when something found was not delivered.
+pub(crate) const EXIT_UNDELIVERED: u8 = 3;
+
+/// Where the state lives when `state.path` is not set: `$STATE_DIRECTORY`
+/// (systemd) or this directory.
+const DEFAULT_STATE_DIR: &str = "/var/lib/equinix-receiver";
+const STATE_FILE: &str = "state.json";
+
+/// Pages read per list when listing projects and devices at most.
+const INVENTORY_MAX_PAGES: usize = 1000;
 
 /// How the pipeline runs, from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -14,8 +44,514 @@ pub(crate) struct RunOptions {
     pub(crate) dry_run: bool,
 }
 
+/// Told about each finished sweep, with the metrics.
+pub(crate) type SweepCallback = Arc<dyn Fn(&SweepReport, &Metrics) + Send + Sync>;
+
+/// What the demo (or a test) plugs into a run.
+#[derive(Clone, Default)]
+pub(crate) struct Extras {
+    /// Told about each delivered event.
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    /// Told about each finished sweep.
+    pub(crate) on_sweep: Option<SweepCallback>,
+    /// Cancelled to stop the run (in addition to SIGINT and SIGTERM).
+    pub(crate) stop: Option<CancellationToken>,
+}
+
 /// Runs the receiver until it is told to stop (or after one sweep with `--once`).
 pub(crate) async fn run(settings: Settings, options: RunOptions) -> anyhow::Result<ExitCode> {
-    let _ = (settings, options);
-    anyhow::bail!("the polling pipeline is not built yet")
+    run_with(settings, options, Extras::default()).await
+}
+
+/// [`run`] with hooks for the demo.
+pub(crate) async fn run_with(
+    settings: Settings,
+    options: RunOptions,
+    extras: Extras,
+) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let gate = Arc::new(RateGate::default());
+    let client = metal_client(&settings, &metrics, &gate)?;
+    let (tracker, persistent) = open_tracker(
+        &settings.state,
+        settings.equinix.start_from,
+        options.dry_run,
+    )
+    .await?;
+    metrics.state_persistent.set(i64::from(persistent));
+    metrics
+        .tls_insecure_skip_verify
+        .set(i64::from(settings.direktiv.insecure_skip_verify));
+    let target = if options.dry_run {
+        Target::Stdout(std::sync::Mutex::new(std::io::stdout()))
+    } else {
+        Target::Direktiv(sink(&settings)?)
+    };
+    log_startup(&settings, &options, persistent, tracker.as_ref());
+
+    let pipeline = Pipeline {
+        client,
+        tracker,
+        target,
+        gate,
+        metrics: Arc::clone(&metrics),
+        poll: PollOptions {
+            per_page: settings.equinix.per_page,
+            max_pages: settings.equinix.max_pages,
+        },
+        levels: settings.equinix.levels,
+        api_concurrency: settings.equinix.concurrency,
+        delivery_concurrency: settings.direktiv.concurrency,
+        max_retries: settings.direktiv.max_retries,
+        overlap: settings.state.overlap,
+        map_options: MapOptions::default(),
+        hooks: extras.hooks.clone(),
+        newest_delivered_ms: AtomicI64::new(0),
+    };
+
+    let stop = extras.stop.clone().unwrap_or_default();
+    spawn_signal_handler(stop.clone());
+    let result = main_loop(&settings, &options, &pipeline, &extras, &stop).await;
+
+    if let Err(error) = pipeline.tracker.persist().await {
+        tracing::error!(%error, "could not write the state at exit");
+    }
+    result
+}
+
+async fn main_loop(
+    settings: &Settings,
+    options: &RunOptions,
+    pipeline: &Pipeline,
+    extras: &Extras,
+    stop: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let org = OrganizationId::new(settings.equinix.organization_id.clone());
+    let interval = settings.equinix.poll_interval;
+    let mut inventory: Option<(Inventory, Instant)> = None;
+    let mut failures = 0u32;
+    loop {
+        let started = Instant::now();
+
+        // Inventory: at start, on its schedule, and when a list answered 404.
+        let due = inventory
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= settings.equinix.inventory_refresh);
+        if due {
+            match load_inventory(pipeline, &org, settings, stop).await {
+                Ok(fresh) => {
+                    if let Some((old, _)) = &inventory {
+                        forget_gone(pipeline, old, &fresh).await;
+                    }
+                    pipeline
+                        .metrics
+                        .inventory_projects
+                        .set(fresh.projects.len() as i64);
+                    pipeline
+                        .metrics
+                        .inventory_devices
+                        .set(fresh.devices.len() as i64);
+                    tracing::info!(org = %fresh.org_name, projects = fresh.projects.len(),
+                        devices = fresh.devices.len(), "inventory loaded");
+                    inventory = Some((fresh, Instant::now()));
+                }
+                Err(error) => {
+                    let auth = error.is_unauthorized();
+                    pipeline
+                        .metrics
+                        .error(if auth { "auth" } else { "equinix_api" });
+                    if auth {
+                        tracing::error!(%error, "the Metal API refused the token: check \
+                            equinix.packetAuthToken, packetAuthTokenFile or METAL_AUTH_TOKEN");
+                    } else {
+                        tracing::warn!(%error, "could not list the organization's projects and devices");
+                    }
+                    if inventory.is_none() && options.once {
+                        return Err(anyhow::Error::new(error).context("loading the inventory"));
+                    }
+                }
+            }
+        }
+
+        if let Some((current, _)) = &inventory {
+            let sweep = pipeline.sweep(current, stop);
+            let report = match tokio::time::timeout(settings.equinix.sweep_timeout, sweep).await {
+                Ok(report) => report,
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_s = settings.equinix.sweep_timeout.as_secs(),
+                        "the sweep ran out of time; what was not delivered goes out next sweep"
+                    );
+                    pipeline.metrics.sweep_failures.inc();
+                    SweepReport {
+                        deferred: 1,
+                        ..SweepReport::default()
+                    }
+                }
+            };
+            log_sweep(&report, pipeline);
+            if let Some(on_sweep) = &extras.on_sweep {
+                on_sweep(&report, &pipeline.metrics);
+            }
+            if report.stale_inventory
+                && let Some((_, loaded_at)) = inventory.as_mut()
+            {
+                // Refresh before the next sweep.
+                *loaded_at = Instant::now() - settings.equinix.inventory_refresh;
+            }
+            if options.once {
+                return Ok(if report.all_delivered() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_UNDELIVERED)
+                });
+            }
+            failures = if report.auth_failed { failures + 1 } else { 0 };
+        } else {
+            failures += 1;
+        }
+        if stop.is_cancelled() {
+            return Ok(ExitCode::SUCCESS);
+        }
+
+        // The next sweep starts one interval after this one started; after
+        // repeated failures (no inventory, a refused token) the wait grows,
+        // up to ten intervals, so a broken setup is never hammered.
+        let wait = interval * failures.clamp(1, 10);
+        tokio::select! {
+            () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
+            () = tokio::time::sleep_until(started + wait) => {}
+        }
+    }
+}
+
+/// One info line per sweep; nothing per event at info level.
+fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
+    let stats = pipeline.tracker.stats();
+    if report.auth_failed {
+        tracing::error!(
+            lists = report.lists,
+            error = report.first_list_error.as_deref().unwrap_or(""),
+            "the Metal API refused the token: check equinix.packetAuthToken, \
+             packetAuthTokenFile or METAL_AUTH_TOKEN"
+        );
+    }
+    if let Some(problem) = &report.first_delivery_problem {
+        tracing::warn!(deferred = report.deferred, rejected = report.rejected, %problem,
+            "some events were not delivered");
+    }
+    tracing::info!(
+        lists = report.lists,
+        pages = report.pages,
+        list_errors = report.list_errors,
+        new = report.new,
+        delivered = report.delivered,
+        already = report.already,
+        rejected = report.rejected,
+        deferred = report.deferred,
+        tracked = stats.tracked_ids,
+        duration_ms = report.duration.as_millis() as u64,
+        "sweep done"
+    );
+}
+
+/// The Metal API client, reporting every request to the metrics and the
+/// rate-limit gate.
+fn metal_client(
+    settings: &Settings,
+    metrics: &Arc<Metrics>,
+    gate: &Arc<RateGate>,
+) -> anyhow::Result<Client> {
+    let metrics = Arc::clone(metrics);
+    let gate = Arc::clone(gate);
+    let observer = move |record: &RequestRecord| {
+        let endpoint = record.endpoint.as_str();
+        let code = record
+            .status
+            .map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
+        metrics
+            .api_requests
+            .get_or_create(&ApiLabels { endpoint, code })
+            .inc();
+        metrics
+            .api_request_duration
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(record.duration.as_secs_f64());
+        if let Some(limit) = record.rate_limit
+            && let Some(remaining) = limit.remaining
+        {
+            metrics
+                .rate_limit_remaining
+                .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+            if remaining == 0
+                && let Some(wait) = limit.reset_after(std::time::SystemTime::now())
+            {
+                gate.pause_for(wait);
+            }
+        }
+    };
+    let e = &settings.equinix;
+    Client::builder(e.token.clone())
+        .base_url(e.api_url.as_str())
+        .timeout(e.request_timeout)
+        .observer(observer)
+        .build()
+        .context("building the Metal API client")
+}
+
+/// The Direktiv sink from `direktiv.*`.
+fn sink(settings: &Settings) -> anyhow::Result<Sink> {
+    let d = &settings.direktiv;
+    let mut config = SinkConfig::new(d.endpoint.clone());
+    config.insecure_skip_verify = d.insecure_skip_verify;
+    config.ca_file = d.ca_file.clone();
+    config.request_timeout = d.timeout;
+    if let Some(token) = &d.token {
+        let header = match d.auth_header {
+            AuthHeaderName::DirektivToken => AuthHeader::DirektivToken,
+            AuthHeaderName::ApiKey => AuthHeader::ApiKey,
+            AuthHeaderName::DirektivApiKey => AuthHeader::DirektivApiKey,
+            AuthHeaderName::Bearer => AuthHeader::Bearer,
+        };
+        config = config.with_auth(Auth::with_header(header, token.expose_secret()));
+    }
+    Sink::new(config).context("setting up delivery to Direktiv (direktiv.*)")
+}
+
+/// The state path: `state.path`, else `$STATE_DIRECTORY/state.json`, else the
+/// default directory. The second value says whether it was configured.
+fn state_path(state: &StateSettings) -> (PathBuf, bool) {
+    match &state.path {
+        Some(path) => (path.clone(), true),
+        None => {
+            let dir = std::env::var_os("STATE_DIRECTORY")
+                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from);
+            (dir.join(STATE_FILE), false)
+        }
+    }
+}
+
+/// Opens the dedupe state. A configured path must work; the default location
+/// may fall back to memory (the old receiver's behaviour) with a loud warning.
+/// `--dry-run` never touches the file: it uses memory.
+async fn open_tracker(
+    state: &StateSettings,
+    start_from: StartFrom,
+    dry_run: bool,
+) -> anyhow::Result<(Arc<dyn Tracker>, bool)> {
+    let tracker_options = TrackerOptions {
+        baseline: match start_from {
+            StartFrom::Now => Baseline::Now,
+            StartFrom::All => Baseline::All,
+            StartFrom::At(at) => Baseline::At(at),
+        },
+        overlap: state.overlap,
+        ..TrackerOptions::default()
+    };
+    if dry_run {
+        return Ok((Arc::new(MemoryTracker::new(tracker_options)), false));
+    }
+    let (path, configured) = state_path(state);
+    let options = FileOptions {
+        tracker: tracker_options.clone(),
+        reset_corrupt: state.reset_corrupt,
+        ..FileOptions::default()
+    };
+    match FileTracker::open(&path, options).await {
+        Ok(tracker) => Ok((Arc::new(tracker), true)),
+        Err(error) if !configured && !error.is_corrupt() && !error.is_locked() => {
+            tracing::warn!(path = %path.display(), %error,
+                "NO PERSISTENT STATE: the default state location is not writable, so the \
+                 receiver keeps its state in memory and events that happen while it is down \
+                 will be missed. Set state.path to a writable file (a volume) to fix this");
+            Ok((Arc::new(MemoryTracker::new(tracker_options)), false))
+        }
+        Err(error) => Err(state_error(&path, error)),
+    }
+}
+
+fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Error {
+    let hint = if error.is_corrupt() {
+        "move the file aside and start again, or run once with --reset-state to set it aside \
+         automatically (events since the last run may then be missed)"
+    } else if error.is_locked() {
+        "another receiver is using this state file; run one receiver per state file"
+    } else {
+        "check that the directory exists and is writable by this user (state.path)"
+    };
+    anyhow::Error::new(error).context(format!("opening the state file {}: {hint}", path.display()))
+}
+
+/// Lists the organization, its projects and their devices.
+async fn load_inventory(
+    pipeline: &Pipeline,
+    org: &OrganizationId,
+    settings: &Settings,
+    stop: &CancellationToken,
+) -> Result<Inventory, metal_events::Error> {
+    let client = &pipeline.client;
+    let options = ListOptions {
+        per_page: settings.equinix.per_page,
+        ..Default::default()
+    };
+    pipeline.gate.wait().await;
+    let organization = client.organization(org).await?;
+    let org_name = organization
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| org.to_string());
+    pipeline.gate.wait().await;
+    let projects: Vec<ProjectInfo> = client
+        .project_pages(org, &options)
+        .collect_all(INVENTORY_MAX_PAGES)
+        .await?
+        .into_iter()
+        .filter_map(|p| {
+            let id = p.id?;
+            let name = p
+                .name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| id.to_string());
+            Some(ProjectInfo { id, name })
+        })
+        .collect();
+
+    let devices = if settings.equinix.levels.device || settings.equinix.levels.project {
+        stream::iter(projects.iter().map(|project| {
+            let options = options.clone();
+            async move {
+                if stop.is_cancelled() {
+                    return Ok(Vec::new());
+                }
+                pipeline.gate.wait().await;
+                let devices = client
+                    .device_pages(&project.id, &options)
+                    .collect_all(INVENTORY_MAX_PAGES)
+                    .await;
+                match devices {
+                    Ok(devices) => Ok(devices
+                        .into_iter()
+                        .filter_map(|d| {
+                            Some(DeviceInfo {
+                                id: d.id?,
+                                hostname: d.hostname,
+                                project: project.id.clone(),
+                            })
+                        })
+                        .collect::<Vec<_>>()),
+                    // A project deleted since it was listed has no devices.
+                    Err(error) if error.is_not_found() => Ok(Vec::new()),
+                    Err(error) => Err(error),
+                }
+            }
+        }))
+        .buffer_unordered(settings.equinix.concurrency.max(1))
+        .try_concat()
+        .await?
+    } else {
+        Vec::new()
+    };
+    Ok(Inventory {
+        org_id: org.clone(),
+        org_name,
+        projects,
+        devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
+    })
+}
+
+/// Tells the tracker about lists that are gone, so they stop holding back
+/// pruning.
+async fn forget_gone(pipeline: &Pipeline, old: &Inventory, new: &Inventory) {
+    let gone_devices = old
+        .devices
+        .keys()
+        .filter(|id| !new.devices.contains_key(*id));
+    let gone_projects = old.projects.iter().filter(|p| new.project(&p.id).is_none());
+    let keys: Vec<String> = gone_devices
+        .map(|id| format!("device:{id}"))
+        .chain(gone_projects.map(|p| format!("project:{}", p.id)))
+        .collect();
+    for key in keys {
+        if let Err(error) = pipeline.tracker.forget_source(&key).await {
+            tracing::debug!(%key, %error, "could not forget a source");
+        }
+    }
+}
+
+fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, tracker: &dyn Tracker) {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        organization = %settings.equinix.organization_id,
+        api = %settings.equinix.api_url,
+        endpoint = %redact(&settings.direktiv.endpoint),
+        poll_interval_s = settings.equinix.poll_interval.as_secs_f64(),
+        levels = ?settings.equinix.levels,
+        baseline = %tracker.baseline(),
+        persistent,
+        dry_run = options.dry_run,
+        once = options.once,
+        "equinix-receiver starting"
+    );
+    if settings.direktiv.insecure_skip_verify && !options.dry_run {
+        tracing::warn!(
+            "direktiv.insecureSkipVerify is on: Direktiv's TLS certificate is not verified"
+        );
+    }
+    if settings.direktiv.token.is_none() && !options.dry_run {
+        tracing::warn!("no Direktiv token is configured: events are sent without an auth header");
+    }
+}
+
+/// A URL without user info or query, for logs.
+pub(crate) fn redact(url: &url::Url) -> String {
+    let mut url = url.clone();
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    url.set_query(None);
+    url.to_string()
+}
+
+/// SIGINT or SIGTERM cancels `stop`; a second one exits at once.
+fn spawn_signal_handler(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut signals = 0u32;
+        loop {
+            wait_for_signal().await;
+            signals += 1;
+            if signals == 1 {
+                tracing::info!(
+                    "shutting down: finishing in-flight deliveries (a second signal exits at once)"
+                );
+                stop.cancel();
+            } else {
+                tracing::warn!("second signal: exiting at once");
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -7,9 +7,15 @@
 mod app;
 mod cli;
 mod config;
+mod deliver;
 mod demo;
+mod gate;
+mod inventory;
 mod logging;
+mod metrics;
+mod poll;
 mod settings;
+mod sweep;
 
 use std::process::ExitCode;
 

@@ -1,0 +1,306 @@
+//! Polling one event list: read pages newest first, ask the tracker about
+//! each event, and stop as soon as a page reaches what is already settled.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use event_dedupe::{EventKey, Tracker, Verdict};
+use metal_events::{Client, DeviceId, Event, EventScope, ListOptions, OrganizationId, ProjectId};
+use tokio_util::sync::CancellationToken;
+
+use crate::gate::RateGate;
+use crate::metrics::{LevelLabel, Metrics};
+
+/// Attempts at one page before the list is given up for this sweep.
+const PAGE_ATTEMPTS: u32 = 3;
+/// The wait after a 429 that named none.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// One event list the sweep polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Source {
+    /// The tracker's key: `project:<id>`, `device:<id>` or `organization:<id>`.
+    pub(crate) key: String,
+    /// What to list.
+    pub(crate) scope: EventScope,
+    /// The project the list belongs to, when it belongs to one.
+    pub(crate) project: Option<ProjectId>,
+    /// The device the list belongs to, for device lists.
+    pub(crate) device: Option<DeviceId>,
+}
+
+impl Source {
+    /// The events of a project.
+    pub(crate) fn project(id: &ProjectId) -> Self {
+        Self {
+            key: format!("project:{id}"),
+            scope: EventScope::Project(id.clone()),
+            project: Some(id.clone()),
+            device: None,
+        }
+    }
+
+    /// The events of a device of a project.
+    pub(crate) fn device(id: &DeviceId, project: &ProjectId) -> Self {
+        Self {
+            key: format!("device:{id}"),
+            scope: EventScope::Device(id.clone()),
+            project: Some(project.clone()),
+            device: Some(id.clone()),
+        }
+    }
+
+    /// The organization's own events.
+    pub(crate) fn organization(id: &OrganizationId) -> Self {
+        Self {
+            key: format!("organization:{id}"),
+            scope: EventScope::Organization(id.clone()),
+            project: None,
+            device: None,
+        }
+    }
+
+    /// The `level` label of this list.
+    pub(crate) fn level(&self) -> &'static str {
+        match self.scope {
+            EventScope::Device(_) => "device",
+            EventScope::Project(_) => "project",
+            _ => "organization",
+        }
+    }
+}
+
+/// An event read from a list, with the tracker's verdict.
+#[derive(Debug, Clone)]
+pub(crate) struct Seen {
+    /// The event as the API sent it.
+    pub(crate) event: Event,
+    /// What the tracker said when it was read.
+    pub(crate) verdict: Verdict,
+}
+
+/// How reading a list ended.
+#[derive(Debug)]
+pub(crate) enum ListEnd {
+    /// The list ended, or a page reached what is already settled: every event
+    /// older than those read is settled.
+    Complete,
+    /// Reading stopped early (page cap, an error, shutdown): older events may
+    /// be unread, so the source's floor must not move.
+    Partial,
+}
+
+/// What polling one list found.
+#[derive(Debug)]
+pub(crate) struct ListPoll {
+    /// The list.
+    pub(crate) source: Source,
+    /// Every event read, in the API's order.
+    pub(crate) seen: Vec<Seen>,
+    /// How reading ended.
+    pub(crate) end: ListEnd,
+    /// The error that ended it, if one did.
+    pub(crate) error: Option<metal_events::Error>,
+    /// Pages read.
+    pub(crate) pages: u32,
+}
+
+/// How lists are read.
+#[derive(Debug, Clone)]
+pub(crate) struct PollOptions {
+    /// `per_page`.
+    pub(crate) per_page: u32,
+    /// Pages holding new events read per list per sweep at most.
+    pub(crate) max_pages: u32,
+}
+
+/// Logged once per process: a list that was not newest first.
+static UNORDERED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Whether `times` (in list order) are newest first.
+pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
+    let mut previous: Option<DateTime<Utc>> = None;
+    for time in times {
+        if previous.is_some_and(|p| time > p) {
+            return false;
+        }
+        previous = Some(time);
+    }
+    true
+}
+
+/// Reads `source` page by page until a page reaches the settled line (the
+/// larger of the baseline and the source's floor), the list ends, the page cap
+/// is hit, an error persists, or `stop` is cancelled.
+pub(crate) async fn poll_list(
+    client: &Client,
+    tracker: &dyn Tracker,
+    gate: &RateGate,
+    metrics: &Metrics,
+    options: &PollOptions,
+    source: Source,
+    stop: &CancellationToken,
+) -> ListPoll {
+    let list_options = ListOptions {
+        per_page: options.per_page,
+        ..Default::default()
+    };
+    let mut pager = client.event_pages(&source.scope, &list_options);
+    let mut poll = ListPoll {
+        source,
+        seen: Vec::new(),
+        end: ListEnd::Partial,
+        error: None,
+        pages: 0,
+    };
+
+    let floor = match tracker.floor(&poll.source.key).await {
+        Ok(floor) => floor,
+        Err(error) => {
+            tracing::warn!(source = %poll.source.key, %error, "could not read the source's floor");
+            None
+        }
+    };
+    let baseline = tracker.baseline().resolve(Utc::now());
+    let settled_line = floor.max(baseline);
+    // A clone: the family's read guard must not be held across an await.
+    let received = metrics
+        .events_received
+        .get_or_create(&LevelLabel {
+            level: poll.source.level(),
+        })
+        .clone();
+
+    let mut pages_with_new = 0u32;
+    let mut attempts = 0u32;
+    let mut ordered = true;
+    let mut oldest_so_far: Option<DateTime<Utc>> = None;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return poll,
+            () = gate.wait() => {}
+        }
+        let page = tokio::select! {
+            () = stop.cancelled() => return poll,
+            page = pager.next_page() => page,
+        };
+        let page = match page {
+            Ok(Some(page)) => page,
+            Ok(None) => {
+                poll.end = ListEnd::Complete;
+                return poll;
+            }
+            Err(error) => {
+                attempts += 1;
+                if let metal_events::Error::RateLimited { retry_after, .. } = &error {
+                    let wait = gate.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
+                    tracing::warn!(source = %poll.source.key, wait_s = wait.as_secs_f64(),
+                        "the Metal API is rate limiting; pausing every request");
+                    metrics.error("rate_limited");
+                    // A rate limit is the server pacing us, not a failure: it
+                    // does not use up the attempts.
+                    attempts -= 1;
+                    continue;
+                }
+                if error.is_retryable() && attempts < PAGE_ATTEMPTS {
+                    let wait = Duration::from_millis(250 * 2u64.pow(attempts));
+                    tracing::debug!(source = %poll.source.key, %error, "retrying the page");
+                    tokio::select! {
+                        () = stop.cancelled() => return poll,
+                        () = tokio::time::sleep(wait) => continue,
+                    }
+                }
+                poll.error = Some(error);
+                return poll;
+            }
+        };
+        attempts = 0;
+        poll.pages += 1;
+        received.inc_by(page.items.len() as u64);
+
+        let keys: Vec<EventKey<'_>> = page
+            .items
+            .iter()
+            .map(|e| EventKey {
+                id: e.id.as_ref().map_or("", |id| id.as_str()),
+                created_at: e.created_at,
+            })
+            .collect();
+        let verdicts = match tracker.check_many(&poll.source.key, &keys).await {
+            Ok(verdicts) => verdicts,
+            Err(error) => {
+                tracing::error!(source = %poll.source.key, %error, "the dedupe state failed a lookup");
+                metrics.error("state");
+                return poll;
+            }
+        };
+        drop(keys);
+
+        let times = oldest_so_far
+            .into_iter()
+            .chain(page.items.iter().filter_map(|e| e.created_at));
+        if ordered && !newest_first(times) {
+            ordered = false;
+            if !UNORDERED_LOGGED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(source = %poll.source.key,
+                    "an event list is not newest first; reading such lists to the page cap");
+            }
+        }
+        oldest_so_far = page
+            .items
+            .iter()
+            .filter_map(|e| e.created_at)
+            .min()
+            .or(oldest_so_far);
+
+        let any_new = verdicts.iter().any(|v| v.is_new());
+        let reached_settled = verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
+            || page.items.iter().any(|e| {
+                e.created_at
+                    .zip(settled_line)
+                    .is_some_and(|(at, line)| at <= line)
+            });
+        poll.seen.extend(
+            page.items
+                .into_iter()
+                .zip(verdicts)
+                .map(|(event, verdict)| Seen { event, verdict }),
+        );
+        if any_new {
+            pages_with_new += 1;
+        }
+
+        if ordered && reached_settled {
+            poll.end = ListEnd::Complete;
+            return poll;
+        }
+        if pager.is_finished() {
+            poll.end = ListEnd::Complete;
+            return poll;
+        }
+        if pages_with_new >= options.max_pages || poll.pages >= options.max_pages.saturating_mul(10)
+        {
+            tracing::warn!(source = %poll.source.key, pages = poll.pages,
+                "page cap reached before the settled part of the list; the rest waits for the next sweep");
+            return poll;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn newest_first_allows_ties_and_rejects_a_rise() {
+        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+        assert!(newest_first([t(3), t(3), t(1)]));
+        assert!(newest_first([]));
+        assert!(!newest_first([t(3), t(1), t(2)]));
+    }
+}

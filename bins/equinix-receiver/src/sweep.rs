@@ -1,0 +1,519 @@
+//! One sweep: poll every list the levels ask for, pick the new events (each
+//! once, with its device's context), deliver them oldest first per device or
+//! list, record each after Direktiv acknowledged it, then move each fully read
+//! list's floor and persist the state.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use event_dedupe::{Tracker, Verdict};
+use futures_util::{StreamExt, stream};
+use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
+use metal_events::{Client, Event};
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::{Delivered, Target};
+use crate::gate::RateGate;
+use crate::inventory::Inventory;
+use crate::metrics::Metrics;
+use crate::poll::{ListEnd, ListPoll, PollOptions, Source, poll_list};
+use crate::settings::Levels;
+
+/// Called as the pipeline works, for the demo's display.
+pub(crate) trait Hooks: Send + Sync {
+    /// A CloudEvent was acknowledged by Direktiv.
+    fn delivered(&self, event: &cloudevents::Event, already: bool);
+}
+
+/// Everything a sweep needs, built once from the settings.
+pub(crate) struct Pipeline {
+    pub(crate) client: Client,
+    pub(crate) tracker: Arc<dyn Tracker>,
+    pub(crate) target: Target,
+    pub(crate) gate: Arc<RateGate>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) poll: PollOptions,
+    pub(crate) levels: Levels,
+    pub(crate) api_concurrency: usize,
+    pub(crate) delivery_concurrency: usize,
+    pub(crate) max_retries: u32,
+    pub(crate) overlap: Duration,
+    pub(crate) map_options: MapOptions,
+    pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    /// `created_at` (Unix milliseconds) of the newest event delivered so far.
+    pub(crate) newest_delivered_ms: AtomicI64,
+}
+
+/// What one sweep did, for the log line, the exit code of `--once` and the
+/// error events.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct SweepReport {
+    /// Lists polled.
+    pub(crate) lists: usize,
+    /// Pages read.
+    pub(crate) pages: u32,
+    /// Lists that ended in an error.
+    pub(crate) list_errors: usize,
+    /// The first list error, for the log and the error event.
+    pub(crate) first_list_error: Option<String>,
+    /// The status of that error, when the API answered.
+    pub(crate) first_list_error_status: Option<u16>,
+    /// The API refused the token (401 or 403).
+    pub(crate) auth_failed: bool,
+    /// A list answered 404: the inventory is stale.
+    pub(crate) stale_inventory: bool,
+    /// New events found.
+    pub(crate) new: usize,
+    /// Delivered now.
+    pub(crate) delivered: usize,
+    /// Direktiv already had them.
+    pub(crate) already: usize,
+    /// Refused for good by Direktiv and skipped.
+    pub(crate) rejected: usize,
+    /// Left for the next sweep.
+    pub(crate) deferred: usize,
+    /// The first reason delivery was deferred or rejected.
+    pub(crate) first_delivery_problem: Option<String>,
+    /// Whether that problem was a permanent refusal.
+    pub(crate) delivery_problem_permanent: bool,
+    /// Events without id or type: they cannot become CloudEvents.
+    pub(crate) unmappable: usize,
+    /// The state could not be written.
+    pub(crate) persist_error: Option<String>,
+    /// Wall time.
+    pub(crate) duration: Duration,
+}
+
+impl SweepReport {
+    /// Everything found was delivered and every list was read.
+    pub(crate) fn all_delivered(&self) -> bool {
+        self.deferred == 0
+            && self.rejected == 0
+            && self.list_errors == 0
+            && !self.auth_failed
+            && self.persist_error.is_none()
+    }
+}
+
+/// A new event chosen for delivery, with its context.
+struct Candidate {
+    event: Event,
+    cloud: cloudevents::Event,
+    /// The tracker source it is recorded under.
+    source_key: String,
+}
+
+/// The events of one device (or one list, for events of no device), oldest
+/// first: delivered in order, one at a time.
+struct Group {
+    items: Vec<Candidate>,
+}
+
+/// The floor a fully read list may move to: the newest creation time such that
+/// every event read at or before it is settled. When every event read is
+/// settled, at least `now - overlap`, since events that old can no longer turn
+/// up late. `None` when nothing can be claimed.
+pub(crate) fn floor_for(
+    read: impl IntoIterator<Item = (Option<DateTime<Utc>>, bool)>,
+    now: DateTime<Utc>,
+    overlap: Duration,
+) -> Option<DateTime<Utc>> {
+    let mut oldest_unsettled: Option<DateTime<Utc>> = None;
+    let mut settled_times = Vec::new();
+    for (created_at, settled) in read {
+        let Some(at) = created_at else { continue };
+        if settled {
+            settled_times.push(at);
+        } else {
+            oldest_unsettled = Some(oldest_unsettled.map_or(at, |o| o.min(at)));
+        }
+    }
+    match oldest_unsettled {
+        Some(unsettled) => settled_times.into_iter().filter(|at| *at < unsettled).max(),
+        None => {
+            let quiet = now - chrono::Duration::from_std(overlap).unwrap_or_default();
+            Some(
+                settled_times
+                    .into_iter()
+                    .max()
+                    .map_or(quiet, |newest| newest.max(quiet)),
+            )
+        }
+    }
+}
+
+/// The lists the levels ask for, device lists first so that an event listed
+/// by both a device and its project is claimed with the device's context.
+pub(crate) fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
+    let mut sources = Vec::new();
+    if levels.device {
+        let mut devices: Vec<_> = inventory.devices.values().collect();
+        devices.sort_by(|a, b| a.id.cmp(&b.id));
+        sources.extend(
+            devices
+                .into_iter()
+                .map(|d| Source::device(&d.id, &d.project)),
+        );
+    }
+    if levels.project {
+        sources.extend(inventory.projects.iter().map(|p| Source::project(&p.id)));
+    }
+    if levels.organization {
+        sources.push(Source::organization(&inventory.org_id));
+    }
+    sources
+}
+
+/// The mapping context of an event read from `source`: the list's device, or
+/// the device its relationships name; that device's project, or the list's.
+fn context(inventory: &Inventory, source: &Source, event: &Event) -> Context {
+    let mut context = Context::new(OrganizationRef::new(
+        inventory.org_id.clone(),
+        inventory.org_name.clone(),
+    ));
+    let device = source
+        .device
+        .as_ref()
+        .and_then(|id| inventory.devices.get(id))
+        .or_else(|| {
+            metal_cloudevents::find_device(event, |id| inventory.devices.get(id)).map(|(_, d)| d)
+        });
+    let project = device.map(|d| &d.project).or(source.project.as_ref());
+    context.project = project
+        .and_then(|id| inventory.project(id))
+        .map(|p| ProjectRef::new(p.id.clone(), p.name.clone()));
+    context.device = device.map(|d| DeviceRef::new(d.id.clone(), d.hostname.clone()));
+    context
+}
+
+impl Pipeline {
+    /// Runs one sweep over `inventory`. Stops starting requests and deliveries
+    /// when `stop` is cancelled; what was not delivered stays new.
+    pub(crate) async fn sweep(
+        &self,
+        inventory: &Inventory,
+        stop: &CancellationToken,
+    ) -> SweepReport {
+        let started = Instant::now();
+        let now = Utc::now();
+        self.metrics.sweeps.inc();
+        let mut report = SweepReport::default();
+
+        // Poll.
+        let sources = sources(inventory, self.levels);
+        report.lists = sources.len();
+        let poll_stop = stop.child_token();
+        let mut polls: Vec<ListPoll> = stream::iter(sources)
+            .map(|source| {
+                let poll_stop = poll_stop.clone();
+                async move {
+                    let poll = poll_list(
+                        &self.client,
+                        self.tracker.as_ref(),
+                        &self.gate,
+                        &self.metrics,
+                        &self.poll,
+                        source,
+                        &poll_stop,
+                    )
+                    .await;
+                    if poll
+                        .error
+                        .as_ref()
+                        .is_some_and(metal_events::Error::is_unauthorized)
+                    {
+                        // A wrong token fails every list: stop asking.
+                        poll_stop.cancel();
+                    }
+                    poll
+                }
+            })
+            .buffer_unordered(self.api_concurrency.max(1))
+            .collect()
+            .await;
+        // Device lists first (see `sources`), whatever order they finished in.
+        polls.sort_by_key(|p| match p.source.level() {
+            "device" => 0,
+            "project" => 1,
+            _ => 2,
+        });
+
+        for poll in &polls {
+            report.pages += poll.pages;
+            if let Some(error) = &poll.error {
+                report.list_errors += 1;
+                report.auth_failed |= error.is_unauthorized();
+                report.stale_inventory |= error.is_not_found();
+                if report.first_list_error.is_none() {
+                    report.first_list_error = Some(error.to_string());
+                    report.first_list_error_status = error.status().map(|s| s.as_u16());
+                }
+                if error.is_not_found() {
+                    tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");
+                } else if !error.is_unauthorized() {
+                    tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
+                }
+            }
+        }
+
+        // Choose: each new event once, with the first list's context.
+        let mut settled: HashSet<String> = HashSet::new();
+        let mut claimed: HashSet<String> = HashSet::new();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        for poll in &polls {
+            for seen in &poll.seen {
+                let Some(id) = seen.event.id.as_ref().map(|id| id.as_str()) else {
+                    continue;
+                };
+                match seen.verdict {
+                    Verdict::New => {}
+                    Verdict::Delivered => {
+                        self.metrics.events_duplicate.inc();
+                        continue;
+                    }
+                    Verdict::BelowFloor => {
+                        self.metrics.events_duplicate.inc();
+                        continue;
+                    }
+                    Verdict::BeforeBaseline => {
+                        self.metrics.events_before_baseline.inc();
+                        continue;
+                    }
+                }
+                if !claimed.insert(id.to_owned()) {
+                    continue;
+                }
+                let context = context(inventory, &poll.source, &seen.event);
+                match metal_cloudevents::to_cloudevent(&seen.event, &context, &self.map_options) {
+                    Ok(cloud) => {
+                        let group_key = context.device.as_ref().map_or_else(
+                            || poll.source.key.clone(),
+                            |d| format!("device:{}", d.id),
+                        );
+                        groups
+                            .entry(group_key)
+                            .or_insert_with(|| Group { items: Vec::new() })
+                            .items
+                            .push(Candidate {
+                                event: seen.event.clone(),
+                                cloud,
+                                source_key: poll.source.key.clone(),
+                            });
+                    }
+                    Err(error) => {
+                        report.unmappable += 1;
+                        self.metrics.events_unmappable.inc();
+                        settled.insert(id.to_owned());
+                        tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
+                    }
+                }
+            }
+        }
+        report.new = groups.values().map(|g| g.items.len()).sum();
+        self.metrics.pending_events.set(report.new as i64);
+
+        // Deliver: groups in parallel, each oldest first.
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        for group in &mut groups {
+            group
+                .items
+                .sort_by_key(|c| (c.event.created_at.is_none(), c.event.created_at));
+        }
+        let delivery_stop = stop.child_token();
+        let results = Mutex::new((settled, report));
+        stream::iter(groups)
+            .for_each_concurrent(self.delivery_concurrency.max(1), |group| {
+                self.deliver_group(group, &delivery_stop, &results)
+            })
+            .await;
+        let (settled, mut report) = results
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        report.deferred = report.new - report.delivered - report.already - report.rejected;
+
+        // Settle: move the floor of every list read to its settled part.
+        for poll in polls.iter().filter(|p| matches!(p.end, ListEnd::Complete)) {
+            let read = poll.seen.iter().map(|seen| {
+                let done = match seen.verdict {
+                    Verdict::New => seen
+                        .event
+                        .id
+                        .as_ref()
+                        .is_none_or(|id| settled.contains(id.as_str())),
+                    _ => true,
+                };
+                (seen.event.created_at, done)
+            });
+            if let Some(floor) = floor_for(read, now, self.overlap)
+                && let Err(error) = self.tracker.advance_floor(&poll.source.key, floor).await
+            {
+                tracing::warn!(source = %poll.source.key, %error, "could not move the source's floor");
+            }
+        }
+        if let Err(error) = self.tracker.persist().await {
+            self.metrics.state_persist_failures.inc();
+            self.metrics.error("state");
+            tracing::error!(%error, "could not write the state; delivered events may be sent again after a restart");
+            report.persist_error = Some(error.to_string());
+        }
+
+        let stats = self.tracker.stats();
+        self.metrics.tracked_events.set(stats.tracked_ids as i64);
+        self.metrics.pending_events.set(report.deferred as i64);
+        self.update_lag();
+        report.duration = started.elapsed();
+        self.metrics
+            .sweep_duration
+            .observe(report.duration.as_secs_f64());
+        if report.list_errors > 0 || report.auth_failed {
+            self.metrics.sweep_failures.inc();
+        } else {
+            self.metrics
+                .last_successful_sweep
+                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        report
+    }
+
+    async fn deliver_group(
+        &self,
+        group: Group,
+        stop: &CancellationToken,
+        results: &Mutex<(HashSet<String>, SweepReport)>,
+    ) {
+        for candidate in group.items {
+            if stop.is_cancelled() {
+                return;
+            }
+            let id = candidate.event.id.as_ref().map_or("", |id| id.as_str());
+            let outcome = self
+                .target
+                .deliver(&candidate.cloud, self.max_retries, &self.metrics, stop)
+                .await;
+            match &outcome {
+                Delivered::Acknowledged { already } => {
+                    if *already {
+                        self.metrics.events_already_delivered.inc();
+                    } else {
+                        self.metrics.events_delivered.inc();
+                    }
+                    self.note_delivered(candidate.event.created_at);
+                    if let Some(hooks) = &self.hooks {
+                        hooks.delivered(&candidate.cloud, *already);
+                    }
+                    tracing::debug!(id, ty = ?candidate.event.event_type, already, "delivered");
+                }
+                Delivered::Rejected { reason } => {
+                    self.metrics.error("delivery_permanent");
+                    tracing::error!(id, ty = ?candidate.event.event_type, %reason,
+                        "Direktiv refused the event for good; skipped");
+                }
+                Delivered::Deferred { reason, blocks_all } => {
+                    if *blocks_all {
+                        stop.cancel();
+                        if reason != "shutting down" {
+                            self.metrics.error("delivery_permanent");
+                        }
+                    }
+                    tracing::debug!(id, %reason, "delivery deferred to the next sweep");
+                    let mut guard = results
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let report = &mut guard.1;
+                    if report.first_delivery_problem.is_none() && reason != "shutting down" {
+                        report.first_delivery_problem = Some(reason.clone());
+                        report.delivery_problem_permanent = *blocks_all;
+                    }
+                    return;
+                }
+            }
+            // Record only after the acknowledgement (or a final refusal, which
+            // settles the event deliberately).
+            if let Err(error) = self
+                .tracker
+                .record_delivered(&candidate.source_key, id, candidate.event.created_at)
+                .await
+            {
+                self.metrics.state_persist_failures.inc();
+                tracing::error!(%error, "could not write the state");
+            }
+            self.metrics.pending_events.dec();
+            let mut guard = results
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (settled, report) = &mut *guard;
+            settled.insert(id.to_owned());
+            match outcome {
+                Delivered::Acknowledged { already: false } => report.delivered += 1,
+                Delivered::Acknowledged { already: true } => report.already += 1,
+                Delivered::Rejected { reason } => {
+                    report.rejected += 1;
+                    if report.first_delivery_problem.is_none() {
+                        report.first_delivery_problem = Some(reason);
+                        report.delivery_problem_permanent = true;
+                    }
+                }
+                Delivered::Deferred { .. } => unreachable!("returned above"),
+            }
+        }
+    }
+
+    fn note_delivered(&self, created_at: Option<DateTime<Utc>>) {
+        if let Some(at) = created_at {
+            self.newest_delivered_ms
+                .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+            self.update_lag();
+        }
+    }
+
+    /// Sets `delivery_lag_seconds` from the newest delivered event.
+    pub(crate) fn update_lag(&self) {
+        let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
+        if newest > 0 {
+            let lag = (Utc::now().timestamp_millis() - newest).max(0) as f64 / 1000.0;
+            self.metrics.delivery_lag.set(lag);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    const OVERLAP: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn floor_stops_below_the_oldest_unsettled_event() {
+        let read = [
+            (Some(t(50)), true),
+            (Some(t(40)), false),
+            (Some(t(30)), true),
+            (Some(t(20)), true),
+        ];
+        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(30)));
+    }
+
+    #[test]
+    fn floor_with_nothing_settled_below_the_oldest_pending_is_none() {
+        let read = [(Some(t(50)), false), (Some(t(40)), true)];
+        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(40)));
+        assert_eq!(floor_for([(Some(t(50)), false)], t(100), OVERLAP), None);
+    }
+
+    #[test]
+    fn floor_of_a_settled_list_reaches_now_minus_overlap() {
+        let read = [(Some(t(50)), true), (None, false)];
+        assert_eq!(floor_for(read, t(10_000), OVERLAP), Some(t(10_000 - 600)));
+        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(50)));
+        assert_eq!(floor_for([], t(10_000), OVERLAP), Some(t(10_000 - 600)));
+    }
+}
