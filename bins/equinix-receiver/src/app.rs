@@ -1,26 +1,33 @@
 //! The running receiver: builds every component from [`Settings`], then runs
 //! sweeps on a fixed cadence until it is told to stop.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use cloudevents::AttributesReader as _;
 use direktiv_broadcast::{Auth, AuthHeader, Sink, SinkConfig};
 use event_dedupe::{Baseline, FileOptions, FileTracker, MemoryTracker, Tracker, TrackerOptions};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use metal_cloudevents::MapOptions;
 use metal_events::{Client, ListOptions, OrganizationId, RequestRecord};
 use secrecy::ExposeSecret;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::Target;
+use crate::deliver::{Delivered, Target};
+use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::gate::RateGate;
+use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
 use crate::poll::PollOptions;
+use crate::server::Server;
 use crate::settings::{AuthHeaderName, Settings, StartFrom, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
 
@@ -35,6 +42,10 @@ const STATE_FILE: &str = "state.json";
 /// Pages read per list when listing projects and devices at most.
 const INVENTORY_MAX_PAGES: usize = 1000;
 
+/// How often the main loop beats while it waits (between sweeps, or for the
+/// rate-limit gate while loading the inventory).
+const BEAT_EVERY: Duration = Duration::from_secs(1);
+
 /// How the pipeline runs, from the command line.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct RunOptions {
@@ -47,6 +58,9 @@ pub(crate) struct RunOptions {
 /// Told about each finished sweep, with the metrics.
 pub(crate) type SweepCallback = Arc<dyn Fn(&SweepReport, &Metrics) + Send + Sync>;
 
+/// Told the address the health and metrics server bound.
+pub(crate) type ListenCallback = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+
 /// What the demo (or a test) plugs into a run.
 #[derive(Clone, Default)]
 pub(crate) struct Extras {
@@ -56,6 +70,9 @@ pub(crate) struct Extras {
     pub(crate) on_sweep: Option<SweepCallback>,
     /// Cancelled to stop the run (in addition to SIGINT and SIGTERM).
     pub(crate) stop: Option<CancellationToken>,
+    /// Told the address the health and metrics server bound (useful with
+    /// `server.listen: 127.0.0.1:0`).
+    pub(crate) on_listen: Option<ListenCallback>,
 }
 
 /// Runs the receiver until it is told to stop (or after one sweep with `--once`).
@@ -70,8 +87,55 @@ pub(crate) async fn run_with(
     extras: Extras,
 ) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(crate::health::budget(
+        settings.equinix.poll_interval,
+        settings.equinix.sweep_timeout,
+    )));
+    // The server comes first: a busy port is a start-up error, and probes
+    // get answers (503 for readiness) while the state and inventory load.
+    // `--once` is a one-shot run with nothing to probe: no server.
+    let server = if settings.server.enabled && !options.once {
+        let server = Server::start(
+            settings.server.listen,
+            Arc::clone(&health),
+            Arc::clone(&metrics),
+        )
+        .await?;
+        tracing::info!(address = %server.addr(), "serving /healthz, /readyz and /metrics on http://{}", server.addr());
+        if let Some(on_listen) = &extras.on_listen {
+            on_listen(server.addr());
+        }
+        Some(server)
+    } else {
+        None
+    };
+    let stop = extras.stop.clone().unwrap_or_default();
+    let watcher = spawn_signal_handler(stop.clone(), Arc::clone(&health));
+
+    let result = run_pipeline(&settings, &options, &extras, &metrics, &health, &stop).await;
+
+    // Readiness stays 503 until the process is gone; the server stops last.
+    health.set_stopping();
+    if let Some(server) = server {
+        server.shutdown().await;
+    }
+    watcher.abort();
+    let _ = watcher.await;
+    result
+}
+
+/// Everything after the server is up: open the state, build the pipeline,
+/// run the loop, persist the state.
+async fn run_pipeline(
+    settings: &Settings,
+    options: &RunOptions,
+    extras: &Extras,
+    metrics: &Arc<Metrics>,
+    health: &Health,
+    stop: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
     let gate = Arc::new(RateGate::default());
-    let client = metal_client(&settings, &metrics, &gate)?;
+    let client = metal_client(settings, metrics, &gate)?;
     let (tracker, persistent) = open_tracker(
         &settings.state,
         settings.equinix.start_from,
@@ -79,22 +143,25 @@ pub(crate) async fn run_with(
     )
     .await?;
     metrics.state_persistent.set(i64::from(persistent));
+    metrics.tls_insecure_skip_verify.set(i64::from(
+        settings.direktiv.insecure_skip_verify && !options.dry_run,
+    ));
     metrics
-        .tls_insecure_skip_verify
-        .set(i64::from(settings.direktiv.insecure_skip_verify));
+        .tracked_events
+        .set(i64::try_from(tracker.stats().tracked_ids).unwrap_or(i64::MAX));
     let target = if options.dry_run {
         Target::Stdout(std::sync::Mutex::new(std::io::stdout()))
     } else {
-        Target::Direktiv(sink(&settings)?)
+        Target::Direktiv(sink(settings)?)
     };
-    log_startup(&settings, &options, persistent, tracker.as_ref());
+    log_startup(settings, options, persistent, tracker.as_ref());
 
     let pipeline = Pipeline {
         client,
         tracker,
         target,
         gate,
-        metrics: Arc::clone(&metrics),
+        metrics: Arc::clone(metrics),
         poll: PollOptions {
             per_page: settings.equinix.per_page,
             max_pages: settings.equinix.max_pages,
@@ -109,14 +176,75 @@ pub(crate) async fn run_with(
         newest_delivered_ms: AtomicI64::new(0),
     };
 
-    let stop = extras.stop.clone().unwrap_or_default();
-    spawn_signal_handler(stop.clone());
-    let result = main_loop(&settings, &options, &pipeline, &extras, &stop).await;
+    let result = main_loop(settings, options, &pipeline, extras, health, stop).await;
 
-    if let Err(error) = pipeline.tracker.persist().await {
-        tracing::error!(%error, "could not write the state at exit");
+    // What was acknowledged is recorded; what was not stays new and goes out
+    // after a restart.
+    match pipeline.tracker.persist().await {
+        Ok(()) => tracing::info!(
+            tracked = pipeline.tracker.stats().tracked_ids,
+            "state saved; exiting"
+        ),
+        Err(error) => {
+            pipeline.metrics.state_persist_failures.inc();
+            pipeline.metrics.error(ErrorKind::State.as_str());
+            tracing::error!(%error, "could not write the state at exit; events delivered \
+                since the last save may be sent again after a restart");
+        }
     }
     result
+}
+
+/// The loop's view of error events: off, or the rate limiter and the org's
+/// name for the source.
+struct ErrorReporting {
+    events: Option<ErrorEvents>,
+    org_id: String,
+    org_name: Option<String>,
+}
+
+impl ErrorReporting {
+    fn note(&mut self, occurrence: Occurrence) {
+        if let Some(events) = &mut self.events {
+            events.note(occurrence, chrono::Utc::now());
+        }
+    }
+
+    /// Sends the reports that are due (nothing while shutting down). Each is
+    /// tried once: a failure is Direktiv's own trouble, logged and counted,
+    /// and its occurrences go into the next report.
+    async fn flush(&mut self, pipeline: &Pipeline, stop: &CancellationToken) {
+        let Some(events) = &mut self.events else {
+            return;
+        };
+        if stop.is_cancelled() {
+            return;
+        }
+        let source = crate::error_events::source(
+            &self.org_id,
+            self.org_name.as_deref(),
+            &pipeline.map_options,
+        );
+        let now = Instant::now();
+        for report in events.due(now, chrono::Utc::now(), &source) {
+            match pipeline
+                .target
+                .deliver(&report.event, 0, &pipeline.metrics, stop)
+                .await
+            {
+                Delivered::Acknowledged { .. } => {
+                    pipeline.metrics.error_events_sent.inc();
+                    tracing::debug!(id = report.event.id(), "error event sent");
+                }
+                Delivered::Rejected { reason } | Delivered::Deferred { reason, .. } => {
+                    tracing::warn!(%reason, "could not send an error event to Direktiv; \
+                        it is counted in the next report");
+                    events.requeue(report);
+                }
+            }
+        }
+        events.prune(now);
+    }
 }
 
 async fn main_loop(
@@ -124,21 +252,37 @@ async fn main_loop(
     options: &RunOptions,
     pipeline: &Pipeline,
     extras: &Extras,
+    health: &Health,
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let org = OrganizationId::new(settings.equinix.organization_id.clone());
     let interval = settings.equinix.poll_interval;
+    let grace = settings.shutdown_grace;
     let mut inventory: Option<(Inventory, Instant)> = None;
     let mut failures = 0u32;
+    let mut errors = ErrorReporting {
+        events: settings
+            .direktiv
+            .event_on_error
+            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval)),
+        org_id: settings.equinix.organization_id.clone(),
+        org_name: None,
+    };
     loop {
         let started = Instant::now();
+        health.beat();
 
         // Inventory: at start, on its schedule, and when a list answered 404.
         let due = inventory
             .as_ref()
             .is_none_or(|(_, at)| at.elapsed() >= settings.equinix.inventory_refresh);
         if due {
-            match load_inventory(pipeline, &org, settings, stop).await {
+            let loaded = tokio::select! {
+                () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
+                loaded = load_inventory(pipeline, &org, settings, health, stop) => loaded,
+            };
+            health.beat();
+            match loaded {
                 Ok(fresh) => {
                     if let Some((old, _)) = &inventory {
                         forget_gone(pipeline, old, &fresh).await;
@@ -153,19 +297,32 @@ async fn main_loop(
                         .set(fresh.devices.len() as i64);
                     tracing::info!(org = %fresh.org_name, projects = fresh.projects.len(),
                         devices = fresh.devices.len(), "inventory loaded");
+                    errors.org_name = Some(fresh.org_name.clone());
                     inventory = Some((fresh, Instant::now()));
                 }
                 Err(error) => {
                     let auth = error.is_unauthorized();
-                    pipeline
-                        .metrics
-                        .error(if auth { "auth" } else { "equinix_api" });
+                    let status = error.status().map(|s| s.as_u16());
+                    let kind = if auth {
+                        ErrorKind::Auth
+                    } else {
+                        ErrorKind::of_api_status(status)
+                    };
+                    pipeline.metrics.error(kind.as_str());
                     if auth {
                         tracing::error!(%error, "the Metal API refused the token: check \
                             equinix.packetAuthToken, packetAuthTokenFile or METAL_AUTH_TOKEN");
                     } else {
                         tracing::warn!(%error, "could not list the organization's projects and devices");
                     }
+                    errors.note(Occurrence {
+                        kind,
+                        target: if auth { "equinix" } else { "inventory" }.to_owned(),
+                        message: format!("loading the inventory: {error}"),
+                        status,
+                        project: None,
+                        device: None,
+                    });
                     if inventory.is_none() && options.once {
                         return Err(anyhow::Error::new(error).context("loading the inventory"));
                     }
@@ -174,24 +331,40 @@ async fn main_loop(
         }
 
         if let Some((current, _)) = &inventory {
-            let sweep = pipeline.sweep(current, stop);
-            let report = match tokio::time::timeout(settings.equinix.sweep_timeout, sweep).await {
-                Ok(report) => report,
-                Err(_) => {
+            health.beat();
+            let report = match sweep_within_grace(pipeline, current, settings, stop, grace).await {
+                SweepEnd::Done(report) => {
+                    health.set_ready();
+                    report
+                }
+                SweepEnd::TimedOut => {
                     tracing::warn!(
-                        timeout_s = settings.equinix.sweep_timeout.as_secs(),
+                        timeout_s = settings.equinix.sweep_timeout.as_secs_f64(),
                         "the sweep ran out of time; what was not delivered goes out next sweep"
                     );
                     pipeline.metrics.sweep_failures.inc();
+                    pipeline.update_lag();
                     SweepReport {
                         deferred: 1,
                         ..SweepReport::default()
                     }
                 }
+                SweepEnd::GraceOver => {
+                    tracing::warn!(
+                        grace_s = grace.as_secs_f64(),
+                        "shutdownGrace ran out with deliveries in flight; events not \
+                         acknowledged stay new and go out after a restart"
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
             };
+            health.beat();
             log_sweep(&report, pipeline);
             if let Some(on_sweep) = &extras.on_sweep {
                 on_sweep(&report, &pipeline.metrics);
+            }
+            for occurrence in crate::error_events::from_sweep(&report, current) {
+                errors.note(occurrence);
             }
             if report.stale_inventory
                 && let Some((_, loaded_at)) = inventory.as_mut()
@@ -200,6 +373,7 @@ async fn main_loop(
                 *loaded_at = Instant::now() - settings.equinix.inventory_refresh;
             }
             if options.once {
+                errors.flush(pipeline, stop).await;
                 return Ok(if report.all_delivered() {
                     ExitCode::SUCCESS
                 } else {
@@ -210,18 +384,64 @@ async fn main_loop(
         } else {
             failures += 1;
         }
+        errors.flush(pipeline, stop).await;
         if stop.is_cancelled() {
             return Ok(ExitCode::SUCCESS);
         }
 
         // The next sweep starts one interval after this one started; after
         // repeated failures (no inventory, a refused token) the wait grows,
-        // up to ten intervals, so a broken setup is never hammered.
-        let wait = interval * failures.clamp(1, 10);
-        tokio::select! {
-            () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
-            () = tokio::time::sleep_until(started + wait) => {}
+        // up to ten intervals, so a broken setup is never hammered. The loop
+        // beats while it waits.
+        let deadline = started + interval * failures.clamp(1, 10);
+        loop {
+            health.beat();
+            let next = (Instant::now() + BEAT_EVERY).min(deadline);
+            tokio::select! {
+                () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
+                () = tokio::time::sleep_until(next) => {}
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
         }
+    }
+}
+
+/// How a sweep ended.
+enum SweepEnd {
+    /// It ran to its end (possibly cut short by a shutdown, within the grace).
+    Done(SweepReport),
+    /// `equinix.sweepTimeout` ran out.
+    TimedOut,
+    /// A shutdown began and `shutdownGrace` ran out before the sweep ended.
+    GraceOver,
+}
+
+/// Runs one sweep under `equinix.sweepTimeout`; once `stop` is cancelled the
+/// sweep (which starts nothing new) gets at most `grace` more to finish its
+/// in-flight deliveries and save the state.
+async fn sweep_within_grace(
+    pipeline: &Pipeline,
+    inventory: &Inventory,
+    settings: &Settings,
+    stop: &CancellationToken,
+    grace: Duration,
+) -> SweepEnd {
+    let sweep = tokio::time::timeout(
+        settings.equinix.sweep_timeout,
+        pipeline.sweep(inventory, stop),
+    );
+    let grace_over = async {
+        stop.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        ended = sweep => match ended {
+            Ok(report) => SweepEnd::Done(report),
+            Err(_) => SweepEnd::TimedOut,
+        },
+        () = grace_over => SweepEnd::GraceOver,
     }
 }
 
@@ -387,6 +607,7 @@ async fn load_inventory(
     pipeline: &Pipeline,
     org: &OrganizationId,
     settings: &Settings,
+    health: &Health,
     stop: &CancellationToken,
 ) -> Result<Inventory, metal_events::Error> {
     let client = &pipeline.client;
@@ -394,13 +615,13 @@ async fn load_inventory(
         per_page: settings.equinix.per_page,
         ..Default::default()
     };
-    pipeline.gate.wait().await;
+    wait_gate(&pipeline.gate, health).await;
     let organization = client.organization(org).await?;
     let org_name = organization
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| org.to_string());
-    pipeline.gate.wait().await;
+    wait_gate(&pipeline.gate, health).await;
     let projects: Vec<ProjectInfo> = client
         .project_pages(org, &options)
         .collect_all(INVENTORY_MAX_PAGES)
@@ -423,7 +644,7 @@ async fn load_inventory(
                 if stop.is_cancelled() {
                     return Ok(Vec::new());
                 }
-                pipeline.gate.wait().await;
+                wait_gate(&pipeline.gate, health).await;
                 let devices = client
                     .device_pages(&project.id, &options)
                     .collect_all(INVENTORY_MAX_PAGES)
@@ -459,6 +680,19 @@ async fn load_inventory(
     })
 }
 
+/// Waits for the rate-limit gate, beating meanwhile: a rate-limit pause is a
+/// wait, not a stall, and must not fail the liveness probe.
+async fn wait_gate(gate: &RateGate, health: &Health) {
+    let wait = gate.wait();
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            () = &mut wait => return,
+            () = tokio::time::sleep(BEAT_EVERY) => health.beat(),
+        }
+    }
+}
+
 /// Tells the tracker about lists that are gone, so they stop holding back
 /// pruning.
 async fn forget_gone(pipeline: &Pipeline, old: &Inventory, new: &Inventory) {
@@ -481,16 +715,20 @@ async fn forget_gone(pipeline: &Pipeline, old: &Inventory, new: &Inventory) {
 fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, tracker: &dyn Tracker) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        organization = %settings.equinix.organization_id,
+        config = %crate::config::summary(settings),
         api = %settings.equinix.api_url,
-        endpoint = %redact(&settings.direktiv.endpoint),
-        poll_interval_s = settings.equinix.poll_interval.as_secs_f64(),
-        levels = ?settings.equinix.levels,
         baseline = %tracker.baseline(),
         persistent,
+        event_on_error = settings.direktiv.event_on_error,
+        server = %if settings.server.enabled && !options.once {
+            settings.server.listen.to_string()
+        } else {
+            "off".to_owned()
+        },
+        shutdown_grace_s = settings.shutdown_grace.as_secs_f64(),
         dry_run = options.dry_run,
         once = options.once,
-        "equinix-receiver starting"
+        "equinix-receiver {} starting", env!("CARGO_PKG_VERSION")
     );
     if settings.direktiv.insecure_skip_verify && !options.dry_run {
         tracing::warn!(
@@ -500,58 +738,71 @@ fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, trac
     if settings.direktiv.token.is_none() && !options.dry_run {
         tracing::warn!("no Direktiv token is configured: events are sent without an auth header");
     }
+    if !persistent && !options.dry_run {
+        tracing::warn!(
+            "no persistent state: events that happen while the receiver is down will be missed \
+             (equinix_receiver_state_persistent is 0)"
+        );
+    }
 }
 
-/// A URL without user info or query, for logs.
-pub(crate) fn redact(url: &url::Url) -> String {
-    let mut url = url.clone();
-    let _ = url.set_username("");
-    let _ = url.set_password(None);
-    url.set_query(None);
-    url.to_string()
-}
-
-/// SIGINT or SIGTERM cancels `stop`; a second one exits at once.
-fn spawn_signal_handler(stop: CancellationToken) {
+/// SIGINT or SIGTERM cancels `stop`; a second one exits at once. Readiness
+/// goes to 503 as soon as `stop` is cancelled, by a signal or by the caller.
+/// The task is aborted when the run ends.
+fn spawn_signal_handler(stop: CancellationToken, health: Arc<Health>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut signals = 0u32;
-        loop {
-            wait_for_signal().await;
-            signals += 1;
-            if signals == 1 {
+        let mut signals = Signals::new();
+        tokio::select! {
+            () = signals.next() => {
                 tracing::info!(
                     "shutting down: finishing in-flight deliveries (a second signal exits at once)"
                 );
                 stop.cancel();
-            } else {
-                tracing::warn!("second signal: exiting at once");
-                std::process::exit(130);
             }
+            () = stop.cancelled() => tracing::info!("shutting down"),
         }
-    });
+        health.set_stopping();
+        signals.next().await;
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    })
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered once so that no signal slips between two
+/// waits.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(term), Ok(int)) => Some((term, int)),
+                _ => None,
+            };
+            Self { streams }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
+
+    /// Waits for the next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some((term, int)) = &mut self.streams {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            return;
+        }
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -9,11 +9,14 @@ mod cli;
 mod config;
 mod deliver;
 mod demo;
+mod error_events;
 mod gate;
+mod health;
 mod inventory;
 mod logging;
 mod metrics;
 mod poll;
+mod server;
 mod settings;
 mod sweep;
 

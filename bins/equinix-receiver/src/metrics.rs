@@ -251,7 +251,6 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.
-    #[cfg_attr(not(test), expect(dead_code, reason = "served by /metrics (issue 7)"))]
     pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -22,10 +22,8 @@ pub(crate) struct Settings {
     /// Logging.
     pub(crate) log: LogSettings,
     /// The health and metrics server.
-    #[allow(dead_code, reason = "read by issue 7's server")]
     pub(crate) server: ServerSettings,
     /// How long in-flight deliveries may take to finish after SIGTERM.
-    #[allow(dead_code, reason = "read by issue 7's code")]
     pub(crate) shutdown_grace: Duration,
 }
 
@@ -125,10 +123,8 @@ pub(crate) struct DirektivSettings {
     /// `direktiv.maxRetries`, default 5: retries of one event within a sweep.
     pub(crate) max_retries: u32,
     /// `direktiv.event-on-error`, default false.
-    #[allow(dead_code, reason = "read by issue 7's code")]
     pub(crate) event_on_error: bool,
     /// `direktiv.errorEventInterval`, default 5 min.
-    #[allow(dead_code, reason = "read by issue 7's code")]
     pub(crate) error_event_interval: Duration,
 }
 
@@ -165,7 +161,6 @@ pub(crate) struct LogSettings {
 
 /// The health and metrics server (`server.*`).
 #[derive(Debug, Clone)]
-#[allow(dead_code, reason = "read by issue 7's server")]
 pub(crate) struct ServerSettings {
     /// `server.enabled`, default true.
     pub(crate) enabled: bool,

@@ -61,6 +61,8 @@ pub(crate) struct SweepReport {
     pub(crate) first_list_error: Option<String>,
     /// The status of that error, when the API answered.
     pub(crate) first_list_error_status: Option<u16>,
+    /// The tracker key of the list that failed first (`device:<id>`, ...).
+    pub(crate) first_list_error_source: Option<String>,
     /// The API refused the token (401 or 403).
     pub(crate) auth_failed: bool,
     /// A list answered 404: the inventory is stale.
@@ -250,6 +252,7 @@ impl Pipeline {
                 if report.first_list_error.is_none() {
                     report.first_list_error = Some(error.to_string());
                     report.first_list_error_status = error.status().map(|s| s.as_u16());
+                    report.first_list_error_source = Some(poll.source.key.clone());
                 }
                 if error.is_not_found() {
                     tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");

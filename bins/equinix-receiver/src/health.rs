@@ -1,0 +1,135 @@
+//! Liveness and readiness: the main loop's heartbeat and the ready flag that
+//! `/healthz` and `/readyz` answer from. Neither looks at Equinix or Direktiv:
+//! a liveness probe must not restart a healthy receiver because a dependency
+//! is down.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The main loop's pulse and the readiness flags.
+#[derive(Debug)]
+pub(crate) struct Health {
+    /// When the main loop last showed it was alive.
+    beat: Mutex<Instant>,
+    /// How old the heartbeat may get before the loop counts as stalled.
+    budget: Duration,
+    /// Config and state are loaded and the first sweep completed.
+    ready: AtomicBool,
+    /// A shutdown has begun.
+    stopping: AtomicBool,
+}
+
+impl Health {
+    /// A fresh heartbeat, not ready yet. `budget` is [`budget`]'s result.
+    pub(crate) fn new(budget: Duration) -> Self {
+        Self {
+            beat: Mutex::new(Instant::now()),
+            budget,
+            ready: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    /// The main loop is alive now.
+    pub(crate) fn beat(&self) {
+        *self
+            .beat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+    }
+
+    /// How long ago the main loop last beat.
+    pub(crate) fn age(&self) -> Duration {
+        self.beat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+
+    /// The heartbeat is younger than the budget.
+    pub(crate) fn alive(&self) -> bool {
+        self.age() < self.budget
+    }
+
+    /// The first sweep completed.
+    pub(crate) fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    /// A shutdown began: readiness goes away for good.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Ready and not shutting down.
+    pub(crate) fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Shutting down.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// How old the heartbeat may get: three poll intervals plus the sweep
+/// timeout (a sweep may take the whole timeout without a beat).
+pub(crate) fn budget(poll_interval: Duration, sweep_timeout: Duration) -> Duration {
+    poll_interval
+        .saturating_mul(3)
+        .saturating_add(sweep_timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(10);
+    const SWEEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+    #[tokio::test(start_paused = true)]
+    async fn alive_until_the_heartbeat_is_older_than_the_budget() {
+        let budget = budget(INTERVAL, SWEEP_TIMEOUT);
+        assert_eq!(budget, Duration::from_secs(330));
+        let health = Health::new(budget);
+        assert!(health.alive(), "a fresh heartbeat is alive");
+        tokio::time::advance(Duration::from_secs(329)).await;
+        assert!(health.alive(), "just under the budget");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!health.alive(), "at the budget the loop counts as stalled");
+        health.beat();
+        assert!(health.alive(), "a beat revives it");
+        assert_eq!(health.age(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn regular_beats_keep_it_alive_for_ever() {
+        let health = Health::new(budget(INTERVAL, SWEEP_TIMEOUT));
+        for _ in 0..1000 {
+            tokio::time::advance(INTERVAL).await;
+            health.beat();
+            assert!(health.alive());
+        }
+    }
+
+    #[test]
+    fn ready_after_the_first_sweep_and_never_again_once_stopping() {
+        let health = Health::new(Duration::from_secs(1));
+        assert!(!health.ready(), "not ready before the first sweep");
+        health.set_ready();
+        assert!(health.ready());
+        health.set_stopping();
+        assert!(!health.ready(), "not ready while shutting down");
+        assert!(health.stopping());
+        health.set_ready();
+        assert!(!health.ready(), "a late sweep does not make it ready again");
+    }
+
+    #[test]
+    fn a_huge_interval_does_not_overflow_the_budget() {
+        assert_eq!(budget(Duration::MAX, Duration::MAX), Duration::MAX);
+    }
+}
