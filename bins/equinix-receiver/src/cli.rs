@@ -16,6 +16,7 @@ Examples:
   equinix-receiver --check config.yaml           validate the config, make no request
   equinix-receiver --once --dry-run config.yaml  print what one sweep would send
   equinix-receiver --demo                        run the built-in local demo
+  equinix-receiver --demo --demo-outage 10       ... with Direktiv down for 10 s
 
 Environment:
   METAL_AUTH_TOKEN  the Equinix Metal API token; wins over equinix.packetAuthTokenFile
@@ -64,9 +65,62 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) reset_state: bool,
 
-    /// Run the built-in local demo (a simulated Metal API and Direktiv); needs no config.
-    #[arg(long, conflicts_with_all = ["config_path", "config_flag", "reset_state"])]
+    /// Run the built-in local demo: a simulated Metal API and Direktiv on 127.0.0.1, the
+    /// real pipeline between them, one line per delivered CloudEvent. Needs no config and
+    /// no credentials; Ctrl-C ends it with a summary (see docs/demo.md).
+    #[arg(
+        long,
+        help_heading = "Demo",
+        conflicts_with_all = ["config_path", "config_flag", "reset_state", "once", "dry_run"]
+    )]
     pub(crate) demo: bool,
+
+    /// With --demo: stop by itself after N events were delivered.
+    #[arg(long, value_name = "N", requires = "demo", help_heading = "Demo",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) demo_events: Option<u64>,
+
+    /// With --demo: new Metal events per second across the fleet (0 for none).
+    #[arg(long, value_name = "PER_SECOND", requires = "demo", help_heading = "Demo",
+          default_value_t = 1.5, value_parser = parse_rate)]
+    pub(crate) demo_rate: f64,
+
+    /// With --demo: take the simulated Direktiv down (503) for SECS seconds after the first
+    /// deliveries, then bring it back; watch pending rise and fall, and nothing get lost.
+    #[arg(long, value_name = "SECS", requires = "demo", help_heading = "Demo",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) demo_outage: Option<u64>,
+
+    /// With --demo: make the simulated Metal API answer some requests with 429
+    /// (Retry-After: 1) and 503, as a busy API does.
+    #[arg(long, requires = "demo", help_heading = "Demo")]
+    pub(crate) demo_api_faults: bool,
+}
+
+/// `--demo-rate`: a finite, non-negative number of events per second, at most 1000.
+fn parse_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{value}` is not a number"))?;
+    if rate.is_finite() && (0.0..=1000.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("`{value}` is not between 0 and 1000"))
+    }
+}
+
+/// The demo's options, from the `--demo-*` flags.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct DemoOptions {
+    /// `--demo-events`: stop after this many delivered events.
+    pub(crate) events: Option<u64>,
+    /// `--demo-rate`: new events per second.
+    pub(crate) rate: f64,
+    /// `--demo-outage`: how long Direktiv is down.
+    pub(crate) outage: Option<std::time::Duration>,
+    /// `--demo-api-faults`: 429s and 503s from the Metal API.
+    pub(crate) api_faults: bool,
 }
 
 /// What to do, once the arguments agree with each other.
@@ -79,6 +133,16 @@ pub(crate) enum Mode {
 }
 
 impl Cli {
+    /// The `--demo-*` options.
+    pub(crate) fn demo_options(&self) -> DemoOptions {
+        DemoOptions {
+            events: self.demo_events,
+            rate: self.demo_rate,
+            outage: self.demo_outage.map(std::time::Duration::from_secs),
+            api_faults: self.demo_api_faults,
+        }
+    }
+
     /// Resolves the config path and the mode, or says what is wrong and which
     /// exit code to use.
     pub(crate) fn mode(&self) -> Result<Mode, (String, ExitCode)> {
@@ -165,6 +229,46 @@ mod tests {
     }
 
     #[test]
+    fn demo_options_need_demo_and_sane_values() {
+        let cli = parse(&[
+            "--demo",
+            "--demo-events",
+            "5",
+            "--demo-rate",
+            "4",
+            "--demo-outage",
+            "10",
+            "--demo-api-faults",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.demo_options(),
+            DemoOptions {
+                events: Some(5),
+                rate: 4.0,
+                outage: Some(std::time::Duration::from_secs(10)),
+                api_faults: true,
+            }
+        );
+        let defaults = parse(&["--demo"]).unwrap().demo_options();
+        assert_eq!(
+            (defaults.events, defaults.rate, defaults.outage),
+            (None, 1.5, None)
+        );
+        for args in [
+            &["--demo-events", "5"][..],
+            &["--demo-outage", "3", "c.yaml"],
+            &["--demo", "--demo-events", "0"],
+            &["--demo", "--demo-rate", "-1"],
+            &["--demo", "--demo-rate", "NaN"],
+            &["--demo", "--once"],
+            &["--demo", "--dry-run"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} was accepted");
+        }
+    }
+
+    #[test]
     fn help_documents_exit_codes_and_environment() {
         let help = Cli::command().render_long_help().to_string();
         for needle in [
@@ -174,6 +278,10 @@ mod tests {
             "RUST_LOG",
             "--check",
             "--demo",
+            "--demo-events",
+            "--demo-rate",
+            "--demo-outage",
+            "--demo-api-faults",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }
