@@ -55,8 +55,11 @@ pub(crate) struct SweepReport {
     pub(crate) lists: usize,
     /// Pages read.
     pub(crate) pages: u32,
-    /// Lists that ended in an error.
+    /// Lists that ended in an error (a 404 is not one: see `gone_lists`).
     pub(crate) list_errors: usize,
+    /// Lists that answered 404: their device or project was deleted since
+    /// the inventory was loaded. Not a failure; the inventory is refreshed.
+    pub(crate) gone_lists: usize,
     /// The first list error, for the log and the error event.
     pub(crate) first_list_error: Option<String>,
     /// The status of that error, when the API answered.
@@ -246,17 +249,22 @@ impl Pipeline {
         for poll in &polls {
             report.pages += poll.pages;
             if let Some(error) = &poll.error {
+                if error.is_not_found() {
+                    // A device or project deleted since the inventory was
+                    // loaded: nothing to read, and not a failed sweep.
+                    report.gone_lists += 1;
+                    report.stale_inventory = true;
+                    tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");
+                    continue;
+                }
                 report.list_errors += 1;
                 report.auth_failed |= error.is_unauthorized();
-                report.stale_inventory |= error.is_not_found();
                 if report.first_list_error.is_none() {
                     report.first_list_error = Some(error.to_string());
                     report.first_list_error_status = error.status().map(|s| s.as_u16());
                     report.first_list_error_source = Some(poll.source.key.clone());
                 }
-                if error.is_not_found() {
-                    tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");
-                } else if !error.is_unauthorized() {
+                if !error.is_unauthorized() {
                     tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
                 }
             }
