@@ -26,12 +26,13 @@ Environment:
 
 Exit codes:
   0   success (with --once: everything found was delivered)
-  1   failure at run time
+  1   failure at run time (with --demo: also when an event was lost or sent twice)
   2   bad command-line usage
   3   with --once: some events were not delivered (they are retried on the next run)
   78  bad config (EX_CONFIG); nothing was requested
 
-Logs go to stderr; stdout carries only --check's summary and --dry-run's CloudEvents.
+Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents and
+the demo's display (docs/demo.md).
 Every config key is described in docs/configuration.md.";
 
 /// Polls Equinix Metal events and delivers them to Direktiv as CloudEvents.
@@ -80,10 +81,10 @@ pub(crate) struct Cli {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) demo_events: Option<u64>,
 
-    /// With --demo: new Metal events per second across the fleet (0 for none).
+    /// With --demo: new Metal events per second across the fleet (0 for none; default 1.5).
     #[arg(long, value_name = "PER_SECOND", requires = "demo", help_heading = "Demo",
-          default_value_t = 1.5, value_parser = parse_rate)]
-    pub(crate) demo_rate: f64,
+          value_parser = parse_rate)]
+    pub(crate) demo_rate: Option<f64>,
 
     /// With --demo: take the simulated Direktiv down (503) for SECS seconds after the first
     /// deliveries, then bring it back; watch pending rise and fall, and nothing get lost.
@@ -96,6 +97,9 @@ pub(crate) struct Cli {
     #[arg(long, requires = "demo", help_heading = "Demo")]
     pub(crate) demo_api_faults: bool,
 }
+
+/// New events per second in the demo without `--demo-rate`.
+const DEFAULT_DEMO_RATE: f64 = 1.5;
 
 /// `--demo-rate`: a finite, non-negative number of events per second, at most 1000.
 fn parse_rate(value: &str) -> Result<f64, String> {
@@ -137,7 +141,7 @@ impl Cli {
     pub(crate) fn demo_options(&self) -> DemoOptions {
         DemoOptions {
             events: self.demo_events,
-            rate: self.demo_rate,
+            rate: self.demo_rate.unwrap_or(DEFAULT_DEMO_RATE),
             outage: self.demo_outage.map(std::time::Duration::from_secs),
             api_faults: self.demo_api_faults,
         }
@@ -148,6 +152,20 @@ impl Cli {
     pub(crate) fn mode(&self) -> Result<Mode, (String, ExitCode)> {
         if self.demo {
             return Ok(Mode::Demo);
+        }
+        // clap lets `requires = "demo"` pass when a config path (which
+        // conflicts with --demo) is given, so say it here.
+        if self.demo_events.is_some()
+            || self.demo_rate.is_some()
+            || self.demo_outage.is_some()
+            || self.demo_api_faults
+        {
+            return Err((
+                "--demo-events, --demo-rate, --demo-outage and --demo-api-faults only go with \
+                 --demo"
+                    .to_owned(),
+                ExitCode::from(2),
+            ));
         }
         match (&self.config_path, &self.config_flag) {
             (Some(positional), Some(flag)) if positional != flag => Err((
@@ -256,8 +274,16 @@ mod tests {
             (None, 1.5, None)
         );
         for args in [
+            &["--demo-outage", "3", "c.yaml"][..],
+            &["--demo-api-faults", "--config", "c.yaml"],
+            &["--demo-rate", "2", "c.yaml"],
+        ] {
+            let err = parse(args).unwrap().mode().unwrap_err();
+            assert!(err.0.contains("only go with --demo"), "{args:?}: {}", err.0);
+            assert_eq!(err.1, ExitCode::from(2));
+        }
+        for args in [
             &["--demo-events", "5"][..],
-            &["--demo-outage", "3", "c.yaml"],
             &["--demo", "--demo-events", "0"],
             &["--demo", "--demo-rate", "-1"],
             &["--demo", "--demo-rate", "NaN"],

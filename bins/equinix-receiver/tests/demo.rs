@@ -1,0 +1,247 @@
+//! The demo as a person runs it: the built binary with `--demo`, its stdout
+//! read line by line against a deadline.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// A running demo and its stdout, one line at a time.
+struct Demo {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Demo {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_equinix-receiver"))
+            .arg("--demo")
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one matches, failing with everything seen when the
+    /// deadline passes or stdout closes first.
+    fn wait_for(&mut self, what: &str, within: Duration, matches: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let hit = matches(&line);
+                    self.seen.push(line);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill();
+                    panic!(
+                        "no {what} within {within:?}; stdout so far:\n{}",
+                        self.output()
+                    );
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    let stderr = self.stderr();
+                    panic!(
+                        "stdout closed before {what}; stdout:\n{}\nstderr:\n{stderr}",
+                        self.output()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the process to end by itself, reading the rest of stdout.
+    fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            while let Ok(line) = self.lines.try_recv() {
+                self.seen.push(line);
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The reader thread drains what is left.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.seen.push(line);
+                }
+                return status;
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                panic!(
+                    "the demo did not exit within {within:?}; stdout so far:\n{}",
+                    self.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn interrupt(&self) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -INT failed");
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn stderr(&mut self) -> String {
+        let _ = self.child.wait();
+        let mut text = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        }
+        text
+    }
+
+    fn output(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    /// The per-event lines: they end in the CloudEvent's source.
+    fn event_lines(&self) -> Vec<&String> {
+        self.seen
+            .iter()
+            .filter(|l| l.contains("direktiv/listener/equinix/Direktiv"))
+            .collect()
+    }
+
+    /// The number after `label` in the summary, e.g. `lost: 0`.
+    fn summary_number(&self, label: &str) -> u64 {
+        let line = self
+            .seen
+            .iter()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no `{label}` line in:\n{}", self.output()));
+        line.trim_start()[label.len()..]
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no number in `{line}`"))
+    }
+}
+
+fn is_event_line(line: &str) -> bool {
+    line.contains("direktiv/listener/equinix/Direktiv")
+}
+
+fn assert_sound_summary(demo: &Demo) {
+    let out = demo.output();
+    assert!(out.contains("Summary after"), "no summary:\n{out}");
+    assert_eq!(demo.summary_number("lost:"), 0, "{out}");
+    assert_eq!(demo.summary_number("duplicates:"), 0, "{out}");
+    assert!(
+        out.contains("Nothing was lost and nothing was sent twice"),
+        "{out}"
+    );
+    let accepted = demo.summary_number("accepted by the simulated Direktiv:");
+    let pending = demo.summary_number("still pending:");
+    let expected = demo.summary_number("events the simulated Metal API holds since the baseline:");
+    assert_eq!(accepted + pending, expected, "{out}");
+}
+
+#[test]
+fn demo_delivers_events_and_stops_by_itself() {
+    let mut demo = Demo::start(&["--demo-events", "5"]);
+    let status = demo.wait_exit(Duration::from_secs(30));
+    let out = demo.output();
+    assert!(status.success(), "exit {status:?}; stdout:\n{out}");
+
+    // The header names both simulators.
+    assert!(out.contains("Metal API  http://127.0.0.1:"), "{out}");
+    assert!(
+        out.contains("Direktiv   http://127.0.0.1:") && out.contains("/events/broadcast"),
+        "{out}"
+    );
+    // At least five readable event lines: time, type, device, project, source.
+    let events = demo.event_lines();
+    assert!(events.len() >= 5, "{} event lines:\n{out}", events.len());
+    let first = events[0];
+    let time = first.split_whitespace().next().unwrap_or_default();
+    assert!(
+        time.len() == 8 && time.as_bytes()[2] == b':',
+        "no time in `{first}`"
+    );
+    assert!(
+        events.iter().any(|l| l.contains("Project 0")),
+        "no project names:\n{out}"
+    );
+    assert!(
+        events.iter().any(
+            |l| l.contains('.') && l.split_whitespace().nth(1).is_some_and(|t| t.contains('.'))
+        ),
+        "no event types:\n{out}"
+    );
+    assert!(demo.summary_number("accepted by the simulated Direktiv:") >= 5);
+    assert_sound_summary(&demo);
+}
+
+#[test]
+fn ctrl_c_ends_the_demo_cleanly_with_a_summary() {
+    let mut demo = Demo::start(&[]);
+    demo.wait_for("delivered event", Duration::from_secs(20), is_event_line);
+    demo.interrupt();
+    let status = demo.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit {status:?} after SIGINT; stdout:\n{}",
+        demo.output()
+    );
+    assert_sound_summary(&demo);
+}
+
+#[test]
+fn an_outage_shows_pending_events_that_are_delivered_when_direktiv_is_back() {
+    let mut demo = Demo::start(&["--demo-outage", "3", "--demo-rate", "4"]);
+    demo.wait_for("outage banner", Duration::from_secs(20), |l| {
+        l.contains("Direktiv is DOWN")
+    });
+    demo.wait_for("status with pending events", Duration::from_secs(10), |l| {
+        l.contains("--- status") && !l.contains(" 0 pending")
+    });
+    demo.wait_for("Direktiv back", Duration::from_secs(10), |l| {
+        l.contains("Direktiv is back")
+    });
+    demo.wait_for(
+        "an event delivered after the outage",
+        Duration::from_secs(10),
+        is_event_line,
+    );
+    demo.interrupt();
+    let status = demo.wait_exit(Duration::from_secs(10));
+    let out = demo.output();
+    assert!(status.success(), "exit {status:?}; stdout:\n{out}");
+    assert_sound_summary(&demo);
+    // Direktiv refused deliveries while it was down.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("refused while down or faulty") && !l.contains(" 0 refused")),
+        "{out}"
+    );
+}
