@@ -267,9 +267,8 @@ pub(crate) fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occ
             };
             let key = report.first_list_error_source.clone().unwrap_or_default();
             let (project, device) = involved(&key, inventory);
-            let target = if kind == ErrorKind::Auth {
-                "equinix".to_owned()
-            } else if key.is_empty() {
+            // A refused token concerns every list: one target for all of them.
+            let target = if kind == ErrorKind::Auth || key.is_empty() {
                 "equinix".to_owned()
             } else {
                 key
