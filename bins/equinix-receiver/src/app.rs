@@ -503,7 +503,12 @@ fn metal_client(
             metrics
                 .rate_limit_remaining
                 .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+            // A 429 says how long to wait in `Retry-After`, which the poller
+            // applies; pausing here until the window's reset as well would
+            // override that (an hour-long window stalled every request).
+            let too_many = record.status.is_some_and(|s| s.as_u16() == 429);
             if remaining == 0
+                && !too_many
                 && let Some(wait) = limit.reset_after(std::time::SystemTime::now())
             {
                 gate.pause_for(wait);
@@ -637,7 +642,10 @@ async fn load_inventory(
         })
         .collect();
 
-    let devices = if settings.equinix.levels.device || settings.equinix.levels.project {
+    // Devices are listed for every level: an organization list names a
+    // device only in an event's relationships, and its hostname comes from here.
+    let levels = settings.equinix.levels;
+    let devices = if levels.device || levels.project || levels.organization {
         stream::iter(projects.iter().map(|project| {
             let options = options.clone();
             async move {
