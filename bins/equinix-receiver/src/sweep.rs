@@ -319,6 +319,17 @@ impl Pipeline {
                         self.metrics.events_unmappable.inc();
                         settled.insert(id.to_owned());
                         tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
+                        // Settled deliberately, like a refused event: recorded
+                        // so it is reported once, not on every sweep until
+                        // the floor passes it.
+                        if let Err(error) = self
+                            .tracker
+                            .record_delivered(&poll.source.key, id, seen.event.created_at)
+                            .await
+                        {
+                            self.metrics.state_persist_failures.inc();
+                            tracing::error!(%error, "could not write the state");
+                        }
                     }
                 }
             }

@@ -770,3 +770,225 @@ async fn a_deleted_device_refreshes_the_inventory_of_a_long_running_receiver() {
     );
     world.verify().await;
 }
+
+#[tokio::test]
+async fn a_failing_metal_list_backs_off_then_fails_alone_and_is_read_next_run() {
+    let world = World::start().await;
+    let d1 = device_events_path(D1);
+    world
+        .metal
+        .add(&d1, [device_event(&eid(1), "power.on", D1, ago(30))]);
+    world.metal.add(
+        &device_events_path(D3),
+        [device_event(&eid(2), "power.off", D3, ago(20))],
+    );
+    for _ in 0..3 {
+        world
+            .metal
+            .script(&d1, Reply::metal_error(500, "Internal Server Error"));
+    }
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(3);
+    let hits = world.metal.hits_to(&d1);
+    assert_eq!(hits.len(), 3, "three attempts at the page");
+    assert!(
+        hits[1].at - hits[0].at >= Duration::from_millis(400)
+            && hits[2].at - hits[1].at >= Duration::from_millis(900),
+        "attempts were not spaced out: {hits:?}"
+    );
+    assert_eq!(
+        world.direktiv.accepted_ids(),
+        [eid(2)],
+        "the other lists still deliver"
+    );
+    assert!(
+        run.stderr.contains("could not read an event list"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    world.direktiv.clear();
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn when_retries_run_out_the_device_waits_in_order_for_the_next_run() {
+    let world = World::start().await;
+    world.metal.add(
+        &device_events_path(D1),
+        [
+            device_event(&eid(1), "provisioning.109", D1, ago(40)),
+            device_event(&eid(2), "provisioning.110", D1, ago(30)),
+        ],
+    );
+    world
+        .direktiv
+        .answer(|_, _| Reply::new(503).header("Retry-After", "0"));
+
+    world.once(&["startFrom: all"], &[]).await.assert_code(3);
+    let posts = world.direktiv.posts();
+    assert_eq!(posts.len(), 3, "one attempt and maxRetries (2) retries");
+    assert!(
+        posts.iter().all(|p| p.event["id"] == eid(1)),
+        "the newer event overtook the older one"
+    );
+
+    world.direktiv.answer(|_, _| Reply::ok());
+    world.direktiv.clear();
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1), eid(2)]);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_refused_metal_token_fails_the_run_with_a_clear_message() {
+    let world = World::start().await;
+    let text = world
+        .config(&[], &[])
+        .replace(METAL_TOKEN, "metal-wrong-token-000000");
+    let config = world.write_config(&text);
+
+    let run = world.run(&config, &["--once"]).await;
+    run.assert_code(1);
+    assert!(
+        run.stderr.contains("packetAuthToken"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("metal-wrong-token"),
+        "the token leaked"
+    );
+    assert_eq!(world.metal.hits().len(), 1, "stopped at the first refusal");
+    assert!(world.direktiv.posts().is_empty());
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn organization_events_carry_no_project_and_device_events_find_their_device() {
+    let world = World::start().await;
+    let member_removed = serde_json::json!({
+        "id": eid(1),
+        "type": "organization.member.removed",
+        "body": "{{actor}} removed {{user}} from the organization",
+        "state": null,
+        "interpolated": "Jane Operator removed Max Mustermann from the organization",
+        "relationships": [{ "href": "/metal/v1/users/9d7b1c0e-2f4a-4b6c-8d9e-0a1b2c3d4e5f" }],
+        "created_at": rfc3339(ago(30)),
+        "href": format!("/metal/v1/events/{}", eid(1))
+    });
+    let device = device_event(&eid(2), "power.off", D3, ago(20));
+    world
+        .metal
+        .add(&org_events_path(), [member_removed.clone(), device]);
+
+    world
+        .once(&["startFrom: all", "levels: [organization]"], &[])
+        .await
+        .assert_code(0);
+    let accepted = world.direktiv.accepted();
+    assert_eq!(accepted.len(), 2);
+    let org = by_id(&accepted, &eid(1));
+    assert_eq!(
+        org["source"],
+        "direktiv/listener/equinix/Direktiv%20Labs%20GmbH"
+    );
+    assert_eq!(org["orgname"], ORG_NAME);
+    for key in ["projid", "projname", "deviceid", "hostname"] {
+        assert!(
+            org.get(key).is_none(),
+            "{key} on an organization event: {org:#}"
+        );
+    }
+    assert_eq!(org["data"], member_removed);
+    let dev = by_id(&accepted, &eid(2));
+    assert_eq!(dev["source"], P2_SOURCE);
+    assert_eq!(dev["hostname"], D3_HOST);
+    assert_eq!(dev["projid"], P2);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn an_event_that_cannot_become_a_cloudevent_is_skipped_and_reported_once() {
+    let world = World::start().await;
+    let mut typeless = device_event(&eid(1), "x", D1, ago(40));
+    typeless.as_object_mut().unwrap().remove("type");
+    world.metal.add(
+        &device_events_path(D1),
+        [typeless, device_event(&eid(2), "power.on", D1, ago(30))],
+    );
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    assert_eq!(
+        world.direktiv.accepted_ids(),
+        [eid(2)],
+        "it does not block the device"
+    );
+    assert!(
+        run.stderr.contains("cannot become a CloudEvent"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        !run.stderr.contains("cannot become a CloudEvent"),
+        "reported again on every run:\n{}",
+        run.stderr
+    );
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_rate_limit_remaining_of_zero_pauses_every_request_until_the_reset() {
+    let world = World::start().await;
+    let reset = Utc::now().timestamp() + 2;
+    world.metal.script(
+        &format!("/metal/v1/organizations/{ORG}"),
+        Reply::json(200, &organization_json())
+            .header("X-RateLimit-Limit", "1000")
+            .header("X-RateLimit-Remaining", "0")
+            .header("X-RateLimit-Reset", &reset.to_string()),
+    );
+
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    let hits = world.metal.hits();
+    let paused = hits[1].at - hits[0].at;
+    assert!(
+        paused >= Duration::from_millis(900),
+        "the next request came after {paused:?}"
+    );
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_backlog_beyond_the_page_cap_is_delivered_over_several_runs_without_loss() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    world.metal.add(
+        &path,
+        (0..25).map(|i| device_event(&eid(i), "provisioning.109", D1, ago(500 - i64::from(i)))),
+    );
+
+    world
+        .once(&["startFrom: all", "maxPages: 2"], &[])
+        .await
+        .assert_code(0);
+    let first = world.direktiv.accepted_ids();
+    assert_eq!(first.len(), 20, "two pages of ten");
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all", "maxPages: 2"], &[])
+        .await
+        .assert_code(0);
+    let second = world.direktiv.accepted_ids();
+    let all: HashSet<String> = first.iter().chain(&second).cloned().collect();
+    assert_eq!(all, (0..25).map(eid).collect::<HashSet<_>>());
+    assert_eq!(first.len() + second.len(), 25, "nothing twice");
+    world.verify().await;
+}

@@ -45,6 +45,11 @@ pub(crate) const P1_SOURCE: &str =
 pub(crate) const P2_SOURCE: &str =
     "direktiv/listener/equinix/Direktiv%20Labs%20GmbH/Direktiv%20EKS%20Project";
 
+/// The organization as `GET /organizations/{id}` answers it.
+pub(crate) fn organization_json() -> Value {
+    fixture_json("receiver/organization.json")
+}
+
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures")
@@ -117,6 +122,10 @@ pub(crate) fn device_events_path(device: &str) -> String {
     format!("/metal/v1/devices/{device}/events")
 }
 
+pub(crate) fn org_events_path() -> String {
+    format!("/metal/v1/organizations/{ORG}/events")
+}
+
 pub(crate) fn project_events_path(project: &str) -> String {
     format!("/metal/v1/projects/{project}/events")
 }
@@ -159,7 +168,8 @@ impl Reply {
             .body(&json!({ "errors": [message] }).to_string())
     }
 
-    fn json(status: u16, body: &Value) -> Self {
+    /// A JSON answer.
+    pub(crate) fn json(status: u16, body: &Value) -> Self {
         Self::new(status)
             .header("content-type", "application/json")
             .body(&body.to_string())
@@ -477,7 +487,7 @@ impl World {
             .await;
         let known = [
             format!("^/metal/v1/organizations/{ORG}$"),
-            format!("^/metal/v1/organizations/{ORG}/projects$"),
+            format!("^/metal/v1/organizations/{ORG}/(projects|events)$"),
             format!("^/metal/v1/projects/({P1}|{P2})/(devices|events)$"),
             format!("^/metal/v1/devices/({D1}|{D2}|{D3})/events$"),
         ];
