@@ -514,6 +514,21 @@ mod tests {
     const OVERLAP: Duration = Duration::from_secs(600);
 
     #[test]
+    fn a_deleted_list_is_not_a_failed_sweep_but_a_read_error_is() {
+        let gone = SweepReport {
+            gone_lists: 1,
+            stale_inventory: true,
+            ..SweepReport::default()
+        };
+        assert!(gone.all_delivered());
+        let failed = SweepReport {
+            list_errors: 1,
+            ..SweepReport::default()
+        };
+        assert!(!failed.all_delivered());
+    }
+
+    #[test]
     fn floor_stops_below_the_oldest_unsettled_event() {
         let read = [
             (Some(t(50)), true),
