@@ -677,6 +677,40 @@ impl Summary {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_summary_calls_an_event_lost_only_when_a_clean_sweep_should_have_sent_it() {
+        let metal = MetalSim::start(MetalSimConfig::default()).await.unwrap();
+        let direktiv = DirektivSim::start(DirektivSimConfig::default())
+            .await
+            .unwrap();
+        let baseline = (Utc::now() - START_BACK).trunc_subsecs(0);
+        let recent = expected_events(&metal, baseline).len();
+        metal.emit_events(3);
+        let old_only = Summary::compute(&metal, &direktiv, Utc::now() + START_BACK, None);
+        assert_eq!(
+            (old_only.expected, old_only.pending),
+            (0, 0),
+            "{old_only:?}"
+        );
+
+        // No clean sweep yet: nothing Direktiv lacks can be called lost.
+        let early = Summary::compute(&metal, &direktiv, baseline, None);
+        assert_eq!(
+            (early.expected, early.generated, early.recent),
+            (recent + 3, 3, recent)
+        );
+        assert_eq!((early.accepted, early.pending), (0, recent + 3));
+        assert!(early.lost.is_empty() && early.is_sound(), "{early:?}");
+
+        // A clean sweep began after every event appeared: each one is lost.
+        let clean = SystemTime::now() + Duration::from_secs(1);
+        let late = Summary::compute(&metal, &direktiv, baseline, Some(clean));
+        assert_eq!((late.pending, late.lost.len()), (0, recent + 3));
+        assert!(!late.is_sound());
+        metal.shutdown().await;
+        direktiv.shutdown().await;
+    }
+
     #[test]
     fn short_cuts_long_problems_to_one_line() {
         assert_eq!(short("503 Service Unavailable"), "503 Service Unavailable");

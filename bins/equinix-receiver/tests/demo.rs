@@ -245,3 +245,25 @@ fn an_outage_shows_pending_events_that_are_delivered_when_direktiv_is_back() {
         "{out}"
     );
 }
+
+#[test]
+fn a_busy_metal_api_slows_the_demo_down_but_loses_nothing() {
+    let mut demo = Demo::start(&[
+        "--demo-api-faults",
+        "--demo-rate",
+        "5",
+        "--demo-events",
+        "30",
+    ]);
+    let status = demo.wait_exit(Duration::from_secs(40));
+    let out = demo.output();
+    assert!(status.success(), "exit {status:?}; stdout:\n{out}");
+    assert!(demo.event_lines().len() >= 30, "{out}");
+    assert_sound_summary(&demo);
+    // The simulated API really answered some requests with 429 or 503.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("faults injected") && !l.contains(" 0 faults injected")),
+        "{out}"
+    );
+}
