@@ -60,6 +60,9 @@ pub(crate) struct SweepReport {
     /// Lists that answered 404: their device or project was deleted since
     /// the inventory was loaded. Not a failure; the inventory is refreshed.
     pub(crate) gone_lists: usize,
+    /// Lists whose reading stopped at the page cap (`equinix.maxPages`): older
+    /// new events wait for the next sweep.
+    pub(crate) capped_lists: usize,
     /// The first list error, for the log and the error event.
     pub(crate) first_list_error: Option<String>,
     /// The status of that error, when the API answered.
@@ -98,6 +101,7 @@ impl SweepReport {
         self.deferred == 0
             && self.rejected == 0
             && self.list_errors == 0
+            && self.capped_lists == 0
             && !self.auth_failed
             && self.persist_error.is_none()
     }
@@ -248,6 +252,7 @@ impl Pipeline {
 
         for poll in &polls {
             report.pages += poll.pages;
+            report.capped_lists += usize::from(poll.capped);
             if let Some(error) = &poll.error {
                 if error.is_not_found() {
                     // A device or project deleted since the inventory was

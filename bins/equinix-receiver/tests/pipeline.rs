@@ -975,10 +975,11 @@ async fn a_backlog_beyond_the_page_cap_is_delivered_over_several_runs_without_lo
         (0..25).map(|i| device_event(&eid(i), "provisioning.109", D1, ago(500 - i64::from(i)))),
     );
 
+    // The page cap left older new events unread: not everything was delivered.
     world
         .once(&["startFrom: all", "maxPages: 2"], &[])
         .await
-        .assert_code(0);
+        .assert_code(3);
     let first = world.direktiv.accepted_ids();
     assert_eq!(first.len(), 20, "two pages of ten");
     world.direktiv.clear();
@@ -990,5 +991,58 @@ async fn a_backlog_beyond_the_page_cap_is_delivered_over_several_runs_without_lo
     let all: HashSet<String> = first.iter().chain(&second).cloned().collect();
     assert_eq!(all, (0..25).map(eid).collect::<HashSet<_>>());
     assert_eq!(first.len() + second.len(), 25, "nothing twice");
+    world.verify().await;
+}
+
+/// A list read before is first asked for a small page: in a steady state its
+/// newest events already reach the settled part. When more than that is new,
+/// the list is read again from page 1 at the full page size, and nothing is
+/// skipped.
+#[tokio::test]
+async fn known_lists_are_probed_with_a_small_page_and_reread_when_much_is_new() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    world.metal.add(
+        &path,
+        (0..5).map(|i| device_event(&eid(i), "provisioning.104", D1, ago(900 - i64::from(i)))),
+    );
+    world
+        .once(&["startFrom: all", "perPage: 100"], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids().len(), 5);
+    let first = world.metal.hits_to(&path);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].query.contains("per_page=100"), "{:?}", first[0]);
+
+    // Steady state: one small request.
+    world.metal.clear_hits();
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all", "perPage: 100"], &[])
+        .await
+        .assert_code(0);
+    let probe = world.metal.hits_to(&path);
+    assert_eq!(probe.len(), 1, "{probe:?}");
+    assert!(probe[0].query.contains("per_page=10"), "{:?}", probe[0]);
+    assert!(world.direktiv.posts().is_empty());
+
+    // Fifteen new events: the probe holds ten, all new, so the list is read
+    // again at full size and all fifteen go out once, oldest first.
+    world.metal.clear_hits();
+    world.metal.add(
+        &path,
+        (10..25).map(|i| device_event(&eid(i), "instance.reboot", D1, ago(300 - i64::from(i)))),
+    );
+    world
+        .once(&["startFrom: all", "perPage: 100"], &[])
+        .await
+        .assert_code(0);
+    let reads = world.metal.hits_to(&path);
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    assert!(reads[0].query.contains("per_page=10"), "{:?}", reads[0]);
+    assert!(reads[1].query.contains("per_page=100"), "{:?}", reads[1]);
+    let sent = world.direktiv.accepted_ids();
+    assert_eq!(sent, (10..25).map(eid).collect::<Vec<_>>());
     world.verify().await;
 }

@@ -548,9 +548,12 @@ impl World {
     /// sections (each indented by two spaces).
     pub(crate) fn config(&self, equinix: &[&str], direktiv: &[&str]) -> String {
         let mut text = format!(
-            "equinix:\n  organizationId: {ORG}\n  packetAuthToken: {METAL_TOKEN}\n  apiUrl: {}\n  perPage: 10\n",
+            "equinix:\n  organizationId: {ORG}\n  packetAuthToken: {METAL_TOKEN}\n  apiUrl: {}\n",
             self.api_url()
         );
+        if !equinix.iter().any(|line| line.starts_with("perPage:")) {
+            text.push_str("  perPage: 10\n");
+        }
         for line in equinix {
             text.push_str(&format!("  {line}\n"));
         }
