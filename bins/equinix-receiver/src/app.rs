@@ -335,7 +335,7 @@ async fn main_loop(
             let report = match sweep_within_grace(pipeline, current, settings, stop, grace).await {
                 SweepEnd::Done(report) => {
                     health.set_ready();
-                    report
+                    *report
                 }
                 SweepEnd::TimedOut => {
                     tracing::warn!(
@@ -411,7 +411,7 @@ async fn main_loop(
 /// How a sweep ended.
 enum SweepEnd {
     /// It ran to its end (possibly cut short by a shutdown, within the grace).
-    Done(SweepReport),
+    Done(Box<SweepReport>),
     /// `equinix.sweepTimeout` ran out.
     TimedOut,
     /// A shutdown began and `shutdownGrace` ran out before the sweep ended.
@@ -438,7 +438,7 @@ async fn sweep_within_grace(
     };
     tokio::select! {
         ended = sweep => match ended {
-            Ok(report) => SweepEnd::Done(report),
+            Ok(report) => SweepEnd::Done(Box::new(report)),
             Err(_) => SweepEnd::TimedOut,
         },
         () = grace_over => SweepEnd::GraceOver,
