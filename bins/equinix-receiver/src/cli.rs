@@ -57,7 +57,8 @@ pub(crate) struct Cli {
     pub(crate) once: bool,
 
     /// Poll as usual, but print each CloudEvent as one JSON object per line on stdout
-    /// instead of sending it.
+    /// instead of sending it. Reads a private copy of the state file and never writes
+    /// it, so `--once --dry-run` previews exactly what the next real run would send.
     #[arg(long)]
     pub(crate) dry_run: bool,
 

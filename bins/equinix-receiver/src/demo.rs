@@ -532,13 +532,13 @@ impl Display {
         ];
         if summary.pending > 0 {
             lines.push(format!(
-                "  still pending:                                          {} (created after \
-                 the last complete sweep began; the Metal API still lists them and the next \
-                 sweep would send them)",
-                summary.pending
+                "  {:<56}{} (they appeared after the start of the last sweep that delivered \
+                 everything it found; the Metal API still lists them, so the next successful \
+                 sweep sends them)",
+                "still pending:", summary.pending
             ));
         } else {
-            lines.push("  still pending:                                          0".to_owned());
+            lines.push(format!("  {:<56}0", "still pending:"));
         }
         lines.push(format!(
             "  duplicates: {} (each id reached Direktiv once; {} resends were recognised as \

@@ -1046,3 +1046,44 @@ async fn known_lists_are_probed_with_a_small_page_and_reread_when_much_is_new() 
     assert_eq!(sent, (10..25).map(eid).collect::<Vec<_>>());
     world.verify().await;
 }
+
+/// `--once --dry-run` on an existing state previews exactly what the next real
+/// run would send, and leaves the state file as it was.
+#[tokio::test]
+async fn a_dry_run_on_an_existing_state_previews_only_what_is_new() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    world.metal.add(
+        &path,
+        [device_event(&eid(1), "provisioning.110", D1, ago(120))],
+    );
+    let config = world.write_config(&world.config(&["startFrom: all"], &[]));
+    world.run(&config, &["--once"]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), vec![eid(1)]);
+    let state_before = std::fs::read(world.state_path()).expect("the state file");
+
+    world.direktiv.clear();
+    world.metal.add(
+        &path,
+        [device_event(&eid(2), "instance.reboot", D1, ago(30))],
+    );
+    let run = world.run(&config, &["--once", "--dry-run"]).await;
+    run.assert_code(0);
+    let printed: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(printed.len(), 1, "{}", run.stdout);
+    assert_eq!(printed[0]["id"], eid(2));
+    assert!(world.direktiv.posts().is_empty(), "the dry run sent");
+    assert_eq!(
+        std::fs::read(world.state_path()).expect("the state file"),
+        state_before,
+        "the dry run changed the state file"
+    );
+
+    world.run(&config, &["--once"]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), vec![eid(2)]);
+    world.verify().await;
+}
