@@ -23,7 +23,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Local, SubsecRound as _, Utc};
-use clap::Parser as _;
 use cloudevents::AttributesReader as _;
 use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
@@ -35,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use crate::app::{self, Extras, RunOptions, SweepCallback};
-use crate::cli::{Cli, DemoOptions, EXIT_FAILURE};
+use crate::cli::{DemoOptions, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::settings::{
     AuthHeaderName, DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings,
@@ -61,13 +60,8 @@ const OUTAGE_DELAY: Duration = Duration::from_secs(1);
 /// must have seen.
 const SWEEP_START_MARGIN: Duration = Duration::from_millis(250);
 
-/// Runs the demo with the `--demo-*` options of the command line.
-pub(crate) async fn run() -> anyhow::Result<ExitCode> {
-    run_demo(Cli::parse().demo_options()).await
-}
-
 /// Runs the demo until Ctrl-C (or `--demo-events`), then prints the summary.
-async fn run_demo(options: DemoOptions) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
     let rust_log = std::env::var("RUST_LOG").ok();
     crate::logging::init(
         &LogSettings {

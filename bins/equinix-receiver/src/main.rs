@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match cli.mode() {
         Ok(Mode::Config(path)) => path,
-        Ok(Mode::Demo) => return finish(demo::run().await),
+        Ok(Mode::Demo) => return finish(demo::run(cli.demo_options()).await),
         Err((message, code)) => {
             report(&[message]);
             return code;
