@@ -264,6 +264,11 @@ impl Pipeline {
                 }
                 report.list_errors += 1;
                 report.auth_failed |= error.is_unauthorized();
+                self.metrics.error(if error.is_unauthorized() {
+                    "auth"
+                } else {
+                    "equinix_api"
+                });
                 if report.first_list_error.is_none() {
                     report.first_list_error = Some(error.to_string());
                     report.first_list_error_status = error.status().map(|s| s.as_u16());
