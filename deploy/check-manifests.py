@@ -9,9 +9,12 @@ Kustomization, the config.yaml inside the ConfigMap, the Direktiv workflows,
 the Dockerfile's entrypoint). Needs PyYAML only.
 """
 
+import os
 import pathlib
 import re
+import subprocess
 import sys
+import tempfile
 
 import yaml
 
@@ -207,6 +210,26 @@ for ext in ("hostname", "projname"):
     check(f'."provisioning.110".{ext}' in text, f"provisioning-workflow.yaml: uses the {ext} extension")
 check("projname" in dig(provisioning, "start", "event", "context", default={}),
       "provisioning-workflow.yaml: context filter on projname")
+
+# --- The ConfigMap's config.yaml through the receiver itself (`--check`, no
+# request), when the caller says where the binary is (.ci/run does, after the
+# tests built it). Placeholders get realistic values; the tokens come from the
+# environment, as the Deployment passes them.
+receiver = os.environ.get("EQUINIX_RECEIVER_BIN")
+if receiver:
+    text = configmap["data"]["config.yaml"]
+    text = text.replace("<equinix organization id>", "ed49fa53-743f-43aa-836b-e24f88f94d9c")
+    text = text.replace("<direktiv-url>", "direktiv.example.com").replace("<namespace>", "ops")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "config.yaml"
+        path.write_text(text)
+        env = dict(os.environ, METAL_AUTH_TOKEN="metal-token-from-secret",
+                   DIREKTIV_TOKEN="direktiv-token-from-secret")
+        result = subprocess.run([receiver, "--check", str(path)], env=env,
+                                capture_output=True, text=True, check=False)
+        check(result.returncode == 0,
+              "configmap: config.yaml passes `equinix-receiver --check` "
+              f"(exit {result.returncode}: {result.stderr.strip()})")
 
 for f in failures:
     print(f"FAIL {f}")
