@@ -268,7 +268,7 @@ pub(crate) fn render(r: &Results, existing: &str) -> String {
     if r.missed.is_empty() {
         out.push_str("\nEvery goal is met.\n\n");
     } else {
-        out.push_str("\n**Missed goals** (causes under each scenario):\n\n");
+        out.push_str("\n**Missed goals** (causes under Findings, at the end):\n\n");
         for miss in &r.missed {
             let _ = writeln!(out, "- {miss}");
         }
@@ -418,6 +418,13 @@ pub(crate) fn render(r: &Results, existing: &str) -> String {
             c.stat("api_requests"),
             0,
             "",
+        );
+        row(
+            &mut out,
+            "receiver CPU time (user + system), start to one idle sweep after",
+            c.stat("receiver_cpu_s"),
+            2,
+            "s",
         );
         row(&mut out, "**lost**", c.stat("lost"), 0, "");
         row(&mut out, "**duplicated**", c.stat("duplicates"), 0, "");

@@ -6,7 +6,7 @@
 //! scenario, `docs/benchmarks.md`.
 //!
 //! ```text
-//! cargo run --release -p bench              # full run, ~8 minutes on 2 cores
+//! cargo run --release -p bench              # full run, ~11 minutes on 2 cores
 //! cargo run --release -p bench -- --quick   # one run each, smaller fleets, ~1.5 minutes
 //! cargo run --release -p bench -- --scenario steady --runs 5
 //! ```

@@ -349,6 +349,9 @@ pub(crate) struct CatchupRun {
     /// Sweeps until everything was delivered.
     pub(crate) sweeps: usize,
     pub(crate) api_requests: u64,
+    /// The receiver's CPU time (user + system) from start to one idle sweep
+    /// after the last delivery.
+    pub(crate) receiver_cpu_s: f64,
     pub(crate) lost: usize,
     /// Ids accepted more than once plus resends Direktiv refused as duplicates.
     pub(crate) duplicates: u64,
@@ -411,6 +414,7 @@ pub(crate) async fn catchup(
     }
     let sweeps = lines.iter().filter(|l| l.delivered > 0).count();
     let api_requests = setup.metal.stats().requests_total - requests_before;
+    let receiver_cpu_s = receiver.cpu_time()?.as_secs_f64();
     let warnings = receiver.warnings();
     let status = receiver.terminate().await?;
     ensure!(status.success(), "the receiver exited with {status}");
@@ -453,6 +457,7 @@ pub(crate) async fn catchup(
         delivery_phase_share_of_floor: n / delivery_phase_s / floor,
         sweeps,
         api_requests,
+        receiver_cpu_s,
         lost,
         duplicates,
         warnings,
@@ -471,6 +476,8 @@ pub(crate) struct LatencyRun {
     /// `poll interval + sweep time + 200 ms`.
     pub(crate) limit_ms: f64,
     pub(crate) lost: usize,
+    /// The simulator's records of the lost events, for diagnosis.
+    pub(crate) lost_events: Vec<String>,
     pub(crate) duplicates: u64,
     /// The receiver's warning and error log lines.
     pub(crate) warnings: Vec<String>,
@@ -538,10 +545,17 @@ pub(crate) async fn latency(
             latencies.push(ms);
         }
     }
-    let lost = expected
+    let lost_ids: Vec<String> = expected
         .keys()
         .filter(|id| !seen.contains_key(id.as_str()))
-        .count();
+        .cloned()
+        .collect();
+    let lost = lost_ids.len();
+    let lost_events: Vec<String> = emitted
+        .iter()
+        .filter(|e| lost_ids.contains(&e.id))
+        .map(|e| format!("{e:?}"))
+        .collect();
     let duplicates = seen.values().map(|c| c - 1).sum::<u64>() + stats.duplicates_rejected;
     let sweep_ms = if window_sweeps.is_empty() {
         f64::NAN
@@ -560,6 +574,7 @@ pub(crate) async fn latency(
         sweep_ms,
         limit_ms: LATENCY_INTERVAL.as_secs_f64() * 1000.0 + sweep_ms + 200.0,
         lost,
+        lost_events,
         duplicates,
         warnings,
     })
