@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use event_dedupe::{EventKey, Tracker, Verdict};
-use metal_events::{Client, DeviceId, Event, EventScope, ListOptions, OrganizationId, ProjectId};
+use metal_events::{
+    Client, DeviceId, Event, EventId, EventScope, ListOptions, OrganizationId, ProjectId,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::gate::RateGate;
@@ -14,10 +16,11 @@ use crate::metrics::{LevelLabel, Metrics};
 
 /// Attempts at one page before the list is given up for this sweep.
 const PAGE_ATTEMPTS: u32 = 3;
-/// The page size of the first request to a list that was read before: in a
-/// steady state its newest few events already reach the settled line, so a
-/// small first page saves decoding (and bytes) on every list of every sweep.
-/// When it does not, the list is read again from page 1 at `perPage`.
+/// The page size of the first request to a list that has a settled line (a
+/// floor from an earlier sweep, or a baseline): in a steady state, and on a
+/// first start from `now`, its newest few events already reach that line, so a
+/// small first page saves decoding, memory and bytes on every list of every
+/// sweep. When it does not, the list is read again from page 1 at `perPage`.
 const PROBE_PER_PAGE: u32 = 10;
 /// The wait after a 429 that named none.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
@@ -76,13 +79,17 @@ impl Source {
     }
 }
 
-/// An event read from a list, with the tracker's verdict.
+/// What is kept of every event read from a list: enough to move the list's
+/// floor. Only new events are kept whole (in [`ListPoll::new`]), so a sweep's
+/// memory follows what is new, not what was read.
 #[derive(Debug, Clone)]
 pub(crate) struct Seen {
-    /// The event as the API sent it.
-    pub(crate) event: Event,
+    /// When it was created, if the API said.
+    pub(crate) created_at: Option<DateTime<Utc>>,
     /// What the tracker said when it was read.
     pub(crate) verdict: Verdict,
+    /// Its id, kept for new events only (to learn whether they were settled).
+    pub(crate) new_id: Option<EventId>,
 }
 
 /// How reading a list ended.
@@ -103,6 +110,8 @@ pub(crate) struct ListPoll {
     pub(crate) source: Source,
     /// Every event read, in the API's order.
     pub(crate) seen: Vec<Seen>,
+    /// The new events read, whole, in the API's order.
+    pub(crate) new: Vec<Event>,
     /// How reading ended.
     pub(crate) end: ListEnd,
     /// The error that ended it, if one did.
@@ -156,6 +165,7 @@ pub(crate) async fn poll_list(
     let mut poll = ListPoll {
         source,
         seen: Vec::new(),
+        new: Vec::new(),
         end: ListEnd::Partial,
         error: None,
         pages: 0,
@@ -171,7 +181,7 @@ pub(crate) async fn poll_list(
     };
     let baseline = tracker.baseline().resolve(Utc::now());
     let settled_line = floor.max(baseline);
-    let mut probing = floor.is_some() && options.per_page > PROBE_PER_PAGE;
+    let mut probing = settled_line.is_some() && options.per_page > PROBE_PER_PAGE;
     let mut pager = if probing {
         let probe = ListOptions {
             per_page: PROBE_PER_PAGE,
@@ -280,12 +290,17 @@ pub(crate) async fn poll_list(
                     .zip(settled_line)
                     .is_some_and(|(at, line)| at <= line)
             });
-        poll.seen.extend(
-            page.items
-                .into_iter()
-                .zip(verdicts)
-                .map(|(event, verdict)| Seen { event, verdict }),
-        );
+        for (event, verdict) in page.items.into_iter().zip(verdicts) {
+            let new_id = verdict.is_new().then(|| event.id.clone()).flatten();
+            poll.seen.push(Seen {
+                created_at: event.created_at,
+                verdict,
+                new_id,
+            });
+            if verdict.is_new() {
+                poll.new.push(event);
+            }
+        }
         if any_new {
             pages_with_new += 1;
         }
@@ -304,6 +319,7 @@ pub(crate) async fn poll_list(
             probing = false;
             pager = client.event_pages(&poll.source.scope, &list_options);
             poll.seen.clear();
+            poll.new.clear();
             pages_with_new = 0;
             ordered = true;
             oldest_so_far = None;

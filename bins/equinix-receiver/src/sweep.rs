@@ -286,29 +286,25 @@ impl Pipeline {
         let mut groups: HashMap<String, Group> = HashMap::new();
         for poll in &polls {
             for seen in &poll.seen {
-                let Some(id) = seen.event.id.as_ref().map(|id| id.as_str()) else {
-                    continue;
-                };
                 match seen.verdict {
                     Verdict::New => {}
-                    Verdict::Delivered => {
+                    Verdict::Delivered | Verdict::BelowFloor => {
                         self.metrics.events_duplicate.inc();
-                        continue;
-                    }
-                    Verdict::BelowFloor => {
-                        self.metrics.events_duplicate.inc();
-                        continue;
                     }
                     Verdict::BeforeBaseline => {
                         self.metrics.events_before_baseline.inc();
-                        continue;
                     }
                 }
+            }
+            for event in &poll.new {
+                let Some(id) = event.id.as_ref().map(|id| id.as_str()) else {
+                    continue;
+                };
                 if !claimed.insert(id.to_owned()) {
                     continue;
                 }
-                let context = context(inventory, &poll.source, &seen.event);
-                match metal_cloudevents::to_cloudevent(&seen.event, &context, &self.map_options) {
+                let context = context(inventory, &poll.source, event);
+                match metal_cloudevents::to_cloudevent(event, &context, &self.map_options) {
                     Ok(cloud) => {
                         let group_key = context.device.as_ref().map_or_else(
                             || poll.source.key.clone(),
@@ -319,7 +315,7 @@ impl Pipeline {
                             .or_insert_with(|| Group { items: Vec::new() })
                             .items
                             .push(Candidate {
-                                event: seen.event.clone(),
+                                event: event.clone(),
                                 cloud,
                                 source_key: poll.source.key.clone(),
                             });
@@ -334,7 +330,7 @@ impl Pipeline {
                         // the floor passes it.
                         if let Err(error) = self
                             .tracker
-                            .record_delivered(&poll.source.key, id, seen.event.created_at)
+                            .record_delivered(&poll.source.key, id, event.created_at)
                             .await
                         {
                             self.metrics.state_persist_failures.inc();
@@ -371,13 +367,12 @@ impl Pipeline {
             let read = poll.seen.iter().map(|seen| {
                 let done = match seen.verdict {
                     Verdict::New => seen
-                        .event
-                        .id
+                        .new_id
                         .as_ref()
                         .is_none_or(|id| settled.contains(id.as_str())),
                     _ => true,
                 };
-                (seen.event.created_at, done)
+                (seen.created_at, done)
             });
             if let Some(floor) = floor_for(read, now, self.overlap)
                 && let Err(error) = self.tracker.advance_floor(&poll.source.key, floor).await
