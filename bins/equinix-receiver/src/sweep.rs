@@ -5,7 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -118,8 +118,27 @@ struct Candidate {
 /// The events of one device (or one list, for events of no device), oldest
 /// first: delivered in order, one at a time.
 struct Group {
+    /// `device:<id>`, or the list's key for events of no device.
+    key: String,
     items: Vec<Candidate>,
 }
+
+/// What a sweep shares between its polling and its deliveries.
+#[derive(Default)]
+struct Progress {
+    report: SweepReport,
+    /// Ids chosen for delivery this sweep (each event once).
+    claimed: HashSet<String>,
+    /// Ids delivered, refused for good or unmappable: settled.
+    settled: HashSet<String>,
+    /// Group keys with a deferred event: later groups of the same device wait
+    /// for the next sweep, so one device's events never overtake each other.
+    blocked: HashSet<String>,
+}
+
+/// One lane per group key: groups of the same device are delivered one after
+/// the other, in the order they were found.
+type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// The floor a fully read list may move to: the newest creation time such that
 /// every event read at or before it is settled. When every event read is
@@ -209,157 +228,53 @@ impl Pipeline {
         let started = Instant::now();
         let now = Utc::now();
         self.metrics.sweeps.inc();
-        let mut report = SweepReport::default();
 
-        // Poll.
+        // Poll and deliver at once: each list's new events go out as soon as
+        // the list is read. Device lists are read first, so an event that a
+        // device and its project both list is claimed with the device's
+        // context; project and organization lists follow while the device
+        // lists' deliveries are still running.
+        self.metrics.pending_events.set(0);
         let sources = sources(inventory, self.levels);
-        report.lists = sources.len();
+        let lists = sources.len();
+        let (device_lists, other_lists): (Vec<Source>, Vec<Source>) =
+            sources.into_iter().partition(|s| s.level() == "device");
+        let progress = Mutex::new(Progress::default());
+        let lanes = Lanes::default();
+        let (progress, lanes) = (&progress, &lanes);
         let poll_stop = stop.child_token();
-        let mut polls: Vec<ListPoll> = stream::iter(sources)
-            .map(|source| {
-                let poll_stop = poll_stop.clone();
-                async move {
-                    let poll = poll_list(
-                        &self.client,
-                        self.tracker.as_ref(),
-                        &self.gate,
-                        &self.metrics,
-                        &self.poll,
-                        source,
-                        &poll_stop,
-                    )
-                    .await;
-                    if poll
-                        .error
-                        .as_ref()
-                        .is_some_and(metal_events::Error::is_unauthorized)
-                    {
-                        // A wrong token fails every list: stop asking.
-                        poll_stop.cancel();
-                    }
-                    poll
-                }
-            })
-            .buffer_unordered(self.api_concurrency.max(1))
-            .collect()
-            .await;
-        // Device lists first (see `sources`), whatever order they finished in.
-        polls.sort_by_key(|p| match p.source.level() {
-            "device" => 0,
-            "project" => 1,
-            _ => 2,
-        });
-
-        for poll in &polls {
-            report.pages += poll.pages;
-            report.capped_lists += usize::from(poll.capped);
-            if let Some(error) = &poll.error {
-                if error.is_not_found() {
-                    // A device or project deleted since the inventory was
-                    // loaded: nothing to read, and not a failed sweep.
-                    report.gone_lists += 1;
-                    report.stale_inventory = true;
-                    tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");
-                    continue;
-                }
-                report.list_errors += 1;
-                report.auth_failed |= error.is_unauthorized();
-                self.metrics.error(if error.is_unauthorized() {
-                    "auth"
-                } else {
-                    "equinix_api"
-                });
-                if report.first_list_error.is_none() {
-                    report.first_list_error = Some(error.to_string());
-                    report.first_list_error_status = error.status().map(|s| s.as_u16());
-                    report.first_list_error_source = Some(poll.source.key.clone());
-                }
-                if !error.is_unauthorized() {
-                    tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
-                }
-            }
-        }
-
-        // Choose: each new event once, with the first list's context.
-        let mut settled: HashSet<String> = HashSet::new();
-        let mut claimed: HashSet<String> = HashSet::new();
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for poll in &polls {
-            for seen in &poll.seen {
-                match seen.verdict {
-                    Verdict::New => {}
-                    Verdict::Delivered | Verdict::BelowFloor => {
-                        self.metrics.events_duplicate.inc();
-                    }
-                    Verdict::BeforeBaseline => {
-                        self.metrics.events_before_baseline.inc();
-                    }
-                }
-            }
-            for event in &poll.new {
-                let Some(id) = event.id.as_ref().map(|id| id.as_str()) else {
-                    continue;
-                };
-                if !claimed.insert(id.to_owned()) {
-                    continue;
-                }
-                let context = context(inventory, &poll.source, event);
-                match metal_cloudevents::to_cloudevent(event, &context, &self.map_options) {
-                    Ok(cloud) => {
-                        let group_key = context.device.as_ref().map_or_else(
-                            || poll.source.key.clone(),
-                            |d| format!("device:{}", d.id),
-                        );
-                        groups
-                            .entry(group_key)
-                            .or_insert_with(|| Group { items: Vec::new() })
-                            .items
-                            .push(Candidate {
-                                event: event.clone(),
-                                cloud,
-                                source_key: poll.source.key.clone(),
-                            });
-                    }
-                    Err(error) => {
-                        report.unmappable += 1;
-                        self.metrics.events_unmappable.inc();
-                        settled.insert(id.to_owned());
-                        tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
-                        // Settled deliberately, like a refused event: recorded
-                        // so it is reported once, not on every sweep until
-                        // the floor passes it.
-                        if let Err(error) = self
-                            .tracker
-                            .record_delivered(&poll.source.key, id, event.created_at)
-                            .await
-                        {
-                            self.metrics.state_persist_failures.inc();
-                            tracing::error!(%error, "could not write the state");
-                        }
-                    }
-                }
-            }
-        }
-        report.new = groups.values().map(|g| g.items.len()).sum();
-        self.metrics.pending_events.set(report.new as i64);
-
-        // Deliver: groups in parallel, each oldest first.
-        let mut groups: Vec<Group> = groups.into_values().collect();
-        for group in &mut groups {
-            group
-                .items
-                .sort_by_key(|c| (c.event.created_at.is_none(), c.event.created_at));
-        }
         let delivery_stop = stop.child_token();
-        let results = Mutex::new((settled, report));
-        stream::iter(groups)
-            .for_each_concurrent(self.delivery_concurrency.max(1), |group| {
-                self.deliver_group(group, &delivery_stop, &results)
-            })
-            .await;
-        let (settled, mut report) = results
-            .into_inner()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (groups_tx, mut groups_rx) = tokio::sync::mpsc::unbounded_channel::<Group>();
+
+        let polling = async move {
+            let mut polls = Vec::with_capacity(lists);
+            for phase in [device_lists, other_lists] {
+                let mut read = stream::iter(phase)
+                    .map(|source| self.poll_one(source, &poll_stop))
+                    .buffer_unordered(self.api_concurrency.max(1));
+                while let Some(mut poll) = read.next().await {
+                    for group in self.claim(&mut poll, inventory, progress).await {
+                        // The receiver lives until both halves end.
+                        let _ = groups_tx.send(group);
+                    }
+                    polls.push(poll);
+                }
+            }
+            drop(groups_tx);
+            polls
+        };
+        let groups = stream::poll_fn(move |cx| groups_rx.poll_recv(cx));
+        let delivering = groups.for_each_concurrent(self.delivery_concurrency.max(1), |group| {
+            self.deliver_group(group, &delivery_stop, progress, lanes)
+        });
+        let (polls, ()) = tokio::join!(polling, delivering);
+
+        let Progress {
+            settled,
+            mut report,
+            ..
+        } = std::mem::take(&mut *progress.lock().unwrap_or_else(PoisonError::into_inner));
+        report.lists = lists;
         report.deferred = report.new - report.delivered - report.already - report.rejected;
 
         // Settle: move the floor of every list read to its settled part.
@@ -405,12 +320,176 @@ impl Pipeline {
         report
     }
 
+    /// Reads one list; a refused token stops the other lists too.
+    async fn poll_one(&self, source: Source, poll_stop: &CancellationToken) -> ListPoll {
+        let poll = poll_list(
+            &self.client,
+            self.tracker.as_ref(),
+            &self.gate,
+            &self.metrics,
+            &self.poll,
+            source,
+            poll_stop,
+        )
+        .await;
+        if poll
+            .error
+            .as_ref()
+            .is_some_and(metal_events::Error::is_unauthorized)
+        {
+            // A wrong token fails every list: stop asking.
+            poll_stop.cancel();
+        }
+        poll
+    }
+
+    /// Accounts for a list just read and claims its new events: each id once
+    /// per sweep, grouped by device (else by list), oldest first. Takes the
+    /// list's new events out of `poll`.
+    async fn claim(
+        &self,
+        poll: &mut ListPoll,
+        inventory: &Inventory,
+        progress: &Mutex<Progress>,
+    ) -> Vec<Group> {
+        for seen in &poll.seen {
+            match seen.verdict {
+                Verdict::New => {}
+                Verdict::Delivered | Verdict::BelowFloor => {
+                    self.metrics.events_duplicate.inc();
+                }
+                Verdict::BeforeBaseline => {
+                    self.metrics.events_before_baseline.inc();
+                }
+            }
+        }
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut unmappable = Vec::new();
+        {
+            let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+            let Progress {
+                report,
+                claimed,
+                settled,
+                ..
+            } = &mut *progress;
+            self.account_list(poll, report);
+            for event in std::mem::take(&mut poll.new) {
+                let Some(id) = event.id.as_ref().map(|id| id.as_str().to_owned()) else {
+                    continue;
+                };
+                if !claimed.insert(id.clone()) {
+                    continue;
+                }
+                let context = context(inventory, &poll.source, &event);
+                match metal_cloudevents::to_cloudevent(&event, &context, &self.map_options) {
+                    Ok(cloud) => {
+                        let key = context.device.as_ref().map_or_else(
+                            || poll.source.key.clone(),
+                            |d| format!("device:{}", d.id),
+                        );
+                        report.new += 1;
+                        self.metrics.pending_events.inc();
+                        groups
+                            .entry(key.clone())
+                            .or_insert_with(|| Group {
+                                key,
+                                items: Vec::new(),
+                            })
+                            .items
+                            .push(Candidate {
+                                event,
+                                cloud,
+                                source_key: poll.source.key.clone(),
+                            });
+                    }
+                    Err(error) => {
+                        report.unmappable += 1;
+                        self.metrics.events_unmappable.inc();
+                        settled.insert(id.clone());
+                        tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
+                        unmappable.push((id, event.created_at));
+                    }
+                }
+            }
+        }
+        // Settled deliberately, like a refused event: recorded so it is
+        // reported once, not on every sweep until the floor passes it.
+        for (id, created_at) in unmappable {
+            if let Err(error) = self
+                .tracker
+                .record_delivered(&poll.source.key, &id, created_at)
+                .await
+            {
+                self.metrics.state_persist_failures.inc();
+                tracing::error!(%error, "could not write the state");
+            }
+        }
+        let mut groups: Vec<Group> = groups.into_values().collect();
+        for group in &mut groups {
+            group
+                .items
+                .sort_by_key(|c| (c.event.created_at.is_none(), c.event.created_at));
+        }
+        groups
+    }
+
+    /// Adds a list's pages and errors to the report.
+    fn account_list(&self, poll: &ListPoll, report: &mut SweepReport) {
+        report.pages += poll.pages;
+        report.capped_lists += usize::from(poll.capped);
+        let Some(error) = &poll.error else { return };
+        if error.is_not_found() {
+            // A device or project deleted since the inventory was loaded:
+            // nothing to read, and not a failed sweep.
+            report.gone_lists += 1;
+            report.stale_inventory = true;
+            tracing::info!(source = %poll.source.key, "list answered 404; refreshing the inventory");
+            return;
+        }
+        report.list_errors += 1;
+        report.auth_failed |= error.is_unauthorized();
+        self.metrics.error(if error.is_unauthorized() {
+            "auth"
+        } else {
+            "equinix_api"
+        });
+        if report.first_list_error.is_none() {
+            report.first_list_error = Some(error.to_string());
+            report.first_list_error_status = error.status().map(|s| s.as_u16());
+            report.first_list_error_source = Some(poll.source.key.clone());
+        }
+        if !error.is_unauthorized() {
+            tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
+        }
+    }
+
+    /// Delivers one group in order, stopping at its first deferred event.
     async fn deliver_group(
         &self,
         group: Group,
         stop: &CancellationToken,
-        results: &Mutex<(HashSet<String>, SweepReport)>,
+        progress: &Mutex<Progress>,
+        lanes: &Lanes,
     ) {
+        let lane = Arc::clone(
+            lanes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(group.key.clone())
+                .or_default(),
+        );
+        let _lane = lane.lock().await;
+        let blocked = |progress: &Mutex<Progress>| {
+            progress
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .blocked
+                .contains(&group.key)
+        };
+        if blocked(progress) {
+            return;
+        }
         for candidate in group.items {
             if stop.is_cancelled() {
                 return;
@@ -446,10 +525,9 @@ impl Pipeline {
                         }
                     }
                     tracing::debug!(id, %reason, "delivery deferred to the next sweep");
-                    let mut guard = results
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let report = &mut guard.1;
+                    let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+                    progress.blocked.insert(group.key.clone());
+                    let report = &mut progress.report;
                     if report.first_delivery_problem.is_none() && reason != "shutting down" {
                         report.first_delivery_problem = Some(reason.clone());
                         report.delivery_problem_permanent = *blocks_all;
@@ -468,11 +546,9 @@ impl Pipeline {
                 tracing::error!(%error, "could not write the state");
             }
             self.metrics.pending_events.dec();
-            let mut guard = results
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (settled, report) = &mut *guard;
-            settled.insert(id.to_owned());
+            let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+            progress.settled.insert(id.to_owned());
+            let report = &mut progress.report;
             match outcome {
                 Delivered::Acknowledged { already: false } => report.delivered += 1,
                 Delivered::Acknowledged { already: true } => report.already += 1,
