@@ -640,7 +640,19 @@ pub(crate) fn path_of(url: &Url) -> String {
 }
 
 /// Decodes a JSON body, naming the JSON path that failed.
+///
+/// Tracking the path costs on every field of every event (it keeps each key),
+/// so a body is decoded plainly first and only a body that fails is decoded
+/// again with the path tracked, to name where it failed.
 pub(crate) fn decode<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<T> {
+    match serde_json::from_slice(body) {
+        Ok(value) => Ok(value),
+        Err(_) => decode_tracked(body, path),
+    }
+}
+
+/// [`decode`] with the JSON path tracked: the error names where it failed.
+fn decode_tracked<T: DeserializeOwned>(body: &[u8], path: &str) -> Result<T> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let json_path = e.path().to_string();
