@@ -68,7 +68,7 @@ pub use models::{
     Organization, OrganizationId, Project, ProjectId, ProjectList,
 };
 #[cfg(feature = "client")]
-pub use page::{Page, Pager};
+pub use page::{LazyEvent, Page, Pager};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimit;
 /// The HTTP client crate this one uses, for [`ClientBuilder::http_client`].

@@ -17,14 +17,19 @@
 //! instead: the pages before it were returned normally, the repeated page is
 //! not returned again, and every later call returns `Ok(None)`.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use url::Url;
 
-use crate::client::{Client, Endpoint, path_of};
+use crate::client::{Client, Endpoint, decode, path_of};
 use crate::error::{Error, Result};
-use crate::models::Meta;
+use crate::models::{Event, EventId, EventList, Meta};
 use crate::rate_limit::RateLimit;
 
 /// Turns a page's body into its items and metadata.
@@ -217,6 +222,301 @@ fn with_page(url: &Url, page: u64) -> Url {
     next
 }
 
+/// An event of a page read with [`Client::lazy_event_pages`]: its id and
+/// creation time, read as [`Event`] reads them, and its JSON object, decoded
+/// whole only when [`decode`](Self::decode) is called.
+///
+/// A poller that needs the whole event only for the few events it has not
+/// seen saves most of the decoding work (every field, every string) of a
+/// page.
+#[derive(Debug, Clone)]
+pub struct LazyEvent {
+    id: Option<EventId>,
+    created_at: Option<DateTime<Utc>>,
+    raw: Box<RawValue>,
+}
+
+impl LazyEvent {
+    /// The event's id: [`Event::id`].
+    pub fn id(&self) -> Option<&EventId> {
+        self.id.as_ref()
+    }
+
+    /// When it happened: [`Event::created_at`].
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created_at
+    }
+
+    /// The JSON object as the API sent it.
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The whole event.
+    ///
+    /// # Errors
+    ///
+    /// None in practice: the page that held it was checked to decode as
+    /// [`Event`]s. The error is serde_json's, should that ever fail.
+    pub fn decode(&self) -> serde_json::Result<Event> {
+        serde_json::from_str(self.raw.get())
+    }
+}
+
+/// A page of events with each event kept as its JSON text.
+#[derive(Deserialize)]
+struct RawEventList {
+    #[serde(default, deserialize_with = "raw_events")]
+    events: Vec<Box<RawValue>>,
+    #[serde(default, deserialize_with = "lenient_meta")]
+    meta: Option<Meta>,
+}
+
+/// `null` is an empty list (as [`EventList`] reads it).
+fn raw_events<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Box<RawValue>>, D::Error> {
+    Ok(Option::<Vec<Box<RawValue>>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// A mistyped `meta` is absent (as [`EventList`] reads it).
+fn lenient_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Meta>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// Decodes a page of events lazily. The result is the one [`EventList`]
+/// decoding gives (the same events, the same errors): any failure of the
+/// quick path decodes the page as [`EventList`] to name the JSON path.
+pub(crate) fn decode_lazy_events(
+    body: &[u8],
+    path: &str,
+) -> Result<(Vec<LazyEvent>, Option<Meta>)> {
+    match decode_lazy_quick(body) {
+        Ok(page) => Ok(page),
+        Err(_) => {
+            let list: EventList = decode(body, path)?;
+            let events = list
+                .events
+                .into_iter()
+                .map(|event| {
+                    let raw = serde_json::value::to_raw_value(event.raw()).map_err(|source| {
+                        Error::Decode {
+                            path: path.to_owned(),
+                            json_path: "events".to_owned(),
+                            source,
+                        }
+                    })?;
+                    Ok(LazyEvent {
+                        id: event.id,
+                        created_at: event.created_at,
+                        raw,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((events, list.meta))
+        }
+    }
+}
+
+/// The quick path of [`decode_lazy_events`]; its errors name no JSON path.
+fn decode_lazy_quick(body: &[u8]) -> serde_json::Result<(Vec<LazyEvent>, Option<Meta>)> {
+    let list = serde_json::from_slice::<RawEventList>(body)?;
+    let events = list
+        .events
+        .into_iter()
+        .map(|raw| {
+            let head: Head = serde_json::from_str(raw.get())?;
+            Ok(LazyEvent {
+                id: head.id.map(EventId::new),
+                created_at: head.created_at,
+                raw,
+            })
+        })
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    Ok((events, list.meta))
+}
+
+/// The id and creation time of an event object, read as [`Event::from_raw`]
+/// reads them (the last of repeated keys wins; a value of another type is
+/// absent). Every other value is checked as `serde_json::Value` would check
+/// it, without being kept, so an object decodes here exactly when it decodes
+/// as an [`Event`].
+struct Head {
+    id: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+}
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeadVisitor;
+
+        impl<'de> Visitor<'de> for HeadVisitor {
+            type Value = Head;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Head, A::Error> {
+                let mut head = Head {
+                    id: None,
+                    created_at: None,
+                };
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Id => head.id = map.next_value_seed(AnyValue)?.map(Cow::into_owned),
+                        Key::CreatedAt => {
+                            head.created_at = map.next_value_seed(AnyValue)?.and_then(|at| {
+                                DateTime::parse_from_rfc3339(&at)
+                                    .ok()
+                                    .map(|at| at.with_timezone(&Utc))
+                            });
+                        }
+                        Key::Other => map.next_value_seed(Skip)?,
+                    }
+                }
+                Ok(head)
+            }
+        }
+
+        deserializer.deserialize_map(HeadVisitor)
+    }
+}
+
+/// A key of an event object.
+enum Key {
+    Id,
+    CreatedAt,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(match key {
+                    "id" => Key::Id,
+                    "created_at" => Key::CreatedAt,
+                    _ => Key::Other,
+                })
+            }
+        }
+
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A JSON value of any shape, checked as `serde_json::Value` would check it
+/// (numbers included) but not kept; a string is yielded ([`Cow::Owned`] only
+/// when it had escapes).
+struct AnyValue;
+
+impl<'de> DeserializeSeed<'de> for AnyValue {
+    type Value = Option<Cow<'de, str>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(AnyVisitor)
+    }
+}
+
+/// [`AnyValue`] for values whose text is not needed.
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(AnyVisitor).map(drop)
+    }
+}
+
+fn skip_seq<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    while seq.next_element_seed(Skip)?.is_some() {}
+    Ok(())
+}
+
+fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
+    while map.next_key::<IgnoredKey>()?.is_some() {
+        map.next_value_seed(Skip)?;
+    }
+    Ok(())
+}
+
+/// A key of a nested object, read as `serde_json::Value` reads it (a string).
+struct IgnoredKey;
+
+impl<'de> Deserialize<'de> for IgnoredKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(IgnoredAny).map(|_| IgnoredKey)
+    }
+}
+
+/// Visits any JSON value for [`AnyValue`] and [`Skip`].
+struct AnyVisitor;
+
+impl<'de> Visitor<'de> for AnyVisitor {
+    type Value = Option<Cow<'de, str>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        Skip.deserialize(deserializer).map(|()| None)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        skip_seq(seq).map(|()| None)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        skip_map(map).map(|()| None)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,5 +533,72 @@ mod tests {
             with_page(&url, 2).as_str(),
             "http://h/metal/v1/events?page=2"
         );
+    }
+}
+
+#[cfg(test)]
+mod lazy_tests {
+    use super::*;
+
+    /// Decodes `body` both ways and checks they agree: the same events, or
+    /// the same error.
+    fn agree(body: &str) {
+        let full = decode::<EventList>(body.as_bytes(), "/events");
+        let lazy = decode_lazy_events(body.as_bytes(), "/events");
+        assert_eq!(
+            decode_lazy_quick(body.as_bytes()).is_ok(),
+            full.is_ok(),
+            "the quick path must agree: {body}"
+        );
+        match (full, lazy) {
+            (Ok(full), Ok((events, meta))) => {
+                assert_eq!(meta, full.meta, "{body}");
+                assert_eq!(events.len(), full.events.len(), "{body}");
+                for (lazy, event) in events.iter().zip(&full.events) {
+                    assert_eq!(lazy.id(), event.id.as_ref(), "{body}");
+                    assert_eq!(lazy.created_at(), event.created_at, "{body}");
+                    assert_eq!(&lazy.decode().unwrap(), event, "{body}");
+                }
+            }
+            (Err(full), Err(lazy)) => assert_eq!(lazy.to_string(), full.to_string()),
+            (full, lazy) => panic!("{body}: full {full:?}, lazy {:?}", lazy.map(|l| l.0)),
+        }
+    }
+
+    #[test]
+    fn lazy_pages_decode_as_event_lists_do() {
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/metal");
+        let mut read = 0;
+        for dir in ["events", "pages"] {
+            for entry in std::fs::read_dir(format!("{fixtures}/{dir}")).unwrap() {
+                let path = entry.unwrap().path();
+                if path.extension().is_some_and(|e| e == "json") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    agree(&text);
+                    agree(&format!("{{\"events\": [{text}, {text}]}}"));
+                    read += 1;
+                }
+            }
+        }
+        assert!(read > 10, "fixtures read: {read}");
+        for body in [
+            r#"{"events": null, "meta": null}"#,
+            r#"{"events": [], "meta": {"current_page": "x", "next": {"href": "?page=2"}}}"#,
+            r#"{"events": [{"id": "a", "id": 7, "created_at": "2024-05-01T12:00:00Z"}]}"#,
+            r#"{"events": [{"id": 7, "id": "b", "created_at": "2024-05-01T12:00:00Z", "created_at": "bad"}]}"#,
+            r#"{"events": [{"id": "a\"\u00e9\\", "created_at": "2024-05-01T14:00:00+02:00"}]}"#,
+            r#"{"events": [{"id": "a", "x": {"y": [1, -2, 3.5, 1e300, true, null, {"z": "\n"}]}}]}"#,
+            r#"{"events": [{"id": "a", "big": 1e400}]}"#,
+            r#"{"events": [{"id": "a"}, 7]}"#,
+            r#"{"events": [{"id": "a"}, []]}"#,
+            r#"{"events": {"id": "a"}}"#,
+            r#"{"events": [{"id": "a"}]} trailing"#,
+            r#"{"events": [{"id": "a",}]}"#,
+            r#"{"events": [], "events": []}"#,
+            r#"[[{"id": "a"}], null]"#,
+            r#"{"events": [{"id": "a", "n": 18446744073709551616, "m": -9223372036854775809}]}"#,
+        ] {
+            agree(body);
+        }
     }
 }
