@@ -187,9 +187,9 @@ pub(crate) async fn poll_list(
             per_page: PROBE_PER_PAGE,
             ..Default::default()
         };
-        client.event_pages(&poll.source.scope, &probe)
+        client.lazy_event_pages(&poll.source.scope, &probe)
     } else {
-        client.event_pages(&poll.source.scope, &list_options)
+        client.lazy_event_pages(&poll.source.scope, &list_options)
     };
     // A clone: the family's read guard must not be held across an await.
     let received = metrics
@@ -250,8 +250,8 @@ pub(crate) async fn poll_list(
             .items
             .iter()
             .map(|e| EventKey {
-                id: e.id.as_ref().map_or("", |id| id.as_str()),
-                created_at: e.created_at,
+                id: e.id().map_or("", |id| id.as_str()),
+                created_at: e.created_at(),
             })
             .collect();
         let verdicts = match tracker.check_many(&poll.source.key, &keys).await {
@@ -266,7 +266,7 @@ pub(crate) async fn poll_list(
 
         let times = oldest_so_far
             .into_iter()
-            .chain(page.items.iter().filter_map(|e| e.created_at));
+            .chain(page.items.iter().filter_map(|e| e.created_at()));
         if ordered && !newest_first(times) {
             ordered = false;
             if !UNORDERED_LOGGED.swap(true, Ordering::Relaxed) {
@@ -277,7 +277,7 @@ pub(crate) async fn poll_list(
         oldest_so_far = page
             .items
             .iter()
-            .filter_map(|e| e.created_at)
+            .filter_map(|e| e.created_at())
             .min()
             .or(oldest_so_far);
 
@@ -286,19 +286,28 @@ pub(crate) async fn poll_list(
             .iter()
             .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
             || page.items.iter().any(|e| {
-                e.created_at
+                e.created_at()
                     .zip(settled_line)
                     .is_some_and(|(at, line)| at <= line)
             });
-        for (event, verdict) in page.items.into_iter().zip(verdicts) {
-            let new_id = verdict.is_new().then(|| event.id.clone()).flatten();
+        for (event, verdict) in page.items.iter().zip(verdicts) {
+            let new_id = verdict.is_new().then(|| event.id().cloned()).flatten();
             poll.seen.push(Seen {
-                created_at: event.created_at,
+                created_at: event.created_at(),
                 verdict,
                 new_id,
             });
             if verdict.is_new() {
-                poll.new.push(event);
+                // Only new events are decoded whole.
+                match event.decode() {
+                    Ok(event) => poll.new.push(event),
+                    Err(error) => {
+                        // Cannot happen: the page decoded as events.
+                        tracing::error!(source = %poll.source.key, %error,
+                            "an event of the page could not be decoded");
+                        return poll;
+                    }
+                }
             }
         }
         if any_new {
@@ -317,7 +326,7 @@ pub(crate) async fn poll_list(
             // More is new than the probe held: read the list again from page
             // 1 at the full page size (page offsets depend on the size).
             probing = false;
-            pager = client.event_pages(&poll.source.scope, &list_options);
+            pager = client.lazy_event_pages(&poll.source.scope, &list_options);
             poll.seen.clear();
             poll.new.clear();
             pages_with_new = 0;
