@@ -2,7 +2,7 @@
 //! lines and what `/proc` says about its CPU time and memory.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -115,11 +115,17 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// Spawns `binary` with the config and extra arguments; stderr (JSON
     /// log lines) is read on a thread.
+    ///
+    /// Diagnostics: with `BENCH_RECEIVER_LOG_DIR` set, every stderr line is
+    /// also written to `<dir>/receiver-<pid>.log`; `BENCH_RECEIVER_RUST_LOG`
+    /// becomes the receiver's `RUST_LOG` (e.g. `equinix_receiver=debug`).
     pub(crate) fn spawn(binary: &Path, config: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary)
-            .args(args)
-            .arg(config)
-            .env_remove("RUST_LOG")
+        let mut command = Command::new(binary);
+        command.args(args).arg(config).env_remove("RUST_LOG");
+        if let Ok(filter) = std::env::var("BENCH_RECEIVER_RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        let mut child = command
             .env_remove("METAL_AUTH_TOKEN")
             .env_remove("DIREKTIV_TOKEN")
             .stdin(Stdio::null())
@@ -132,9 +138,26 @@ impl Receiver {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let warnings = Arc::new(Mutex::new(Vec::new()));
         let (tail_w, warnings_w) = (Arc::clone(&tail), Arc::clone(&warnings));
+        let mut log_file = match std::env::var_os("BENCH_RECEIVER_LOG_DIR") {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir).context("creating BENCH_RECEIVER_LOG_DIR")?;
+                let path = Path::new(&dir).join(format!("receiver-{}.log", child.id()));
+                eprintln!("the receiver's log: {}", path.display());
+                Some(std::io::BufWriter::new(
+                    std::fs::File::create(&path).context("creating the receiver's log file")?,
+                ))
+            }
+            None => None,
+        };
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if let Some(file) = log_file.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                    if line.contains("sweep done") {
+                        let _ = file.flush();
+                    }
+                }
                 if line.contains("\"WARN\"") || line.contains("\"ERROR\"") {
                     warnings_w.lock().expect("warnings lock").push(line.clone());
                 }
@@ -146,6 +169,9 @@ impl Receiver {
                     tail.pop_front();
                 }
                 tail.push_back(line);
+            }
+            if let Some(file) = log_file.as_mut() {
+                let _ = file.flush();
             }
         });
         Ok(Self {

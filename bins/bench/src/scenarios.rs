@@ -557,6 +557,31 @@ pub(crate) async fn latency(
         .map(|e| format!("{e:?}"))
         .collect();
     let duplicates = seen.values().map(|c| c - 1).sum::<u64>() + stats.duplicates_rejected;
+    if lost > 0
+        && let Some(dir) = std::env::var_os("BENCH_RECEIVER_LOG_DIR")
+    {
+        // For diagnosis: every emitted event and every acceptance.
+        let path = Path::new(&dir).join(format!("latency-seed{seed}-events.jsonl"));
+        let mut text = String::new();
+        for event in &emitted {
+            text.push_str(&serde_json::to_string(event)?);
+            text.push('\n');
+        }
+        for event in &accepted {
+            let at = event
+                .accepted_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64();
+            text.push_str(&serde_json::json!({ "accepted": event.id, "at": at }).to_string());
+            text.push('\n');
+        }
+        std::fs::write(&path, text).context("writing the diagnosis file")?;
+        eprintln!(
+            "lost events: {lost}; emitted and accepted events in {}",
+            path.display()
+        );
+    }
     let sweep_ms = if window_sweeps.is_empty() {
         f64::NAN
     } else {
