@@ -22,6 +22,11 @@ const PAGE_ATTEMPTS: u32 = 3;
 /// small first page saves decoding, memory and bytes on every list of every
 /// sweep. When it does not, the list is read again from page 1 at `perPage`.
 const PROBE_PER_PAGE: u32 = 10;
+/// Reading a list stops at the first event created this long before its
+/// settled line, not at the line itself: `created_at` has whole seconds, so
+/// events of the floor's own second (and ones a list shows a moment late) can
+/// still appear after a read; they must be read, not skipped.
+const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// The wait after a 429 that named none.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
@@ -288,7 +293,7 @@ pub(crate) async fn poll_list(
             || page.items.iter().any(|e| {
                 e.created_at()
                     .zip(settled_line)
-                    .is_some_and(|(at, line)| at <= line)
+                    .is_some_and(|(at, line)| at < line - STOP_GRACE)
             });
         for (event, verdict) in page.items.iter().zip(verdicts) {
             let new_id = verdict.is_new().then(|| event.id().cloned()).flatten();

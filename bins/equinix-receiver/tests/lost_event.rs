@@ -13,7 +13,6 @@ use chrono::TimeDelta;
 use pipeline_support::*;
 
 #[tokio::test]
-#[ignore = "fails until the fix lands (poll.rs stop rule, event-dedupe baseline): remove this line with it"]
 async fn events_of_the_floors_second_that_appear_after_the_read_are_all_delivered() {
     let world = World::start().await;
     let floor_second = ago(60);
@@ -83,7 +82,6 @@ fn stored_baseline(world: &World) -> chrono::DateTime<chrono::Utc> {
 }
 
 #[tokio::test]
-#[ignore = "fails until the fix lands (poll.rs stop rule, event-dedupe baseline): remove this line with it"]
 async fn an_event_of_the_first_starts_second_created_after_the_start_is_delivered() {
     let world = World::start().await;
     let equinix = ["startFrom: now", "perPage: 100", "levels: [project]"];

@@ -49,7 +49,7 @@ impl State {
     pub(crate) fn new(baseline: Baseline, now: DateTime<Utc>) -> Self {
         Self {
             version: FORMAT_VERSION,
-            baseline: baseline.resolve(now),
+            baseline: baseline.resolve(now).map(whole_second),
             created: now,
             horizon: None,
             sources: HashMap::new(),
@@ -59,8 +59,17 @@ impl State {
     }
 
     pub(crate) fn baseline(&self) -> Baseline {
-        self.baseline.map_or(Baseline::All, Baseline::At)
+        self.baseline
+            .map_or(Baseline::All, |b| Baseline::At(whole_second(b)))
     }
+}
+
+/// `t` without its fraction of a second. APIs such as Equinix Metal give
+/// `created_at` in whole seconds, so an event created just after a baseline of
+/// `12:00:05.400` is listed as `12:00:05`: the baseline's own second must count
+/// as after it, or that event would never be sent.
+pub(crate) fn whole_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(t, 0)
 }
 
 /// `"all"` or an RFC 3339 time.
@@ -200,7 +209,7 @@ impl Core {
                 Verdict::New
             };
         };
-        if self.state.baseline.is_some_and(|b| t < b) {
+        if self.state.baseline.is_some_and(|b| t < whole_second(b)) {
             Verdict::BeforeBaseline
         } else if self.is_delivered(event_id) {
             Verdict::Delivered
@@ -403,6 +412,28 @@ mod tests {
             state.horizon = Some(candidate);
             state.delivered.retain(|_, t| *t >= candidate);
         }
+    }
+
+    #[test]
+    fn the_baselines_own_second_counts_as_after_it() {
+        // A start at 12:00:05.400; the API lists an event created at .700 as
+        // 12:00:05. It must be new, and one of 12:00:04 before the baseline.
+        let start = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 5).unwrap();
+        let now = start + TimeDelta::milliseconds(400);
+        let core = Core::new(State::new(Baseline::Now, now), &TrackerOptions::default());
+        assert_eq!(core.state.baseline(), Baseline::At(start));
+        assert_eq!(core.check("device:a", "e1", Some(start)), Verdict::New);
+        let before = start - TimeDelta::seconds(1);
+        assert_eq!(
+            core.check("device:a", "e0", Some(before)),
+            Verdict::BeforeBaseline
+        );
+
+        // A state written with a fractional baseline reads the same way.
+        let mut old = State::new(Baseline::All, now);
+        old.baseline = Some(now);
+        let core = Core::new(old, &TrackerOptions::default());
+        assert_eq!(core.check("device:a", "e1", Some(start)), Verdict::New);
     }
 
     #[test]
