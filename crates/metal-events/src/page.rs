@@ -60,7 +60,7 @@ pub struct Page<T> {
 pub struct Pager<T> {
     client: Client,
     endpoint: Endpoint,
-    next: Option<Url>,
+    next: Option<Next>,
     /// An error found while working out the next page, returned by the next
     /// call (so the page that led to it is still delivered).
     pending: Option<Error>,
@@ -70,11 +70,30 @@ pub struct Pager<T> {
     decode: Decoder<T>,
 }
 
+/// Where the next page is.
+enum Next {
+    /// Its URL.
+    Url(Url),
+    /// The `meta.next` link of the page at `current`, resolved only when the
+    /// next page is asked for: most lists stop before it.
+    Link { current: Url, href: String },
+}
+
+impl Next {
+    /// The path and query of the next page, or the link as the API sent it.
+    fn describe(&self) -> String {
+        match self {
+            Self::Url(url) => path_of(url),
+            Self::Link { href, .. } => href.clone(),
+        }
+    }
+}
+
 impl<T> fmt::Debug for Pager<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pager")
             .field("endpoint", &self.endpoint)
-            .field("next", &self.next.as_ref().map(path_of))
+            .field("next", &self.next.as_ref().map(Next::describe))
             .field("pages_read", &self.pages_read)
             .finish_non_exhaustive()
     }
@@ -85,7 +104,7 @@ impl<T> Pager<T> {
         Self {
             client,
             endpoint,
-            next: Some(first),
+            next: Some(Next::Url(first)),
             pending: None,
             visited: HashSet::new(),
             page_numbers: HashSet::new(),
@@ -122,9 +141,26 @@ impl<T> Pager<T> {
         if let Some(error) = self.pending.take() {
             return Err(error);
         }
-        let Some(url) = self.next.clone() else {
-            return Ok(None);
+        let url = match self.next.take() {
+            None => return Ok(None),
+            Some(Next::Url(url)) => url,
+            Some(Next::Link { current, href }) => {
+                let next = self.client.resolve_next(&current, &href)?;
+                if self.visited.contains(next.as_str()) {
+                    tracing::debug!(
+                        path = path_of(&current),
+                        "meta.next points at a page already read"
+                    );
+                    return Err(Error::PaginationLoop {
+                        path: path_of(&next),
+                    });
+                }
+                next
+            }
         };
+        // Kept until the page is read: after an error the same page is
+        // tried again.
+        self.next = Some(Next::Url(url.clone()));
         let path = path_of(&url);
         let fetched = self.client.fetch(self.endpoint, &url, &path).await?;
         let (items, meta) = (self.decode)(&fetched.body, &path)?;
@@ -141,15 +177,14 @@ impl<T> Pager<T> {
         self.pages_read += 1;
 
         self.next = None;
-        match self.next_url(&url, &meta) {
-            Ok(Some(next)) if self.visited.contains(next.as_str()) => {
-                tracing::debug!(path, "meta.next points at a page already read");
+        match next_page_of(url, &meta) {
+            Some(Next::Url(next)) if self.visited.contains(next.as_str()) => {
+                tracing::debug!(path, "the next page number points at a page already read");
                 self.pending = Some(Error::PaginationLoop {
                     path: path_of(&next),
                 });
             }
-            Ok(next) => self.next = next,
-            Err(error) => self.pending = Some(error),
+            next => self.next = next,
         }
 
         Ok(Some(Page {
@@ -186,22 +221,28 @@ impl<T> Pager<T> {
         }
         Ok(items)
     }
+}
 
-    fn next_url(&self, current: &Url, meta: &Meta) -> Result<Option<Url>> {
-        let href = meta
-            .next
-            .as_ref()
-            .map(|next| next.href.trim())
-            .filter(|href| !href.is_empty());
-        if let Some(href) = href {
-            return self.client.resolve_next(current, href).map(Some);
+/// The next page after the page at `current`: its `meta.next` link (resolved
+/// when asked for), or the next page number while `meta.current_page <
+/// meta.last_page`.
+fn next_page_of(current: Url, meta: &Meta) -> Option<Next> {
+    let href = meta
+        .next
+        .as_ref()
+        .map(|next| next.href.trim())
+        .filter(|href| !href.is_empty());
+    if let Some(href) = href {
+        return Some(Next::Link {
+            current,
+            href: href.to_owned(),
+        });
+    }
+    match (meta.current_page, meta.last_page) {
+        (Some(current_page), Some(last_page)) if current_page < last_page => {
+            Some(Next::Url(with_page(&current, current_page + 1)))
         }
-        match (meta.current_page, meta.last_page) {
-            (Some(current_page), Some(last_page)) if current_page < last_page => {
-                Ok(Some(with_page(current, current_page + 1)))
-            }
-            _ => Ok(None),
-        }
+        _ => None,
     }
 }
 
@@ -520,6 +561,27 @@ impl<'de> Visitor<'de> for AnyVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_bad_next_link_fails_the_call_after_its_page_then_the_list_ends() {
+        let client = Client::new(secrecy::SecretString::from("t")).unwrap();
+        let current = Url::parse("https://api.equinix.com/metal/v1/events?page=1").unwrap();
+        let mut pager: Pager<LazyEvent> = Pager::new(
+            client,
+            Endpoint::Events,
+            current.clone(),
+            decode_lazy_events,
+        );
+        pager.next = Some(Next::Link {
+            current,
+            href: "http://[::1".to_owned(),
+        });
+        assert!(!pager.is_finished());
+        let error = pager.next_page().await.unwrap_err();
+        assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+        assert!(pager.next_page().await.unwrap().is_none());
+        assert!(pager.is_finished());
+    }
 
     #[test]
     fn with_page_replaces_the_page_parameter() {
