@@ -25,9 +25,10 @@ pub const EXTENSION_NAMES: [&str; 6] = [
     HOSTNAME,
 ];
 
-/// The CloudEvents 1.0 context attribute names, and `data`, which no extension
-/// may take.
-const RESERVED: [&str; 10] = [
+/// The CloudEvents 1.0 context attribute names, in the order the structured
+/// JSON puts them. No extension may take one of these, nor `data` or
+/// `data_base64`.
+pub(crate) const CONTEXT_ATTRIBUTES: [&str; 8] = [
     "specversion",
     "id",
     "type",
@@ -36,8 +37,6 @@ const RESERVED: [&str; 10] = [
     "dataschema",
     "subject",
     "time",
-    "data",
-    "data_base64",
 ];
 
 /// Whether `name` may name a CloudEvents extension attribute: one to twenty
@@ -57,7 +56,8 @@ pub fn is_valid_extension_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && !RESERVED.contains(&name)
+        && !CONTEXT_ATTRIBUTES.contains(&name)
+        && !matches!(name, "data" | "data_base64")
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde_json::{Map, Value};
 
 use crate::error::{MapError, Result};
-use crate::extensions::{DEVICE_ID, HOSTNAME, ORG_ID, ORG_NAME, PROJECT_ID, PROJECT_NAME};
+use crate::extensions::{
+    CONTEXT_ATTRIBUTES, DEVICE_ID, HOSTNAME, ORG_ID, ORG_NAME, PROJECT_ID, PROJECT_NAME,
+};
 
 /// The source prefix the old receiver used, and the default.
 pub const DEFAULT_SOURCE_PREFIX: &str = "direktiv/listener/equinix";
@@ -277,22 +279,12 @@ pub fn to_cloudevent(
 /// Whatever `serde_json` reports serializing the event; a JSON `data` cannot
 /// fail.
 pub fn to_json_value(event: &cloudevents::Event) -> serde_json::Result<Value> {
-    const ATTRIBUTES: [&str; 8] = [
-        "specversion",
-        "id",
-        "type",
-        "source",
-        "datacontenttype",
-        "dataschema",
-        "subject",
-        "time",
-    ];
     let mut map = match serde_json::to_value(event)? {
         Value::Object(map) => map,
         other => return Ok(other),
     };
     let mut ordered = Map::with_capacity(map.len());
-    for name in ATTRIBUTES {
+    for name in CONTEXT_ATTRIBUTES {
         if let Some(value) = map.remove(name) {
             ordered.insert(name.to_owned(), value);
         }
