@@ -23,6 +23,8 @@ Environment:
                     and equinix.packetAuthToken
   DIREKTIV_TOKEN    the Direktiv token; wins over direktiv.tokenFile and direktiv.token
   RUST_LOG          a log filter that overrides log.level (e.g. info,equinix_receiver=debug)
+  STATE_DIRECTORY   where the state file goes when state.path is not set
+                    (default /var/lib/equinix-receiver)
 
 Exit codes:
   0   success (with --once: everything found was delivered)
