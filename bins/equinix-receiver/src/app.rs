@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cloudevents::AttributesReader as _;
-use direktiv_broadcast::{Auth, AuthHeader, Sink, SinkConfig};
+use direktiv_broadcast::{Auth, Sink, SinkConfig};
 use event_dedupe::{
     Baseline, EventKey, FileOptions, FileTracker, MemoryTracker, Stats, Tracker, TrackerOptions,
     Verdict,
@@ -31,7 +31,7 @@ use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
 use crate::poll::PollOptions;
 use crate::server::Server;
-use crate::settings::{AuthHeaderName, Settings, StartFrom, StateSettings};
+use crate::settings::{Settings, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
 
 /// The exit code of `--once` when something found was not delivered.
@@ -535,13 +535,10 @@ fn sink(settings: &Settings) -> anyhow::Result<Sink> {
     config.ca_file = d.ca_file.clone();
     config.request_timeout = d.timeout;
     if let Some(token) = &d.token {
-        let header = match d.auth_header {
-            AuthHeaderName::DirektivToken => AuthHeader::DirektivToken,
-            AuthHeaderName::ApiKey => AuthHeader::ApiKey,
-            AuthHeaderName::DirektivApiKey => AuthHeader::DirektivApiKey,
-            AuthHeaderName::Bearer => AuthHeader::Bearer,
-        };
-        config = config.with_auth(Auth::with_header(header, token.expose_secret()));
+        config = config.with_auth(Auth::with_header(
+            d.auth_header.clone(),
+            token.expose_secret(),
+        ));
     }
     Sink::new(config).context("setting up delivery to Direktiv (direktiv.*)")
 }
@@ -564,15 +561,11 @@ fn state_path(state: &StateSettings) -> (PathBuf, bool) {
 /// `--dry-run` never touches the file: it uses memory.
 async fn open_tracker(
     state: &StateSettings,
-    start_from: StartFrom,
+    start_from: Baseline,
     dry_run: bool,
 ) -> anyhow::Result<(Arc<dyn Tracker>, bool)> {
     let tracker_options = TrackerOptions {
-        baseline: match start_from {
-            StartFrom::Now => Baseline::Now,
-            StartFrom::All => Baseline::All,
-            StartFrom::At(at) => Baseline::At(at),
-        },
+        baseline: start_from,
         overlap: state.overlap,
         ..TrackerOptions::default()
     };

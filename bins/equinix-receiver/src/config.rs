@@ -18,14 +18,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use direktiv_broadcast::AuthHeader;
+use event_dedupe::Baseline;
 use secrecy::SecretString;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use url::Url;
 
 use crate::settings::{
-    AuthHeaderName, DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings,
-    ServerSettings, Settings, StartFrom, StateSettings,
+    DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
+    StateSettings,
 };
 
 /// The environment variable that holds the Equinix Metal token.
@@ -991,22 +993,22 @@ impl Walker<'_> {
         if ok { levels } else { Levels::default() }
     }
 
-    fn start_from(&mut self, node: Option<&Node>) -> StartFrom {
+    fn start_from(&mut self, node: Option<&Node>) -> Baseline {
         const PATH: &str = "equinix.startFrom";
         let Some(node) = node else {
-            return StartFrom::default();
+            return Baseline::default();
         };
         let text = match &node.value {
-            Value::Null => return StartFrom::default(),
+            Value::Null => return Baseline::default(),
             Value::Str(s) => s.trim().to_owned(),
             _ => {
                 self.wrong_type(PATH, node, "`now`, `all` or an RFC 3339 instant");
-                return StartFrom::default();
+                return Baseline::default();
             }
         };
         match text.to_ascii_lowercase().as_str() {
-            "now" => StartFrom::Now,
-            "all" => StartFrom::All,
+            "now" => Baseline::Now,
+            "all" => Baseline::All,
             _ => match DateTime::parse_from_rfc3339(&text) {
                 Ok(at) => {
                     let at = at.with_timezone(&Utc);
@@ -1015,7 +1017,7 @@ impl Walker<'_> {
                             "{PATH} is in the future ({text}): nothing before it will be sent"
                         ));
                     }
-                    StartFrom::At(at)
+                    Baseline::At(at)
                 }
                 Err(_) => {
                     self.problem(
@@ -1026,7 +1028,7 @@ impl Walker<'_> {
                              `2024-05-01T00:00:00Z`, got `{text}`"
                         ),
                     );
-                    StartFrom::default()
+                    Baseline::default()
                 }
             },
         }
@@ -1093,8 +1095,8 @@ impl Walker<'_> {
         };
         let auth_header = match (auth_header, source) {
             (Some(header), _) => header,
-            (None, Some(TokenSource::ApiKey)) => AuthHeaderName::ApiKey,
-            (None, _) => AuthHeaderName::DirektivToken,
+            (None, Some(TokenSource::ApiKey)) => AuthHeader::ApiKey,
+            (None, _) => AuthHeader::DirektivToken,
         };
         if token.is_none() && get("authHeader").is_some_and(|n| n.value != Value::Null) {
             self.warnings.push(
@@ -1155,14 +1157,14 @@ impl Walker<'_> {
         })
     }
 
-    fn auth_header(&mut self, node: Option<&Node>) -> Option<AuthHeaderName> {
+    fn auth_header(&mut self, node: Option<&Node>) -> Option<AuthHeader> {
         const PATH: &str = "direktiv.authHeader";
         let text = self.optional_string(PATH, node)?;
         let header = match text.to_ascii_lowercase().as_str() {
-            "direktiv-token" => AuthHeaderName::DirektivToken,
-            "apikey" => AuthHeaderName::ApiKey,
-            "direktiv-api-key" => AuthHeaderName::DirektivApiKey,
-            "authorization" | "bearer" => AuthHeaderName::Bearer,
+            "direktiv-token" => AuthHeader::DirektivToken,
+            "apikey" => AuthHeader::ApiKey,
+            "direktiv-api-key" => AuthHeader::DirektivApiKey,
+            "authorization" | "bearer" => AuthHeader::Bearer,
             _ => {
                 self.problem(
                     PATH,
@@ -1450,7 +1452,7 @@ pub(crate) fn summary(settings: &Settings) -> String {
     let auth = match (&d.token, &d.auth_header) {
         (None, _) => "no auth header".to_owned(),
         // Only the header name: the token is never shown.
-        (Some(_), header) => format!("auth header {}", header_name(header)),
+        (Some(_), header) => format!("auth header {header}"),
     };
     let state = settings.state.path.as_ref().map_or_else(
         || "default location".to_owned(),
@@ -1463,16 +1465,6 @@ pub(crate) fn summary(settings: &Settings) -> String {
         format_duration(e.poll_interval),
         endpoint
     )
-}
-
-/// The HTTP header name an [`AuthHeaderName`] stands for.
-pub(crate) fn header_name(header: &AuthHeaderName) -> &'static str {
-    match header {
-        AuthHeaderName::DirektivToken => "Direktiv-Token",
-        AuthHeaderName::ApiKey => "apikey",
-        AuthHeaderName::DirektivApiKey => "Direktiv-Api-Key",
-        AuthHeaderName::Bearer => "Authorization",
-    }
 }
 
 /// Every key the loader knows, dotted (`direktiv.endpoint`).
@@ -1606,7 +1598,7 @@ direktiv:
         assert!(s.direktiv.event_on_error);
         let token = s.direktiv.token.as_ref().unwrap();
         assert_eq!(token.expose_secret(), "direktiv-inline-token");
-        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivToken);
+        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
         assert!(
             loaded
                 .warnings
@@ -1631,12 +1623,12 @@ direktiv:
                 organization: false
             }
         );
-        assert_eq!(s.equinix.start_from, StartFrom::Now);
+        assert_eq!(s.equinix.start_from, Baseline::Now);
         assert_eq!(s.equinix.inventory_refresh, Duration::from_secs(300));
         assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
         assert_eq!(s.equinix.sweep_timeout, Duration::from_secs(300));
         assert!(s.direktiv.token.is_none());
-        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivToken);
+        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
         assert!(!s.direktiv.insecure_skip_verify);
         assert_eq!(s.direktiv.ca_file, None);
         assert_eq!(s.direktiv.timeout, Duration::from_secs(10));
@@ -1680,8 +1672,8 @@ direktiv:
                 organization: true
             }
         );
-        assert!(matches!(s.equinix.start_from, StartFrom::At(_)));
-        assert_eq!(s.direktiv.auth_header, AuthHeaderName::DirektivApiKey);
+        assert!(matches!(s.equinix.start_from, Baseline::At(_)));
+        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivApiKey);
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(!s.server.enabled);
         assert!(s.state.reset_corrupt);
@@ -1710,7 +1702,7 @@ direktiv:
         let yaml = minimal_with("direktiv", "apikey: k1");
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeaderName::ApiKey);
+        assert_eq!(d.auth_header, AuthHeader::ApiKey);
 
         let yaml = minimal_with(
             "direktiv",
@@ -1718,7 +1710,7 @@ direktiv:
         );
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeaderName::DirektivApiKey);
+        assert_eq!(d.auth_header, AuthHeader::DirektivApiKey);
     }
 
     #[test]

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use chrono::{DateTime, Local, SubsecRound as _, Utc};
 use cloudevents::AttributesReader as _;
+use direktiv_broadcast::AuthHeader;
+use event_dedupe::Baseline;
 use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
     MetalSim, MetalSimConfig, MetalSimHandle,
@@ -37,8 +39,8 @@ use crate::app::{self, Extras, RunOptions, SweepCallback};
 use crate::cli::{DemoOptions, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::settings::{
-    AuthHeaderName, DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings,
-    ServerSettings, Settings, StartFrom, StateSettings,
+    DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
+    StateSettings,
 };
 use crate::sweep::{Hooks, SweepReport};
 
@@ -198,7 +200,7 @@ fn settings(
                 device: true,
                 organization: true,
             },
-            start_from: StartFrom::At(baseline),
+            start_from: Baseline::At(baseline),
             inventory_refresh: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
@@ -208,7 +210,7 @@ fn settings(
             token: direktiv
                 .token()
                 .map(|token| SecretString::from(token.to_owned())),
-            auth_header: AuthHeaderName::DirektivToken,
+            auth_header: AuthHeader::DirektivToken,
             insecure_skip_verify: false,
             ca_file: None,
             timeout: Duration::from_secs(5),

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use direktiv_broadcast::AuthHeader;
+use event_dedupe::Baseline;
 use secrecy::SecretString;
 use url::Url;
 
@@ -47,7 +48,7 @@ pub(crate) struct EquinixSettings {
     /// `equinix.levels`, default project and device.
     pub(crate) levels: Levels,
     /// `equinix.startFrom`, default `now`: the baseline of a new state.
-    pub(crate) start_from: StartFrom,
+    pub(crate) start_from: Baseline,
     /// `equinix.inventoryRefresh`, default 5 min.
     pub(crate) inventory_refresh: Duration,
     /// `equinix.timeout`, default 30 s: one API request at most.
@@ -77,31 +78,6 @@ impl Default for Levels {
     }
 }
 
-/// The baseline of a new state: events created before it are never sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum StartFrom {
-    /// The moment the state is first created (the old receiver's behaviour).
-    #[default]
-    Now,
-    /// Everything the API still lists.
-    All,
-    /// A given instant.
-    At(DateTime<Utc>),
-}
-
-/// The header that carries the Direktiv token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum AuthHeaderName {
-    /// `Direktiv-Token` (2022 to 2025; the default).
-    DirektivToken,
-    /// `apikey` (old Direktiv; what `direktiv.apikey` implies).
-    ApiKey,
-    /// `Direktiv-Api-Key` (2025 on).
-    DirektivApiKey,
-    /// `Authorization: Bearer <token>`.
-    Bearer,
-}
-
 /// The Direktiv side (`direktiv.*`).
 #[derive(Debug, Clone)]
 pub(crate) struct DirektivSettings {
@@ -111,7 +87,7 @@ pub(crate) struct DirektivSettings {
     /// `None` sends no auth header.
     pub(crate) token: Option<SecretString>,
     /// `direktiv.authHeader`; `apikey` when only `direktiv.apikey` was given.
-    pub(crate) auth_header: AuthHeaderName,
+    pub(crate) auth_header: AuthHeader,
     /// `direktiv.insecureSkipVerify`, default false.
     pub(crate) insecure_skip_verify: bool,
     /// `direktiv.caFile`: an extra PEM bundle to trust.
