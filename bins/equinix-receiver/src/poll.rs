@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
 use event_dedupe::{EventKey, Tracker, Verdict};
 use metal_events::{
@@ -14,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 use crate::gate::RateGate;
 use crate::metrics::{LevelLabel, Metrics};
 
-/// Attempts at one page before the list is given up for this sweep.
-const PAGE_ATTEMPTS: u32 = 3;
+/// Retries of one page (after 0.5 s, then 1 s, plus jitter) before the list
+/// is given up for this sweep.
+const PAGE_RETRIES: usize = 2;
+const PAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// The page size of the first request to a list that has a settled line (a
 /// floor from an earlier sweep, or a baseline): in a steady state, and on a
 /// first start from `now`, its newest few events already reach that line, so a
@@ -205,7 +208,15 @@ pub(crate) async fn poll_list(
         .clone();
 
     let mut pages_with_new = 0u32;
-    let mut attempts = 0u32;
+    let page_backoff = || {
+        ExponentialBuilder::default()
+            .with_min_delay(PAGE_BACKOFF)
+            .with_factor(2.0)
+            .with_jitter()
+            .with_max_times(PAGE_RETRIES)
+            .build()
+    };
+    let mut backoff = page_backoff();
     let mut ordered = true;
     let mut oldest_so_far: Option<DateTime<Utc>> = None;
     loop {
@@ -224,19 +235,16 @@ pub(crate) async fn poll_list(
                 return poll;
             }
             Err(error) => {
-                attempts += 1;
                 if let metal_events::Error::RateLimited { retry_after, .. } = &error {
                     let wait = gate.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
                     tracing::warn!(source = %poll.source.key, wait_s = wait.as_secs_f64(),
                         "the Metal API is rate limiting; pausing every request");
                     metrics.error("rate_limited");
                     // A rate limit is the server pacing us, not a failure: it
-                    // does not use up the attempts.
-                    attempts -= 1;
+                    // does not use up the retries.
                     continue;
                 }
-                if error.is_retryable() && attempts < PAGE_ATTEMPTS {
-                    let wait = Duration::from_millis(250 * 2u64.pow(attempts));
+                if let Some(wait) = backoff.next().filter(|_| error.is_retryable()) {
                     tracing::debug!(source = %poll.source.key, %error, "retrying the page");
                     tokio::select! {
                         () = stop.cancelled() => return poll,
@@ -247,7 +255,7 @@ pub(crate) async fn poll_list(
                 return poll;
             }
         };
-        attempts = 0;
+        backoff = page_backoff();
         poll.pages += 1;
         received.inc_by(page.items.len() as u64);
 
