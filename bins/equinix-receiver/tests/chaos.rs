@@ -6,11 +6,13 @@
 //! `CHAOS_LONG=1 cargo test --release -p equinix-receiver --test chaos -- --nocapture`.
 
 mod chaos_support;
+mod process_support;
 
 use std::time::{Duration, Instant};
 
-use chaos_support::{Figures, Receiver, World, metric, pick, scrape};
+use chaos_support::{Figures, Receiver, World, pick, scrape};
 use metal_sim::{DirektivFaults, MetalFaults};
+use process_support::metric_value as metric;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 

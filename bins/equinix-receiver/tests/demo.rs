@@ -1,6 +1,10 @@
 //! The demo as a person runs it: the built binary with `--demo`, its stdout
 //! read line by line against a deadline.
 
+mod process_support;
+
+use process_support::send_signal;
+
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -99,11 +103,7 @@ impl Demo {
     }
 
     fn interrupt(&self) {
-        let status = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -INT failed");
+        send_signal(self.child.id(), "INT");
     }
 
     fn kill(&mut self) {

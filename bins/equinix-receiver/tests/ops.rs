@@ -6,6 +6,10 @@
 
 #![cfg(unix)]
 
+mod process_support;
+
+use process_support::{metric_value, send_signal};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,16 +163,11 @@ impl Receiver {
     /// The value of one metric sample (`name` with its labels, as printed).
     async fn metric(&self, sample: &str) -> Option<f64> {
         let (_, _, text) = self.get("/metrics").await;
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        metric_value(&text, sample)
     }
 
     fn sigterm(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        send_signal(self.child.id(), "TERM");
     }
 
     /// Waits for the process to end, at most `limit`.

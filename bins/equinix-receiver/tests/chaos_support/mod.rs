@@ -2,6 +2,7 @@
 //! loopback, the built receiver as a child process, and the accounting that
 //! proves nothing was lost.
 
+use crate::process_support::send_signal;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{Read as _, Write as _};
@@ -305,11 +306,7 @@ impl Receiver {
 
     /// Sends SIGTERM.
     pub(crate) fn term(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -TERM failed");
+        send_signal(self.pid(), "TERM");
     }
 
     /// Whether the process has exited (and how), without waiting.
@@ -364,14 +361,6 @@ pub(crate) fn scrape(addr: &str) -> Option<String> {
     head.starts_with("HTTP/1.1 200")
         .then(|| body.to_owned())
         .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_owned()))
-}
-
-/// The value of an unlabelled metric in a Prometheus text exposition.
-pub(crate) fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (key, value) = l.split_once(' ')?;
-        (key == name).then(|| value.trim().parse().ok())?
-    })
 }
 
 /// One scenario's figures, printed for docs/reliability.md.
