@@ -34,6 +34,10 @@ use crate::server::Server;
 use crate::settings::{Settings, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
 
+/// What the log says when the Metal API answers 401 or 403.
+const TOKEN_REFUSED: &str = "the Metal API refused the token: check equinix.packetAuthToken, \
+     packetAuthTokenFile or METAL_AUTH_TOKEN";
+
 /// The exit code of `--once` when something found was not delivered.
 pub(crate) const EXIT_UNDELIVERED: u8 = 3;
 
@@ -313,8 +317,7 @@ async fn main_loop(
                     };
                     pipeline.metrics.error(kind.as_str());
                     if auth {
-                        tracing::error!(%error, "the Metal API refused the token: check \
-                            equinix.packetAuthToken, packetAuthTokenFile or METAL_AUTH_TOKEN");
+                        tracing::error!(%error, "{TOKEN_REFUSED}");
                     } else {
                         tracing::warn!(%error, "could not list the organization's projects and devices");
                     }
@@ -348,7 +351,7 @@ async fn main_loop(
                     pipeline.metrics.sweep_failures.inc();
                     pipeline.update_lag();
                     SweepReport {
-                        deferred: 1,
+                        timed_out: true,
                         ..SweepReport::default()
                     }
                 }
@@ -455,8 +458,7 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
         tracing::error!(
             lists = report.lists,
             error = report.first_list_error.as_deref().unwrap_or(""),
-            "the Metal API refused the token: check equinix.packetAuthToken, \
-             packetAuthTokenFile or METAL_AUTH_TOKEN"
+            "{TOKEN_REFUSED}"
         );
     }
     if let Some(problem) = &report.first_delivery_problem {

@@ -93,6 +93,8 @@ pub(crate) struct SweepReport {
     pub(crate) persist_error: Option<String>,
     /// Wall time.
     pub(crate) duration: Duration,
+    /// `equinix.sweepTimeout` ran out before the sweep ended.
+    pub(crate) timed_out: bool,
 }
 
 impl SweepReport {
@@ -102,6 +104,7 @@ impl SweepReport {
             && self.rejected == 0
             && self.list_errors == 0
             && self.capped_lists == 0
+            && !self.timed_out
             && !self.auth_failed
             && self.persist_error.is_none()
     }
@@ -607,6 +610,18 @@ mod tests {
             ..SweepReport::default()
         };
         assert!(!failed.all_delivered());
+        for unfinished in [
+            SweepReport {
+                timed_out: true,
+                ..SweepReport::default()
+            },
+            SweepReport {
+                capped_lists: 1,
+                ..SweepReport::default()
+            },
+        ] {
+            assert!(!unfinished.all_delivered(), "{unfinished:?}");
+        }
     }
 
     #[test]
