@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::{Delivered, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::gate::RateGate;
@@ -149,6 +150,12 @@ async fn run_pipeline(
         options.dry_run,
     )
     .await?;
+    let dead_letters = Arc::new(open_dead_letters(
+        &settings.state,
+        persistent,
+        options.dry_run,
+        metrics,
+    )?);
     metrics.state_persistent.set(i64::from(persistent));
     metrics.tls_insecure_skip_verify.set(i64::from(
         settings.direktiv.insecure_skip_verify && !options.dry_run,
@@ -162,10 +169,17 @@ async fn run_pipeline(
         Target::Direktiv(sink(settings)?)
     };
     log_startup(settings, options, persistent, tracker.as_ref());
+    let held = dead_letters.held().await;
+    if held > 0 {
+        tracing::warn!(held, file = %dead_letters.location(),
+            "events Direktiv refused for good are kept; resend them with --redeliver-refused \
+             once Direktiv accepts them");
+    }
 
     let pipeline = Pipeline {
         client,
         tracker,
+        dead_letters,
         target,
         gate,
         metrics: Arc::clone(metrics),
@@ -243,7 +257,7 @@ impl ErrorReporting {
                     pipeline.metrics.error_events_sent.inc();
                     tracing::debug!(id = report.event.id(), "error event sent");
                 }
-                Delivered::Rejected { reason } | Delivered::Deferred { reason, .. } => {
+                Delivered::Rejected { reason, .. } | Delivered::Deferred { reason, .. } => {
                     tracing::warn!(%reason, "could not send an error event to Direktiv; \
                         it is counted in the next report");
                     events.requeue(report);
@@ -530,7 +544,7 @@ fn metal_client(
 }
 
 /// The Direktiv sink from `direktiv.*`.
-fn sink(settings: &Settings) -> anyhow::Result<Sink> {
+pub(crate) fn sink(settings: &Settings) -> anyhow::Result<Sink> {
     let d = &settings.direktiv;
     let mut config = SinkConfig::new(d.endpoint.clone());
     config.insecure_skip_verify = d.insecure_skip_verify;
@@ -547,7 +561,7 @@ fn sink(settings: &Settings) -> anyhow::Result<Sink> {
 
 /// The state path: `state.path`, else `$STATE_DIRECTORY/state.json`, else the
 /// default directory. The second value says whether it was configured.
-fn state_path(state: &StateSettings) -> (PathBuf, bool) {
+pub(crate) fn state_path(state: &StateSettings) -> (PathBuf, bool) {
     match &state.path {
         Some(path) => (path.clone(), true),
         None => {
@@ -586,11 +600,50 @@ async fn open_tracker(
             tracing::warn!(path = %path.display(), %error,
                 "NO PERSISTENT STATE: the default state location is not writable, so the \
                  receiver keeps its state in memory and events that happen while it is down \
-                 will be missed. Set state.path to a writable file (a volume) to fix this");
+                 will be missed; events Direktiv refuses are kept in memory only (unless \
+                 state.deadLetterPath is set) and lost at exit. Set state.path to a writable \
+                 file (a volume) to fix this");
             Ok((Arc::new(MemoryTracker::new(tracker_options)), false))
         }
         Err(error) => Err(state_error(&path, error)),
     }
+}
+
+/// Where refused events go: `state.deadLetterPath`, else beside a
+/// persistent state file, else memory. `--dry-run` reads the file and never
+/// writes it.
+fn open_dead_letters(
+    state: &StateSettings,
+    persistent: bool,
+    dry_run: bool,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<DeadLetters> {
+    let state_file = state_path(state).0;
+    let configured = state.dead_letter_path.is_some();
+    let path = state
+        .dead_letter_path
+        .clone()
+        .unwrap_or_else(|| crate::dead_letter::default_path(&state_file));
+    let location = if dry_run {
+        if configured || state_file.is_file() {
+            Location::File {
+                path,
+                read_only: true,
+            }
+        } else {
+            Location::Memory
+        }
+    } else if persistent || configured {
+        Location::File {
+            path,
+            read_only: false,
+        }
+    } else {
+        Location::Memory
+    };
+    let max = usize::try_from(state.dead_letter_max).unwrap_or(usize::MAX);
+    let store = DeadLetters::open(location, max, Arc::clone(metrics))?;
+    Ok(store)
 }
 
 /// The tracker of `--dry-run`: a private in-memory copy of the state file when
@@ -688,7 +741,7 @@ impl<T: Tracker> Tracker for ReadOnly<T> {
     }
 }
 
-fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Error {
+pub(crate) fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Error {
     let hint = if error.is_corrupt() {
         "move the file aside and start again, or run once with --reset-state to set it aside \
          automatically (events since the last run may then be missed)"

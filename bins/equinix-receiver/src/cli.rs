@@ -15,6 +15,8 @@ Examples:
   equinix-receiver /config/config.yaml           run the receiver (as the old image did)
   equinix-receiver --check config.yaml           validate the config, make no request
   equinix-receiver --once --dry-run config.yaml  print what one sweep would send
+  equinix-receiver --redeliver-refused config.yaml
+                                                 send the events Direktiv refused again
   equinix-receiver --demo                        run the built-in local demo
   equinix-receiver --demo --demo-outage 10       ... with Direktiv down for 10 s
 
@@ -30,11 +32,13 @@ Exit codes:
   0   success (with --once: everything found was delivered)
   1   failure at run time (with --demo: also when an event was lost or sent twice)
   2   bad command-line usage
-  3   with --once: some events were not delivered (they are retried on the next run)
+  3   with --once: some events were not delivered (they are retried on the next run);
+      with --redeliver-refused: some refused events are still kept (refused again, or
+      not tried because Direktiv refused every event or was unreachable)
   78  bad config (EX_CONFIG); nothing was requested
 
-Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents and
-the demo's display (docs/demo.md).
+Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents,
+--redeliver-refused's summary and the demo's display (docs/demo.md).
 Every config key is described in docs/configuration.md.";
 
 /// Polls Equinix Metal events and delivers them to Direktiv as CloudEvents.
@@ -63,6 +67,15 @@ pub(crate) struct Cli {
     /// it, so `--once --dry-run` previews exactly what the next real run would send.
     #[arg(long)]
     pub(crate) dry_run: bool,
+
+    /// Send the events Direktiv refused for good (kept in the dead-letter file beside the
+    /// state) again, then exit. Removes each one Direktiv accepts, keeps each one it refuses
+    /// again, stops at a refusal of every event (401, 403, 404 ...), and prints `redelivered N,
+    /// still refused M, left K` on stdout. Exit 0 when none is kept any more, 3 when some
+    /// are, 1 when a receiver is running on the state (stop it first). Makes no Metal API
+    /// request.
+    #[arg(long, conflicts_with_all = ["once", "dry_run", "check", "demo", "reset_state"])]
+    pub(crate) redeliver_refused: bool,
 
     /// Start with a fresh state when the state file is corrupt (events already sent may be
     /// sent again; without this flag a corrupt state stops the receiver).
@@ -250,6 +263,19 @@ mod tests {
     }
 
     #[test]
+    fn redeliver_refused_goes_alone() {
+        let cli = parse(&["--redeliver-refused", "c.yaml"]).unwrap();
+        assert!(cli.redeliver_refused);
+        assert!(matches!(cli.mode(), Ok(Mode::Config(_))));
+        for other in ["--once", "--dry-run", "--check", "--demo", "--reset-state"] {
+            assert!(
+                parse(&["--redeliver-refused", other, "c.yaml"]).is_err(),
+                "{other} was accepted with --redeliver-refused"
+            );
+        }
+    }
+
+    #[test]
     fn demo_options_need_demo_and_sane_values() {
         let cli = parse(&[
             "--demo",
@@ -311,6 +337,8 @@ mod tests {
             "--demo-rate",
             "--demo-outage",
             "--demo-api-faults",
+            "--redeliver-refused",
+            "some refused events are still kept",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }

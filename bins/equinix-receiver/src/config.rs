@@ -82,7 +82,7 @@ const DIREKTIV_KEYS: &[&str] = &[
     "event-on-error",
     "errorEventInterval",
 ];
-const STATE_KEYS: &[&str] = &["path", "overlap"];
+const STATE_KEYS: &[&str] = &["path", "overlap", "deadLetterPath", "deadLetterMax"];
 const LOG_KEYS: &[&str] = &["format", "level"];
 const SERVER_KEYS: &[&str] = &["enabled", "listen"];
 
@@ -1233,9 +1233,42 @@ impl Walker<'_> {
             Duration::from_secs(600),
             false,
         );
+        let dead_letter_line = get("deadLetterPath").map_or(0, |n| n.line);
+        let dead_letter_path = self
+            .optional_string("state.deadLetterPath", get("deadLetterPath"))
+            .map(PathBuf::from);
+        if let Some(p) = &dead_letter_path {
+            if p.is_dir() {
+                self.problem(
+                    "state.deadLetterPath",
+                    dead_letter_line,
+                    format!(
+                        "`{}` is a directory: give the path of a file, e.g. `{}`",
+                        p.display(),
+                        p.join("dead-letter.jsonl").display()
+                    ),
+                );
+            } else if path.as_ref() == Some(p) {
+                self.problem(
+                    "state.deadLetterPath",
+                    dead_letter_line,
+                    "is the state file itself: give the dead letters a file of their own, or \
+                     leave the key out to keep them beside the state",
+                );
+            }
+        }
+        let dead_letter_max = self.integer(
+            "state.deadLetterMax",
+            get("deadLetterMax"),
+            crate::dead_letter::DEFAULT_MAX,
+            1,
+            crate::dead_letter::MAX_MAX,
+        );
         StateSettings {
             path,
             overlap,
+            dead_letter_path,
+            dead_letter_max,
             reset_corrupt: overrides.reset_state,
         }
     }
@@ -1638,6 +1671,8 @@ direktiv:
         assert_eq!(s.direktiv.error_event_interval, Duration::from_secs(300));
         assert_eq!(s.state.path, None);
         assert_eq!(s.state.overlap, Duration::from_secs(600));
+        assert_eq!(s.state.dead_letter_path, None);
+        assert_eq!(s.state.dead_letter_max, 1000);
         assert!(!s.state.reset_corrupt);
         assert_eq!(s.log.format, LogFormat::Text);
         assert_eq!(s.log.level, "info");
@@ -1813,6 +1848,19 @@ direktiv:
                 "{line}: {found:?}"
             );
         }
+        for (yaml, needle) in [
+            (
+                format!("{MINIMAL}state:\n  deadLetterMaximum: 5\n"),
+                "did you mean `state.deadLetterMax`?",
+            ),
+            (
+                minimal_with("direktiv", "deadLetterPath: /tmp/dl.jsonl"),
+                "did you mean `state.deadLetterPath`?",
+            ),
+        ] {
+            let found = problems(&yaml);
+            assert!(found.iter().any(|p| p.contains(needle)), "{found:?}");
+        }
         let found = problems(&format!("{MINIMAL}loggin:\n  level: info\n"));
         assert!(
             found.iter().any(|p| p.contains("did you mean `log`?")),
@@ -1893,6 +1941,12 @@ direktiv:
             ("server: true\n", "must be a mapping of keys"),
             ("shutdownGrace: -1s\n", "negative"),
             ("state:\n  overlap: 0s\n", "greater than zero"),
+            ("state:\n  deadLetterMax: 0\n", "between 1 and 100000"),
+            ("state:\n  deadLetterPath: /\n", "is a directory"),
+            (
+                "state:\n  path: /tmp/s.json\n  deadLetterPath: /tmp/s.json\n",
+                "is the state file itself",
+            ),
         ];
         for (tail, needle) in extra {
             let found = problems(&format!("{MINIMAL}{tail}"));

@@ -9,6 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use direktiv_broadcast::{Outcome, Sink};
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letter::Answer;
 use crate::metrics::{Metrics, ReasonLabel};
 
 /// The shortest and longest wait between two attempts at one event.
@@ -33,10 +34,13 @@ pub(crate) enum Delivered {
         already: bool,
     },
     /// Direktiv refused this event and will refuse it again (400, 413, 422
-    /// ...): it is skipped so it cannot block the events behind it.
+    /// ...): it goes to the dead-letter store so it cannot block the events
+    /// behind it.
     Rejected {
         /// Why, for the log.
         reason: String,
+        /// Direktiv's answer, for the dead-letter store.
+        answer: Answer,
     },
     /// Not delivered this sweep: retries ran out, or Direktiv refused the
     /// request for a reason that concerns every event (wrong token, wrong
@@ -128,7 +132,10 @@ impl Target {
                             blocks_all: true,
                         }
                     } else {
-                        Delivered::Rejected { reason }
+                        Delivered::Rejected {
+                            reason,
+                            answer: Answer::from_outcome(&delivery.outcome),
+                        }
                     };
                 }
                 ref other => {
@@ -140,6 +147,7 @@ impl Target {
                         .inc();
                     return Delivered::Rejected {
                         reason: other.to_string(),
+                        answer: Answer::from_outcome(other),
                     };
                 }
             }
@@ -157,8 +165,12 @@ fn print_event(stdout: &Mutex<std::io::Stdout>, event: &cloudevents::Event) -> D
     let line = match metal_cloudevents::to_json_value(event) {
         Ok(value) => value.to_string(),
         Err(error) => {
-            return Delivered::Rejected {
+            let outcome = Outcome::Unsendable {
                 reason: error.to_string(),
+            };
+            return Delivered::Rejected {
+                reason: outcome.to_string(),
+                answer: Answer::from_outcome(&outcome),
             };
         }
     };

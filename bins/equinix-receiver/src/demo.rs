@@ -224,6 +224,8 @@ fn settings(
         state: StateSettings {
             path: Some(state_dir.join("state.json")),
             overlap: Duration::from_secs(600),
+            dead_letter_path: None,
+            dead_letter_max: crate::dead_letter::DEFAULT_MAX,
             reset_corrupt: false,
         },
         log: LogSettings {

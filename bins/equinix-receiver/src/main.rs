@@ -7,6 +7,7 @@
 mod app;
 mod cli;
 mod config;
+mod dead_letter;
 mod deliver;
 mod demo;
 mod error_events;
@@ -16,6 +17,7 @@ mod inventory;
 mod logging;
 mod metrics;
 mod poll;
+mod redeliver;
 mod server;
 mod settings;
 mod sweep;
@@ -70,6 +72,9 @@ async fn main() -> ExitCode {
     }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
+    }
+    if cli.redeliver_refused {
+        return finish(redeliver::run(&loaded.settings).await);
     }
     let options = app::RunOptions {
         once: cli.once,

@@ -77,6 +77,9 @@ pub(crate) struct Metrics {
     pub(crate) errors: Family<KindLabel, Counter>,
     pub(crate) error_events_sent: Counter,
     pub(crate) state_persist_failures: Counter,
+    pub(crate) dead_letter_events: Gauge,
+    pub(crate) events_refused: Counter,
+    pub(crate) dead_letter_dropped: Counter,
     registry: Registry,
 }
 
@@ -117,6 +120,9 @@ impl Metrics {
             errors: Family::default(),
             error_events_sent: Counter::default(),
             state_persist_failures: Counter::default(),
+            dead_letter_events: Gauge::default(),
+            events_refused: Counter::default(),
+            dead_letter_dropped: Counter::default(),
             registry,
         };
         metrics.rate_limit_remaining.set(-1);
@@ -241,6 +247,21 @@ impl Metrics {
             "state_persist_failures",
             "Failed writes of the state file",
             self.state_persist_failures.clone(),
+        );
+        r.register(
+            "dead_letter_events",
+            "Refused events kept in the dead-letter store, waiting for --redeliver-refused",
+            self.dead_letter_events.clone(),
+        );
+        r.register(
+            "events_refused",
+            "Events Direktiv refused for good and kept in the dead-letter store",
+            self.events_refused.clone(),
+        );
+        r.register(
+            "dead_letter_dropped",
+            "Refused events dropped from the full dead-letter store (oldest first)",
+            self.dead_letter_dropped.clone(),
         );
         self
     }

@@ -112,6 +112,11 @@ pub(crate) struct StateSettings {
     pub(crate) path: Option<PathBuf>,
     /// `state.overlap`, default 10 min: how long ids are kept below a floor.
     pub(crate) overlap: Duration,
+    /// `state.deadLetterPath`; `None` puts the dead-letter file beside the
+    /// state file (`<state file>.dead-letter.jsonl`).
+    pub(crate) dead_letter_path: Option<PathBuf>,
+    /// `state.deadLetterMax`, default 1,000: refused events kept at most.
+    pub(crate) dead_letter_max: u32,
     /// `--reset-state`: start fresh when the state file is corrupt.
     pub(crate) reset_corrupt: bool,
 }

@@ -15,6 +15,7 @@ use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, Project
 use metal_events::{Client, Event};
 use tokio_util::sync::CancellationToken;
 
+use crate::dead_letter::{DeadLetters, Entry};
 use crate::deliver::{Delivered, Target};
 use crate::gate::RateGate;
 use crate::inventory::Inventory;
@@ -32,6 +33,8 @@ pub(crate) trait Hooks: Send + Sync {
 pub(crate) struct Pipeline {
     pub(crate) client: Client,
     pub(crate) tracker: Arc<dyn Tracker>,
+    /// Where events Direktiv refused for good are kept.
+    pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) target: Target,
     pub(crate) gate: Arc<RateGate>,
     pub(crate) metrics: Arc<Metrics>,
@@ -79,7 +82,8 @@ pub(crate) struct SweepReport {
     pub(crate) delivered: usize,
     /// Direktiv already had them.
     pub(crate) already: usize,
-    /// Refused for good by Direktiv and skipped.
+    /// Refused for good by Direktiv: kept in the dead-letter store and
+    /// settled.
     pub(crate) rejected: usize,
     /// Left for the next sweep.
     pub(crate) deferred: usize,
@@ -515,10 +519,27 @@ impl Pipeline {
                     }
                     tracing::debug!(id, ty = ?candidate.event.event_type, already, "delivered");
                 }
-                Delivered::Rejected { reason } => {
+                Delivered::Rejected { reason, answer } => {
                     self.metrics.error("delivery_permanent");
+                    // Kept before it is settled: if it cannot be kept, it
+                    // stays new and is refused (and kept) again next sweep.
+                    if let Err(error) = self.dead_letter(&candidate.cloud, answer).await {
+                        self.metrics.error("state");
+                        tracing::error!(id, ty = ?candidate.event.event_type, %reason,
+                            error = format!("{error:#}"),
+                            "Direktiv refused the event for good and it could not be kept; \
+                             it stays new and is tried again next sweep");
+                        let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+                        let report = &mut progress.report;
+                        if report.first_delivery_problem.is_none() {
+                            report.first_delivery_problem =
+                                Some(format!("could not keep a refused event: {error:#}"));
+                        }
+                        continue;
+                    }
                     tracing::error!(id, ty = ?candidate.event.event_type, %reason,
-                        "Direktiv refused the event for good; skipped");
+                        "Direktiv refused the event for good; kept in {}, resend with \
+                         --redeliver-refused", self.dead_letters.location());
                 }
                 Delivered::Deferred { reason, blocks_all } => {
                     if *blocks_all {
@@ -555,7 +576,7 @@ impl Pipeline {
             match outcome {
                 Delivered::Acknowledged { already: false } => report.delivered += 1,
                 Delivered::Acknowledged { already: true } => report.already += 1,
-                Delivered::Rejected { reason } => {
+                Delivered::Rejected { reason, .. } => {
                     report.rejected += 1;
                     if report.first_delivery_problem.is_none() {
                         report.first_delivery_problem = Some(reason);
@@ -565,6 +586,16 @@ impl Pipeline {
                 Delivered::Deferred { .. } => unreachable!("returned above"),
             }
         }
+    }
+
+    /// Keeps a refused event in the dead-letter store.
+    async fn dead_letter(
+        &self,
+        event: &cloudevents::Event,
+        answer: &crate::dead_letter::Answer,
+    ) -> anyhow::Result<()> {
+        let entry = Entry::new(event, answer.clone(), Utc::now())?;
+        self.dead_letters.keep(entry).await
     }
 
     fn note_delivered(&self, created_at: Option<DateTime<Utc>>) {
