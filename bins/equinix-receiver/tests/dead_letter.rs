@@ -74,7 +74,7 @@ struct Service {
 
 impl Service {
     /// Starts the binary on `config` with its server on 127.0.0.1:0 and waits
-    /// for the address it logs.
+    /// for the address it logs and for its state to be open (and locked).
     async fn start(config: &str, dir: &Path) -> Self {
         let config = config.replace(
             "server:\n  enabled: false\n",
@@ -112,6 +112,13 @@ impl Service {
                     let rest = line.split("/metrics on http://").nth(1)?;
                     Some(rest.split_whitespace().next()?.to_owned())
                 })
+            })
+            .await;
+        // The server answers before the state and the dead letters are
+        // opened; the start-up line comes after.
+        service
+            .wait_for("the start-up line", |s| {
+                s.logs().contains(" starting ").then_some(())
             })
             .await;
         service
