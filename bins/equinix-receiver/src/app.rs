@@ -29,7 +29,7 @@ use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::gate::RateGate;
 use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
-use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
+use crate::metrics::{ApiLabels, EndpointLabel, HttpCode, Metrics};
 use crate::poll::PollOptions;
 use crate::server::Server;
 use crate::settings::{Settings, StateSettings};
@@ -94,7 +94,7 @@ pub(crate) async fn run_with(
     options: RunOptions,
     extras: Extras,
 ) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::new(settings.equinix.sweep_timeout));
     let health = Arc::new(Health::new(crate::health::budget(
         settings.equinix.poll_interval,
         settings.equinix.sweep_timeout,
@@ -208,7 +208,7 @@ async fn run_pipeline(
         ),
         Err(error) => {
             pipeline.metrics.state_persist_failures.inc();
-            pipeline.metrics.error(ErrorKind::State.as_str());
+            pipeline.metrics.error(ErrorKind::State);
             tracing::error!(%error, "could not write the state at exit; events delivered \
                 since the last save may be sent again after a restart");
         }
@@ -329,7 +329,7 @@ async fn main_loop(
                     } else {
                         ErrorKind::of_api_status(status)
                     };
-                    pipeline.metrics.error(kind.as_str());
+                    pipeline.metrics.error(kind);
                     if auth {
                         tracing::error!(%error, "{TOKEN_REFUSED}");
                     } else {
@@ -357,15 +357,17 @@ async fn main_loop(
                     health.set_ready();
                     *report
                 }
-                SweepEnd::TimedOut => {
+                SweepEnd::TimedOut { after } => {
                     tracing::warn!(
                         timeout_s = settings.equinix.sweep_timeout.as_secs_f64(),
                         "the sweep ran out of time; what was not delivered goes out next sweep"
                     );
+                    pipeline.metrics.sweep_duration.observe(after.as_secs_f64());
                     pipeline.metrics.sweep_failures.inc();
                     pipeline.update_lag();
                     SweepReport {
                         timed_out: true,
+                        duration: after,
                         ..SweepReport::default()
                     }
                 }
@@ -433,7 +435,10 @@ enum SweepEnd {
     /// It ran to its end (possibly cut short by a shutdown, within the grace).
     Done(Box<SweepReport>),
     /// `equinix.sweepTimeout` ran out.
-    TimedOut,
+    TimedOut {
+        /// How long the sweep ran.
+        after: Duration,
+    },
     /// A shutdown began and `shutdownGrace` ran out before the sweep ended.
     GraceOver,
 }
@@ -448,6 +453,7 @@ async fn sweep_within_grace(
     stop: &CancellationToken,
     grace: Duration,
 ) -> SweepEnd {
+    let started = Instant::now();
     let sweep = tokio::time::timeout(
         settings.equinix.sweep_timeout,
         pipeline.sweep(inventory, stop),
@@ -459,7 +465,9 @@ async fn sweep_within_grace(
     tokio::select! {
         ended = sweep => match ended {
             Ok(report) => SweepEnd::Done(Box::new(report)),
-            Err(_) => SweepEnd::TimedOut,
+            Err(_) => SweepEnd::TimedOut {
+                after: started.elapsed(),
+            },
         },
         () = grace_over => SweepEnd::GraceOver,
     }
@@ -505,9 +513,7 @@ fn metal_client(
     let gate = Arc::clone(gate);
     let observer = move |record: &RequestRecord| {
         let endpoint = record.endpoint.as_str();
-        let code = record
-            .status
-            .map_or_else(|| "error".to_owned(), |s| s.as_u16().to_string());
+        let code = HttpCode(record.status.map(|s| s.as_u16()));
         metrics
             .api_requests
             .get_or_create(&ApiLabels { endpoint, code })
@@ -516,19 +522,16 @@ fn metal_client(
             .api_request_duration
             .get_or_create(&EndpointLabel { endpoint })
             .observe(record.duration.as_secs_f64());
-        if let Some(limit) = record.rate_limit
-            && let Some(remaining) = limit.remaining
-        {
-            metrics
-                .rate_limit_remaining
-                .set(i64::try_from(remaining).unwrap_or(i64::MAX));
+        if let Some(limit) = record.rate_limit {
+            let now = std::time::SystemTime::now();
+            metrics.observe_rate_limit(&limit, now);
             // A 429 says how long to wait in `Retry-After`, which the poller
             // applies; pausing here until the window's reset as well would
             // override that (an hour-long window stalled every request).
             let too_many = record.status.is_some_and(|s| s.as_u16() == 429);
-            if remaining == 0
+            if limit.remaining == Some(0)
                 && !too_many
-                && let Some(wait) = limit.reset_after(std::time::SystemTime::now())
+                && let Some(wait) = limit.reset_after(now)
             {
                 gate.pause_for(wait);
             }

@@ -410,7 +410,7 @@ mod tests {
     }
 
     fn open(location: Location, max: usize) -> (DeadLetters, Arc<Metrics>) {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(std::time::Duration::from_secs(300)));
         let store = DeadLetters::open(location, max, Arc::clone(&metrics)).unwrap();
         (store, metrics)
     }
@@ -608,7 +608,12 @@ mod tests {
             ("\u{0}\u{ff}".to_owned(), 1),
         ] {
             fs::write(&path, &text).unwrap();
-            let error = DeadLetters::open(file(&path), 10, Arc::new(Metrics::new())).unwrap_err();
+            let error = DeadLetters::open(
+                file(&path),
+                10,
+                Arc::new(Metrics::new(std::time::Duration::from_secs(300))),
+            )
+            .unwrap_err();
             let message = format!("{error:#}");
             assert!(
                 message.contains(&path.display().to_string())
@@ -628,7 +633,12 @@ mod tests {
         fs::write(&target, "precious").unwrap();
         let path = dir.path().join("dl.jsonl");
         std::os::unix::fs::symlink(&target, &path).unwrap();
-        let error = DeadLetters::open(file(&path), 10, Arc::new(Metrics::new())).unwrap_err();
+        let error = DeadLetters::open(
+            file(&path),
+            10,
+            Arc::new(Metrics::new(std::time::Duration::from_secs(300))),
+        )
+        .unwrap_err();
         assert!(format!("{error:#}").contains("symbolic link"), "{error:#}");
 
         // Planted after the store opened: the rename replaces the link.

@@ -10,7 +10,7 @@ use direktiv_broadcast::{Outcome, Sink};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::Answer;
-use crate::metrics::{Metrics, ReasonLabel};
+use crate::metrics::{FailureReason, HttpCode, Metrics, unix_now};
 
 /// The shortest and longest wait between two attempts at one event.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -84,6 +84,10 @@ impl Target {
             .build();
         loop {
             let delivery = sink.send(event).await;
+            let code = HttpCode(delivery.status);
+            if delivery.outcome.is_acknowledged() {
+                metrics.last_successful_delivery.set(unix_now());
+            }
             match delivery.outcome {
                 Outcome::Delivered => return Delivered::Acknowledged { already: false },
                 Outcome::AlreadyDelivered => return Delivered::Acknowledged { already: true },
@@ -92,12 +96,7 @@ impl Target {
                     ref detail,
                     ..
                 } => {
-                    metrics
-                        .delivery_failures
-                        .get_or_create(&ReasonLabel {
-                            reason: "retryable",
-                        })
-                        .inc();
+                    metrics.delivery_failure(FailureReason::Retryable, code);
                     let Some(delay) = backoff.next() else {
                         return Delivered::Deferred {
                             reason: format!("{}; retries ran out", delivery.outcome),
@@ -119,12 +118,7 @@ impl Target {
                     metrics.delivery_retries.inc();
                 }
                 Outcome::Permanent { status, .. } => {
-                    metrics
-                        .delivery_failures
-                        .get_or_create(&ReasonLabel {
-                            reason: "permanent",
-                        })
-                        .inc();
+                    metrics.delivery_failure(FailureReason::Permanent, code);
                     let reason = delivery.outcome.to_string();
                     return if is_endpoint_problem(status) {
                         Delivered::Deferred {
@@ -139,12 +133,7 @@ impl Target {
                     };
                 }
                 ref other => {
-                    metrics
-                        .delivery_failures
-                        .get_or_create(&ReasonLabel {
-                            reason: "permanent",
-                        })
-                        .inc();
+                    metrics.delivery_failure(FailureReason::Permanent, code);
                     return Delivered::Rejected {
                         reason: other.to_string(),
                         answer: Answer::from_outcome(other),

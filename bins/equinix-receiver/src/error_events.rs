@@ -49,6 +49,15 @@ pub(crate) enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, for creating the metric's labels at 0.
+    pub(crate) const ALL: [Self; 5] = [
+        Self::EquinixApi,
+        Self::Auth,
+        Self::RateLimited,
+        Self::DeliveryPermanent,
+        Self::State,
+    ];
+
     /// The name in the event data and in metrics.
     pub(crate) fn as_str(self) -> &'static str {
         match self {

@@ -1,24 +1,121 @@
 //! Prometheus metrics: every figure the receiver exports, registered once
 //! under the prefix `equinix_receiver_`. Labels stay bounded: never an event
-//! id, type or device.
+//! id, type or device. Every labelled counter exists at 0 for the label values
+//! known in advance, so `rate()`, `increase()` and `absent()` alerts work
+//! before the first failure.
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::fmt::{self, Write as _};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use metal_events::{Endpoint, RateLimit};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::error_events::ErrorKind;
+use crate::poll::Level;
+
+/// The `code` label: the HTTP status of an answer, or `error` when no answer
+/// came (connection refused, timeout, broken transfer).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct HttpCode(pub(crate) Option<u16>);
+
+/// The `code`s every endpoint's request counter starts with: the normal
+/// answer, and no answer.
+const KNOWN_API_CODES: [HttpCode; 2] = [HttpCode(Some(200)), HttpCode(None)];
+
+/// The `reason` label of a delivery failure.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum FailureReason {
+    /// Worth another try: no answer, 408, 429 or 5xx.
+    Retryable,
+    /// Sending again will not help: other 4xx, redirects, unsendable events.
+    Permanent,
+}
+
+impl FailureReason {
+    /// Every reason.
+    pub(crate) const ALL: [Self; 2] = [Self::Retryable, Self::Permanent];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+        }
+    }
+
+    /// The `code`s this reason's counter starts with: the answers
+    /// `direktiv_broadcast` classifies this way that Direktiv is known to give.
+    /// Any other code appears at its first occurrence.
+    fn known_codes(self) -> &'static [HttpCode] {
+        match self {
+            Self::Retryable => &[
+                HttpCode(None),
+                HttpCode(Some(408)),
+                HttpCode(Some(429)),
+                HttpCode(Some(500)),
+                HttpCode(Some(502)),
+                HttpCode(Some(503)),
+                HttpCode(Some(504)),
+            ],
+            Self::Permanent => &[
+                HttpCode(Some(400)),
+                HttpCode(Some(401)),
+                HttpCode(Some(403)),
+                HttpCode(Some(404)),
+                HttpCode(Some(405)),
+                HttpCode(Some(413)),
+                HttpCode(Some(415)),
+                HttpCode(Some(422)),
+            ],
+        }
+    }
+}
+
+impl EncodeLabelValue for HttpCode {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        match self.0 {
+            Some(status) => write!(encoder, "{status}"),
+            None => encoder.write_str("error"),
+        }
+    }
+}
+
+impl EncodeLabelValue for FailureReason {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for ErrorKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Level {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
 /// The `endpoint` and `code` labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ApiLabels {
-    /// Which kind of list or object (bounded: a handful of values).
+    /// Which kind of list or object ([`Endpoint::as_str`]).
     pub(crate) endpoint: &'static str,
     /// The HTTP status, or `error` when no answer came.
-    pub(crate) code: String,
+    pub(crate) code: HttpCode,
 }
 
 /// The `endpoint` label alone.
@@ -32,21 +129,90 @@ pub(crate) struct EndpointLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct LevelLabel {
     /// `project`, `device` or `organization`.
-    pub(crate) level: &'static str,
+    pub(crate) level: Level,
 }
 
-/// The `reason` label of a delivery failure.
+/// The `reason` and `code` labels of a delivery failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ReasonLabel {
+pub(crate) struct FailureLabels {
     /// `retryable` or `permanent`.
-    pub(crate) reason: &'static str,
+    pub(crate) reason: FailureReason,
+    /// Direktiv's HTTP status, or `error` when no answer came.
+    pub(crate) code: HttpCode,
 }
 
 /// The `kind` label of an operational error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct KindLabel {
-    /// `equinix_api`, `auth`, `rate_limited`, `delivery_permanent`, `state`, ...
-    pub(crate) kind: &'static str,
+    /// `equinix_api`, `auth`, `rate_limited`, `delivery_permanent`, `state`.
+    pub(crate) kind: ErrorKind,
+}
+
+/// The Metal API's `X-RateLimit-*` headers as last answered. Each gauge is
+/// absent from `/metrics` until an answer carried its header: a number made
+/// up before that would be read as a real budget.
+#[derive(Debug, Default)]
+struct RateLimitGauges(Mutex<RateLimitSeen>);
+
+/// The last value of each rate-limit header.
+#[derive(Debug, Default, Clone, Copy)]
+struct RateLimitSeen {
+    limit: Option<u64>,
+    remaining: Option<u64>,
+    /// Unix seconds.
+    reset: Option<u64>,
+}
+
+impl Collector for RateLimitGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let seen = *self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let gauges = [
+            (
+                "rate_limit_remaining",
+                "X-RateLimit-Remaining of the last API answer that had it (absent until one did).",
+                seen.remaining,
+            ),
+            (
+                "rate_limit_limit",
+                "X-RateLimit-Limit of the last API answer that had it: requests allowed per window.",
+                seen.limit,
+            ),
+            (
+                "rate_limit_reset_timestamp_seconds",
+                "Unix time at which the rate-limit window of the last API answer resets.",
+                seen.reset,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
+            gauge.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The buckets of `sweep_duration_seconds`: from 50 ms, doubling, until one
+/// is above `sweep_timeout`, so that a sweep that ran out of time lands in
+/// the largest finite bucket rather than only in `+Inf`.
+pub(crate) fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
+    const FIRST: f64 = 0.05;
+    // 0.05 s doubled 40 times is 1,700 years: enough for any timeout.
+    const MAX_BUCKETS: u16 = 41;
+    let limit = sweep_timeout.as_secs_f64();
+    let count = (1..MAX_BUCKETS)
+        .find(|n| FIRST * 2f64.powi(i32::from(*n) - 1) > limit)
+        .unwrap_or(MAX_BUCKETS);
+    exponential_buckets(FIRST, 2.0, count).collect()
+}
+
+/// Now, in Unix seconds, for the `_timestamp_seconds` gauges.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// Every metric of the receiver.
@@ -64,11 +230,13 @@ pub(crate) struct Metrics {
     pub(crate) events_delivered: Counter,
     pub(crate) events_already_delivered: Counter,
     pub(crate) events_unmappable: Counter,
-    pub(crate) delivery_failures: Family<ReasonLabel, Counter>,
+    pub(crate) delivery_failures: Family<FailureLabels, Counter>,
     pub(crate) delivery_retries: Counter,
+    pub(crate) last_successful_delivery: Gauge<f64, AtomicU64>,
     pub(crate) pending_events: Gauge,
+    pub(crate) oldest_pending_age: Gauge<f64, AtomicU64>,
     pub(crate) tracked_events: Gauge,
-    pub(crate) rate_limit_remaining: Gauge,
+    rate_limit: Arc<RateLimitGauges>,
     pub(crate) delivery_lag: Gauge<f64, AtomicU64>,
     pub(crate) state_persistent: Gauge,
     pub(crate) tls_insecure_skip_verify: Gauge,
@@ -84,8 +252,9 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers every metric.
-    pub(crate) fn new() -> Self {
+    /// Creates and registers every metric; `sweep_timeout`
+    /// (`equinix.sweepTimeout`) sets the largest sweep duration bucket.
+    pub(crate) fn new(sweep_timeout: Duration) -> Self {
         let mut registry = Registry::with_prefix("equinix_receiver");
         registry.register(
             "build",
@@ -95,7 +264,7 @@ impl Metrics {
         let metrics = Self {
             sweeps: Counter::default(),
             sweep_failures: Counter::default(),
-            sweep_duration: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            sweep_duration: Histogram::new(sweep_buckets(sweep_timeout)),
             last_successful_sweep: Gauge::default(),
             api_requests: Family::default(),
             api_request_duration: Family::new_with_constructor(|| {
@@ -109,9 +278,11 @@ impl Metrics {
             events_unmappable: Counter::default(),
             delivery_failures: Family::default(),
             delivery_retries: Counter::default(),
+            last_successful_delivery: Gauge::default(),
             pending_events: Gauge::default(),
+            oldest_pending_age: Gauge::default(),
             tracked_events: Gauge::default(),
-            rate_limit_remaining: Gauge::<i64, AtomicI64>::default(),
+            rate_limit: Arc::default(),
             delivery_lag: Gauge::default(),
             state_persistent: Gauge::default(),
             tls_insecure_skip_verify: Gauge::default(),
@@ -125,8 +296,36 @@ impl Metrics {
             dead_letter_dropped: Counter::default(),
             registry,
         };
-        metrics.rate_limit_remaining.set(-1);
+        metrics.create_known_labels();
         metrics.register()
+    }
+
+    /// Creates every labelled counter at 0 for the label values known in
+    /// advance.
+    fn create_known_labels(&self) {
+        for endpoint in Endpoint::ALL {
+            for code in KNOWN_API_CODES {
+                let endpoint = endpoint.as_str();
+                drop(
+                    self.api_requests
+                        .get_or_create(&ApiLabels { endpoint, code }),
+                );
+            }
+        }
+        for level in Level::ALL {
+            drop(self.events_received.get_or_create(&LevelLabel { level }));
+        }
+        for reason in FailureReason::ALL {
+            for &code in reason.known_codes() {
+                drop(
+                    self.delivery_failures
+                        .get_or_create(&FailureLabels { reason, code }),
+                );
+            }
+        }
+        for kind in ErrorKind::ALL {
+            drop(self.errors.get_or_create(&KindLabel { kind }));
+        }
     }
 
     fn register(mut self) -> Self {
@@ -189,7 +388,8 @@ impl Metrics {
         );
         r.register(
             "delivery_failures",
-            "Failed delivery attempts by reason (retryable, permanent)",
+            "Failed delivery attempts by reason (retryable, permanent) and HTTP status \
+             (`error`: no answer)",
             self.delivery_failures.clone(),
         );
         r.register(
@@ -198,20 +398,26 @@ impl Metrics {
             self.delivery_retries.clone(),
         );
         r.register(
+            "last_successful_delivery_timestamp_seconds",
+            "Unix time at which Direktiv last acknowledged an event (0: not yet)",
+            self.last_successful_delivery.clone(),
+        );
+        r.register(
             "pending_events",
-            "New events found but not yet acknowledged by Direktiv",
+            "New events the last sweep found that Direktiv has not acknowledged",
             self.pending_events.clone(),
+        );
+        r.register(
+            "oldest_pending_event_age_seconds",
+            "Age at the end of the last sweep of the oldest event it left undelivered (0: none)",
+            self.oldest_pending_age.clone(),
         );
         r.register(
             "tracked_events",
             "Event ids the dedupe state holds",
             self.tracked_events.clone(),
         );
-        r.register(
-            "rate_limit_remaining",
-            "X-RateLimit-Remaining of the last API answer (-1: not seen yet)",
-            self.rate_limit_remaining.clone(),
-        );
+        r.register_collector(Box::new(Arc::clone(&self.rate_limit)));
         r.register(
             "delivery_lag_seconds",
             "Now minus created_at of the newest delivered event",
@@ -267,8 +473,32 @@ impl Metrics {
     }
 
     /// Counts one operational error of a kind.
-    pub(crate) fn error(&self, kind: &'static str) {
+    pub(crate) fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&KindLabel { kind }).inc();
+    }
+
+    /// Counts one failed delivery attempt.
+    pub(crate) fn delivery_failure(&self, reason: FailureReason, code: HttpCode) {
+        self.delivery_failures
+            .get_or_create(&FailureLabels { reason, code })
+            .inc();
+    }
+
+    /// Keeps the rate-limit headers an API answer carried; those it did not
+    /// carry keep their last value.
+    pub(crate) fn observe_rate_limit(&self, limit: &RateLimit, now: SystemTime) {
+        let mut seen = self
+            .rate_limit
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        seen.limit = limit.limit.or(seen.limit);
+        seen.remaining = limit.remaining.or(seen.remaining);
+        let reset = limit
+            .reset_at(now)
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map(|since| since.as_secs());
+        seen.reset = reset.or(seen.reset);
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.
@@ -284,17 +514,37 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    const SWEEP_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// The value of `sample` (name and labels as printed) in `text`.
+    fn value(text: &str, sample: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    /// The `X-RateLimit-*` headers of an answer, as the client reads them.
+    fn rate_limit(headers: &[(&'static str, &str)]) -> RateLimit {
+        let mut map = reqwest::header::HeaderMap::new();
+        for (name, value) in headers {
+            map.insert(*name, value.parse().unwrap());
+        }
+        RateLimit::from_headers(&map).expect("a rate-limit header")
+    }
+
     #[test]
     fn every_metric_has_the_prefix_and_counters_move() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(SWEEP_TIMEOUT);
         metrics.events_delivered.inc();
         metrics
             .api_requests
             .get_or_create(&ApiLabels {
                 endpoint: "device_events",
-                code: "200".into(),
+                code: HttpCode(Some(200)),
             })
             .inc();
+        metrics.delivery_failure(FailureReason::Retryable, HttpCode(Some(503)));
+        metrics.delivery_failure(FailureReason::Retryable, HttpCode(None));
+        metrics.error(ErrorKind::Auth);
         let text = metrics.encode();
         for line in text
             .lines()
@@ -302,17 +552,177 @@ mod tests {
         {
             assert!(line.starts_with("equinix_receiver_"), "{line}");
         }
-        assert!(
-            text.contains("equinix_receiver_events_delivered_total 1"),
-            "{text}"
-        );
-        assert!(text.contains(
-            "equinix_receiver_api_requests_total{endpoint=\"device_events\",code=\"200\"} 1"
-        ));
+        for (sample, expected) in [
+            ("equinix_receiver_events_delivered_total", 1.0),
+            (
+                "equinix_receiver_api_requests_total{endpoint=\"device_events\",code=\"200\"}",
+                1.0,
+            ),
+            (
+                "equinix_receiver_delivery_failures_total{reason=\"retryable\",code=\"503\"}",
+                1.0,
+            ),
+            (
+                "equinix_receiver_delivery_failures_total{reason=\"retryable\",code=\"error\"}",
+                1.0,
+            ),
+            ("equinix_receiver_errors_total{kind=\"auth\"}", 1.0),
+            ("equinix_receiver_errors_total{kind=\"state\"}", 0.0),
+        ] {
+            assert_eq!(value(&text, sample), Some(expected), "{sample} in\n{text}");
+        }
         assert!(
             text.contains("equinix_receiver_build_info{version=\""),
             "{text}"
         );
-        assert!(text.contains("equinix_receiver_rate_limit_remaining -1"));
+    }
+
+    #[test]
+    fn every_labelled_counter_shows_its_known_values_at_zero_from_the_start() {
+        let text = Metrics::new(SWEEP_TIMEOUT).encode();
+        let zero = |sample: &str| {
+            assert_eq!(value(&text, sample), Some(0.0), "{sample} in\n{text}");
+        };
+        for kind in [
+            "equinix_api",
+            "auth",
+            "rate_limited",
+            "delivery_permanent",
+            "state",
+        ] {
+            zero(&format!("equinix_receiver_errors_total{{kind=\"{kind}\"}}"));
+        }
+        for level in ["device", "project", "organization"] {
+            zero(&format!(
+                "equinix_receiver_events_received_total{{level=\"{level}\"}}"
+            ));
+        }
+        for endpoint in Endpoint::ALL {
+            for code in ["200", "error"] {
+                zero(&format!(
+                    "equinix_receiver_api_requests_total{{endpoint=\"{}\",code=\"{code}\"}}",
+                    endpoint.as_str()
+                ));
+            }
+        }
+        for (reason, code) in [
+            ("retryable", "error"),
+            ("retryable", "503"),
+            ("retryable", "429"),
+            ("permanent", "400"),
+            ("permanent", "401"),
+            ("permanent", "404"),
+        ] {
+            zero(&format!(
+                "equinix_receiver_delivery_failures_total{{reason=\"{reason}\",code=\"{code}\"}}"
+            ));
+        }
+        for gauge in [
+            "equinix_receiver_pending_events",
+            "equinix_receiver_oldest_pending_event_age_seconds",
+            "equinix_receiver_last_successful_delivery_timestamp_seconds",
+        ] {
+            zero(gauge);
+        }
+        // Unknown until the Metal API answers: absent, not a made-up value.
+        assert!(!text.contains("equinix_receiver_rate_limit_"), "{text}");
+    }
+
+    #[test]
+    fn rate_limit_gauges_appear_with_the_first_answer_that_carries_them() {
+        let metrics = Metrics::new(SWEEP_TIMEOUT);
+        let now = UNIX_EPOCH + Duration::from_secs(1_750_000_000);
+        metrics.observe_rate_limit(&rate_limit(&[("x-ratelimit-remaining", "41")]), now);
+        let text = metrics.encode();
+        assert_eq!(
+            value(&text, "equinix_receiver_rate_limit_remaining"),
+            Some(41.0)
+        );
+        assert!(
+            !text.contains("equinix_receiver_rate_limit_limit"),
+            "{text}"
+        );
+        assert!(!text.contains("reset_timestamp"), "{text}");
+
+        // A relative reset (seconds from now) becomes a Unix time; a header
+        // an answer lacks keeps its last value.
+        metrics.observe_rate_limit(
+            &rate_limit(&[("x-ratelimit-limit", "500"), ("x-ratelimit-reset", "60")]),
+            now,
+        );
+        let text = metrics.encode();
+        for (sample, expected) in [
+            ("equinix_receiver_rate_limit_remaining", 41.0),
+            ("equinix_receiver_rate_limit_limit", 500.0),
+            (
+                "equinix_receiver_rate_limit_reset_timestamp_seconds",
+                1_750_000_060.0,
+            ),
+        ] {
+            assert_eq!(value(&text, sample), Some(expected), "{sample} in\n{text}");
+        }
+        assert!(text.contains("# TYPE equinix_receiver_rate_limit_limit gauge"));
+    }
+
+    #[test]
+    fn the_largest_sweep_bucket_is_above_the_sweep_timeout() {
+        for seconds in [1, 2, 30, 300, 301, 3600, 86_400] {
+            let timeout = Duration::from_secs(seconds);
+            let buckets = sweep_buckets(timeout);
+            let largest = *buckets.last().unwrap();
+            assert!(
+                largest > timeout.as_secs_f64(),
+                "{seconds} s: largest bucket {largest}"
+            );
+            // Not more than one bucket beyond it.
+            assert!(buckets[buckets.len() - 2] <= timeout.as_secs_f64());
+            assert_eq!(buckets[0], 0.05);
+        }
+        // The default sweepTimeout (5 min): up to 409.6 s.
+        assert_eq!(sweep_buckets(SWEEP_TIMEOUT).len(), 14);
+        let text = Metrics::new(SWEEP_TIMEOUT).encode();
+        assert!(
+            text.contains("equinix_receiver_sweep_duration_seconds_bucket{le=\"409.6\"} 0"),
+            "{text}"
+        );
+    }
+
+    /// Every series name the receiver can expose, with its label names (`le`
+    /// left out), one per line. `deploy/check-manifests.py` checks the names
+    /// in `docs/operations.md` and the PrometheusRule against this snapshot.
+    #[test]
+    fn exposed_metric_names() {
+        let metrics = Metrics::new(SWEEP_TIMEOUT);
+        // Touch what exists only once used.
+        metrics
+            .api_request_duration
+            .get_or_create(&EndpointLabel {
+                endpoint: Endpoint::DeviceEvents.as_str(),
+            })
+            .observe(0.1);
+        metrics.observe_rate_limit(
+            &rate_limit(&[
+                ("x-ratelimit-limit", "500"),
+                ("x-ratelimit-remaining", "499"),
+                ("x-ratelimit-reset", "60"),
+            ]),
+            SystemTime::now(),
+        );
+        let text = metrics.encode();
+        let mut series = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (series_part, _) = line.rsplit_once(' ').expect("a sample line");
+            let (name, labels) = series_part
+                .split_once('{')
+                .map_or((series_part, ""), |(n, l)| (n, l.trim_end_matches('}')));
+            let labels: Vec<&str> = labels
+                .split(',')
+                .filter_map(|pair| pair.split_once('=').map(|(k, _)| k))
+                .filter(|k| *k != "le")
+                .collect();
+            series.insert(format!("{name} {}", labels.join(",")).trim_end().to_owned());
+        }
+        let names = series.into_iter().collect::<Vec<_>>().join("\n");
+        insta::assert_snapshot!(names);
     }
 }

@@ -12,6 +12,7 @@ use metal_events::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::error_events::ErrorKind;
 use crate::gate::RateGate;
 use crate::metrics::{LevelLabel, Metrics};
 
@@ -32,6 +33,31 @@ const PROBE_PER_PAGE: u32 = 10;
 const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// The wait after a 429 that named none.
 const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Which kind of list an event was read from (the `level` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Level {
+    /// A device's events.
+    Device,
+    /// A project's events.
+    Project,
+    /// The organization's own events.
+    Organization,
+}
+
+impl Level {
+    /// Every level, for creating the metric's labels at 0.
+    pub(crate) const ALL: [Self; 3] = [Self::Device, Self::Project, Self::Organization];
+
+    /// The label value.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Device => "device",
+            Self::Project => "project",
+            Self::Organization => "organization",
+        }
+    }
+}
 
 /// One event list the sweep polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +103,12 @@ impl Source {
         }
     }
 
-    /// The `level` label of this list.
-    pub(crate) fn level(&self) -> &'static str {
+    /// The level of this list.
+    pub(crate) fn level(&self) -> Level {
         match self.scope {
-            EventScope::Device(_) => "device",
-            EventScope::Project(_) => "project",
-            _ => "organization",
+            EventScope::Device(_) => Level::Device,
+            EventScope::Project(_) => Level::Project,
+            _ => Level::Organization,
         }
     }
 }
@@ -239,7 +265,7 @@ pub(crate) async fn poll_list(
                     let wait = gate.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
                     tracing::warn!(source = %poll.source.key, wait_s = wait.as_secs_f64(),
                         "the Metal API is rate limiting; pausing every request");
-                    metrics.error("rate_limited");
+                    metrics.error(ErrorKind::RateLimited);
                     // A rate limit is the server pacing us, not a failure: it
                     // does not use up the retries.
                     continue;
@@ -271,7 +297,7 @@ pub(crate) async fn poll_list(
             Ok(verdicts) => verdicts,
             Err(error) => {
                 tracing::error!(source = %poll.source.key, %error, "the dedupe state failed a lookup");
-                metrics.error("state");
+                metrics.error(ErrorKind::State);
                 return poll;
             }
         };

@@ -74,7 +74,7 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         // Held until the end: a receiver on this state would write the
         // dead-letter file at the same time.
         let _lock = lock_state(&state, settings).await?;
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(settings.equinix.sweep_timeout));
         let max = usize::try_from(settings.state.dead_letter_max).unwrap_or(usize::MAX);
         let store = DeadLetters::open(
             Location::File {

@@ -3,6 +3,7 @@
 //! list, record each after Direktiv acknowledged it, then move each fully read
 //! list's floor and persist the state.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -15,12 +16,13 @@ use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, Project
 use metal_events::{Client, Event};
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DeadLetters, Entry};
+use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, Target};
+use crate::error_events::ErrorKind;
 use crate::gate::RateGate;
 use crate::inventory::Inventory;
-use crate::metrics::Metrics;
-use crate::poll::{ListEnd, ListPoll, PollOptions, Source, poll_list};
+use crate::metrics::{Metrics, unix_now};
+use crate::poll::{Level, ListEnd, ListPoll, PollOptions, Source, poll_list};
 use crate::settings::Levels;
 
 /// Called as the pipeline works, for the demo's display.
@@ -134,8 +136,9 @@ struct Group {
 #[derive(Default)]
 struct Progress {
     report: SweepReport,
-    /// Ids chosen for delivery this sweep (each event once).
-    claimed: HashSet<String>,
+    /// Ids chosen for delivery this sweep (each event once), with their
+    /// creation time.
+    claimed: HashMap<String, Option<DateTime<Utc>>>,
     /// Ids delivered, refused for good or unmappable: settled.
     settled: HashSet<String>,
     /// Group keys with a deferred event: later groups of the same device wait
@@ -241,11 +244,11 @@ impl Pipeline {
         // device and its project both list is claimed with the device's
         // context; project and organization lists follow while the device
         // lists' deliveries are still running.
-        self.metrics.pending_events.set(0);
         let sources = sources(inventory, self.levels);
         let lists = sources.len();
-        let (device_lists, other_lists): (Vec<Source>, Vec<Source>) =
-            sources.into_iter().partition(|s| s.level() == "device");
+        let (device_lists, other_lists): (Vec<Source>, Vec<Source>) = sources
+            .into_iter()
+            .partition(|s| s.level() == Level::Device);
         let progress = Mutex::new(Progress::default());
         let lanes = Lanes::default();
         let (progress, lanes) = (&progress, &lanes);
@@ -278,6 +281,7 @@ impl Pipeline {
 
         let Progress {
             settled,
+            claimed,
             mut report,
             ..
         } = std::mem::take(&mut *progress.lock().unwrap_or_else(PoisonError::into_inner));
@@ -304,14 +308,26 @@ impl Pipeline {
         }
         if let Err(error) = self.tracker.persist().await {
             self.metrics.state_persist_failures.inc();
-            self.metrics.error("state");
+            self.metrics.error(ErrorKind::State);
             tracing::error!(%error, "could not write the state; delivered events may be sent again after a restart");
             report.persist_error = Some(error.to_string());
         }
 
         let stats = self.tracker.stats();
         self.metrics.tracked_events.set(stats.tracked_ids as i64);
+        // Published once the sweep is over, never reset at its start: a
+        // scrape at any moment sees what the last sweep left waiting.
         self.metrics.pending_events.set(report.deferred as i64);
+        let oldest_pending = claimed
+            .iter()
+            .filter(|(id, _)| !settled.contains(id.as_str()))
+            .filter_map(|(_, created_at)| *created_at)
+            .min();
+        self.metrics
+            .oldest_pending_age
+            .set(oldest_pending.map_or(0.0, |at| {
+                (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+            }));
         self.update_lag();
         report.duration = started.elapsed();
         self.metrics
@@ -320,9 +336,7 @@ impl Pipeline {
         if report.list_errors > 0 || report.auth_failed {
             self.metrics.sweep_failures.inc();
         } else {
-            self.metrics
-                .last_successful_sweep
-                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+            self.metrics.last_successful_sweep.set(unix_now());
         }
         report
     }
@@ -385,8 +399,11 @@ impl Pipeline {
                 let Some(id) = event.id.as_ref().map(|id| id.as_str().to_owned()) else {
                     continue;
                 };
-                if !claimed.insert(id.clone()) {
-                    continue;
+                match claimed.entry(id.clone()) {
+                    Entry::Occupied(_) => continue,
+                    Entry::Vacant(entry) => {
+                        entry.insert(event.created_at);
+                    }
                 }
                 let context = context(inventory, &poll.source, &event);
                 match metal_cloudevents::to_cloudevent(&event, &context, &self.map_options) {
@@ -396,7 +413,6 @@ impl Pipeline {
                             |d| format!("device:{}", d.id),
                         );
                         report.new += 1;
-                        self.metrics.pending_events.inc();
                         groups
                             .entry(key.clone())
                             .or_insert_with(|| Group {
@@ -457,9 +473,9 @@ impl Pipeline {
         report.list_errors += 1;
         report.auth_failed |= error.is_unauthorized();
         self.metrics.error(if error.is_unauthorized() {
-            "auth"
+            ErrorKind::Auth
         } else {
-            "equinix_api"
+            ErrorKind::EquinixApi
         });
         if report.first_list_error.is_none() {
             report.first_list_error = Some(error.to_string());
@@ -520,11 +536,11 @@ impl Pipeline {
                     tracing::debug!(id, ty = ?candidate.event.event_type, already, "delivered");
                 }
                 Delivered::Rejected { reason, answer } => {
-                    self.metrics.error("delivery_permanent");
+                    self.metrics.error(ErrorKind::DeliveryPermanent);
                     // Kept before it is settled: if it cannot be kept, it
                     // stays new and is refused (and kept) again next sweep.
                     if let Err(error) = self.dead_letter(&candidate.cloud, answer).await {
-                        self.metrics.error("state");
+                        self.metrics.error(ErrorKind::State);
                         tracing::error!(id, ty = ?candidate.event.event_type, %reason,
                             error = format!("{error:#}"),
                             "Direktiv refused the event for good and it could not be kept; \
@@ -545,7 +561,7 @@ impl Pipeline {
                     if *blocks_all {
                         stop.cancel();
                         if reason != "shutting down" {
-                            self.metrics.error("delivery_permanent");
+                            self.metrics.error(ErrorKind::DeliveryPermanent);
                         }
                     }
                     tracing::debug!(id, %reason, "delivery deferred to the next sweep");
@@ -569,7 +585,6 @@ impl Pipeline {
                 self.metrics.state_persist_failures.inc();
                 tracing::error!(%error, "could not write the state");
             }
-            self.metrics.pending_events.dec();
             let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
             progress.settled.insert(id.to_owned());
             let report = &mut progress.report;
@@ -594,7 +609,7 @@ impl Pipeline {
         event: &cloudevents::Event,
         answer: &crate::dead_letter::Answer,
     ) -> anyhow::Result<()> {
-        let entry = Entry::new(event, answer.clone(), Utc::now())?;
+        let entry = crate::dead_letter::Entry::new(event, answer.clone(), Utc::now())?;
         self.dead_letters.keep(entry).await
     }
 

@@ -366,7 +366,18 @@ async fn endpoints_answer_before_and_after_the_first_sweep_and_metrics_move() {
     assert_eq!(value("equinix_receiver_state_persistent"), 1.0);
     assert_eq!(value("equinix_receiver_tls_insecure_skip_verify"), 0.0);
     assert!(value("equinix_receiver_delivery_lag_seconds") > 0.0);
+    // The simulator's budget: a million requests an hour.
     assert!(value("equinix_receiver_rate_limit_remaining") >= 0.0);
+    assert_eq!(value("equinix_receiver_rate_limit_limit"), 1_000_000.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let reset = value("equinix_receiver_rate_limit_reset_timestamp_seconds");
+    assert!(
+        (now..=now + 3601.0).contains(&reset),
+        "reset at {reset}, now {now}"
+    );
     assert!(
         text.contains(
             "equinix_receiver_api_requests_total{endpoint=\"device_events\",code=\"200\"}"
@@ -678,4 +689,174 @@ async fn a_busy_address_is_a_clear_start_up_error() {
     assert!(stderr.contains(&addr.to_string()), "{stderr}");
     assert!(stderr.contains("server.listen"), "{stderr}");
     assert_eq!(metal.stats().requests_total, 0, "nothing was requested");
+}
+
+/// The events of the simulator's organization that the default levels
+/// (project and device lists) deliver.
+fn deliverable_history(metal: &MetalSimHandle) -> usize {
+    metal
+        .events()
+        .iter()
+        .filter(|e| e.organization_id == metal.org_id() && e.scope != EventScope::Organization)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_direktiv_down_pending_events_stay_published_and_failures_carry_the_status() {
+    // A slow API: every sweep spends a while reading lists, which is when a
+    // gauge reset at the sweep's start would show 0.
+    let metal = metal(MetalFaults {
+        latency: Duration::from_millis(150),
+        ..MetalFaults::default()
+    })
+    .await;
+    let direktiv = direktiv(DirektivFaults {
+        down: true,
+        ..DirektivFaults::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &metal,
+        metal.token(),
+        &direktiv,
+        &state_path(&dir),
+        "pollInterval: 100ms\nstartFrom: all",
+        "maxRetries: 0",
+        "",
+    );
+    let receiver = Receiver::spawn(dir.path(), &yaml).await;
+    let history = deliverable_history(&metal) as f64;
+    assert!(history > 0.0);
+
+    let pending = "equinix_receiver_pending_events";
+    let start = Instant::now();
+    while receiver.metric(pending).await != Some(history) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{pending} never reached {history}; logs:\n{}",
+            receiver.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    // Sweep after sweep, a scrape at any moment sees what waits: an alert
+    // on `min_over_time(pending_events[30m]) > 0` can fire.
+    for _ in 0..30 {
+        let (_, _, text) = receiver.get("/metrics").await;
+        assert_eq!(metric_value(&text, pending), Some(history), "{text}");
+        let age = metric_value(&text, "equinix_receiver_oldest_pending_event_age_seconds")
+            .unwrap_or_else(|| panic!("no oldest pending age in\n{text}"));
+        // The simulator's history spans a week before now.
+        assert!(age > 3600.0, "oldest pending age {age}");
+        assert_eq!(
+            metric_value(
+                &text,
+                "equinix_receiver_last_successful_delivery_timestamp_seconds"
+            ),
+            Some(0.0),
+            "nothing was acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, text) = receiver.get("/metrics").await;
+    let unavailable = metric_value(
+        &text,
+        "equinix_receiver_delivery_failures_total{reason=\"retryable\",code=\"503\"}",
+    )
+    .unwrap_or_else(|| panic!("no 503 failures in\n{text}"));
+    assert!(unavailable >= history, "{unavailable} failures");
+    assert_eq!(
+        metric_value(
+            &text,
+            "equinix_receiver_delivery_failures_total{reason=\"permanent\",code=\"401\"}"
+        ),
+        Some(0.0),
+        "known codes exist at 0"
+    );
+    assert_eq!(direktiv.accepted_count(), 0);
+
+    // Direktiv is back: the backlog goes out and the gauges say so.
+    direktiv.set_faults(DirektivFaults::default());
+    let start = Instant::now();
+    while receiver.metric(pending).await != Some(0.0) {
+        assert!(start.elapsed() < DEADLINE, "{pending} never went back to 0");
+        tokio::time::sleep(TICK).await;
+    }
+    let (_, _, text) = receiver.get("/metrics").await;
+    assert_eq!(
+        metric_value(&text, "equinix_receiver_oldest_pending_event_age_seconds"),
+        Some(0.0)
+    );
+    let acknowledged = metric_value(
+        &text,
+        "equinix_receiver_last_successful_delivery_timestamp_seconds",
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - 60.0..=now + 1.0).contains(&acknowledged),
+        "last delivery at {acknowledged}, now {now}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_that_runs_out_of_time_shows_in_the_duration_histogram() {
+    let metal = metal(MetalFaults::default()).await;
+    let direktiv = direktiv(DirektivFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &metal,
+        metal.token(),
+        &direktiv,
+        &state_path(&dir),
+        "pollInterval: 100ms\nsweepTimeout: 2s\ntimeout: 2s",
+        "",
+        "",
+    );
+    let receiver = Receiver::spawn(dir.path(), &yaml).await;
+    wait_status(&receiver, "/readyz", 200).await;
+
+    // Now every list takes 1.5 s: the device lists, then the project list,
+    // take 3 s, more than the sweep's 2 s.
+    metal.set_faults(MetalFaults {
+        latency: Duration::from_millis(1500),
+        ..MetalFaults::default()
+    });
+    let failures = "equinix_receiver_sweep_failures_total";
+    let start = Instant::now();
+    while receiver.metric(failures).await.unwrap_or(0.0) < 1.0 {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no sweep timed out; logs:\n{}",
+            receiver.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    assert!(
+        receiver.logs().contains("the sweep ran out of time"),
+        "{}",
+        receiver.logs()
+    );
+    let (_, _, text) = receiver.get("/metrics").await;
+    let sum = metric_value(&text, "equinix_receiver_sweep_duration_seconds_sum").unwrap();
+    assert!(
+        sum >= 2.0,
+        "the timed-out sweep (2 s) is not in the histogram: sum {sum}\n{text}"
+    );
+    // It lands in a finite bucket: the largest one reaches sweepTimeout.
+    let count = metric_value(&text, "equinix_receiver_sweep_duration_seconds_count").unwrap();
+    let (largest, in_largest) = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("equinix_receiver_sweep_duration_seconds_bucket{le=\"")?;
+            let (le, value) = rest.split_once("\"} ")?;
+            Some((le.parse::<f64>().ok()?, value.trim().parse::<f64>().ok()?))
+        })
+        .filter(|(le, _)| le.is_finite())
+        .fold((0.0, 0.0), |best, b| if b.0 > best.0 { b } else { best });
+    assert!(largest >= 2.0, "largest finite bucket {largest}");
+    assert_eq!(in_largest, count, "every sweep within the finite buckets");
 }
