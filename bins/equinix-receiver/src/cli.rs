@@ -32,6 +32,8 @@ Exit codes:
   2   bad command-line usage
   3   with --once: some events were not delivered (they are retried on the next run)
   78  bad config (EX_CONFIG); nothing was requested
+  130 a second SIGINT/SIGTERM (Ctrl-C) while shutting down: exits at once, without waiting
+      for deliveries in flight or saving the state (the next start uses the last saved one)
 
 Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents and
 the demo's display (docs/demo.md).
@@ -301,7 +303,8 @@ mod tests {
     fn help_documents_exit_codes_and_environment() {
         let help = Cli::command().render_long_help().to_string();
         for needle in [
-            "78",
+            "  78  ",
+            "  130 ",
             "METAL_AUTH_TOKEN",
             "DIREKTIV_TOKEN",
             "RUST_LOG",
