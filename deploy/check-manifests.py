@@ -6,7 +6,7 @@ script checks what no schema can: that the files agree with each other and
 with the receiver (names, labels, ports, paths, tokens, security settings),
 and the parts no bundled schema covers (the ServiceMonitor CRD, the
 Kustomization, the config.yaml inside the ConfigMap, the Direktiv workflows,
-the Dockerfile's entrypoint). Needs PyYAML only.
+the Dockerfile's entrypoint and state directory). Needs PyYAML only.
 """
 
 import os
@@ -183,9 +183,13 @@ check(c["image"].split(":")[0] in images, "kustomization: sets the receiver's im
 # --- Dockerfile.
 dockerfile = (DEPLOY / "Dockerfile").read_text()
 for line in ['ENTRYPOINT ["/equinix-receiver"]', 'CMD ["/config/config.yaml"]', f"EXPOSE {PORT}",
-             f"USER {UID}:{UID}", f'VOLUME ["{STATE_DIR}"]', "FROM gcr.io/distroless/cc-debian12:nonroot",
+             f"USER {UID}:{UID}", f"--chown={UID}:{UID} /out/state {STATE_DIR}",
+             "FROM gcr.io/distroless/cc-debian12:nonroot",
              "cargo build --release --locked -p equinix-receiver"]:
     check(line in dockerfile, f"Dockerfile: {line}")
+# An image VOLUME looks persistent but, under containerd, is a directory of
+# the one container and dies with it; the state belongs on a real volume.
+check(not re.search(r"^\s*VOLUME\b", dockerfile, re.M | re.I), "Dockerfile: declares no VOLUME")
 
 # --- Direktiv workflows.
 for name, event_type in [("provisioning-workflow.yaml", "provisioning.110"),

@@ -15,6 +15,7 @@ mod health;
 mod inventory;
 mod logging;
 mod metrics;
+mod mountinfo;
 mod poll;
 mod server;
 mod settings;
