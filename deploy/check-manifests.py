@@ -6,8 +6,9 @@ script checks what no schema can: that the files agree with each other and
 with the receiver (names, labels, ports, paths, tokens, security settings),
 and the parts no bundled schema covers (the ServiceMonitor and PrometheusRule
 CRDs, the Kustomization, the config.yaml inside the ConfigMap, the Direktiv
-workflows, the Dockerfile's entrypoint), and that every metric the
-PrometheusRule and docs/operations.md name is one the receiver exposes.
+workflows, the Dockerfile's entrypoint and state directory), that every metric
+the PrometheusRule and docs/operations.md name is one the receiver exposes,
+and that the probe example in docs/operations.md is the Deployment's.
 Needs PyYAML only.
 """
 
@@ -260,9 +261,25 @@ check(c["image"].split(":")[0] in images, "kustomization: sets the receiver's im
 # --- Dockerfile.
 dockerfile = (DEPLOY / "Dockerfile").read_text()
 for line in ['ENTRYPOINT ["/equinix-receiver"]', 'CMD ["/config/config.yaml"]', f"EXPOSE {PORT}",
-             f"USER {UID}:{UID}", f'VOLUME ["{STATE_DIR}"]', "FROM gcr.io/distroless/cc-debian12:nonroot",
+             f"USER {UID}:{UID}", f"--chown={UID}:{UID} /out/state {STATE_DIR}",
+             "FROM gcr.io/distroless/cc-debian12:nonroot",
              "cargo build --release --locked -p equinix-receiver"]:
     check(line in dockerfile, f"Dockerfile: {line}")
+# An image VOLUME looks persistent but, under containerd, is a directory of
+# the one container and dies with it; the state belongs on a real volume.
+check(not re.search(r"^\s*VOLUME\b", dockerfile, re.M | re.I), "Dockerfile: declares no VOLUME")
+
+# --- docs/operations.md shows the Deployment's probes as they are.
+operations = DEPLOY.parent / "docs" / "operations.md"
+if operations.is_file():
+    shown = None
+    for block in re.findall(r"```yaml\n(.*?)```", operations.read_text(), re.S):
+        doc = yaml.safe_load(block)
+        if isinstance(doc, dict) and "livenessProbe" in doc:
+            shown = doc
+            break
+    probes = {k: c[k] for k in ("livenessProbe", "readinessProbe", "startupProbe") if k in c}
+    check(shown == probes, "docs/operations.md: the probe example is the Deployment's probes, no more, no less")
 
 # --- Direktiv workflows.
 for name, event_type in [("provisioning-workflow.yaml", "provisioning.110"),

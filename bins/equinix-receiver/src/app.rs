@@ -81,6 +81,9 @@ pub(crate) struct Extras {
     /// Told the address the health and metrics server bound (useful with
     /// `server.listen: 127.0.0.1:0`).
     pub(crate) on_listen: Option<ListenCallback>,
+    /// The state is scratch on purpose (the demo's temporary directory): no
+    /// warning that it lies on the container's own filesystem.
+    pub(crate) scratch_state: bool,
 }
 
 /// Runs the receiver until it is told to stop (or after one sweep with `--once`).
@@ -144,10 +147,18 @@ async fn run_pipeline(
 ) -> anyhow::Result<ExitCode> {
     let gate = Arc::new(RateGate::default());
     let client = metal_client(settings, metrics, &gate)?;
+    // Where the state's directory is mounted (Linux only; elsewhere the file
+    // counts as persistent).
+    let mountinfo = if extras.scratch_state {
+        None
+    } else {
+        std::fs::read_to_string(crate::mountinfo::PATH).ok()
+    };
     let (tracker, persistent) = open_tracker(
         &settings.state,
         settings.equinix.start_from,
         options.dry_run,
+        mountinfo.as_deref(),
     )
     .await?;
     let dead_letters = Arc::new(open_dead_letters(
@@ -577,11 +588,15 @@ pub(crate) fn state_path(state: &StateSettings) -> (PathBuf, bool) {
 
 /// Opens the dedupe state. A configured path must work; the default location
 /// may fall back to memory (the old receiver's behaviour) with a loud warning.
-/// `--dry-run` never touches the file: it uses memory.
+/// `--dry-run` never touches the file: it uses memory. The second value says
+/// whether the state outlives the container: not when it is in memory, nor
+/// when `mountinfo` (the text of `/proc/self/mountinfo`) shows its directory
+/// on the container's own root filesystem.
 async fn open_tracker(
     state: &StateSettings,
     start_from: Baseline,
     dry_run: bool,
+    mountinfo: Option<&str>,
 ) -> anyhow::Result<(Arc<dyn Tracker>, bool)> {
     let tracker_options = TrackerOptions {
         baseline: start_from,
@@ -598,7 +613,10 @@ async fn open_tracker(
         ..FileOptions::default()
     };
     match FileTracker::open(&path, options).await {
-        Ok(tracker) => Ok((Arc::new(tracker), true)),
+        Ok(tracker) => {
+            let persistent = !state_on_container_root(&path, mountinfo);
+            Ok((Arc::new(tracker), persistent))
+        }
         Err(error) if !configured && !error.is_corrupt() && !error.is_locked() => {
             tracing::warn!(path = %path.display(), %error,
                 "NO PERSISTENT STATE: the default state location is not writable, so the \
@@ -647,6 +665,33 @@ fn open_dead_letters(
     let max = usize::try_from(state.dead_letter_max).unwrap_or(usize::MAX);
     let store = DeadLetters::open(location, max, Arc::clone(metrics))?;
     Ok(store)
+}
+
+/// Whether the state file's directory lies on the container's own root
+/// filesystem ([`crate::mountinfo::on_container_root`]), with a loud warning
+/// when it does. The file is used all the same: it survives a restart of the
+/// process, only not a new container.
+fn state_on_container_root(path: &Path, mountinfo: Option<&str>) -> bool {
+    let Some(mountinfo) = mountinfo else {
+        return false;
+    };
+    let dir = path
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    if !crate::mountinfo::on_container_root(mountinfo, &dir) {
+        return false;
+    }
+    tracing::warn!(path = %path.display(),
+        "NO PERSISTENT STATE: the state directory {} lies on the container's own filesystem, \
+         not on a volume, so the state is lost with the container (a new pod, an upgrade) and \
+         events that happen meanwhile will be missed. Mount a volume there: a \
+         PersistentVolumeClaim (deploy/kubernetes/pvc.yaml) or a Docker named volume",
+        dir.display());
+    true
 }
 
 /// The tracker of `--dry-run`: a private in-memory copy of the state file when
@@ -961,5 +1006,61 @@ impl Signals {
             return;
         }
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD_WITHOUT_PVC: &str = include_str!("../../../fixtures/mountinfo/pod-without-pvc.txt");
+    const BARE_METAL: &str = include_str!("../../../fixtures/mountinfo/bare-metal-ext4.txt");
+
+    fn state_in(dir: &Path) -> StateSettings {
+        StateSettings {
+            path: Some(dir.join(STATE_FILE)),
+            overlap: Duration::from_secs(600),
+            reset_corrupt: false,
+            dead_letter_path: None,
+            dead_letter_max: 1000,
+        }
+    }
+
+    async fn persistent(mountinfo: Option<&str>) -> (bool, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let (tracker, persistent) =
+            open_tracker(&state_in(dir.path()), Baseline::Now, false, mountinfo)
+                .await
+                .unwrap();
+        tracker
+            .record_delivered("device:d1", "e1", None)
+            .await
+            .unwrap();
+        tracker.persist().await.unwrap();
+        (persistent, dir)
+    }
+
+    #[tokio::test]
+    async fn a_state_on_the_containers_overlay_root_is_used_but_not_persistent() {
+        // Every path of the test's temporary directory lies on `/` for this
+        // fixture, which is an overlay: the old Deployment with a new image.
+        let (persistent, dir) = persistent(Some(POD_WITHOUT_PVC)).await;
+        assert!(
+            !persistent,
+            "state_persistent must be 0 on the container root"
+        );
+        assert!(
+            dir.path().join(STATE_FILE).is_file(),
+            "the file is still written: it survives a restart of the process"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_state_on_a_real_filesystem_or_without_mountinfo_is_persistent() {
+        for mountinfo in [Some(BARE_METAL), None] {
+            let (persistent, dir) = persistent(mountinfo).await;
+            assert!(persistent, "{mountinfo:?}");
+            assert!(dir.path().join(STATE_FILE).is_file());
+        }
     }
 }

@@ -36,6 +36,8 @@ Exit codes:
       with --redeliver-refused: some refused events are still kept (refused again, or
       not tried because Direktiv refused every event or was unreachable)
   78  bad config (EX_CONFIG); nothing was requested
+  130 a second SIGINT/SIGTERM (Ctrl-C) while shutting down: exits at once, without waiting
+      for deliveries in flight or saving the state (the next start uses the last saved one)
 
 Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents,
 --redeliver-refused's summary and the demo's display (docs/demo.md).
@@ -327,7 +329,8 @@ mod tests {
     fn help_documents_exit_codes_and_environment() {
         let help = Cli::command().render_long_help().to_string();
         for needle in [
-            "78",
+            "  78  ",
+            "  130 ",
             "METAL_AUTH_TOKEN",
             "DIREKTIV_TOKEN",
             "RUST_LOG",

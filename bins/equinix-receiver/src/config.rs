@@ -166,7 +166,13 @@ pub(crate) fn load_bytes(
             settings,
             warnings: walker.warnings,
         }),
-        _ => Err(walker.problems),
+        _ => {
+            // The walk follows the sections' fixed order; the report follows
+            // the file, and what has no line (a missing key) comes last.
+            let mut problems = walker.problems;
+            problems.sort_by_key(|problem| (problem.line.is_none(), problem.line));
+            Err(problems)
+        }
     }
 }
 
@@ -1983,6 +1989,31 @@ direktiv:
         assert!(found[0].contains("equinix.organizationId"));
         assert!(found[1].contains("METAL_AUTH_TOKEN"));
         assert!(found[2].contains("direktiv.endpoint"));
+    }
+
+    #[test]
+    fn problems_come_in_file_order_and_missing_keys_last() {
+        // The sections are walked in a fixed order (equinix first); the
+        // report follows the file.
+        let found = problems(
+            "direktiv:\n  timeout: 10\nlog:\n  level: chatty\nequinix:\n  perPage: 5000\n",
+        );
+        let keys: Vec<&str> = found
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "direktiv.timeout (line 2)",
+                "log.level (line 4)",
+                "equinix.perPage (line 6)",
+                "equinix.organizationId",
+                "equinix.packetAuthToken",
+                "direktiv.endpoint",
+            ],
+            "{found:#?}"
+        );
     }
 
     #[test]

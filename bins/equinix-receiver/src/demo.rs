@@ -137,6 +137,8 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         hooks: Some(hooks),
         on_sweep: Some(on_sweep),
         stop: Some(stop.clone()),
+        // A temporary directory: throwaway on purpose.
+        scratch_state: true,
         ..Extras::default()
     };
     let result = app::run_with(settings, RunOptions::default(), extras).await;

@@ -16,6 +16,7 @@ mod health;
 mod inventory;
 mod logging;
 mod metrics;
+mod mountinfo;
 mod poll;
 mod redeliver;
 mod server;
