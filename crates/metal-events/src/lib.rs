@@ -32,6 +32,10 @@ while let Some(page) = pages.next_page().await? {
   error or `Debug`), a `User-Agent` of `metal-events/<version>`, and uses
   connect and request timeouts. It is cheap to clone and safe to share
   between tasks: clones share one connection pool.
+- Every answer body is read with a cap ([`ClientBuilder::max_response_size`],
+  default [`DEFAULT_MAX_RESPONSE_SIZE`], 32 MiB): a larger or endless body is
+  [`Error::ResponseTooLarge`] (not retryable) as soon as it passes the cap,
+  so memory stays bounded whatever the server sends.
 - [`Pager`] reads one page per call, follows `meta.next` (relative or
   absolute), falls back to `page=current_page + 1`, and ends with
   [`Error::PaginationLoop`] rather than looping on a server that repeats a
@@ -57,9 +61,9 @@ mod rate_limit;
 
 #[cfg(feature = "client")]
 pub use client::{
-    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PER_PAGE,
-    DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer, RequestRecord,
-    USER_AGENT,
+    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_PER_PAGE, DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer,
+    RequestRecord, USER_AGENT,
 };
 #[cfg(feature = "client")]
 pub use error::{Error, MAX_BODY_BYTES, Result};
