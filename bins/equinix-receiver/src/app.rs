@@ -524,6 +524,7 @@ fn metal_client(
     Client::builder(e.token.clone())
         .base_url(e.api_url.as_str())
         .timeout(e.request_timeout)
+        .max_response_size(e.max_response_size)
         .observer(observer)
         .build()
         .context("building the Metal API client")

@@ -18,6 +18,7 @@ mod metrics;
 mod poll;
 mod server;
 mod settings;
+mod small_file;
 mod sweep;
 
 use std::process::ExitCode;

@@ -1087,3 +1087,67 @@ async fn a_dry_run_on_an_existing_state_previews_only_what_is_new() {
     assert_eq!(world.direktiv.accepted_ids(), vec![eid(2)]);
     world.verify().await;
 }
+
+#[tokio::test]
+async fn a_huge_or_endless_page_fails_only_its_own_list() {
+    let world = World::start().await;
+    let (huge, endless) = (device_events_path(D1), device_events_path(D2));
+    let held_back = device_event(&eid(1), "provisioning.110", D1, ago(50));
+    world.metal.add(&huge, [held_back.clone()]);
+    // Once, D1's list answers 200 with about 1 MiB: its event and padding.
+    let pad = " ".repeat(1024 * 1024);
+    world.metal.script(
+        &huge,
+        Reply::json(
+            200,
+            &serde_json::json!({ "events": [held_back], "pad": pad }),
+        ),
+    );
+    world.metal.add(
+        &device_events_path(D3),
+        [device_event(&eid(3), "power.off", D3, ago(40))],
+    );
+    world.metal.add(
+        &project_events_path(P1),
+        [project_event(&eid(4), "project.updated", P1, ago(35))],
+    );
+    world.metal.add(
+        &project_events_path(P2),
+        [project_event(&eid(5), "project.updated", P2, ago(30))],
+    );
+    // D2's list answers 200 with a body that never ends.
+    let front = endless_front(world.metal_server.uri(), endless.clone()).await;
+    let config = world
+        .config(&["startFrom: all", "maxResponseSize: 64KiB"], &[])
+        .replace(&world.api_url(), &format!("{front}/metal/v1"));
+
+    let run = world.run(&world.write_config(&config), &["--once"]).await;
+    run.assert_code(3);
+    let accepted: HashSet<String> = world.direktiv.accepted_ids().into_iter().collect();
+    assert_eq!(
+        accepted,
+        ids(&[&eid(3), &eid(4), &eid(5)]),
+        "every other list is delivered"
+    );
+    for device in [D1, D2] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.contains("could not read an event list")
+                    && line.contains(&format!("device:{device}"))
+                    && line.contains("larger than the limit of 65536 bytes")),
+            "the list and the limit are logged:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(world.metal.hits_to(&huge).len(), 1, "not retried");
+
+    // The page is back to its normal size: its event goes out, nothing twice.
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all", "maxResponseSize: 64KiB"], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}
