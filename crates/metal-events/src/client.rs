@@ -14,10 +14,8 @@ use tracing::Instrument;
 use url::{Position, Url};
 
 use crate::error::{Error, Result};
-use crate::models::{
-    DeviceId, DeviceList, EventList, Organization, OrganizationId, ProjectId, ProjectList,
-};
-use crate::page::{LazyEvent, Pager, decode_lazy_events};
+use crate::models::{DeviceId, DeviceList, Organization, OrganizationId, ProjectId, ProjectList};
+use crate::page::{Decoded, LazyEvent, Pager, decode_events, decode_lazy_events};
 use crate::rate_limit::{self, RateLimit};
 
 /// The Metal API's base URL.
@@ -438,7 +436,7 @@ impl Client {
             Some(options),
         );
         Pager::new(self.clone(), Endpoint::Projects, url, |body, path| {
-            decode::<ProjectList>(body, path).map(|list| (list.projects, list.meta))
+            decode::<ProjectList>(body, path).map(|list| Decoded::whole(list.projects, list.meta))
         })
     }
 
@@ -451,29 +449,30 @@ impl Client {
     ) -> Pager<crate::models::Device> {
         let url = self.url(&["projects", project.as_str(), "devices"], Some(options));
         Pager::new(self.clone(), Endpoint::Devices, url, |body, path| {
-            decode::<DeviceList>(body, path).map(|list| (list.devices, list.meta))
+            decode::<DeviceList>(body, path).map(|list| Decoded::whole(list.devices, list.meta))
         })
     }
 
     /// The events of `scope`, a page at a time (in practice newest first;
-    /// the API does not promise an order).
+    /// the API does not promise an order). An event that cannot be decoded
+    /// is left out of its page's items and reported in
+    /// [`Page::skipped`](crate::Page::skipped); the rest of the page is kept.
     pub fn event_pages(
         &self,
         scope: &EventScope,
         options: &ListOptions,
     ) -> Pager<crate::models::Event> {
         let url = self.event_url(scope, options);
-        Pager::new(self.clone(), scope.endpoint(), url, |body, path| {
-            decode::<EventList>(body, path).map(|list| (list.events, list.meta))
-        })
+        Pager::new(self.clone(), scope.endpoint(), url, decode_events)
     }
 
     /// The events of `scope`, a page at a time, like
     /// [`event_pages`](Self::event_pages), but each event's id and creation
     /// time are read and the rest is decoded only on
     /// [`LazyEvent::decode`]: for a poller that needs whole events only for
-    /// the few it has not seen. A page decodes (or fails, naming the same JSON
-    /// path) exactly as with `event_pages`.
+    /// the few it has not seen. A page decodes (the same items, the same
+    /// skipped events, or the same error naming the same JSON path) exactly as
+    /// with `event_pages`.
     pub fn lazy_event_pages(&self, scope: &EventScope, options: &ListOptions) -> Pager<LazyEvent> {
         Pager::new(
             self.clone(),

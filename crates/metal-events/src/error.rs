@@ -85,7 +85,7 @@ pub enum Error {
     /// refused from its `Content-Length`, or as soon as it grew past the cap;
     /// no more of it was read. Not retryable: the same request would get the
     /// same answer.
-    #[error("the answer of {path} is larger than the limit of {limit} bytes; it was not read")]
+    #[error("the answer of {path} is larger than the limit of {limit} bytes; not read further")]
     ResponseTooLarge {
         /// The URL path and query of the request.
         path: String,

@@ -58,6 +58,8 @@ pub mod models;
 mod page;
 #[cfg(feature = "client")]
 mod rate_limit;
+#[cfg(feature = "client")]
+mod split;
 
 #[cfg(feature = "client")]
 pub use client::{
@@ -72,7 +74,7 @@ pub use models::{
     Organization, OrganizationId, Project, ProjectId, ProjectList,
 };
 #[cfg(feature = "client")]
-pub use page::{LazyEvent, Page, Pager};
+pub use page::{LazyEvent, Page, Pager, Undecodable};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimit;
 /// The HTTP client crate this one uses, for [`ClientBuilder::http_client`].

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use metal_events::{
-    Client, DeviceId, DeviceState, Endpoint, Error, EventScope, ListOptions, OrganizationId,
-    ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
+    Client, DeviceId, DeviceState, Endpoint, Error, EventId, EventScope, ListOptions,
+    OrganizationId, ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param, query_param_is_missing};
@@ -771,11 +771,55 @@ async fn a_bare_429_has_no_wait_but_is_still_retryable() {
 }
 
 #[tokio::test]
+async fn an_event_that_cannot_be_decoded_is_skipped_and_its_page_kept() {
+    let h = harness().await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let mut body = format!(
+        r#"{{"events": [{{"id": "e-1"}}, 42, {{"id": "e-3", "x": {deep}}}, {{"id": "e-4", "s": "caf"#
+    )
+    .into_bytes();
+    body.extend_from_slice(b"\xff\"}], \"meta\": {\"current_page\": 1}}");
+    Mock::given(path(project_events_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .expect(2)
+        .mount(&h.server)
+        .await;
+    let scope = EventScope::Project(ProjectId::new(PROJECT));
+    let page = h
+        .client
+        .event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = page.items.iter().map(|e| e.id.clone().unwrap()).collect();
+    assert_eq!(ids, [EventId::new("e-1"), EventId::new("e-4")]);
+    assert_eq!(page.items[1].raw()["s"], "caf\u{fffd}");
+    let skipped: Vec<_> = page
+        .skipped
+        .iter()
+        .map(|s| (s.index, s.id.clone()))
+        .collect();
+    assert_eq!(skipped, [(1, None), (2, Some(EventId::new("e-3")))]);
+    assert_eq!(page.meta.current_page, Some(1));
+
+    let lazy = h
+        .client
+        .lazy_event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lazy.items.len(), 2);
+    assert_eq!(lazy.skipped, page.skipped);
+}
+
+#[tokio::test]
 async fn malformed_json_names_the_failing_path() {
     let h = harness().await;
     Mock::given(path(project_events_path()))
         .respond_with(ok_json(
-            r#"{"events": [{"id": "e-1"}, 42], "meta": null}"#.to_owned(),
+            r#"{"events": {"id": "e-1"}, "meta": null}"#.to_owned(),
         ))
         .expect(1)
         .mount(&h.server)
@@ -805,13 +849,13 @@ async fn malformed_json_names_the_failing_path() {
         Error::Decode {
             path, json_path, ..
         } => {
-            assert_eq!(json_path, "events[1]");
+            assert_eq!(json_path, "events");
             assert_eq!(path, &format!("{}?per_page=100", project_events_path()));
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
     assert!(!error.is_retryable());
-    assert!(error.to_string().contains("events[1]"), "{error}");
+    assert!(error.to_string().contains("`events`"), "{error}");
 
     let error = h
         .client
