@@ -474,6 +474,7 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
         already = report.already,
         rejected = report.rejected,
         deferred = report.deferred,
+        unmappable = report.unmappable,
         tracked = stats.tracked_ids,
         duration_ms = report.duration.as_millis() as u64,
         "sweep done"

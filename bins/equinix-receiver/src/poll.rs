@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use event_dedupe::{EventKey, Tracker, Verdict};
 use metal_events::{
     Client, DeviceId, Event, EventId, EventScope, ListOptions, OrganizationId, ProjectId,
+    Undecodable,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -120,6 +121,9 @@ pub(crate) struct ListPoll {
     pub(crate) seen: Vec<Seen>,
     /// The new events read, whole, in the API's order.
     pub(crate) new: Vec<Event>,
+    /// The new events that could not be decoded (left out of their page by
+    /// the client), for the sweep to report and settle once.
+    pub(crate) undecodable: Vec<Undecodable>,
     /// How reading ended.
     pub(crate) end: ListEnd,
     /// The error that ended it, if one did.
@@ -174,6 +178,7 @@ pub(crate) async fn poll_list(
         source,
         seen: Vec::new(),
         new: Vec::new(),
+        undecodable: Vec::new(),
         end: ListEnd::Partial,
         error: None,
         pages: 0,
@@ -257,8 +262,10 @@ pub(crate) async fn poll_list(
         };
         backoff = page_backoff();
         poll.pages += 1;
-        received.inc_by(page.items.len() as u64);
+        received.inc_by((page.items.len() + page.skipped.len()) as u64);
 
+        // Events the client could not decode are asked about too: one
+        // settled before is not reported again.
         let keys: Vec<EventKey<'_>> = page
             .items
             .iter()
@@ -266,6 +273,10 @@ pub(crate) async fn poll_list(
                 id: e.id().map_or("", |id| id.as_str()),
                 created_at: e.created_at(),
             })
+            .chain(page.skipped.iter().map(|s| EventKey {
+                id: s.id.as_ref().map_or("", |id| id.as_str()),
+                created_at: s.created_at,
+            }))
             .collect();
         let verdicts = match tracker.check_many(&poll.source.key, &keys).await {
             Ok(verdicts) => verdicts,
@@ -276,6 +287,7 @@ pub(crate) async fn poll_list(
             }
         };
         drop(keys);
+        let (verdicts, skipped_verdicts) = verdicts.split_at(page.items.len());
 
         let times = oldest_so_far
             .into_iter()
@@ -294,16 +306,29 @@ pub(crate) async fn poll_list(
             .min()
             .or(oldest_so_far);
 
-        let any_new = verdicts.iter().any(|v| v.is_new());
+        let any_new = verdicts.iter().chain(skipped_verdicts).any(|v| v.is_new());
         let reached_settled = verdicts
             .iter()
+            .chain(skipped_verdicts)
             .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
             || page.items.iter().any(|e| {
                 e.created_at()
                     .zip(settled_line)
                     .is_some_and(|(at, line)| at < line - STOP_GRACE)
             });
-        for (event, verdict) in page.items.iter().zip(verdicts) {
+        for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
+            // Without an id it can never be settled: it must not hold the
+            // floor back (`new_id: None` counts as settled).
+            poll.seen.push(Seen {
+                created_at: skipped.created_at,
+                verdict,
+                new_id: verdict.is_new().then(|| skipped.id.clone()).flatten(),
+            });
+            if verdict.is_new() {
+                poll.undecodable.push(skipped.clone());
+            }
+        }
+        for (event, &verdict) in page.items.iter().zip(verdicts) {
             let new_id = verdict.is_new().then(|| event.id().cloned()).flatten();
             poll.seen.push(Seen {
                 created_at: event.created_at(),
@@ -342,6 +367,7 @@ pub(crate) async fn poll_list(
             pager = client.lazy_event_pages(&poll.source.scope, &list_options);
             poll.seen.clear();
             poll.new.clear();
+            poll.undecodable.clear();
             pages_with_new = 0;
             ordered = true;
             oldest_so_far = None;

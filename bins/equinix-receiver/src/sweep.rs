@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use event_dedupe::{Tracker, Verdict};
 use futures_util::{StreamExt, stream};
 use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
-use metal_events::{Client, Event};
+use metal_events::{Client, Event, EventId};
 use tokio_util::sync::CancellationToken;
 
 use crate::deliver::{Delivered, Target};
@@ -87,7 +87,8 @@ pub(crate) struct SweepReport {
     pub(crate) first_delivery_problem: Option<String>,
     /// Whether that problem was a permanent refusal.
     pub(crate) delivery_problem_permanent: bool,
-    /// Events without id or type: they cannot become CloudEvents.
+    /// Events without id or type (they cannot become CloudEvents), and
+    /// events the client could not decode.
     pub(crate) unmappable: usize,
     /// The state could not be written.
     pub(crate) persist_error: Option<String>,
@@ -413,6 +414,22 @@ impl Pipeline {
                         tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
                         unmappable.push((id, event.created_at));
                     }
+                }
+            }
+            // Events the client could not decode: reported once, settled
+            // like unmappable ones when their id could be read.
+            for skipped in std::mem::take(&mut poll.undecodable) {
+                let id = skipped.id.map(EventId::into_inner);
+                if id.as_ref().is_some_and(|id| !claimed.insert(id.clone())) {
+                    continue;
+                }
+                report.unmappable += 1;
+                self.metrics.events_unmappable.inc();
+                tracing::warn!(source = %poll.source.key, id = id.as_deref().unwrap_or("unreadable"),
+                    reason = %skipped.reason, "an event of the list could not be decoded; skipped");
+                if let Some(id) = id {
+                    settled.insert(id.clone());
+                    unmappable.push((id, skipped.created_at));
                 }
             }
         }

@@ -1151,3 +1151,102 @@ async fn a_huge_or_endless_page_fails_only_its_own_list() {
     assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
     world.verify().await;
 }
+
+/// A page body of `events` (as the API writes it), with every `needle` in
+/// the serialized text replaced by `splice` (bytes that need not be UTF-8).
+fn raw_page(events: &[Value], needle: &str, splice: &[u8]) -> Vec<u8> {
+    let text =
+        serde_json::json!({ "events": events, "meta": { "current_page": 1, "last_page": 1 } })
+            .to_string();
+    let mut body = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(needle) {
+        body.extend_from_slice(&rest.as_bytes()[..at]);
+        body.extend_from_slice(splice);
+        rest = &rest[at + needle.len()..];
+    }
+    body.extend_from_slice(rest.as_bytes());
+    body
+}
+
+#[tokio::test]
+async fn an_undecodable_event_is_skipped_reported_once_and_blocks_nothing() {
+    let world = World::start().await;
+    // D1: three events; the middle one has a byte that is not UTF-8 inside a
+    // string.
+    let (a, b, c) = (eid(1), eid(2), eid(3));
+    let mut broken = device_event(&b, "power.off", D1, ago(40));
+    broken["body"] = Value::String("caf@@ is closed".to_owned());
+    let d1_page = raw_page(
+        &[
+            device_event(&c, "power.on", D1, ago(30)),
+            broken,
+            device_event(&a, "provisioning.110", D1, ago(50)),
+        ],
+        "@@",
+        b"\xff",
+    );
+    world
+        .metal
+        .fixed(&device_events_path(D1), Reply::raw_json(&d1_page));
+    // D3: an event nested 200 levels deep between two good ones.
+    let (x, deep, z) = (eid(4), eid(5), eid(6));
+    let mut nested = device_event(&deep, "provisioning.109", D3, ago(35));
+    nested["payload"] = Value::String("@@".to_owned());
+    let deep_value = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let d3_page = raw_page(
+        &[
+            device_event(&z, "power.on", D3, ago(25)),
+            nested,
+            device_event(&x, "provisioning.110", D3, ago(45)),
+        ],
+        "\"@@\"",
+        deep_value.as_bytes(),
+    );
+    world
+        .metal
+        .fixed(&device_events_path(D3), Reply::raw_json(&d3_page));
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    let accepted = world.direktiv.accepted();
+    let got: HashSet<String> = world.direktiv.accepted_ids().into_iter().collect();
+    assert_eq!(got, ids(&[&a, &b, &c, &x, &z]), "the neighbours go out");
+    assert_eq!(
+        by_id(&accepted, &b)["data"]["body"],
+        "caf\u{fffd} is closed",
+        "the bad byte is replaced, the event delivered"
+    );
+    let warned: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("could not be decoded"))
+        .collect();
+    assert_eq!(warned.len(), 1, "reported once:\n{}", run.stderr);
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains(&deep) && warned[0].contains("recursion"),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        run.stderr.contains("unmappable=1"),
+        "counted in the sweep line:\n{}",
+        run.stderr
+    );
+
+    // The next run sends nothing again and says nothing again.
+    world.direktiv.clear();
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        world.direktiv.posts().is_empty(),
+        "{:?}",
+        world.direktiv.posts()
+    );
+    assert!(
+        !run.stderr.contains("could not be decoded") && run.stderr.contains("unmappable=0"),
+        "reported again:\n{}",
+        run.stderr
+    );
+    world.verify().await;
+}

@@ -135,7 +135,7 @@ pub(crate) fn project_events_path(project: &str) -> String {
 pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(String, String)>,
-    pub(crate) body: Option<String>,
+    pub(crate) body: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -157,8 +157,15 @@ impl Reply {
     }
 
     pub(crate) fn body(mut self, body: &str) -> Self {
-        self.body = Some(body.to_owned());
+        self.body = Some(body.as_bytes().to_vec());
         self
+    }
+
+    /// A 200 whose JSON body is these bytes, as they are (UTF-8 or not).
+    pub(crate) fn raw_json(body: &[u8]) -> Self {
+        let mut reply = Self::new(200).header("content-type", "application/json");
+        reply.body = Some(body.to_vec());
+        reply
     }
 
     /// A Metal error answer: `{"errors": [message]}`.
@@ -181,7 +188,7 @@ impl Reply {
             template = template.insert_header(name.as_str(), value.as_str());
         }
         if let Some(body) = &self.body {
-            template = template.set_body_raw(body.clone().into_bytes(), "application/json");
+            template = template.set_body_raw(body.clone(), "application/json");
         }
         template
     }
@@ -204,6 +211,8 @@ struct MetalState {
     scripted: HashMap<String, VecDeque<Reply>>,
     /// Paths that answer 404 for good.
     gone: Vec<String>,
+    /// Paths that answer every request with this reply.
+    fixed: HashMap<String, Reply>,
     hits: Vec<Hit>,
 }
 
@@ -234,6 +243,12 @@ impl Metal {
             .entry(path.to_owned())
             .or_default()
             .push_back(answer);
+    }
+
+    /// Every request to `path` gets `answer` from now on (after any
+    /// scripted one).
+    pub(crate) fn fixed(&self, path: &str, answer: Reply) {
+        self.lock().fixed.insert(path.to_owned(), answer);
     }
 
     /// `path` answers 404 from now on.
@@ -277,6 +292,8 @@ impl Respond for MetalResponder {
             answer
         } else if state.gone.contains(&path) {
             Reply::metal_error(404, "Not found")
+        } else if let Some(answer) = state.fixed.get(&path) {
+            answer.clone()
         } else if path == format!("/metal/v1/organizations/{ORG}") {
             Reply::json(200, &fixture_json("receiver/organization.json"))
         } else if path == format!("/metal/v1/organizations/{ORG}/projects") {
