@@ -308,6 +308,10 @@ async fn main_loop(
                     inventory = Some((fresh, Instant::now()));
                 }
                 Err(error) => {
+                    if let metal_events::Error::RateLimited { retry_after, .. } = &error {
+                        // The next attempt waits for the gate, like the lists.
+                        pipeline.gate.rate_limited(*retry_after, "inventory");
+                    }
                     let auth = error.is_unauthorized();
                     let status = error.status().map(|s| s.as_u16());
                     let kind = if auth {
@@ -503,6 +507,9 @@ fn metal_client(
             .api_request_duration
             .get_or_create(&EndpointLabel { endpoint })
             .observe(record.duration.as_secs_f64());
+        if record.status.is_some_and(|s| s.is_success()) {
+            gate.answered();
+        }
         if let Some(limit) = record.rate_limit
             && let Some(remaining) = limit.remaining
         {

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::gate::RateGate;
 use crate::metrics::{LevelLabel, Metrics};
 
-/// Retries of one page (after 0.5 s, then 1 s, plus jitter) before the list
-/// is given up for this sweep.
+/// Retries of one page (after 0.5 s, then 1 s, plus jitter; after a 429, the
+/// rate-limit gate's pause instead) before the list is given up for this
+/// sweep.
 const PAGE_RETRIES: usize = 2;
 const PAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// The page size of the first request to a list that has a settled line (a
@@ -31,8 +32,6 @@ const PROBE_PER_PAGE: u32 = 10;
 /// events of the floor's own second (and ones a list shows a moment late) can
 /// still appear after a read; they must be read, not skipped.
 const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-/// The wait after a 429 that named none.
-const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// One event list the sweep polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,13 +240,18 @@ pub(crate) async fn poll_list(
             }
             Err(error) => {
                 if let metal_events::Error::RateLimited { retry_after, .. } = &error {
-                    let wait = gate.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
-                    tracing::warn!(source = %poll.source.key, wait_s = wait.as_secs_f64(),
-                        "the Metal API is rate limiting; pausing every request");
+                    // Every 429 pauses every request (at least a second,
+                    // longer on repeats) and uses one of the page's
+                    // attempts, so a server that keeps answering 429, even
+                    // with `Retry-After: 0`, gets a handful of requests per
+                    // list and sweep, not a storm.
+                    gate.rate_limited(*retry_after, &poll.source.key);
                     metrics.error("rate_limited");
-                    // A rate limit is the server pacing us, not a failure: it
-                    // does not use up the retries.
-                    continue;
+                    if backoff.next().is_some() {
+                        continue;
+                    }
+                    poll.error = Some(error);
+                    return poll;
                 }
                 if let Some(wait) = backoff.next().filter(|_| error.is_retryable()) {
                     tracing::debug!(source = %poll.source.key, %error, "retrying the page");

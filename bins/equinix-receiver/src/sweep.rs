@@ -469,17 +469,24 @@ impl Pipeline {
         }
         report.list_errors += 1;
         report.auth_failed |= error.is_unauthorized();
-        self.metrics.error(if error.is_unauthorized() {
-            "auth"
-        } else {
-            "equinix_api"
-        });
+        let rate_limited = matches!(error, metal_events::Error::RateLimited { .. });
+        // Each 429 was counted (`rate_limited`) and its pause logged when it
+        // came: a list whose attempts all met 429s adds neither.
+        if !rate_limited {
+            self.metrics.error(if error.is_unauthorized() {
+                "auth"
+            } else {
+                "equinix_api"
+            });
+        }
         if report.first_list_error.is_none() {
             report.first_list_error = Some(error.to_string());
             report.first_list_error_status = error.status().map(|s| s.as_u16());
             report.first_list_error_source = Some(poll.source.key.clone());
         }
-        if !error.is_unauthorized() {
+        if rate_limited {
+            tracing::debug!(source = %poll.source.key, %error, "rate limited on every attempt");
+        } else if !error.is_unauthorized() {
             tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
         }
     }

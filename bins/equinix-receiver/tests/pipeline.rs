@@ -1250,3 +1250,63 @@ async fn an_undecodable_event_is_skipped_reported_once_and_blocks_nothing() {
     );
     world.verify().await;
 }
+
+#[tokio::test]
+async fn a_429_storm_with_retry_after_0_gets_a_handful_of_requests() {
+    let world = World::start().await;
+    let lists = [
+        device_events_path(D1),
+        device_events_path(D2),
+        device_events_path(D3),
+        project_events_path(P1),
+        project_events_path(P2),
+    ];
+    world.metal.add(
+        &lists[0],
+        [device_event(&eid(1), "provisioning.110", D1, ago(30))],
+    );
+    for list in &lists {
+        world.metal.fixed(
+            list,
+            Reply::metal_error(429, "Too many requests").header("Retry-After", "0"),
+        );
+    }
+
+    // Five seconds of a server that answers every event list 429 and asks
+    // for no wait at all.
+    let run = world
+        .once(&["startFrom: all", "timeout: 2s", "sweepTimeout: 5s"], &[])
+        .await;
+    run.assert_code(3);
+    let requests = world
+        .metal
+        .hits()
+        .iter()
+        .filter(|h| lists.contains(&h.path))
+        .count();
+    assert!(
+        (lists.len()..=3 * lists.len()).contains(&requests),
+        "at most three attempts per list in the sweep, got {requests} requests"
+    );
+    let warnings = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("rate limiting"))
+        .count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "one warning per pause, got {warnings}:\n{}",
+        run.stderr
+    );
+
+    // The storm is over: the event goes out.
+    for list in &lists {
+        world.metal.unfix(list);
+    }
+    world
+        .once(&["startFrom: all", "timeout: 2s", "sweepTimeout: 5s"], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}

@@ -251,6 +251,11 @@ impl Metal {
         self.lock().fixed.insert(path.to_owned(), answer);
     }
 
+    /// `path` is served from its list again.
+    pub(crate) fn unfix(&self, path: &str) {
+        self.lock().fixed.remove(path);
+    }
+
     /// `path` answers 404 from now on.
     pub(crate) fn gone(&self, path: &str) {
         self.lock().gone.push(path.to_owned());
