@@ -953,3 +953,162 @@ mod lazy_tests {
         }
     }
 }
+
+/// Property tests of the page decoders: whatever the bytes, no panic; and a
+/// page whose `events` is an array accounts for every element, decoded or
+/// skipped.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A string token: pieces that are fine, escaped, broken (a lone
+    /// surrogate, a bad escape, a raw control character) or not UTF-8.
+    fn string_token() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            "[a-z0-9 :-]{0,8}".prop_map(String::into_bytes),
+            Just(br#"\""#.to_vec()),
+            Just(br"\\".to_vec()),
+            Just(br"\u00e9".to_vec()),
+            Just(br"\ud800".to_vec()),
+            Just(br"\q".to_vec()),
+            Just(br"\u12x".to_vec()),
+            Just(vec![0x01]),
+            Just(vec![0xff]),
+            Just(vec![0xe2, 0x82]),
+            Just("é".as_bytes().to_vec()),
+        ];
+        prop::collection::vec(piece, 0..4).prop_map(|pieces| {
+            let mut token = vec![b'"'];
+            token.extend(pieces.concat());
+            token.push(b'"');
+            token
+        })
+    }
+
+    fn scalar() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"null".to_vec()),
+            Just(b"true".to_vec()),
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            Just(b"1e400".to_vec()),
+            Just(b"18446744073709551616".to_vec()),
+            Just(b"-0.5".to_vec()),
+            Just(br#""2024-05-01T12:00:00Z""#.to_vec()),
+            Just(br#""+10000-01-01T00:00:00Z""#.to_vec()),
+            Just(br#""9999-12-31T23:59:59-01:00""#.to_vec()),
+            string_token(),
+        ]
+    }
+
+    /// A scalar inside 0 to 300 levels of arrays or objects.
+    fn nested() -> impl Strategy<Value = Vec<u8>> {
+        (scalar(), 0usize..300, any::<bool>()).prop_map(|(inner, depth, objects)| {
+            let (open, close): (&[u8], &[u8]) = if objects {
+                (br#"{"k":"#, b"}")
+            } else {
+                (b"[", b"]")
+            };
+            let mut value = open.repeat(depth);
+            value.extend(inner);
+            value.extend(close.repeat(depth));
+            value
+        })
+    }
+
+    /// An event-like object: ids, times and other members of any type, in
+    /// any order, possibly repeated.
+    fn event() -> impl Strategy<Value = Vec<u8>> {
+        let member = prop_oneof![
+            scalar().prop_map(|v| (br#""id""#.to_vec(), v)),
+            nested().prop_map(|v| (br#""id""#.to_vec(), v)),
+            scalar().prop_map(|v| (br#""created_at""#.to_vec(), v)),
+            (string_token(), nested()),
+        ];
+        prop::collection::vec(member, 0..6).prop_map(|members| {
+            let members: Vec<Vec<u8>> = members
+                .into_iter()
+                .map(|(key, value)| [key, b": ".to_vec(), value].concat())
+                .collect();
+            [b"{".to_vec(), members.join(&b", "[..]), b"}".to_vec()].concat()
+        })
+    }
+
+    /// A page body and the length of its `events` array.
+    fn page() -> impl Strategy<Value = (Vec<u8>, usize)> {
+        let element = prop_oneof![4 => event(), 1 => nested()];
+        let meta = prop_oneof![
+            Just(None),
+            nested().prop_map(Some),
+            Just(Some(
+                br#"{"current_page": 2, "last_page": "x", "next": {"href": "?page=3"}}"#.to_vec()
+            )),
+        ];
+        (prop::collection::vec(element, 0..8), meta, any::<bool>()).prop_map(
+            |(events, meta, null_events)| {
+                let count = if null_events { 0 } else { events.len() };
+                let array = if null_events {
+                    b"null".to_vec()
+                } else {
+                    [b"[".to_vec(), events.join(&b", "[..]), b"]".to_vec()].concat()
+                };
+                let mut body = [br#"{"events": "#.to_vec(), array].concat();
+                if let Some(meta) = meta {
+                    body.extend_from_slice(br#", "meta": "#);
+                    body.extend(meta);
+                }
+                body.push(b'}');
+                (body, count)
+            },
+        )
+    }
+
+    /// Both decoders give the same answer; returns it as counts.
+    fn both(body: &[u8]) -> Result<(usize, Vec<usize>), String> {
+        let full = decode_events(body, "/p");
+        let lazy = decode_lazy_events(body, "/p");
+        match (full, lazy) {
+            (Ok(full), Ok(lazy)) => {
+                assert_eq!(full.skipped, lazy.skipped);
+                assert_eq!(full.items.len(), lazy.items.len());
+                assert_eq!(full.meta, lazy.meta);
+                Ok((
+                    full.items.len(),
+                    full.skipped.iter().map(|s| s.index).collect(),
+                ))
+            }
+            (Err(full), Err(lazy)) => {
+                assert_eq!(full.to_string(), lazy.to_string());
+                Err(full.to_string())
+            }
+            (full, lazy) => panic!(
+                "the decoders disagree: {:?} / {:?}",
+                full.map(|f| f.items.len()),
+                lazy.map(|l| l.items.len())
+            ),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = both(&body);
+            let mut wrapped = br#"{"events": ["#.to_vec();
+            wrapped.extend(&body);
+            wrapped.extend_from_slice(b"]}");
+            let _ = both(&wrapped);
+        }
+
+        #[test]
+        fn every_element_of_the_events_array_is_decoded_or_skipped((body, count) in page()) {
+            let (decoded, skipped) = both(&body)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&body))))?;
+            prop_assert_eq!(decoded + skipped.len(), count);
+            prop_assert!(skipped.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(skipped.iter().all(|&i| i < count));
+        }
+    }
+}
