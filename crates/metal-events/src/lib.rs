@@ -42,6 +42,12 @@ while let Some(page) = pages.next_page().await? {
   page. Requests only ever go to the base URL's origin.
 - Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
   [`Error::RateLimited`] with the wait the server asked for.
+- One bad event does not sink its page: a page that does not decode whole
+  is decoded event by event, and an event that cannot be decoded (nested
+  past serde_json's limit, a number out of range, a broken escape, not an
+  object) is left out and reported in [`Page::skipped`] as an
+  [`Undecodable`], with its id when readable. Bytes that are not UTF-8 become
+  U+FFFD.
 - [`Error::is_retryable`] says whether a failure is worth retrying.
 - An optional observer ([`ClientBuilder::observer`]) sees one
   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
