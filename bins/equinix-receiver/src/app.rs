@@ -333,6 +333,10 @@ async fn main_loop(
                     inventory = Some((fresh, Instant::now()));
                 }
                 Err(error) => {
+                    if let metal_events::Error::RateLimited { retry_after, .. } = &error {
+                        // The next attempt waits for the gate, like the lists.
+                        pipeline.gate.rate_limited(*retry_after, "inventory");
+                    }
                     let auth = error.is_unauthorized();
                     let status = error.status().map(|s| s.as_u16());
                     let kind = if auth {
@@ -507,6 +511,7 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
         already = report.already,
         rejected = report.rejected,
         deferred = report.deferred,
+        unmappable = report.unmappable,
         tracked = stats.tracked_ids,
         duration_ms = report.duration.as_millis() as u64,
         "sweep done"
@@ -533,6 +538,9 @@ fn metal_client(
             .api_request_duration
             .get_or_create(&EndpointLabel { endpoint })
             .observe(record.duration.as_secs_f64());
+        if record.status.is_some_and(|s| s.is_success()) {
+            gate.answered();
+        }
         if let Some(limit) = record.rate_limit {
             let now = std::time::SystemTime::now();
             metrics.observe_rate_limit(&limit, now);
@@ -552,6 +560,7 @@ fn metal_client(
     Client::builder(e.token.clone())
         .base_url(e.api_url.as_str())
         .timeout(e.request_timeout)
+        .max_response_size(e.max_response_size)
         .observer(observer)
         .build()
         .context("building the Metal API client")

@@ -11,8 +11,6 @@
 //! never touch the process environment.
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +27,7 @@ use crate::settings::{
     DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
     StateSettings,
 };
+use crate::small_file::{self, SmallFileError};
 
 /// The environment variable that holds the Equinix Metal token.
 pub(crate) const METAL_TOKEN_ENV: &str = "METAL_AUTH_TOKEN";
@@ -37,6 +36,15 @@ pub(crate) const DIREKTIV_TOKEN_ENV: &str = "DIREKTIV_TOKEN";
 
 /// A config file larger than this is refused (a config is a few hundred bytes).
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// A token file larger than this is refused (a token is under 100 bytes).
+const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
+/// A CA file larger than this is refused (the whole Mozilla bundle is about
+/// 220 KB).
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+/// The smallest `equinix.maxResponseSize`: below it an ordinary page fails.
+const MIN_RESPONSE_SIZE: u64 = 64 * 1024;
+/// The largest `equinix.maxResponseSize`.
+const MAX_RESPONSE_SIZE: u64 = 1024 * 1024 * 1024;
 /// The longest duration any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -67,6 +75,7 @@ const EQUINIX_KEYS: &[&str] = &[
     "inventoryRefresh",
     "timeout",
     "sweepTimeout",
+    "maxResponseSize",
 ];
 const DIREKTIV_KEYS: &[&str] = &[
     "endpoint",
@@ -188,32 +197,21 @@ fn file_problem(message: String) -> Problem {
 /// can act on.
 fn read_config_file(path: &Path) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let metadata = fs::metadata(path).map_err(|err| match err.kind() {
-        io::ErrorKind::NotFound => format!(
+    small_file::read(path, MAX_CONFIG_BYTES).map_err(|err| match err {
+        SmallFileError::NotFound => format!(
             "config file `{shown}` does not exist: give the path of the YAML config file, \
              e.g. `equinix-receiver /config/config.yaml`"
         ),
-        _ => format!("cannot read config file `{shown}`: {err}"),
-    })?;
-    if metadata.is_dir() {
-        return Err(format!(
+        SmallFileError::Directory => format!(
             "`{shown}` is a directory, not a config file: give the path of the YAML file inside \
              it, e.g. `{}`",
             path.join("config.yaml").display()
-        ));
-    }
-    let file =
-        fs::File::open(path).map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|err| format!("cannot read config file `{shown}`: {err}"))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "config file `{shown}` is larger than 1 MiB: is this really the YAML config?"
-        ));
-    }
-    Ok(bytes)
+        ),
+        SmallFileError::TooLarge { .. } => {
+            format!("config file `{shown}` is larger than 1 MiB: is this really the YAML config?")
+        }
+        other => format!("config file `{shown}` {other}: give the path of the YAML file"),
+    })
 }
 
 /// A YAML value with the line it starts on.
@@ -665,6 +663,37 @@ impl Walker<'_> {
         }
     }
 
+    /// A size in bytes: a whole number of bytes, or a number with a unit
+    /// (`64KiB`, `32MiB`, `1GB`), within `MIN_RESPONSE_SIZE..=MAX_RESPONSE_SIZE`.
+    fn byte_size(&mut self, path: &str, node: Option<&Node>, default: u64) -> u64 {
+        let Some(node) = node else { return default };
+        let parsed = match &node.value {
+            Value::Null => return default,
+            Value::Int(n) => {
+                u64::try_from(*n).map_err(|_| format!("must not be negative, got {n}"))
+            }
+            Value::Str(s) => parse_byte_size(s),
+            _ => {
+                self.wrong_type(path, node, "a size such as `32MiB`, `512KiB` or `1GB`");
+                return default;
+            }
+        };
+        let message = match parsed {
+            Ok(bytes) if (MIN_RESPONSE_SIZE..=MAX_RESPONSE_SIZE).contains(&bytes) => return bytes,
+            Ok(bytes) => format!(
+                "must be between {} and {}, got {} (the default is {}; a page of 1,000 events is \
+                 about 1MB)",
+                format_byte_size(MIN_RESPONSE_SIZE),
+                format_byte_size(MAX_RESPONSE_SIZE),
+                format_byte_size(bytes),
+                format_byte_size(default)
+            ),
+            Err(why) => why,
+        };
+        self.problem(path, node.line, message);
+        default
+    }
+
     fn http_url(&mut self, path: &str, node: Option<&Node>, example: &str) -> Option<Url> {
         let node = node?;
         let text = self.nonempty_string(
@@ -717,18 +746,14 @@ impl Walker<'_> {
     /// Reads a token file: trailing whitespace (the newline of a Kubernetes
     /// Secret) trimmed.
     fn token_file(&mut self, path: &str, line: u64, file: &str) -> Option<String> {
-        let bytes = match fs::read(file) {
+        let bytes = match small_file::read(Path::new(file), MAX_TOKEN_FILE_BYTES) {
             Ok(bytes) => bytes,
             Err(err) => {
-                let why = match err.kind() {
-                    io::ErrorKind::NotFound => "does not exist".to_owned(),
-                    io::ErrorKind::PermissionDenied => {
-                        "is not readable (permission denied)".to_owned()
-                    }
-                    io::ErrorKind::IsADirectory => "is a directory, not a file".to_owned(),
-                    _ => format!("cannot be read: {err}"),
+                let fix = match err {
+                    SmallFileError::NotFound | SmallFileError::PermissionDenied => "",
+                    _ => ": give the path of a file that holds the token alone",
                 };
-                self.problem(path, line, format!("token file `{file}` {why}"));
+                self.problem(path, line, format!("token file `{file}` {err}{fix}"));
                 return None;
             }
         };
@@ -912,6 +937,11 @@ impl Walker<'_> {
             Duration::from_secs(300),
             false,
         );
+        let max_response_size = self.byte_size(
+            "equinix.maxResponseSize",
+            get("maxResponseSize"),
+            metal_events::DEFAULT_MAX_RESPONSE_SIZE,
+        );
         if request_timeout > sweep_timeout {
             let line = get("timeout").or(get("sweepTimeout")).map_or(0, |n| n.line);
             self.problem(
@@ -939,6 +969,7 @@ impl Walker<'_> {
             inventory_refresh,
             request_timeout,
             sweep_timeout,
+            max_response_size,
         })
     }
 
@@ -1190,7 +1221,7 @@ impl Walker<'_> {
         const PATH: &str = "direktiv.caFile";
         let file = self.optional_string(PATH, node)?;
         let line = node.map_or(0, |n| n.line);
-        match fs::read(&file) {
+        match small_file::read(Path::new(&file), MAX_CA_FILE_BYTES) {
             Ok(bytes)
                 if bytes
                     .windows(27)
@@ -1207,7 +1238,11 @@ impl Walker<'_> {
                 None
             }
             Err(err) => {
-                self.problem(PATH, line, format!("cannot read `{file}`: {err}"));
+                self.problem(
+                    PATH,
+                    line,
+                    format!("`{file}` {err}: give the path of a PEM bundle"),
+                );
                 None
             }
         }
@@ -1453,6 +1488,65 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Parses a size in bytes: a whole number of bytes (`65536`), or a whole
+/// number with a unit, binary (`KiB`, `MiB`, `GiB`) or decimal (`KB`, `MB`,
+/// `GB`), in any case, a space allowed before it (`32MiB`, `64 KiB`, `1GB`).
+pub(crate) fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let hint = "write a size such as `32MiB`, `512KiB` or `1GB`";
+    if text.is_empty() {
+        return Err(format!("is empty: {hint}"));
+    }
+    if text.starts_with('-') {
+        return Err(format!("must not be negative, got `{text}`"));
+    }
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    if digits == 0 {
+        return Err(format!("is not a size: {hint}, got `{text}`"));
+    }
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("is too large, got `{text}`"))?;
+    let unit = text[digits..].trim_start();
+    if unit.starts_with(['.', ',']) {
+        return Err(format!(
+            "fractions are not supported: use a smaller unit (`1536KiB` rather than `1.5MiB`), \
+             got `{text}`"
+        ));
+    }
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}`: the units are `KiB`, `MiB`, `GiB`, `KB`, `MB` and `GB` \
+                 (or none, for bytes), got `{text}`"
+            ));
+        }
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("is too large, got `{text}`"))
+}
+
+/// Formats a size the way the config writes it: the largest binary unit that
+/// divides it (`32MiB`, `64KiB`), else bytes.
+pub(crate) fn format_byte_size(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes.is_multiple_of(size) {
+            return format!("{}{unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
+}
+
 /// Formats a duration the way the config writes it (`1h30m`, `500ms`).
 pub(crate) fn format_duration(duration: Duration) -> String {
     let mut millis = duration.as_millis();
@@ -1617,6 +1711,55 @@ direktiv:
     }
 
     #[test]
+    fn byte_sizes_parse_in_every_documented_form() {
+        for (text, bytes) in [
+            ("65536", 65_536),
+            ("64KiB", 65_536),
+            ("64 KiB", 65_536),
+            ("32MiB", 32 << 20),
+            ("32mib", 32 << 20),
+            ("1GiB", 1 << 30),
+            ("500KB", 500_000),
+            ("32MB", 32_000_000),
+            ("1GB", 1_000_000_000),
+            (" 100000B ", 100_000),
+        ] {
+            assert_eq!(parse_byte_size(text), Ok(bytes), "{text}");
+        }
+        for (text, needle) in [
+            ("", "is empty"),
+            ("-1MiB", "negative"),
+            ("1.5MiB", "fractions"),
+            ("MiB", "not a size"),
+            ("32 megabytes", "unknown unit"),
+            ("99999999999999999999", "too large"),
+            ("99999999999GiB", "too large"),
+        ] {
+            let err = parse_byte_size(text).expect_err(text);
+            assert!(err.contains(needle), "`{text}`: {err}");
+        }
+        let yaml = minimal_with("equinix", "maxResponseSize: 8MiB");
+        assert_eq!(
+            load(&yaml).unwrap().settings.equinix.max_response_size,
+            8 << 20
+        );
+        let yaml = minimal_with("equinix", "maxResponseSize: 131072");
+        assert_eq!(
+            load(&yaml).unwrap().settings.equinix.max_response_size,
+            131_072
+        );
+    }
+
+    #[test]
+    fn byte_sizes_format_as_they_are_written() {
+        for (bytes, text) in [(32 << 20, "32MiB"), (65_536, "64KiB"), (1 << 30, "1GiB")] {
+            assert_eq!(format_byte_size(bytes), text);
+            assert_eq!(parse_byte_size(text), Ok(bytes));
+        }
+        assert_eq!(format_byte_size(1_000_000), "1000000 bytes");
+    }
+
+    #[test]
     fn durations_format_as_they_are_written() {
         for text in ["10s", "500ms", "5m", "1h30m", "2s500ms", "0s"] {
             assert_eq!(format_duration(parse_duration(text).unwrap()), text);
@@ -1666,6 +1809,7 @@ direktiv:
         assert_eq!(s.equinix.inventory_refresh, Duration::from_secs(300));
         assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
         assert_eq!(s.equinix.sweep_timeout, Duration::from_secs(300));
+        assert_eq!(s.equinix.max_response_size, 32 * 1024 * 1024);
         assert!(s.direktiv.token.is_none());
         assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
         assert!(!s.direktiv.insecure_skip_verify);
@@ -1705,6 +1849,7 @@ direktiv:
         let loaded = load_bytes(text.as_bytes(), &env, Overrides { reset_state: true }).unwrap();
         let s = loaded.settings;
         assert_eq!(s.equinix.per_page, 200);
+        assert_eq!(s.equinix.max_response_size, 16 << 20);
         assert_eq!(
             s.equinix.levels,
             Levels {
@@ -1758,7 +1903,7 @@ direktiv:
     fn environment_beats_file_beats_inline() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("token");
-        fs::write(&file, "from-file\n").unwrap();
+        std::fs::write(&file, "from-file\n").unwrap();
         let yaml = minimal_with(
             "direktiv",
             &format!("token: inline\n  tokenFile: {}", file.display()),
@@ -1916,8 +2061,15 @@ direktiv:
                 "tokenFile: /nonexistent/token",
                 "does not exist",
             ),
-            ("direktiv", "caFile: /nonexistent/ca.pem", "cannot read"),
+            ("direktiv", "caFile: /nonexistent/ca.pem", "does not exist"),
             ("direktiv", "maxRetries: 1000", "between 0 and 100"),
+            ("equinix", "maxResponseSize: 0", "between 64KiB and 1GiB"),
+            ("equinix", "maxResponseSize: 1KB", "between 64KiB and 1GiB"),
+            ("equinix", "maxResponseSize: 2GiB", "between 64KiB and 1GiB"),
+            ("equinix", "maxResponseSize: lots", "not a size"),
+            ("equinix", "maxResponseSize: 32XB", "unknown unit"),
+            ("equinix", "maxResponseSize: -1", "negative"),
+            ("equinix", "maxResponseSize: [1]", "a size such as"),
         ];
         for (section, line, needle) in cases {
             let found = problems(&minimal_with(section, line));

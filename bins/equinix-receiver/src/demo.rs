@@ -206,6 +206,7 @@ fn settings(
             inventory_refresh: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
+            max_response_size: metal_events::DEFAULT_MAX_RESPONSE_SIZE,
         },
         direktiv: DirektivSettings {
             endpoint,

@@ -1,6 +1,12 @@
 //! The shared rate-limit gate: one pause for every API request of the
 //! process, set by a 429 or by `X-RateLimit-Remaining: 0`, so a rate limit
 //! slows the whole poller down instead of each task on its own.
+//!
+//! A wait taken from a header has a floor and a cap: a 429 pauses at least
+//! [`MIN_PAUSE`], doubling while 429s keep coming (up to
+//! [`MAX_GROWN_PAUSE`]) until an answer succeeds, and no answer pauses longer
+//! than [`MAX_PAUSE`]. `Retry-After: 0`, a date in the past or a reset in
+//! the past can therefore never turn into a request storm.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -10,18 +16,49 @@ use tokio::time::Instant;
 /// The longest pause a single answer can impose (guards against a bogus
 /// `Retry-After` or reset header).
 const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// The shortest pause after a 429, whatever wait it named.
+pub(crate) const MIN_PAUSE: Duration = Duration::from_secs(1);
+/// The floor of the pause doubles with each 429 in a row up to this.
+pub(crate) const MAX_GROWN_PAUSE: Duration = Duration::from_secs(60);
+/// The wait after a 429 that named none.
+const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// A pause shared by all API requests.
 #[derive(Debug, Default)]
 pub(crate) struct RateGate {
-    until: Mutex<Option<Instant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The end of the pause in force, if any.
+    until: Option<Instant>,
+    /// Pauses started by 429s since the last successful answer.
+    streak: u32,
+}
+
+/// What a 429 did to the gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimitPause {
+    /// The pause applied from now.
+    pub(crate) wait: Duration,
+    /// Whether this 429 started the pause (no pause was in force): the one
+    /// to log. A 429 to a request sent before the pause began only extends
+    /// it.
+    pub(crate) started: bool,
 }
 
 impl RateGate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Waits until no pause is in force.
     pub(crate) async fn wait(&self) {
         loop {
-            let until = *self.until.lock().expect("rate gate lock");
+            let until = self.lock().until;
             match until {
                 Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
                 _ => return,
@@ -34,11 +71,52 @@ impl RateGate {
     pub(crate) fn pause_for(&self, wait: Duration) -> Duration {
         let wait = wait.min(MAX_PAUSE);
         let until = Instant::now() + wait;
-        let mut guard = self.until.lock().expect("rate gate lock");
-        if guard.is_none_or(|current| current < until) {
-            *guard = Some(until);
+        let mut state = self.lock();
+        if state.until.is_none_or(|current| current < until) {
+            state.until = Some(until);
         }
         wait
+    }
+
+    /// The API answered 429, asking to wait `asked` (`None` when it named
+    /// no wait). Pauses every request for that long, but at least
+    /// [`MIN_PAUSE`] doubled for each earlier 429 in a row (up to
+    /// [`MAX_GROWN_PAUSE`]), and at most [`MAX_PAUSE`]. Logs once per pause,
+    /// naming `source`.
+    pub(crate) fn rate_limited(&self, asked: Option<Duration>, source: &str) -> RateLimitPause {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let started = state.until.is_none_or(|until| until <= now);
+        if started {
+            state.streak = state.streak.saturating_add(1);
+        }
+        let doublings = state.streak.saturating_sub(1).min(16);
+        let floor = MIN_PAUSE
+            .saturating_mul(1 << doublings)
+            .min(MAX_GROWN_PAUSE);
+        let wait = asked
+            .unwrap_or(DEFAULT_RATE_LIMIT_WAIT)
+            .max(floor)
+            .min(MAX_PAUSE);
+        let until = now + wait;
+        if state.until.is_none_or(|current| current < until) {
+            state.until = Some(until);
+        }
+        drop(state);
+        if started {
+            tracing::warn!(
+                source,
+                wait_s = wait.as_secs_f64(),
+                asked_s = asked.map(|a| a.as_secs_f64()),
+                "the Metal API is rate limiting; pausing every request"
+            );
+        }
+        RateLimitPause { wait, started }
+    }
+
+    /// An answer succeeded: the next 429 pauses from [`MIN_PAUSE`] again.
+    pub(crate) fn answered(&self) {
+        self.lock().streak = 0;
     }
 }
 
@@ -65,5 +143,70 @@ mod tests {
     async fn a_bogus_pause_is_capped() {
         let gate = RateGate::default();
         assert_eq!(gate.pause_for(Duration::from_secs(86_400)), MAX_PAUSE);
+        let pause = gate.rate_limited(Some(Duration::from_secs(86_400)), "s");
+        assert_eq!(pause.wait, MAX_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_asking_for_no_wait_pauses_at_least_the_minimum() {
+        let gate = RateGate::default();
+        let start = Instant::now();
+        let pause = gate.rate_limited(Some(Duration::ZERO), "device:d1");
+        assert_eq!(
+            pause,
+            RateLimitPause {
+                wait: MIN_PAUSE,
+                started: true
+            }
+        );
+        gate.wait().await;
+        assert_eq!(start.elapsed(), MIN_PAUSE);
+        // A wait longer than the floor is taken as asked; none asked: 30 s.
+        gate.answered();
+        assert_eq!(
+            gate.rate_limited(Some(Duration::from_secs(7)), "s").wait,
+            Duration::from_secs(7)
+        );
+        gate.wait().await;
+        gate.answered();
+        assert_eq!(gate.rate_limited(None, "s").wait, DEFAULT_RATE_LIMIT_WAIT);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_429s_double_the_pause_up_to_a_cap_and_a_success_resets_it() {
+        let gate = RateGate::default();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            waits.push(gate.rate_limited(Some(Duration::ZERO), "s").wait.as_secs());
+            gate.wait().await;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        gate.answered();
+        assert_eq!(gate.rate_limited(Some(Duration::ZERO), "s").wait, MIN_PAUSE);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_429s_during_a_pause_neither_log_nor_grow_it() {
+        let gate = RateGate::default();
+        let first = gate.rate_limited(Some(Duration::ZERO), "device:d1");
+        // Seven more lists had their requests in flight: their 429s arrive
+        // during the pause.
+        let others: Vec<_> = (0..7)
+            .map(|i| gate.rate_limited(Some(Duration::ZERO), &format!("device:d{i}")))
+            .collect();
+        assert!(first.started);
+        assert!(others.iter().all(|p| !p.started && p.wait == MIN_PAUSE));
+        let start = Instant::now();
+        gate.wait().await;
+        assert_eq!(start.elapsed(), MIN_PAUSE, "one pause, not eight");
+        // The next 429 after it: a new pause, twice as long, logged once.
+        let next = gate.rate_limited(Some(Duration::ZERO), "device:d1");
+        assert_eq!(
+            next,
+            RateLimitPause {
+                wait: 2 * MIN_PAUSE,
+                started: true
+            }
+        );
     }
 }

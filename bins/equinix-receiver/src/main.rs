@@ -21,6 +21,7 @@ mod poll;
 mod redeliver;
 mod server;
 mod settings;
+mod small_file;
 mod sweep;
 
 use std::process::ExitCode;

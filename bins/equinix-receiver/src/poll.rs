@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use event_dedupe::{EventKey, Tracker, Verdict};
 use metal_events::{
     Client, DeviceId, Event, EventId, EventScope, ListOptions, OrganizationId, ProjectId,
+    Undecodable,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +17,9 @@ use crate::error_events::ErrorKind;
 use crate::gate::RateGate;
 use crate::metrics::{LevelLabel, Metrics};
 
-/// Retries of one page (after 0.5 s, then 1 s, plus jitter) before the list
-/// is given up for this sweep.
+/// Retries of one page (after 0.5 s, then 1 s, plus jitter; after a 429, the
+/// rate-limit gate's pause instead) before the list is given up for this
+/// sweep.
 const PAGE_RETRIES: usize = 2;
 const PAGE_BACKOFF: Duration = Duration::from_millis(500);
 /// The page size of the first request to a list that has a settled line (a
@@ -31,8 +33,6 @@ const PROBE_PER_PAGE: u32 = 10;
 /// events of the floor's own second (and ones a list shows a moment late) can
 /// still appear after a read; they must be read, not skipped.
 const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-/// The wait after a 429 that named none.
-const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// Which kind of list an event was read from (the `level` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,6 +146,9 @@ pub(crate) struct ListPoll {
     pub(crate) seen: Vec<Seen>,
     /// The new events read, whole, in the API's order.
     pub(crate) new: Vec<Event>,
+    /// The new events that could not be decoded (left out of their page by
+    /// the client), for the sweep to report and settle once.
+    pub(crate) undecodable: Vec<Undecodable>,
     /// How reading ended.
     pub(crate) end: ListEnd,
     /// The error that ended it, if one did.
@@ -200,6 +203,7 @@ pub(crate) async fn poll_list(
         source,
         seen: Vec::new(),
         new: Vec::new(),
+        undecodable: Vec::new(),
         end: ListEnd::Partial,
         error: None,
         pages: 0,
@@ -262,13 +266,18 @@ pub(crate) async fn poll_list(
             }
             Err(error) => {
                 if let metal_events::Error::RateLimited { retry_after, .. } = &error {
-                    let wait = gate.pause_for(retry_after.unwrap_or(DEFAULT_RATE_LIMIT_WAIT));
-                    tracing::warn!(source = %poll.source.key, wait_s = wait.as_secs_f64(),
-                        "the Metal API is rate limiting; pausing every request");
+                    // Every 429 pauses every request (at least a second,
+                    // longer on repeats) and uses one of the page's
+                    // attempts, so a server that keeps answering 429, even
+                    // with `Retry-After: 0`, gets a handful of requests per
+                    // list and sweep, not a storm.
+                    gate.rate_limited(*retry_after, &poll.source.key);
                     metrics.error(ErrorKind::RateLimited);
-                    // A rate limit is the server pacing us, not a failure: it
-                    // does not use up the retries.
-                    continue;
+                    if backoff.next().is_some() {
+                        continue;
+                    }
+                    poll.error = Some(error);
+                    return poll;
                 }
                 if let Some(wait) = backoff.next().filter(|_| error.is_retryable()) {
                     tracing::debug!(source = %poll.source.key, %error, "retrying the page");
@@ -283,8 +292,10 @@ pub(crate) async fn poll_list(
         };
         backoff = page_backoff();
         poll.pages += 1;
-        received.inc_by(page.items.len() as u64);
+        received.inc_by((page.items.len() + page.skipped.len()) as u64);
 
+        // Events the client could not decode are asked about too: one
+        // settled before is not reported again.
         let keys: Vec<EventKey<'_>> = page
             .items
             .iter()
@@ -292,6 +303,10 @@ pub(crate) async fn poll_list(
                 id: e.id().map_or("", |id| id.as_str()),
                 created_at: e.created_at(),
             })
+            .chain(page.skipped.iter().map(|s| EventKey {
+                id: s.id.as_ref().map_or("", |id| id.as_str()),
+                created_at: s.created_at,
+            }))
             .collect();
         let verdicts = match tracker.check_many(&poll.source.key, &keys).await {
             Ok(verdicts) => verdicts,
@@ -302,6 +317,7 @@ pub(crate) async fn poll_list(
             }
         };
         drop(keys);
+        let (verdicts, skipped_verdicts) = verdicts.split_at(page.items.len());
 
         let times = oldest_so_far
             .into_iter()
@@ -320,16 +336,29 @@ pub(crate) async fn poll_list(
             .min()
             .or(oldest_so_far);
 
-        let any_new = verdicts.iter().any(|v| v.is_new());
+        let any_new = verdicts.iter().chain(skipped_verdicts).any(|v| v.is_new());
         let reached_settled = verdicts
             .iter()
+            .chain(skipped_verdicts)
             .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
             || page.items.iter().any(|e| {
                 e.created_at()
                     .zip(settled_line)
                     .is_some_and(|(at, line)| at < line - STOP_GRACE)
             });
-        for (event, verdict) in page.items.iter().zip(verdicts) {
+        for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
+            // Without an id it can never be settled: it must not hold the
+            // floor back (`new_id: None` counts as settled).
+            poll.seen.push(Seen {
+                created_at: skipped.created_at,
+                verdict,
+                new_id: verdict.is_new().then(|| skipped.id.clone()).flatten(),
+            });
+            if verdict.is_new() {
+                poll.undecodable.push(skipped.clone());
+            }
+        }
+        for (event, &verdict) in page.items.iter().zip(verdicts) {
             let new_id = verdict.is_new().then(|| event.id().cloned()).flatten();
             poll.seen.push(Seen {
                 created_at: event.created_at(),
@@ -368,6 +397,7 @@ pub(crate) async fn poll_list(
             pager = client.lazy_event_pages(&poll.source.scope, &list_options);
             poll.seen.clear();
             poll.new.clear();
+            poll.undecodable.clear();
             pages_with_new = 0;
             ordered = true;
             oldest_so_far = None;

@@ -55,6 +55,9 @@ pub(crate) struct EquinixSettings {
     pub(crate) request_timeout: Duration,
     /// `equinix.sweepTimeout`, default 5 min: one sweep at most.
     pub(crate) sweep_timeout: Duration,
+    /// `equinix.maxResponseSize`, default 32 MiB: the largest answer body
+    /// read from the Metal API.
+    pub(crate) max_response_size: u64,
 }
 
 /// Which event lists are polled.

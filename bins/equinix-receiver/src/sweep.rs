@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use event_dedupe::{Tracker, Verdict};
 use futures_util::{StreamExt, stream};
 use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
-use metal_events::{Client, Event};
+use metal_events::{Client, Event, EventId};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::DeadLetters;
@@ -93,7 +93,8 @@ pub(crate) struct SweepReport {
     pub(crate) first_delivery_problem: Option<String>,
     /// Whether that problem was a permanent refusal.
     pub(crate) delivery_problem_permanent: bool,
-    /// Events without id or type: they cannot become CloudEvents.
+    /// Events without id or type (they cannot become CloudEvents), and
+    /// events the client could not decode.
     pub(crate) unmappable: usize,
     /// The state could not be written.
     pub(crate) persist_error: Option<String>,
@@ -435,6 +436,25 @@ impl Pipeline {
                     }
                 }
             }
+            // Events the client could not decode: reported once, settled
+            // like unmappable ones when their id could be read.
+            for skipped in std::mem::take(&mut poll.undecodable) {
+                let id = skipped.id.map(EventId::into_inner);
+                if id
+                    .as_ref()
+                    .is_some_and(|id| claimed.insert(id.clone(), skipped.created_at).is_some())
+                {
+                    continue;
+                }
+                report.unmappable += 1;
+                self.metrics.events_unmappable.inc();
+                tracing::warn!(source = %poll.source.key, id = id.as_deref().unwrap_or("unreadable"),
+                    reason = %skipped.reason, "an event of the list could not be decoded; skipped");
+                if let Some(id) = id {
+                    settled.insert(id.clone());
+                    unmappable.push((id, skipped.created_at));
+                }
+            }
         }
         // Settled deliberately, like a refused event: recorded so it is
         // reported once, not on every sweep until the floor passes it.
@@ -472,17 +492,24 @@ impl Pipeline {
         }
         report.list_errors += 1;
         report.auth_failed |= error.is_unauthorized();
-        self.metrics.error(if error.is_unauthorized() {
-            ErrorKind::Auth
-        } else {
-            ErrorKind::EquinixApi
-        });
+        let rate_limited = matches!(error, metal_events::Error::RateLimited { .. });
+        // Each 429 was counted (`rate_limited`) and its pause logged when it
+        // came: a list whose attempts all met 429s adds neither.
+        if !rate_limited {
+            self.metrics.error(if error.is_unauthorized() {
+                ErrorKind::Auth
+            } else {
+                ErrorKind::EquinixApi
+            });
+        }
         if report.first_list_error.is_none() {
             report.first_list_error = Some(error.to_string());
             report.first_list_error_status = error.status().map(|s| s.as_u16());
             report.first_list_error_source = Some(poll.source.key.clone());
         }
-        if !error.is_unauthorized() {
+        if rate_limited {
+            tracing::debug!(source = %poll.source.key, %error, "rate limited on every attempt");
+        } else if !error.is_unauthorized() {
             tracing::warn!(source = %poll.source.key, %error, "could not read an event list");
         }
     }

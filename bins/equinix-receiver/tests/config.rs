@@ -447,3 +447,145 @@ fn help_and_version_exit_0() {
     assert_eq!(version.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("equinix-receiver 0."));
 }
+
+/// Runs `--check` on `yaml` and kills the child if it has not exited within
+/// `limit`: a file the config names must never hang the receiver.
+fn check_within(yaml: &str, limit: std::time::Duration) -> Outcome {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--check", path.to_str().unwrap()])
+        .env_remove("METAL_AUTH_TOKEN")
+        .env_remove("DIREKTIV_TOKEN")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`--check` still running after {limit:?}:\n{yaml}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        !stderr.contains("panicked"),
+        "the binary panicked:\n{stderr}"
+    );
+    Outcome {
+        code: status.code(),
+        stdout,
+        stderr,
+    }
+}
+
+#[test]
+fn files_the_config_names_must_be_small_regular_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    let long = dir.path().join("long-token");
+    std::fs::write(&long, "t".repeat(64 * 1024 + 1)).unwrap();
+    let big_ca = dir.path().join("ca.pem");
+    let mut pem = b"-----BEGIN CERTIFICATE-----\n".to_vec();
+    pem.resize(1024 * 1024 + 1, b'A');
+    std::fs::write(&big_ca, pem).unwrap();
+    let show = |p: &Path| p.display().to_string();
+    let cases = [
+        (
+            "equinix",
+            "packetAuthTokenFile",
+            "/dev/zero".to_owned(),
+            "is not a regular file",
+        ),
+        (
+            "direktiv",
+            "tokenFile",
+            show(&fifo),
+            "is a named pipe (FIFO), not a regular file",
+        ),
+        (
+            "equinix",
+            "packetAuthTokenFile",
+            show(dir.path()),
+            "is a directory, not a regular file",
+        ),
+        ("direktiv", "tokenFile", show(&long), "is larger than 64KiB"),
+        (
+            "direktiv",
+            "caFile",
+            "/dev/zero".to_owned(),
+            "is not a regular file",
+        ),
+        ("direktiv", "caFile", show(&big_ca), "is larger than 1MiB"),
+    ];
+    for (section, key, file, needle) in cases {
+        let yaml = valid_with(section, &format!("{key}: \"{file}\""));
+        let outcome = check_within(&yaml, std::time::Duration::from_secs(20));
+        assert_refused(&outcome, needle);
+        assert!(
+            outcome.stderr.contains(&format!("{section}.{key}")) && outcome.stderr.contains(&file),
+            "the message names the key and the file:\n{}",
+            outcome.stderr
+        );
+    }
+}
+
+#[test]
+fn a_config_that_is_not_a_regular_file_is_refused_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("config.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success(), "mkfifo failed");
+    for (path, needle) in [
+        (fifo.as_path(), "named pipe (FIFO)"),
+        (Path::new("/dev/zero"), "not a regular file"),
+    ] {
+        let mut child = Command::new(BIN)
+            .args(["--check", path.to_str().unwrap()])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("`--check {}` hung", path.display());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(78), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}

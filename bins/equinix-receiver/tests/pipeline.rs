@@ -1087,3 +1087,226 @@ async fn a_dry_run_on_an_existing_state_previews_only_what_is_new() {
     assert_eq!(world.direktiv.accepted_ids(), vec![eid(2)]);
     world.verify().await;
 }
+
+#[tokio::test]
+async fn a_huge_or_endless_page_fails_only_its_own_list() {
+    let world = World::start().await;
+    let (huge, endless) = (device_events_path(D1), device_events_path(D2));
+    let held_back = device_event(&eid(1), "provisioning.110", D1, ago(50));
+    world.metal.add(&huge, [held_back.clone()]);
+    // Once, D1's list answers 200 with about 1 MiB: its event and padding.
+    let pad = " ".repeat(1024 * 1024);
+    world.metal.script(
+        &huge,
+        Reply::json(
+            200,
+            &serde_json::json!({ "events": [held_back], "pad": pad }),
+        ),
+    );
+    world.metal.add(
+        &device_events_path(D3),
+        [device_event(&eid(3), "power.off", D3, ago(40))],
+    );
+    world.metal.add(
+        &project_events_path(P1),
+        [project_event(&eid(4), "project.updated", P1, ago(35))],
+    );
+    world.metal.add(
+        &project_events_path(P2),
+        [project_event(&eid(5), "project.updated", P2, ago(30))],
+    );
+    // D2's list answers 200 with a body that never ends.
+    let front = endless_front(world.metal_server.uri(), endless.clone()).await;
+    let config = world
+        .config(&["startFrom: all", "maxResponseSize: 64KiB"], &[])
+        .replace(&world.api_url(), &format!("{front}/metal/v1"));
+
+    let run = world.run(&world.write_config(&config), &["--once"]).await;
+    run.assert_code(3);
+    let accepted: HashSet<String> = world.direktiv.accepted_ids().into_iter().collect();
+    assert_eq!(
+        accepted,
+        ids(&[&eid(3), &eid(4), &eid(5)]),
+        "every other list is delivered"
+    );
+    for device in [D1, D2] {
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.contains("could not read an event list")
+                    && line.contains(&format!("device:{device}"))
+                    && line.contains("larger than the limit of 65536 bytes")),
+            "the list and the limit are logged:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(world.metal.hits_to(&huge).len(), 1, "not retried");
+
+    // The page is back to its normal size: its event goes out, nothing twice.
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all", "maxResponseSize: 64KiB"], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}
+
+/// A page body of `events` (as the API writes it), with every `needle` in
+/// the serialized text replaced by `splice` (bytes that need not be UTF-8).
+fn raw_page(events: &[Value], needle: &str, splice: &[u8]) -> Vec<u8> {
+    let text =
+        serde_json::json!({ "events": events, "meta": { "current_page": 1, "last_page": 1 } })
+            .to_string();
+    let mut body = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(needle) {
+        body.extend_from_slice(&rest.as_bytes()[..at]);
+        body.extend_from_slice(splice);
+        rest = &rest[at + needle.len()..];
+    }
+    body.extend_from_slice(rest.as_bytes());
+    body
+}
+
+#[tokio::test]
+async fn an_undecodable_event_is_skipped_reported_once_and_blocks_nothing() {
+    let world = World::start().await;
+    // D1: three events; the middle one has a byte that is not UTF-8 inside a
+    // string.
+    let (a, b, c) = (eid(1), eid(2), eid(3));
+    let mut broken = device_event(&b, "power.off", D1, ago(40));
+    broken["body"] = Value::String("caf@@ is closed".to_owned());
+    let d1_page = raw_page(
+        &[
+            device_event(&c, "power.on", D1, ago(30)),
+            broken,
+            device_event(&a, "provisioning.110", D1, ago(50)),
+        ],
+        "@@",
+        b"\xff",
+    );
+    world
+        .metal
+        .fixed(&device_events_path(D1), Reply::raw_json(&d1_page));
+    // D3: an event nested 200 levels deep between two good ones.
+    let (x, deep, z) = (eid(4), eid(5), eid(6));
+    let mut nested = device_event(&deep, "provisioning.109", D3, ago(35));
+    nested["payload"] = Value::String("@@".to_owned());
+    let deep_value = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let d3_page = raw_page(
+        &[
+            device_event(&z, "power.on", D3, ago(25)),
+            nested,
+            device_event(&x, "provisioning.110", D3, ago(45)),
+        ],
+        "\"@@\"",
+        deep_value.as_bytes(),
+    );
+    world
+        .metal
+        .fixed(&device_events_path(D3), Reply::raw_json(&d3_page));
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    let accepted = world.direktiv.accepted();
+    let got: HashSet<String> = world.direktiv.accepted_ids().into_iter().collect();
+    assert_eq!(got, ids(&[&a, &b, &c, &x, &z]), "the neighbours go out");
+    assert_eq!(
+        by_id(&accepted, &b)["data"]["body"],
+        "caf\u{fffd} is closed",
+        "the bad byte is replaced, the event delivered"
+    );
+    let warned: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("could not be decoded"))
+        .collect();
+    assert_eq!(warned.len(), 1, "reported once:\n{}", run.stderr);
+    assert!(
+        warned[0].contains("WARN") && warned[0].contains(&deep) && warned[0].contains("recursion"),
+        "{}",
+        warned[0]
+    );
+    assert!(
+        run.stderr.contains("unmappable=1"),
+        "counted in the sweep line:\n{}",
+        run.stderr
+    );
+
+    // The next run sends nothing again and says nothing again.
+    world.direktiv.clear();
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(0);
+    assert!(
+        world.direktiv.posts().is_empty(),
+        "{:?}",
+        world.direktiv.posts()
+    );
+    assert!(
+        !run.stderr.contains("could not be decoded") && run.stderr.contains("unmappable=0"),
+        "reported again:\n{}",
+        run.stderr
+    );
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_429_storm_with_retry_after_0_gets_a_handful_of_requests() {
+    let world = World::start().await;
+    let lists = [
+        device_events_path(D1),
+        device_events_path(D2),
+        device_events_path(D3),
+        project_events_path(P1),
+        project_events_path(P2),
+    ];
+    world.metal.add(
+        &lists[0],
+        [device_event(&eid(1), "provisioning.110", D1, ago(30))],
+    );
+    for list in &lists {
+        world.metal.fixed(
+            list,
+            Reply::metal_error(429, "Too many requests").header("Retry-After", "0"),
+        );
+    }
+
+    // Five seconds of a server that answers every event list 429 and asks
+    // for no wait at all.
+    let run = world
+        .once(&["startFrom: all", "timeout: 2s", "sweepTimeout: 5s"], &[])
+        .await;
+    run.assert_code(3);
+    let requests = world
+        .metal
+        .hits()
+        .iter()
+        .filter(|h| lists.contains(&h.path))
+        .count();
+    assert!(
+        (lists.len()..=3 * lists.len()).contains(&requests),
+        "at most three attempts per list in the sweep, got {requests} requests"
+    );
+    let warnings = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("rate limiting"))
+        .count();
+    assert!(
+        (1..=4).contains(&warnings),
+        "one warning per pause, got {warnings}:\n{}",
+        run.stderr
+    );
+
+    // The storm is over: the event goes out.
+    for list in &lists {
+        world.metal.unfix(list);
+    }
+    world
+        .once(&["startFrom: all", "timeout: 2s", "sweepTimeout: 5s"], &[])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}

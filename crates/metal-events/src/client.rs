@@ -14,10 +14,8 @@ use tracing::Instrument;
 use url::{Position, Url};
 
 use crate::error::{Error, Result};
-use crate::models::{
-    DeviceId, DeviceList, EventList, Organization, OrganizationId, ProjectId, ProjectList,
-};
-use crate::page::{LazyEvent, Pager, decode_lazy_events};
+use crate::models::{DeviceId, DeviceList, Organization, OrganizationId, ProjectId, ProjectList};
+use crate::page::{Decoded, LazyEvent, Pager, decode_events, decode_lazy_events};
 use crate::rate_limit::{self, RateLimit};
 
 /// The Metal API's base URL.
@@ -32,6 +30,12 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_PER_PAGE: u32 = 100;
 /// The largest page size the API accepts.
 pub const MAX_PER_PAGE: u32 = 1000;
+/// The default cap on the body of an answer: 32 MiB. A page of 1,000 events
+/// is about 1 MB.
+pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 32 * 1024 * 1024;
+/// The most bytes of an error answer's body that are read (the error keeps
+/// [`MAX_BODY_BYTES`](crate::MAX_BODY_BYTES) of them); the rest is never read.
+const MAX_ERROR_BODY_READ: u64 = 64 * 1024;
 /// The header that carries the token.
 const AUTH_HEADER: &str = "x-auth-token";
 /// The path prefix the real API puts in front of every `href`.
@@ -170,6 +174,7 @@ pub struct ClientBuilder {
     http: Option<reqwest::Client>,
     timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
+    max_response_size: u64,
     observer: Option<Observer>,
 }
 
@@ -181,6 +186,7 @@ impl fmt::Debug for ClientBuilder {
             .field("custom_http_client", &self.http.is_some())
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_size", &self.max_response_size)
             .field("observer", &self.observer.is_some())
             .finish()
     }
@@ -218,6 +224,20 @@ impl ClientBuilder {
     /// `reqwest::Client`.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// The largest answer body read, in bytes (default
+    /// [`DEFAULT_MAX_RESPONSE_SIZE`], 32 MiB), whatever the server sends: a
+    /// successful answer whose `Content-Length` exceeds it is refused before
+    /// its body is read, and one that grows past it (a chunked or endless
+    /// body) is refused as soon as it does, both with
+    /// [`Error::ResponseTooLarge`]. Every request is capped: event pages,
+    /// projects, devices and the organization. Of an error answer (4xx, 5xx)
+    /// at most 64 KiB is read, so its status still counts. Zero is read as
+    /// one byte.
+    pub fn max_response_size(mut self, bytes: u64) -> Self {
+        self.max_response_size = bytes.max(1);
         self
     }
 
@@ -267,6 +287,7 @@ impl ClientBuilder {
                 token,
                 per_request_timeout,
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                max_response_size: self.max_response_size,
                 observer: self.observer,
                 last_rate_limit: Mutex::new(None),
             }),
@@ -330,6 +351,7 @@ struct Inner {
     token: HeaderValue,
     per_request_timeout: Option<Duration>,
     timeout: Duration,
+    max_response_size: u64,
     observer: Option<Observer>,
     last_rate_limit: Mutex<Option<RateLimit>>,
 }
@@ -340,6 +362,7 @@ impl fmt::Debug for Client {
             .field("base_url", &self.inner.base.as_str())
             .field("token", &"[REDACTED]")
             .field("timeout", &self.inner.timeout)
+            .field("max_response_size", &self.inner.max_response_size)
             .field("observer", &self.inner.observer.is_some())
             .finish_non_exhaustive()
     }
@@ -360,6 +383,7 @@ impl Client {
             http: None,
             timeout: None,
             connect_timeout: None,
+            max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             observer: None,
         }
     }
@@ -412,7 +436,7 @@ impl Client {
             Some(options),
         );
         Pager::new(self.clone(), Endpoint::Projects, url, |body, path| {
-            decode::<ProjectList>(body, path).map(|list| (list.projects, list.meta))
+            decode::<ProjectList>(body, path).map(|list| Decoded::whole(list.projects, list.meta))
         })
     }
 
@@ -425,29 +449,30 @@ impl Client {
     ) -> Pager<crate::models::Device> {
         let url = self.url(&["projects", project.as_str(), "devices"], Some(options));
         Pager::new(self.clone(), Endpoint::Devices, url, |body, path| {
-            decode::<DeviceList>(body, path).map(|list| (list.devices, list.meta))
+            decode::<DeviceList>(body, path).map(|list| Decoded::whole(list.devices, list.meta))
         })
     }
 
     /// The events of `scope`, a page at a time (in practice newest first;
-    /// the API does not promise an order).
+    /// the API does not promise an order). An event that cannot be decoded
+    /// is left out of its page's items and reported in
+    /// [`Page::skipped`](crate::Page::skipped); the rest of the page is kept.
     pub fn event_pages(
         &self,
         scope: &EventScope,
         options: &ListOptions,
     ) -> Pager<crate::models::Event> {
         let url = self.event_url(scope, options);
-        Pager::new(self.clone(), scope.endpoint(), url, |body, path| {
-            decode::<EventList>(body, path).map(|list| (list.events, list.meta))
-        })
+        Pager::new(self.clone(), scope.endpoint(), url, decode_events)
     }
 
     /// The events of `scope`, a page at a time, like
     /// [`event_pages`](Self::event_pages), but each event's id and creation
     /// time are read and the rest is decoded only on
     /// [`LazyEvent::decode`]: for a poller that needs whole events only for
-    /// the few it has not seen. A page decodes (or fails, naming the same JSON
-    /// path) exactly as with `event_pages`.
+    /// the few it has not seen. A page decodes (the same items, the same
+    /// skipped events, or the same error naming the same JSON path) exactly as
+    /// with `event_pages`.
     pub fn lazy_event_pages(&self, scope: &EventScope, options: &ListOptions) -> Pager<LazyEvent> {
         Pager::new(
             self.clone(),
@@ -543,8 +568,8 @@ impl Client {
         Ok(url)
     }
 
-    /// Sends one `GET`, reads the whole body, and turns anything but a 2xx
-    /// into an [`Error`]. Records the rate limit, calls the observer once,
+    /// Sends one `GET`, reads the body (up to the size cap), and turns
+    /// anything but a 2xx into an [`Error`]. Records the rate limit, calls the observer once,
     /// and emits a debug event.
     pub(crate) async fn fetch(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
         let span = tracing::debug_span!("metal_request", endpoint = endpoint.as_str(), path);
@@ -564,7 +589,7 @@ impl Client {
         }
 
         let started = Instant::now();
-        let response = match request.send().await {
+        let mut response = match request.send().await {
             Ok(response) => response,
             Err(source) => {
                 let error = Error::from_reqwest(path, source);
@@ -583,8 +608,31 @@ impl Client {
         let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
             rate_limit::retry_after(response.headers(), rate_limit.as_ref(), SystemTime::now())
         });
-        let body = match response.bytes().await {
-            Ok(body) => body,
+        let limit = inner.max_response_size;
+        let too_large = || Error::ResponseTooLarge {
+            path: path.to_owned(),
+            limit,
+        };
+        if status.is_success() && response.content_length().is_some_and(|len| len > limit) {
+            let error = too_large();
+            self.observe(endpoint, Some(status), &error, started, rate_limit);
+            return Err(error);
+        }
+        // Of an error answer only a prefix is needed (its message, a trimmed
+        // body); what follows is never read.
+        let read_limit = if status.is_success() {
+            limit
+        } else {
+            limit.min(MAX_ERROR_BODY_READ)
+        };
+        let body = match read_capped(&mut response, read_limit).await {
+            Ok(Capped::Whole(body)) => body,
+            Ok(Capped::Cut(body)) if !status.is_success() => body,
+            Ok(Capped::Cut(_)) => {
+                let error = too_large();
+                self.observe(endpoint, Some(status), &error, started, rate_limit);
+                return Err(error);
+            }
             Err(source) => {
                 let error = Error::from_reqwest(path, source);
                 self.observe(endpoint, Some(status), &error, started, rate_limit);
@@ -645,6 +693,35 @@ impl Client {
             });
         }
     }
+}
+
+/// A body read up to a limit.
+enum Capped {
+    /// The whole body.
+    Whole(Bytes),
+    /// The first `limit` bytes of a longer body; the rest was not read.
+    Cut(Bytes),
+}
+
+/// Reads `response`'s body chunk by chunk, never holding more than `limit`
+/// bytes: a body that goes on past it (however long, or endless) is cut
+/// there and the rest is left unread.
+async fn read_capped(response: &mut reqwest::Response, limit: u64) -> reqwest::Result<Capped> {
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let expected = response
+        .content_length()
+        .and_then(|len| usize::try_from(len).ok())
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(expected.min(limit));
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit - body.len();
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok(Capped::Cut(body.into()));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Capped::Whole(body.into()))
 }
 
 /// Whether `path` is `prefix` or starts with `prefix/`.

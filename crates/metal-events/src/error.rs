@@ -80,6 +80,18 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A successful answer's body was larger than the client's cap
+    /// ([`ClientBuilder::max_response_size`](crate::ClientBuilder::max_response_size)):
+    /// refused from its `Content-Length`, or as soon as it grew past the cap;
+    /// no more of it was read. Not retryable: the same request would get the
+    /// same answer.
+    #[error("the answer of {path} is larger than the limit of {limit} bytes; not read further")]
+    ResponseTooLarge {
+        /// The URL path and query of the request.
+        path: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// A URL could not be built or parsed: a bad base URL, or a `meta.next`
     /// link that is not a URL.
     #[error("invalid URL `{url}`: {reason}")]
@@ -112,7 +124,8 @@ pub enum Error {
 impl Error {
     /// Whether the same request may succeed later: transport errors,
     /// timeouts, 408, 429 and 5xx are; 401, 403, 404, 422, other 4xx,
-    /// decode errors, bad URLs and pagination loops are not.
+    /// decode errors, answers too large, bad URLs and pagination loops are
+    /// not.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Transport { .. } | Self::Timeout { .. } | Self::RateLimited { .. } => true,
@@ -120,6 +133,7 @@ impl Error {
                 *status == StatusCode::REQUEST_TIMEOUT || status.is_server_error()
             }
             Self::Decode { .. }
+            | Self::ResponseTooLarge { .. }
             | Self::InvalidUrl { .. }
             | Self::PaginationLoop { .. }
             | Self::InvalidToken
@@ -135,7 +149,10 @@ impl Error {
         }
     }
 
-    /// The HTTP status of the answer, when there was one.
+    /// The HTTP status of an error answer ([`Error::Status`] or
+    /// [`Error::RateLimited`]); `None` for every other error, including a
+    /// successful answer that could not be used ([`Error::Decode`],
+    /// [`Error::ResponseTooLarge`]).
     pub fn status(&self) -> Option<StatusCode> {
         match self {
             Self::Status { status, .. } => Some(*status),

@@ -32,12 +32,22 @@ while let Some(page) = pages.next_page().await? {
   error or `Debug`), a `User-Agent` of `metal-events/<version>`, and uses
   connect and request timeouts. It is cheap to clone and safe to share
   between tasks: clones share one connection pool.
+- Every answer body is read with a cap ([`ClientBuilder::max_response_size`],
+  default [`DEFAULT_MAX_RESPONSE_SIZE`], 32 MiB): a larger or endless body is
+  [`Error::ResponseTooLarge`] (not retryable) as soon as it passes the cap,
+  so memory stays bounded whatever the server sends.
 - [`Pager`] reads one page per call, follows `meta.next` (relative or
   absolute), falls back to `page=current_page + 1`, and ends with
   [`Error::PaginationLoop`] rather than looping on a server that repeats a
   page. Requests only ever go to the base URL's origin.
 - Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
   [`Error::RateLimited`] with the wait the server asked for.
+- One bad event does not sink its page: a page that does not decode whole
+  is decoded event by event, and an event that cannot be decoded (nested
+  past serde_json's limit, a number out of range, a broken escape, not an
+  object) is left out and reported in [`Page::skipped`] as an
+  [`Undecodable`], with its id when readable. Bytes that are not UTF-8 become
+  U+FFFD.
 - [`Error::is_retryable`] says whether a failure is worth retrying.
 - An optional observer ([`ClientBuilder::observer`]) sees one
   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
@@ -54,12 +64,14 @@ pub mod models;
 mod page;
 #[cfg(feature = "client")]
 mod rate_limit;
+#[cfg(feature = "client")]
+mod split;
 
 #[cfg(feature = "client")]
 pub use client::{
-    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PER_PAGE,
-    DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer, RequestRecord,
-    USER_AGENT,
+    Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_PER_PAGE, DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer,
+    RequestRecord, USER_AGENT,
 };
 #[cfg(feature = "client")]
 pub use error::{Error, MAX_BODY_BYTES, Result};
@@ -68,7 +80,7 @@ pub use models::{
     Organization, OrganizationId, Project, ProjectId, ProjectList,
 };
 #[cfg(feature = "client")]
-pub use page::{LazyEvent, Page, Pager};
+pub use page::{LazyEvent, Page, Pager, Undecodable};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimit;
 /// The HTTP client crate this one uses, for [`ClientBuilder::http_client`].

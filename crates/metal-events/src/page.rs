@@ -1,5 +1,20 @@
 //! Pagination: [`Pager`] reads a list a page at a time, [`Page`] is one page.
 //!
+//! # One bad event does not sink its page
+//!
+//! A page of events is decoded whole when it can be (the quick path). When it
+//! cannot, it is decoded event by event: its outer structure (the `events`
+//! array, `meta`) is read first, by serde_json or, when serde_json cannot get
+//! past an event, by a small scanner that splits the array's elements
+//! without recursion; then each event is decoded alone. An event that cannot
+//! be decoded (nested deeper than serde_json's limit of 128, a number out of
+//! range, a broken escape, not an object) is left out of
+//! [`Page::items`] and reported in [`Page::skipped`] as an [`Undecodable`],
+//! with its id and creation time when they can be read. Bytes that are not
+//! UTF-8 are replaced with U+FFFD rather than failing the page. A body that is
+//! not an object with an `events` array fails the page with
+//! [`Error::Decode`], naming the JSON path.
+//!
 //! # How the next page is found
 //!
 //! 1. `meta.next`, when present and not empty, is the next page. A relative
@@ -31,9 +46,58 @@ use crate::client::{Client, Endpoint, decode, path_of};
 use crate::error::{Error, Result};
 use crate::models::{Event, EventId, EventList, Meta};
 use crate::rate_limit::RateLimit;
+use crate::split;
 
 /// Turns a page's body into its items and metadata.
-type Decoder<T> = fn(&[u8], &str) -> Result<(Vec<T>, Option<Meta>)>;
+type Decoder<T> = fn(&[u8], &str) -> Result<Decoded<T>>;
+
+/// A decoded page body.
+pub(crate) struct Decoded<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) meta: Option<Meta>,
+    pub(crate) skipped: Vec<Undecodable>,
+}
+
+impl<T> Decoded<T> {
+    /// A page whose items all decoded.
+    pub(crate) fn whole(items: Vec<T>, meta: Option<Meta>) -> Self {
+        Self {
+            items,
+            meta,
+            skipped: Vec::new(),
+        }
+    }
+}
+
+/// An event of a page that could not be decoded, left out so the rest of its
+/// page is not lost (see [`Page::skipped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Undecodable {
+    /// Its id, when its top-level `id` is a readable string.
+    pub id: Option<EventId>,
+    /// When it happened, when its top-level `created_at` is a readable
+    /// RFC 3339 string.
+    pub created_at: Option<DateTime<Utc>>,
+    /// Its position in the page's `events` array, from 0.
+    pub index: usize,
+    /// Why it could not be decoded (serde_json's message).
+    pub reason: String,
+}
+
+impl Undecodable {
+    /// Reads what it can of the raw `element` at `index`.
+    fn new(index: usize, element: &str, reason: impl fmt::Display) -> Self {
+        Self {
+            id: split::string_member(element, "id").map(EventId::new),
+            created_at: split::string_member(element, "created_at")
+                .and_then(|at| DateTime::parse_from_rfc3339(&at).ok())
+                .map(|at| at.with_timezone(&Utc)),
+            index,
+            reason: reason.to_string(),
+        }
+    }
+}
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +105,11 @@ type Decoder<T> = fn(&[u8], &str) -> Result<(Vec<T>, Option<Meta>)>;
 pub struct Page<T> {
     /// The items of this page, in the order the API sent them.
     pub items: Vec<T>,
+    /// The events of this page that could not be decoded, left out of
+    /// `items` (always empty for projects and devices, which decode whole or
+    /// fail). `items.len() + skipped.len()` is the length of the page's
+    /// `events` array.
+    pub skipped: Vec<Undecodable>,
     /// The page's pagination metadata (all `None` when the answer had none).
     pub meta: Meta,
     /// The page number: `meta.current_page` when the API sent it, else the
@@ -163,7 +232,11 @@ impl<T> Pager<T> {
         self.next = Some(Next::Url(url.clone()));
         let path = path_of(&url);
         let fetched = self.client.fetch(self.endpoint, &url, &path).await?;
-        let (items, meta) = (self.decode)(&fetched.body, &path)?;
+        let Decoded {
+            items,
+            meta,
+            skipped,
+        } = (self.decode)(&fetched.body, &path)?;
         let meta = meta.unwrap_or_default();
 
         if let Some(number) = meta.current_page
@@ -187,8 +260,17 @@ impl<T> Pager<T> {
             next => self.next = next,
         }
 
+        if !skipped.is_empty() {
+            tracing::debug!(
+                path,
+                skipped = skipped.len(),
+                decoded = items.len(),
+                "events that could not be decoded were left out of the page"
+            );
+        }
         Ok(Some(Page {
             items,
+            skipped,
             page: meta.current_page.unwrap_or(self.pages_read),
             meta,
             rate_limit: fetched.rate_limit,
@@ -297,20 +379,35 @@ impl LazyEvent {
     ///
     /// # Errors
     ///
-    /// None in practice: the page that held it was checked to decode as
-    /// [`Event`]s. The error is serde_json's, should that ever fail.
+    /// None in practice: the event was checked to decode as an [`Event`]
+    /// when its page was read (an event that does not is in
+    /// [`Page::skipped`] instead). The error is serde_json's, should that
+    /// ever fail.
     pub fn decode(&self) -> serde_json::Result<Event> {
         serde_json::from_str(self.raw.get())
     }
+
+    /// Reads the id and creation time of a raw event, checking that it
+    /// decodes as an [`Event`].
+    fn from_raw(raw: Box<RawValue>) -> serde_json::Result<Self> {
+        let head: Head = serde_json::from_str(raw.get())?;
+        Ok(Self {
+            id: head.id.map(EventId::new),
+            created_at: head.created_at,
+            raw,
+        })
+    }
 }
 
-/// A page of events with each event kept as its JSON text.
+/// A page of events with each event (and `meta`) kept as its JSON text:
+/// serde_json reads raw values without recursion, so no event's depth can
+/// fail this outer read.
 #[derive(Deserialize)]
 struct RawEventList {
     #[serde(default, deserialize_with = "raw_events")]
     events: Vec<Box<RawValue>>,
-    #[serde(default, deserialize_with = "lenient_meta")]
-    meta: Option<Meta>,
+    #[serde(default)]
+    meta: Option<Box<RawValue>>,
 }
 
 /// `null` is an empty list (as [`EventList`] reads it).
@@ -318,44 +415,47 @@ fn raw_events<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Box<RawV
     Ok(Option::<Vec<Box<RawValue>>>::deserialize(deserializer)?.unwrap_or_default())
 }
 
-/// A mistyped `meta` is absent (as [`EventList`] reads it).
-fn lenient_meta<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Meta>, D::Error> {
-    let value = serde_json::Value::deserialize(deserializer)?;
-    Ok(serde_json::from_value(value).ok())
+/// Reads `meta` as [`EventList`] does: a value that is not a [`Meta`]
+/// (mistyped, or too deep to read) is absent.
+fn lenient_meta(raw: Option<&str>) -> Option<Meta> {
+    let value = serde_json::from_str::<serde_json::Value>(raw?).ok()?;
+    serde_json::from_value(value).ok()
 }
 
-/// Decodes a page of events lazily. The result is the one [`EventList`]
-/// decoding gives (the same events, the same errors): any failure of the
-/// quick path decodes the page as [`EventList`] to name the JSON path.
-pub(crate) fn decode_lazy_events(
-    body: &[u8],
-    path: &str,
-) -> Result<(Vec<LazyEvent>, Option<Meta>)> {
-    match decode_lazy_quick(body) {
-        Ok(page) => Ok(page),
-        Err(_) => {
-            let list: EventList = decode(body, path)?;
-            let events = list
-                .events
-                .into_iter()
-                .map(|event| {
-                    let raw = serde_json::value::to_raw_value(event.raw()).map_err(|source| {
-                        Error::Decode {
-                            path: path.to_owned(),
-                            json_path: "events".to_owned(),
-                            source,
-                        }
-                    })?;
-                    Ok(LazyEvent {
-                        id: event.id,
-                        created_at: event.created_at,
-                        raw,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok((events, list.meta))
+/// Decodes a page of events whole ([`Client::event_pages`]): quickly when
+/// every event decodes, else event by event, as [`decode_lazy_events`] does.
+pub(crate) fn decode_events(body: &[u8], path: &str) -> Result<Decoded<Event>> {
+    if let Ok(list) = serde_json::from_slice::<EventList>(body) {
+        return Ok(Decoded::whole(list.events, list.meta));
+    }
+    let careful = decode_careful(body, path)?;
+    let mut page = Decoded::whole(Vec::with_capacity(careful.items.len()), careful.meta);
+    page.skipped = careful.skipped;
+    for (lazy, index) in careful.items {
+        match lazy.decode() {
+            Ok(event) => page.items.push(event),
+            Err(error) => page
+                .skipped
+                .push(Undecodable::new(index, lazy.raw_json(), error)),
         }
     }
+    page.skipped.sort_by_key(|s| s.index);
+    Ok(page)
+}
+
+/// Decodes a page of events lazily ([`Client::lazy_event_pages`]). The
+/// result is the one [`decode_events`] gives: the same events, the same
+/// skipped ones, the same errors.
+pub(crate) fn decode_lazy_events(body: &[u8], path: &str) -> Result<Decoded<LazyEvent>> {
+    if let Ok((items, meta)) = decode_lazy_quick(body) {
+        return Ok(Decoded::whole(items, meta));
+    }
+    let careful = decode_careful(body, path)?;
+    Ok(Decoded {
+        items: careful.items.into_iter().map(|(lazy, _)| lazy).collect(),
+        meta: careful.meta,
+        skipped: careful.skipped,
+    })
 }
 
 /// The quick path of [`decode_lazy_events`]; its errors name no JSON path.
@@ -364,16 +464,69 @@ fn decode_lazy_quick(body: &[u8]) -> serde_json::Result<(Vec<LazyEvent>, Option<
     let events = list
         .events
         .into_iter()
-        .map(|raw| {
-            let head: Head = serde_json::from_str(raw.get())?;
-            Ok(LazyEvent {
-                id: head.id.map(EventId::new),
-                created_at: head.created_at,
-                raw,
-            })
-        })
+        .map(LazyEvent::from_raw)
         .collect::<serde_json::Result<Vec<_>>>()?;
-    Ok((events, list.meta))
+    Ok((
+        events,
+        lenient_meta(list.meta.as_deref().map(RawValue::get)),
+    ))
+}
+
+/// The careful path: the page's structure first, then each event alone.
+/// Every event that decodes is returned with its index in the `events`
+/// array; the others are [`Undecodable`].
+fn decode_careful(body: &[u8], path: &str) -> Result<Decoded<(LazyEvent, usize)>> {
+    let text = String::from_utf8_lossy(body);
+    let (elements, meta): (Vec<Cow<'_, str>>, _) = match serde_json::from_str::<RawEventList>(&text)
+    {
+        Ok(list) => {
+            let meta = lenient_meta(list.meta.as_deref().map(RawValue::get));
+            let events = list
+                .events
+                .into_iter()
+                .map(|raw| Cow::Owned(Box::<str>::from(raw).into_string()));
+            (events.collect(), meta)
+        }
+        Err(_) => match split::split_page(&text) {
+            Some(page) => (
+                page.events.into_iter().map(Cow::Borrowed).collect(),
+                lenient_meta(page.meta),
+            ),
+            // Not an object with an events array: fail, naming where.
+            None => return whole_or_error(text.as_bytes(), path),
+        },
+    };
+    let mut page = Decoded::whole(Vec::with_capacity(elements.len()), meta);
+    for (index, element) in elements.into_iter().enumerate() {
+        let decoded =
+            RawValue::from_string(element.clone().into_owned()).and_then(LazyEvent::from_raw);
+        match decoded {
+            Ok(lazy) => page.items.push((lazy, index)),
+            Err(error) => page.skipped.push(Undecodable::new(index, &element, error)),
+        }
+    }
+    Ok(page)
+}
+
+/// A body neither serde_json nor the scanner could split: decoded as an
+/// [`EventList`] to name the JSON path that failed.
+fn whole_or_error(body: &[u8], path: &str) -> Result<Decoded<(LazyEvent, usize)>> {
+    let list: EventList = decode(body, path)?;
+    let mut items = Vec::with_capacity(list.events.len());
+    for (index, event) in list.events.into_iter().enumerate() {
+        let raw = serde_json::value::to_raw_value(event.raw()).map_err(|source| Error::Decode {
+            path: path.to_owned(),
+            json_path: format!("events[{index}]"),
+            source,
+        })?;
+        let lazy = LazyEvent {
+            id: event.id,
+            created_at: event.created_at,
+            raw,
+        };
+        items.push((lazy, index));
+    }
+    Ok(Decoded::whole(items, list.meta))
 }
 
 /// The id and creation time of an event object, read as [`Event::from_raw`]
@@ -602,29 +755,49 @@ mod tests {
 mod lazy_tests {
     use super::*;
 
-    /// Decodes `body` both ways and checks they agree: the same events, or
-    /// the same error.
-    fn agree(body: &str) {
-        let full = decode::<EventList>(body.as_bytes(), "/events");
-        let lazy = decode_lazy_events(body.as_bytes(), "/events");
-        assert_eq!(
-            decode_lazy_quick(body.as_bytes()).is_ok(),
-            full.is_ok(),
-            "the quick path must agree: {body}"
-        );
-        match (full, lazy) {
-            (Ok(full), Ok((events, meta))) => {
-                assert_eq!(meta, full.meta, "{body}");
-                assert_eq!(events.len(), full.events.len(), "{body}");
-                for (lazy, event) in events.iter().zip(&full.events) {
-                    assert_eq!(lazy.id(), event.id.as_ref(), "{body}");
-                    assert_eq!(lazy.created_at(), event.created_at, "{body}");
-                    assert_eq!(&lazy.decode().unwrap(), event, "{body}");
+    /// Decodes `body` both ways and checks they agree: the same events and
+    /// skipped events, or the same error. Returns the full decoding.
+    fn agree(body: &[u8]) -> Result<Decoded<Event>> {
+        let shown = String::from_utf8_lossy(body);
+        let full = decode_events(body, "/events");
+        let lazy = decode_lazy_events(body, "/events");
+        match (&full, lazy) {
+            (Ok(full), Ok(lazy)) => {
+                assert_eq!(lazy.meta, full.meta, "{shown}");
+                assert_eq!(lazy.skipped, full.skipped, "{shown}");
+                assert_eq!(lazy.items.len(), full.items.len(), "{shown}");
+                for (lazy, event) in lazy.items.iter().zip(&full.items) {
+                    assert_eq!(lazy.id(), event.id.as_ref(), "{shown}");
+                    assert_eq!(lazy.created_at(), event.created_at, "{shown}");
+                    assert_eq!(&lazy.decode().unwrap(), event, "{shown}");
                 }
             }
             (Err(full), Err(lazy)) => assert_eq!(lazy.to_string(), full.to_string()),
-            (full, lazy) => panic!("{body}: full {full:?}, lazy {:?}", lazy.map(|l| l.0)),
+            (full, lazy) => panic!(
+                "{shown}: full {:?}, lazy {:?}",
+                full.as_ref().map(|f| f.items.len()),
+                lazy.map(|l| l.items.len())
+            ),
         }
+        full
+    }
+
+    fn ids(page: &Decoded<Event>) -> Vec<&str> {
+        page.items
+            .iter()
+            .map(|e| e.id.as_ref().map_or("", EventId::as_str))
+            .collect()
+    }
+
+    fn skipped_ids(page: &Decoded<Event>) -> Vec<(usize, Option<&str>)> {
+        page.skipped
+            .iter()
+            .map(|s| (s.index, s.id.as_ref().map(EventId::as_str)))
+            .collect()
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
     }
 
     #[test]
@@ -636,8 +809,8 @@ mod lazy_tests {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "json") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    agree(&text);
-                    agree(&format!("{{\"events\": [{text}, {text}]}}"));
+                    agree(text.as_bytes()).ok();
+                    agree(format!("{{\"events\": [{text}, {text}]}}").as_bytes()).unwrap();
                     read += 1;
                 }
             }
@@ -660,7 +833,282 @@ mod lazy_tests {
             r#"[[{"id": "a"}], null]"#,
             r#"{"events": [{"id": "a", "n": 18446744073709551616, "m": -9223372036854775809}]}"#,
         ] {
-            agree(body);
+            agree(body.as_bytes()).ok();
+            assert_eq!(
+                decode_lazy_quick(body.as_bytes()).is_ok(),
+                serde_json::from_slice::<EventList>(body.as_bytes()).is_ok(),
+                "the quick paths must agree: {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn one_bad_event_is_skipped_and_its_neighbours_kept() {
+        let deep = nested(200);
+        /// A body, the ids decoded, and the skipped events (index, id).
+        type Case = (
+            String,
+            Vec<&'static str>,
+            Vec<(usize, Option<&'static str>)>,
+        );
+        let cases: [Case; 6] = [
+            // Nested deeper than serde_json's limit.
+            (
+                format!(r#"{{"events": [{{"id": "a"}}, {{"id": "b", "x": {deep}}}, {{"id": "c"}}]}}"#),
+                vec!["a", "c"],
+                vec![(1, Some("b"))],
+            ),
+            // A number out of range, an element that is not an object.
+            (
+                r#"{"events": [{"id": "a", "big": 1e400}, 7, {"id": "c"}]}"#.to_owned(),
+                vec!["c"],
+                vec![(0, Some("a")), (1, None)],
+            ),
+            // A lone surrogate escape.
+            (
+                r#"{"events": [{"id": "a", "x": "\ud800"}, {"id": "b"}]}"#.to_owned(),
+                vec!["b"],
+                vec![(0, Some("a"))],
+            ),
+            // An escape serde_json refuses even to skip: the scanner splits.
+            (
+                r#"{"events": [{"id": "a"}, {"id": "b", "x": "\q"}, {"id": "c"}], "meta": {"current_page": 2}}"#.to_owned(),
+                vec!["a", "c"],
+                vec![(1, Some("b"))],
+            ),
+            // A raw control character inside a string, before the id.
+            (
+                "{\"events\": [{\"x\": \"\u{1}\", \"id\": \"a\"}, {\"id\": \"b\"}]}".to_owned(),
+                vec!["b"],
+                vec![(0, Some("a"))],
+            ),
+            // An event deep enough to fail only inside the page.
+            (
+                format!(r#"{{"events": [{{"id": "a", "x": {}}}]}}"#, nested(126)),
+                vec!["a"],
+                vec![],
+            ),
+        ];
+        for (body, decoded, skipped) in cases {
+            let page = agree(body.as_bytes()).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(ids(&page), decoded, "{body}");
+            assert_eq!(skipped_ids(&page), skipped, "{body}");
+            for undecodable in &page.skipped {
+                assert!(!undecodable.reason.is_empty());
+            }
+        }
+        let page = decode_events(
+            r#"{"events": [{"id": "a", "x": "\q"}], "meta": {"current_page": 2}}"#.as_bytes(),
+            "/e",
+        )
+        .unwrap();
+        assert_eq!(page.meta.unwrap().current_page, Some(2), "meta is kept");
+    }
+
+    #[test]
+    fn the_id_and_time_of_a_skipped_event_are_read_when_they_can_be() {
+        let body = format!(
+            r#"{{"events": [{{"created_at": "2024-05-01T12:00:00Z", "x": {}, "id": "deep"}}, {{"id": {{"no": 1}}, "x": "\ud800"}}]}}"#,
+            nested(300)
+        );
+        let page = agree(body.as_bytes()).unwrap();
+        assert!(page.items.is_empty());
+        assert_eq!(page.skipped[0].id.as_ref().unwrap().as_str(), "deep");
+        assert_eq!(
+            page.skipped[0].created_at.unwrap().to_rfc3339(),
+            "2024-05-01T12:00:00+00:00"
+        );
+        assert_eq!(page.skipped[1].id, None);
+        assert_eq!(page.skipped[1].created_at, None);
+
+        // Deep around the page's other members, or as an element: one skipped.
+        let body = format!(r#"{{"x": {0}, "events": [{0}], "meta": {0}}}"#, nested(300));
+        let page = agree(body.as_bytes()).unwrap();
+        assert_eq!((page.items.len(), page.skipped.len()), (0, 1));
+        assert_eq!(page.meta, None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_not_fatal() {
+        let mut body = br#"{"events": [{"id": "a"}, {"id": "b", "body": "caf"#.to_vec();
+        body.extend_from_slice(b"\xe9 \xff\"}, {\"id\": \"c\"}]}");
+        let page = agree(&body).unwrap();
+        assert_eq!(ids(&page), ["a", "b", "c"]);
+        assert!(page.skipped.is_empty());
+        assert_eq!(page.items[1].body.as_deref(), Some("caf\u{fffd} \u{fffd}"));
+    }
+
+    #[test]
+    fn a_body_that_is_no_events_page_still_fails_naming_the_path() {
+        for (body, json_path) in [
+            (r#"{"events": {"id": "a"}}"#.to_owned(), "events"),
+            (r#"{"events": [{"id": "a"}]} trailing"#.to_owned(), "."),
+            (r#"{"events": "x"}"#.to_owned(), "events"),
+            ("\u{1}".to_owned(), "."),
+        ] {
+            match decode_events(body.as_bytes(), "/e") {
+                Err(Error::Decode { json_path: p, .. }) => assert_eq!(p, json_path, "{body}"),
+                other => panic!("{body}: {:?}", other.map(|p| p.items.len())),
+            }
+        }
+    }
+}
+
+/// Property tests of the page decoders: whatever the bytes, no panic; and a
+/// page whose `events` is an array accounts for every element, decoded or
+/// skipped.
+#[cfg(test)]
+mod prop_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// A string token: pieces that are fine, escaped, broken (a lone
+    /// surrogate, a bad escape, a raw control character) or not UTF-8.
+    fn string_token() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            "[a-z0-9 :-]{0,8}".prop_map(String::into_bytes),
+            Just(br#"\""#.to_vec()),
+            Just(br"\\".to_vec()),
+            Just(br"\u00e9".to_vec()),
+            Just(br"\ud800".to_vec()),
+            Just(br"\q".to_vec()),
+            Just(br"\u12x".to_vec()),
+            Just(vec![0x01]),
+            Just(vec![0xff]),
+            Just(vec![0xe2, 0x82]),
+            Just("é".as_bytes().to_vec()),
+        ];
+        prop::collection::vec(piece, 0..4).prop_map(|pieces| {
+            let mut token = vec![b'"'];
+            token.extend(pieces.concat());
+            token.push(b'"');
+            token
+        })
+    }
+
+    fn scalar() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"null".to_vec()),
+            Just(b"true".to_vec()),
+            any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+            Just(b"1e400".to_vec()),
+            Just(b"18446744073709551616".to_vec()),
+            Just(b"-0.5".to_vec()),
+            Just(br#""2024-05-01T12:00:00Z""#.to_vec()),
+            Just(br#""+10000-01-01T00:00:00Z""#.to_vec()),
+            Just(br#""9999-12-31T23:59:59-01:00""#.to_vec()),
+            string_token(),
+        ]
+    }
+
+    /// A scalar inside 0 to 300 levels of arrays or objects.
+    fn nested() -> impl Strategy<Value = Vec<u8>> {
+        (scalar(), 0usize..300, any::<bool>()).prop_map(|(inner, depth, objects)| {
+            let (open, close): (&[u8], &[u8]) = if objects {
+                (br#"{"k":"#, b"}")
+            } else {
+                (b"[", b"]")
+            };
+            let mut value = open.repeat(depth);
+            value.extend(inner);
+            value.extend(close.repeat(depth));
+            value
+        })
+    }
+
+    /// An event-like object: ids, times and other members of any type, in
+    /// any order, possibly repeated.
+    fn event() -> impl Strategy<Value = Vec<u8>> {
+        let member = prop_oneof![
+            scalar().prop_map(|v| (br#""id""#.to_vec(), v)),
+            nested().prop_map(|v| (br#""id""#.to_vec(), v)),
+            scalar().prop_map(|v| (br#""created_at""#.to_vec(), v)),
+            (string_token(), nested()),
+        ];
+        prop::collection::vec(member, 0..6).prop_map(|members| {
+            let members: Vec<Vec<u8>> = members
+                .into_iter()
+                .map(|(key, value)| [key, b": ".to_vec(), value].concat())
+                .collect();
+            [b"{".to_vec(), members.join(&b", "[..]), b"}".to_vec()].concat()
+        })
+    }
+
+    /// A page body and the length of its `events` array.
+    fn page() -> impl Strategy<Value = (Vec<u8>, usize)> {
+        let element = prop_oneof![4 => event(), 1 => nested()];
+        let meta = prop_oneof![
+            Just(None),
+            nested().prop_map(Some),
+            Just(Some(
+                br#"{"current_page": 2, "last_page": "x", "next": {"href": "?page=3"}}"#.to_vec()
+            )),
+        ];
+        (prop::collection::vec(element, 0..8), meta, any::<bool>()).prop_map(
+            |(events, meta, null_events)| {
+                let count = if null_events { 0 } else { events.len() };
+                let array = if null_events {
+                    b"null".to_vec()
+                } else {
+                    [b"[".to_vec(), events.join(&b", "[..]), b"]".to_vec()].concat()
+                };
+                let mut body = [br#"{"events": "#.to_vec(), array].concat();
+                if let Some(meta) = meta {
+                    body.extend_from_slice(br#", "meta": "#);
+                    body.extend(meta);
+                }
+                body.push(b'}');
+                (body, count)
+            },
+        )
+    }
+
+    /// Both decoders give the same answer; returns it as counts.
+    fn both(body: &[u8]) -> Result<(usize, Vec<usize>), String> {
+        let full = decode_events(body, "/p");
+        let lazy = decode_lazy_events(body, "/p");
+        match (full, lazy) {
+            (Ok(full), Ok(lazy)) => {
+                assert_eq!(full.skipped, lazy.skipped);
+                assert_eq!(full.items.len(), lazy.items.len());
+                assert_eq!(full.meta, lazy.meta);
+                Ok((
+                    full.items.len(),
+                    full.skipped.iter().map(|s| s.index).collect(),
+                ))
+            }
+            (Err(full), Err(lazy)) => {
+                assert_eq!(full.to_string(), lazy.to_string());
+                Err(full.to_string())
+            }
+            (full, lazy) => panic!(
+                "the decoders disagree: {:?} / {:?}",
+                full.map(|f| f.items.len()),
+                lazy.map(|l| l.items.len())
+            ),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            let _ = both(&body);
+            let mut wrapped = br#"{"events": ["#.to_vec();
+            wrapped.extend(&body);
+            wrapped.extend_from_slice(b"]}");
+            let _ = both(&wrapped);
+        }
+
+        #[test]
+        fn every_element_of_the_events_array_is_decoded_or_skipped((body, count) in page()) {
+            let (decoded, skipped) = both(&body)
+                .map_err(|e| TestCaseError::fail(format!("{e}: {}", String::from_utf8_lossy(&body))))?;
+            prop_assert_eq!(decoded + skipped.len(), count);
+            prop_assert!(skipped.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(skipped.iter().all(|&i| i < count));
         }
     }
 }

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use metal_events::{
-    Client, DeviceId, DeviceState, Endpoint, Error, EventScope, ListOptions, OrganizationId,
-    ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
+    Client, DeviceId, DeviceState, Endpoint, Error, EventId, EventScope, ListOptions,
+    OrganizationId, ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param, query_param_is_missing};
@@ -771,11 +771,55 @@ async fn a_bare_429_has_no_wait_but_is_still_retryable() {
 }
 
 #[tokio::test]
+async fn an_event_that_cannot_be_decoded_is_skipped_and_its_page_kept() {
+    let h = harness().await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let mut body = format!(
+        r#"{{"events": [{{"id": "e-1"}}, 42, {{"id": "e-3", "x": {deep}}}, {{"id": "e-4", "s": "caf"#
+    )
+    .into_bytes();
+    body.extend_from_slice(b"\xff\"}], \"meta\": {\"current_page\": 1}}");
+    Mock::given(path(project_events_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .expect(2)
+        .mount(&h.server)
+        .await;
+    let scope = EventScope::Project(ProjectId::new(PROJECT));
+    let page = h
+        .client
+        .event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    let ids: Vec<_> = page.items.iter().map(|e| e.id.clone().unwrap()).collect();
+    assert_eq!(ids, [EventId::new("e-1"), EventId::new("e-4")]);
+    assert_eq!(page.items[1].raw()["s"], "caf\u{fffd}");
+    let skipped: Vec<_> = page
+        .skipped
+        .iter()
+        .map(|s| (s.index, s.id.clone()))
+        .collect();
+    assert_eq!(skipped, [(1, None), (2, Some(EventId::new("e-3")))]);
+    assert_eq!(page.meta.current_page, Some(1));
+
+    let lazy = h
+        .client
+        .lazy_event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lazy.items.len(), 2);
+    assert_eq!(lazy.skipped, page.skipped);
+}
+
+#[tokio::test]
 async fn malformed_json_names_the_failing_path() {
     let h = harness().await;
     Mock::given(path(project_events_path()))
         .respond_with(ok_json(
-            r#"{"events": [{"id": "e-1"}, 42], "meta": null}"#.to_owned(),
+            r#"{"events": {"id": "e-1"}, "meta": null}"#.to_owned(),
         ))
         .expect(1)
         .mount(&h.server)
@@ -805,13 +849,13 @@ async fn malformed_json_names_the_failing_path() {
         Error::Decode {
             path, json_path, ..
         } => {
-            assert_eq!(json_path, "events[1]");
+            assert_eq!(json_path, "events");
             assert_eq!(path, &format!("{}?per_page=100", project_events_path()));
         }
         other => panic!("expected a decode error, got {other:?}"),
     }
     assert!(!error.is_retryable());
-    assert!(error.to_string().contains("events[1]"), "{error}");
+    assert!(error.to_string().contains("`events`"), "{error}");
 
     let error = h
         .client
@@ -1027,4 +1071,224 @@ fn the_client_and_pagers_can_be_shared_across_tasks() {
     assert_shareable::<Client>();
     assert_send::<metal_events::Pager<metal_events::Event>>();
     assert_send::<Error>();
+}
+
+/// A server that answers every request with `status` and a chunked body of
+/// `chunk`-byte chunks, one every `pause`, that never ends (until the client
+/// hangs up). Returns the base URL to give the client.
+async fn endless_server(status: u16, chunk: usize, pause: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request has no body: read until the end of its head.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let start = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-type: application/json\r\n\
+                     transfer-encoding: chunked\r\n\r\n"
+                );
+                let mut frame = format!("{chunk:x}\r\n").into_bytes();
+                frame.extend(std::iter::repeat_n(b' ', chunk));
+                frame.extend_from_slice(b"\r\n");
+                if socket.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                while socket.write_all(&frame).await.is_ok() {
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{address}/metal/v1")
+}
+
+/// A client of `base` that records what its observer sees.
+fn client_of(
+    base: &str,
+    configure: impl FnOnce(metal_events::ClientBuilder) -> metal_events::ClientBuilder,
+) -> (Client, Arc<Mutex<Vec<RequestRecord>>>) {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&records);
+    let builder = Client::builder(SecretString::from(TOKEN))
+        .base_url(base)
+        .observer(move |record: &RequestRecord| sink.lock().unwrap().push(record.clone()));
+    (configure(builder).build().unwrap(), records)
+}
+
+#[tokio::test]
+async fn a_page_larger_than_the_default_cap_is_refused_unread() {
+    let h = harness().await;
+    // 33 MiB of blanks: valid JSON around them, so only the cap refuses it.
+    let mut body = String::from(r#"{"events": [], "pad": ""#);
+    body.push_str(&" ".repeat(33 * 1024 * 1024));
+    body.push_str(r#""}"#);
+    Mock::given(path(project_events_path()))
+        .respond_with(ok_json(body))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    let scope = EventScope::Project(ProjectId::new(PROJECT));
+    let error = h
+        .client
+        .event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::ResponseTooLarge { limit, .. } if *limit == 32 * 1024 * 1024),
+        "{error:?}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(error.status(), None);
+    assert!(
+        error.to_string().contains(&project_events_path())
+            && error.to_string().contains("33554432 bytes"),
+        "{error}"
+    );
+    assert_no_token(&error);
+    // The observer still saw the request, with its status.
+    let records = h.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status, Some(StatusCode::OK));
+}
+
+#[tokio::test]
+async fn an_endless_page_is_cut_at_the_cap_long_before_the_timeout() {
+    let base = endless_server(200, 1024 * 1024, Duration::from_millis(5)).await;
+    let (client, records) = client_of(&base, |b| b.timeout(Duration::from_secs(3)));
+    let started = Instant::now();
+    let error = client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::ResponseTooLarge { .. }),
+        "{error:?} after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(records.lock().unwrap()[0].status, Some(StatusCode::OK));
+}
+
+#[tokio::test]
+async fn an_endless_error_answer_keeps_its_status_and_is_read_only_in_part() {
+    let base = endless_server(503, 16 * 1024, Duration::from_millis(1)).await;
+    let (client, _) = client_of(&base, |b| b.timeout(Duration::from_secs(3)));
+    let started = Instant::now();
+    let error = client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.status(),
+        Some(StatusCode::SERVICE_UNAVAILABLE),
+        "{error:?}"
+    );
+    assert!(error.is_retryable());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn every_list_and_the_organization_are_capped() {
+    let h = harness_with(|b| b.max_response_size(64 * 1024)).await;
+    // 1 MiB of valid JSON for each: an organization, projects, devices, events.
+    let pad = " ".repeat(1024 * 1024);
+    let routes = [
+        format!("/metal/v1/organizations/{ORG}"),
+        format!("/metal/v1/organizations/{ORG}/projects"),
+        format!("/metal/v1/projects/{PROJECT}/devices"),
+        format!("/metal/v1/devices/{DEVICE}/events"),
+    ];
+    for route in &routes {
+        Mock::given(path(route.as_str()))
+            .respond_with(ok_json(format!(r#"{{"pad": "{pad}"}}"#)))
+            .expect(1)
+            .mount(&h.server)
+            .await;
+    }
+    let org = OrganizationId::new(ORG);
+    let options = ListOptions::default();
+    let errors = [
+        h.client.organization(&org).await.unwrap_err(),
+        h.client
+            .project_pages(&org, &options)
+            .next_page()
+            .await
+            .unwrap_err(),
+        h.client
+            .device_pages(&ProjectId::new(PROJECT), &options)
+            .next_page()
+            .await
+            .unwrap_err(),
+        h.client
+            .lazy_event_pages(&EventScope::Device(DeviceId::new(DEVICE)), &options)
+            .next_page()
+            .await
+            .unwrap_err(),
+    ];
+    for (error, route) in errors.iter().zip(&routes) {
+        assert!(
+            matches!(error, Error::ResponseTooLarge { path, limit: 65536 } if path.starts_with(route.as_str())),
+            "{route}: {error:?}"
+        );
+    }
+    // A page within the cap still reads.
+    Mock::given(path(project_events_path()))
+        .respond_with(ok_json(fixture("project-events-1.json")))
+        .mount(&h.server)
+        .await;
+    let scope = EventScope::Project(ProjectId::new(PROJECT));
+    let page = h
+        .client
+        .event_pages(&scope, &options)
+        .next_page()
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!page.items.is_empty());
+}
+
+#[tokio::test]
+async fn a_chunked_page_past_a_small_cap_is_refused_and_a_trickle_times_out() {
+    let base = endless_server(200, 4096, Duration::ZERO).await;
+    let (client, _) = client_of(&base, |b| b.max_response_size(64 * 1024));
+    let scope = EventScope::Token;
+    let error = client
+        .event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::ResponseTooLarge { limit: 65536, .. }),
+        "{error:?}"
+    );
+
+    // Below the cap but never ending: the request's timeout ends it.
+    let base = endless_server(200, 16, Duration::from_millis(20)).await;
+    let (client, _) = client_of(&base, |b| b.timeout(Duration::from_millis(300)));
+    let error = client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
+    assert!(error.is_retryable());
 }
