@@ -91,6 +91,7 @@ mod error;
 mod file;
 mod memory;
 mod options;
+mod read_only;
 mod state;
 
 use async_trait::async_trait;
@@ -100,7 +101,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use file::{FileOptions, FileTracker};
 pub use memory::MemoryTracker;
-pub use options::{Baseline, ParseBaselineError, TrackerOptions};
+pub use options::{Baseline, FUTURE_TOLERANCE, ParseBaselineError, TrackerOptions};
+pub use read_only::ReadOnly;
 
 /// The tracker's answer for one listed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
