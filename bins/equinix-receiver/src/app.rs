@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::deliver::{Delivered, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
+use crate::future::FutureDated;
 use crate::gate::RateGate;
 use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
@@ -181,6 +182,7 @@ async fn run_pipeline(
         map_options: MapOptions::default(),
         hooks: extras.hooks.clone(),
         newest_delivered_ms: AtomicI64::new(0),
+        future_dated: FutureDated::default(),
     };
 
     let result = main_loop(settings, options, &pipeline, extras, health, stop).await;
