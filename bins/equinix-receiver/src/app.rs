@@ -12,8 +12,7 @@ use anyhow::Context as _;
 use cloudevents::AttributesReader as _;
 use direktiv_broadcast::{Auth, Sink, SinkConfig};
 use event_dedupe::{
-    Baseline, EventKey, FileOptions, FileTracker, MemoryTracker, Stats, Tracker, TrackerOptions,
-    Verdict,
+    Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
 use metal_cloudevents::MapOptions;
@@ -26,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::{Delivered, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
+use crate::future::FutureDated;
 use crate::gate::RateGate;
 use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
@@ -206,6 +206,7 @@ async fn run_pipeline(
         map_options: MapOptions::default(),
         hooks: extras.hooks.clone(),
         newest_delivered_ms: AtomicI64::new(0),
+        future_dated: FutureDated::default(),
     };
 
     let result = main_loop(settings, options, &pipeline, extras, health, stop).await;
@@ -614,7 +615,10 @@ async fn open_tracker(
     };
     let (path, configured) = state_path(state);
     if dry_run {
-        return Ok((dry_run_tracker(&path, tracker_options).await?, false));
+        return Ok((
+            dry_run_tracker(&path, configured, tracker_options).await?,
+            false,
+        ));
     }
     let options = FileOptions {
         tracker: tracker_options.clone(),
@@ -703,99 +707,26 @@ fn state_on_container_root(path: &Path, mountinfo: Option<&str>) -> bool {
     true
 }
 
-/// The tracker of `--dry-run`: a private in-memory copy of the state file when
-/// one exists, so the preview shows what the next real run would send, and
-/// nothing the dry run does reaches the real file (a receiver may be using it).
+/// The tracker of `--dry-run`: the state file loaded into memory when one
+/// exists, so the preview shows what the next real run would send. Nothing is
+/// created, locked or written, there or anywhere else (a receiver may be
+/// using the file, and a copy under a predictable path could be redirected).
+/// An unreadable default location gives a fresh state, as a real run would.
 async fn dry_run_tracker(
     path: &Path,
+    configured: bool,
     tracker_options: TrackerOptions,
 ) -> anyhow::Result<Arc<dyn Tracker>> {
-    if !path.is_file() {
-        return Ok(Arc::new(MemoryTracker::new(tracker_options)));
-    }
-    let dir = std::env::temp_dir().join(format!("equinix-receiver-dry-run-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| {
-        format!(
-            "creating {} for the dry run's copy of the state",
-            dir.display()
-        )
-    })?;
-    let copy = dir.join(STATE_FILE);
-    let opened = match std::fs::copy(path, &copy) {
-        Ok(_) => {
-            let options = FileOptions {
-                tracker: tracker_options,
-                max_unpersisted: usize::MAX,
-                reset_corrupt: false,
-            };
-            FileTracker::open(&copy, options)
-                .await
-                .map_err(|error| state_error(path, error))
+    let tracker = match MemoryTracker::from_state_file(path, tracker_options.clone()).await {
+        Ok(tracker) => tracker,
+        Err(error) if !configured && !error.is_corrupt() => {
+            tracing::warn!(path = %path.display(), %error,
+                "the default state location is not readable; previewing from a fresh state");
+            MemoryTracker::new(tracker_options)
         }
-        Err(error) => Err(anyhow::Error::new(error).context(format!(
-            "reading the state file {} for the dry run",
-            path.display()
-        ))),
+        Err(error) => return Err(state_error(path, error)),
     };
-    // The copy is in memory now; the directory is not needed any more.
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Arc::new(ReadOnly(opened?)))
-}
-
-/// A tracker that never writes: the dry run's view of the real state.
-#[derive(Debug)]
-struct ReadOnly<T>(T);
-
-#[async_trait::async_trait]
-impl<T: Tracker> Tracker for ReadOnly<T> {
-    fn baseline(&self) -> Baseline {
-        self.0.baseline()
-    }
-    async fn check(
-        &self,
-        source: &str,
-        event_id: &str,
-        created_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> event_dedupe::Result<Verdict> {
-        self.0.check(source, event_id, created_at).await
-    }
-    async fn check_many(
-        &self,
-        source: &str,
-        events: &[EventKey<'_>],
-    ) -> event_dedupe::Result<Vec<Verdict>> {
-        self.0.check_many(source, events).await
-    }
-    async fn record_delivered(
-        &self,
-        source: &str,
-        event_id: &str,
-        created_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> event_dedupe::Result<()> {
-        self.0.record_delivered(source, event_id, created_at).await
-    }
-    async fn floor(
-        &self,
-        source: &str,
-    ) -> event_dedupe::Result<Option<chrono::DateTime<chrono::Utc>>> {
-        self.0.floor(source).await
-    }
-    async fn advance_floor(
-        &self,
-        source: &str,
-        floor: chrono::DateTime<chrono::Utc>,
-    ) -> event_dedupe::Result<()> {
-        self.0.advance_floor(source, floor).await
-    }
-    async fn forget_source(&self, source: &str) -> event_dedupe::Result<()> {
-        self.0.forget_source(source).await
-    }
-    async fn persist(&self) -> event_dedupe::Result<()> {
-        Ok(())
-    }
-    fn stats(&self) -> Stats {
-        self.0.stats()
-    }
+    Ok(Arc::new(ReadOnly::new(tracker)))
 }
 
 pub(crate) fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Error {

@@ -65,8 +65,9 @@ pub(crate) struct Cli {
     pub(crate) once: bool,
 
     /// Poll as usual, but print each CloudEvent as one JSON object per line on stdout
-    /// instead of sending it. Reads a private copy of the state file and never writes
-    /// it, so `--once --dry-run` previews exactly what the next real run would send.
+    /// instead of sending it. Reads the state file into memory and writes nothing anywhere
+    /// (no copy, no lock), so `--once --dry-run` previews exactly what the next real run
+    /// would send, even beside the running receiver.
     #[arg(long)]
     pub(crate) dry_run: bool,
 
@@ -79,8 +80,10 @@ pub(crate) struct Cli {
     #[arg(long, conflicts_with_all = ["once", "dry_run", "check", "demo", "reset_state"])]
     pub(crate) redeliver_refused: bool,
 
-    /// Start with a fresh state when the state file is corrupt (events already sent may be
-    /// sent again; without this flag a corrupt state stops the receiver).
+    /// Start with a fresh state when the state file is corrupt (bad JSON, an unknown version,
+    /// a time outside the years 0000 to 9999): it is renamed to `<path>.corrupt-<time>`.
+    /// Events already sent may be sent again; without this flag a corrupt state stops the
+    /// receiver.
     #[arg(long)]
     pub(crate) reset_state: bool,
 

@@ -230,6 +230,7 @@ pub(crate) struct Metrics {
     pub(crate) events_delivered: Counter,
     pub(crate) events_already_delivered: Counter,
     pub(crate) events_unmappable: Counter,
+    pub(crate) events_future_dated: Counter,
     pub(crate) delivery_failures: Family<FailureLabels, Counter>,
     pub(crate) delivery_retries: Counter,
     pub(crate) last_successful_delivery: Gauge<f64, AtomicU64>,
@@ -276,6 +277,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             events_already_delivered: Counter::default(),
             events_unmappable: Counter::default(),
+            events_future_dated: Counter::default(),
             delivery_failures: Family::default(),
             delivery_retries: Counter::default(),
             last_successful_delivery: Gauge::default(),
@@ -385,6 +387,12 @@ impl Metrics {
             "events_unmappable",
             "Events that cannot become a CloudEvent (no id or no type)",
             self.events_unmappable.clone(),
+        );
+        r.register(
+            "events_future_dated",
+            "New events dated more than a minute past this host's clock (delivered; their date \
+             never settles a list)",
+            self.events_future_dated.clone(),
         );
         r.register(
             "delivery_failures",

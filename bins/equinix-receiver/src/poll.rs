@@ -217,8 +217,11 @@ pub(crate) async fn poll_list(
             None
         }
     };
-    let baseline = tracker.baseline().resolve(Utc::now());
-    let settled_line = floor.max(baseline);
+    let now = Utc::now();
+    let baseline = tracker.baseline().resolve(now);
+    // Never past our own clock: reading more of a list is safe, stopping
+    // early at a line in the future skips what happens before it.
+    let settled_line = floor.max(baseline).map(|line| line.min(now));
     let mut probing = settled_line.is_some() && options.per_page > PROBE_PER_PAGE;
     let mut pager = if probing {
         let probe = ListOptions {
@@ -343,8 +346,8 @@ pub(crate) async fn poll_list(
             .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
             || page.items.iter().any(|e| {
                 e.created_at()
-                    .zip(settled_line)
-                    .is_some_and(|(at, line)| at < line - STOP_GRACE)
+                    .zip(settled_line.and_then(|line| line.checked_sub_signed(STOP_GRACE)))
+                    .is_some_and(|(at, stop)| at < stop)
             });
         for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
             // Without an id it can never be settled: it must not hold the

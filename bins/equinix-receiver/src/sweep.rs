@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, Target};
 use crate::error_events::ErrorKind;
+use crate::future::{FutureDated, is_future};
 use crate::gate::RateGate;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
@@ -50,6 +51,8 @@ pub(crate) struct Pipeline {
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
     /// `created_at` (Unix milliseconds) of the newest event delivered so far.
     pub(crate) newest_delivered_ms: AtomicI64,
+    /// The lists that showed an event dated in the future.
+    pub(crate) future_dated: FutureDated,
 }
 
 /// What one sweep did, for the log line, the exit code of `--once` and the
@@ -154,7 +157,9 @@ type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 /// The floor a fully read list may move to: the newest creation time such that
 /// every event read at or before it is settled. When every event read is
 /// settled, at least `now - overlap`, since events that old can no longer turn
-/// up late. `None` when nothing can be claimed.
+/// up late. `None` when nothing can be claimed. A settled event dated in the
+/// future never becomes the floor: its date is not a clock, and events that
+/// happen before it have not been listed yet.
 pub(crate) fn floor_for(
     read: impl IntoIterator<Item = (Option<DateTime<Utc>>, bool)>,
     now: DateTime<Utc>,
@@ -165,7 +170,9 @@ pub(crate) fn floor_for(
     for (created_at, settled) in read {
         let Some(at) = created_at else { continue };
         if settled {
-            settled_times.push(at);
+            if !is_future(Some(at), now) {
+                settled_times.push(at);
+            }
         } else {
             oldest_unsettled = Some(oldest_unsettled.map_or(at, |o| o.min(at)));
         }
@@ -173,7 +180,10 @@ pub(crate) fn floor_for(
     match oldest_unsettled {
         Some(unsettled) => settled_times.into_iter().filter(|at| *at < unsettled).max(),
         None => {
-            let quiet = now - chrono::Duration::from_std(overlap).unwrap_or_default();
+            let quiet = chrono::Duration::from_std(overlap)
+                .ok()
+                .and_then(|overlap| now.checked_sub_signed(overlap))
+                .unwrap_or(DateTime::<Utc>::MIN_UTC);
             Some(
                 settled_times
                     .into_iter()
@@ -406,6 +416,13 @@ impl Pipeline {
                         entry.insert(event.created_at);
                     }
                 }
+                self.future_dated.note(
+                    &poll.source.key,
+                    &id,
+                    event.created_at,
+                    Utc::now(),
+                    &self.metrics,
+                );
                 let context = context(inventory, &poll.source, &event);
                 match metal_cloudevents::to_cloudevent(&event, &context, &self.map_options) {
                     Ok(cloud) => {
@@ -642,6 +659,8 @@ impl Pipeline {
 
     fn note_delivered(&self, created_at: Option<DateTime<Utc>>) {
         if let Some(at) = created_at {
+            // A future date would hold the lag at 0 for good.
+            let at = at.min(Utc::now());
             self.newest_delivered_ms
                 .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
             self.update_lag();
@@ -652,7 +671,7 @@ impl Pipeline {
     pub(crate) fn update_lag(&self) {
         let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
         if newest > 0 {
-            let lag = (Utc::now().timestamp_millis() - newest).max(0) as f64 / 1000.0;
+            let lag = Utc::now().timestamp_millis().saturating_sub(newest).max(0) as f64 / 1000.0;
             self.metrics.delivery_lag.set(lag);
         }
     }
@@ -713,6 +732,22 @@ mod tests {
         let read = [(Some(t(50)), false), (Some(t(40)), true)];
         assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(40)));
         assert_eq!(floor_for([(Some(t(50)), false)], t(100), OVERLAP), None);
+    }
+
+    #[test]
+    fn a_future_dated_event_never_becomes_the_floor() {
+        let end = DateTime::<Utc>::MAX_UTC;
+        let read = [(Some(end), true), (Some(t(50)), true)];
+        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(50)));
+        let read = [(Some(t(100 + 3600)), true)];
+        assert_eq!(floor_for(read, t(10_000), OVERLAP), Some(t(10_000 - 600)));
+        // Within the tolerance (clock skew), the newest event still counts.
+        let read = [(Some(t(130)), true)];
+        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(130)));
+        // Arithmetic at chrono's edges does not panic.
+        let min = DateTime::<Utc>::MIN_UTC;
+        assert_eq!(floor_for([], min, OVERLAP), Some(min));
+        assert_eq!(floor_for([], t(0), Duration::MAX), Some(min));
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub async fn run_all(make: impl MakeTracker) {
     persist_leaves_nothing_pending(&make).await;
     concurrent_records_all_count(&make).await;
     bounded_over_a_simulated_week(&make).await;
+    a_future_floor_is_held_at_the_clock(&make).await;
+    a_future_baseline_is_held_at_the_clock(&make).await;
+    a_far_future_event_is_remembered_and_hides_nothing(&make).await;
+    extreme_times_never_panic(&make).await;
 }
 
 /// `Baseline::Now` is the clock's time at creation and does not move.
@@ -185,8 +189,9 @@ pub async fn same_id_from_two_sources_is_one_event(make: &impl MakeTracker) {
 
 /// Below `floor - overlap` is settled; inside the overlap, ids decide.
 pub async fn floor_settles_old_events_but_overlap_absorbs_late_ones(make: &impl MakeTracker) {
-    let (t, _) = fresh(make, Baseline::Now).await;
+    let (t, clock) = fresh(make, Baseline::Now).await;
     let floor = t0() + min(60);
+    clock.set(floor);
     t.advance_floor("p", floor).await.expect("advance");
     assert_eq!(t.floor("p").await.expect("floor"), Some(floor));
     assert_eq!(
@@ -207,7 +212,8 @@ pub async fn floor_settles_old_events_but_overlap_absorbs_late_ones(make: &impl 
 
 /// A lower floor never moves a floor back.
 pub async fn floors_only_move_forward(make: &impl MakeTracker) {
-    let (t, _) = fresh(make, Baseline::Now).await;
+    let (t, clock) = fresh(make, Baseline::Now).await;
+    clock.advance(min(60));
     t.advance_floor("p", t0() + min(60)).await.expect("advance");
     t.advance_floor("p", t0() + min(30))
         .await
@@ -347,7 +353,8 @@ fn clock_now(clock: &ManualClock) -> DateTime<Utc> {
 
 /// `check_many` answers like `check`, in order.
 pub async fn check_many_matches_check(make: &impl MakeTracker) {
-    let (t, _) = fresh(make, Baseline::Now).await;
+    let (t, clock) = fresh(make, Baseline::Now).await;
+    clock.advance(min(61));
     t.advance_floor("p", t0() + min(60)).await.expect("advance");
     t.record_delivered("p", "done", Some(t0() + min(55)))
         .await
@@ -505,4 +512,119 @@ pub async fn bounded_over_a_simulated_week(make: &impl MakeTracker) {
         t.stats().tracked_ids >= 10,
         "the overlap window is still tracked"
     );
+}
+
+/// How far past the clock a floor, the horizon or the baseline may go.
+fn tolerance() -> TimeDelta {
+    TimeDelta::from_std(crate::FUTURE_TOLERANCE).unwrap_or_default()
+}
+
+/// A floor in the future (an event dated ahead by a skewed or broken API) is
+/// held at the clock plus the tolerance, so events that happen after it are
+/// still new.
+pub async fn a_future_floor_is_held_at_the_clock(make: &impl MakeTracker) {
+    let (t, clock) = fresh(make, Baseline::Now).await;
+    t.advance_floor("p", t0() + TimeDelta::hours(1))
+        .await
+        .expect("advance");
+    assert_eq!(
+        t.floor("p").await.expect("floor"),
+        Some(t0() + tolerance()),
+        "a floor an hour ahead is held at the clock plus the tolerance"
+    );
+    t.advance_floor("p", DateTime::<Utc>::MAX_UTC)
+        .await
+        .expect("advance to the end of time");
+    assert_eq!(t.floor("p").await.expect("floor"), Some(t0() + tolerance()));
+    clock.advance(min(20));
+    assert_eq!(
+        verdict(&*t, "p", "later", Some(t0() + min(20))).await,
+        Verdict::New,
+        "an event after the future floor's arrival is new"
+    );
+    assert_eq!(
+        verdict(&*t, "other", "later", Some(t0() + min(20))).await,
+        Verdict::New,
+        "the horizon does not hide it from another source either"
+    );
+    let horizon = t.stats().horizon.expect("a horizon");
+    assert!(
+        horizon <= t0() + tolerance(),
+        "the horizon {horizon} went past the clock"
+    );
+}
+
+/// A configured start point in the future is held at the clock: nothing
+/// that happens after the start is skipped.
+pub async fn a_future_baseline_is_held_at_the_clock(make: &impl MakeTracker) {
+    let clock = ManualClock::new(t0());
+    let t = make
+        .make(options(&clock, Baseline::At(t0() + TimeDelta::days(365))))
+        .await;
+    assert_eq!(t.baseline(), Baseline::At(t0()));
+    assert_eq!(
+        verdict(&*t, "p", "now", Some(t0())).await,
+        Verdict::New,
+        "an event of the start's own second is sent"
+    );
+    let far = make
+        .make(options(&clock, Baseline::At(DateTime::<Utc>::MAX_UTC)))
+        .await;
+    assert_eq!(far.baseline(), Baseline::At(t0()));
+}
+
+/// An event dated far in the future is delivered once and remembered, and
+/// events dated now, listed beside it later, are still new.
+pub async fn a_far_future_event_is_remembered_and_hides_nothing(make: &impl MakeTracker) {
+    let (t, clock) = fresh(make, Baseline::Now).await;
+    let end = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).single();
+    assert_eq!(verdict(&*t, "p", "future", end).await, Verdict::New);
+    t.record_delivered("p", "future", end)
+        .await
+        .expect("record");
+    t.advance_floor("p", end.unwrap_or_default())
+        .await
+        .expect("advance");
+    for step in 1..=3 {
+        clock.advance(TimeDelta::hours(1));
+        let now = clock_now(&clock);
+        assert_eq!(
+            verdict(&*t, "p", &format!("now-{step}"), Some(now)).await,
+            Verdict::New,
+            "an event of now, {step} hours after the future one"
+        );
+        t.advance_floor("p", now).await.expect("advance");
+        assert_eq!(
+            verdict(&*t, "p", "future", end).await,
+            Verdict::Delivered,
+            "the future event is still known, so it is not sent again"
+        );
+    }
+    t.persist().await.expect("persist");
+}
+
+/// Times at chrono's limits, in checks, records and floors, never panic.
+pub async fn extreme_times_never_panic(make: &impl MakeTracker) {
+    let (t, _) = fresh(make, Baseline::All).await;
+    for (i, at) in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC]
+        .into_iter()
+        .enumerate()
+    {
+        let id = format!("extreme-{i}");
+        verdict(&*t, "p", &id, Some(at)).await;
+        t.record_delivered("p", &id, Some(at))
+            .await
+            .expect("record");
+        t.advance_floor("p", at).await.expect("advance");
+        t.advance_floor(&format!("s{i}"), at)
+            .await
+            .expect("advance a new source");
+        verdict(&*t, "p", "after", Some(at)).await;
+    }
+    assert_eq!(
+        verdict(&*t, "p", "extreme-1", Some(DateTime::<Utc>::MAX_UTC)).await,
+        Verdict::Delivered
+    );
+    t.persist().await.expect("persist");
+    let _ = t.stats();
 }

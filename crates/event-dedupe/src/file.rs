@@ -1,9 +1,10 @@
 //! [`FileTracker`]: the tracker persisted to a JSON file with crash-safe
-//! writes and an advisory lock.
+//! writes and advisory locks by the file's identity; and the read-only load
+//! of a state file.
 
 use std::ffi::OsString;
 use std::fs::{self, File, TryLockError};
-use std::io::{self, Write as _};
+use std::io::{self, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -13,7 +14,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::options::{Baseline, TrackerOptions};
-use crate::state::{Core, FORMAT_VERSION, State};
+use crate::state::{Core, FORMAT_VERSION, State, hold_future};
 use crate::{EventKey, Stats, Tracker, Verdict};
 
 /// Options of [`FileTracker::open`].
@@ -47,9 +48,14 @@ impl Default for FileOptions {
 
 #[derive(Debug)]
 struct Paths {
+    /// The state file as given, made absolute: what messages name.
     path: PathBuf,
-    tmp: PathBuf,
+    /// The state file with every symbolic link resolved: what is read, locked
+    /// and replaced, so every alias of one file meets at the same lock.
+    real: PathBuf,
+    /// `<real>.lock`.
     lock: PathBuf,
+    /// The directory of `real`, where temporary files are created.
     dir: PathBuf,
 }
 
@@ -64,25 +70,49 @@ struct Inner {
 /// A tracker whose state lives in a JSON file: the receiver's default store.
 ///
 /// - One owner: [`FileTracker::open`] takes an advisory lock on the sibling
-///   `<path>.lock` (holding the owner's pid) for the tracker's lifetime; a
-///   second opener gets [`Error::Locked`].
-/// - Crash-safe writes: a temporary `<path>.tmp` in the same directory is
-///   written, fsynced and renamed over the file, then the directory is
-///   fsynced. A kill at any moment leaves the old or the new state; a
-///   leftover temporary file is removed on open.
+///   `<path>.lock` (holding the owner's pid) and on the state file itself for
+///   the tracker's lifetime; a second opener gets [`Error::Locked`]. See
+///   *Locking* below.
+/// - Crash-safe writes: a temporary file with an unpredictable name
+///   (`<name>.XXXXXX.tmp`, created exclusively, so never through a planted
+///   link) in the same directory is written, fsynced and renamed over the
+///   file, then the directory is fsynced. A kill at any moment leaves the old
+///   or the new state; leftover temporary files are removed on open (a link
+///   among them is removed, never followed).
 /// - Batched: records mark the state dirty; [`Tracker::persist`] writes when
 ///   dirty; [`FileOptions::max_unpersisted`] bounds what a crash can resend.
 ///   Dropping the tracker does not write (call `persist` at shutdown).
-/// - Never silently reset: a corrupt file fails [`FileTracker::open`] unless
-///   [`FileOptions::reset_corrupt`] is set.
+/// - Never silently reset: a corrupt file (including a time outside the years
+///   0000 to 9999) fails [`FileTracker::open`] unless
+///   [`FileOptions::reset_corrupt`] is set. Floors, horizon and baseline past
+///   the clock plus [`FUTURE_TOLERANCE`](crate::FUTURE_TOLERANCE) are held
+///   there with a warning, and the repaired state is written by the next
+///   [`Tracker::persist`].
+///
+/// # Locking
+///
+/// Locks follow the file, not the name it was given. The path is resolved
+/// (every symbolic link, in the directories and the file name) before
+/// anything is locked, so a second receiver given a symlinked alias meets the
+/// same `<real path>.lock`. A hard link is another name for the same file that
+/// no resolution reveals, so the tracker also holds a lock on the state file
+/// itself; as every write replaces that file with a new one (the rename), it
+/// locks each new file before renaming it into place and keeps that lock, so
+/// a receiver given any name of the current file is refused. (A name linked
+/// to an older file is a copy by then, no longer the state in use.) The lock
+/// file is opened without following a link, and one that is a link or has
+/// other names is refused with [`Error::Lock`]: writing the pid into it would
+/// change another file.
 #[derive(Debug)]
 pub struct FileTracker {
     paths: Arc<Paths>,
     inner: Mutex<Inner>,
     write: tokio::sync::Mutex<()>,
     max_unpersisted: usize,
-    /// Holds the advisory lock until dropped.
+    /// Holds the advisory lock on `<path>.lock` until dropped.
     _lock: File,
+    /// The current state file, locked: replaced after each write.
+    held: Arc<Mutex<Option<File>>>,
 }
 
 impl FileTracker {
@@ -97,9 +127,10 @@ impl FileTracker {
     ///
     /// # Errors
     ///
-    /// [`Error::Locked`] when another tracker holds the file;
-    /// [`Error::Corrupt`], [`Error::UnsupportedVersion`], [`Error::NotAFile`]
-    /// for unusable contents; [`Error::Read`], [`Error::Lock`],
+    /// [`Error::Locked`] when another tracker holds the file (under any of its
+    /// names); [`Error::Corrupt`], [`Error::UnsupportedVersion`],
+    /// [`Error::NotAFile`] for unusable contents; [`Error::Read`],
+    /// [`Error::Lock`] (also for a lock file that is a symbolic link),
     /// [`Error::Write`] for I/O failures. Every error names the path.
     pub async fn open(path: impl AsRef<Path>, options: FileOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
@@ -114,82 +145,45 @@ impl FileTracker {
 
     fn open_blocking(path: &Path, options: FileOptions) -> Result<Self> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        let (Some(dir), Some(_)) = (path.parent(), path.file_name()) else {
             return Err(Error::NotAFile { path });
         };
-        let sibling = |suffix: &str| {
-            let mut n = OsString::from(name);
-            n.push(suffix);
-            path.with_file_name(n)
-        };
-        let paths = Paths {
-            tmp: sibling(".tmp"),
-            lock: sibling(".lock"),
-            dir: dir.to_path_buf(),
-            path: path.clone(),
-        };
-        if !paths.dir.is_dir() {
-            fs::create_dir_all(&paths.dir).map_err(|source| Error::Write {
+        if !dir.is_dir() {
+            fs::create_dir_all(dir).map_err(|source| Error::Write {
                 path: path.clone(),
                 step: "creating the directory",
                 source,
             })?;
         }
+        let paths = resolve(&path)?;
         let lock = acquire_lock(&paths)?;
-        match fs::remove_file(&paths.tmp) {
-            Ok(()) => tracing::warn!(
-                tmp = %paths.tmp.display(),
-                "removed a temporary state file left by an interrupted write; the state file itself is intact"
-            ),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(Error::Write {
-                    path,
-                    step: "removing a leftover temporary file",
-                    source,
-                });
-            }
-        }
+        remove_leftover_temp_files(&paths)?;
 
         let topts = &options.tracker;
         let now = topts.clock.now();
-        let loaded = match load(&path) {
-            Ok(loaded) => loaded,
+        let (loaded, mut held) = match load_locked(&paths) {
+            Ok(Some((state, file))) => (Some(state), Some(file)),
+            Ok(None) => (None, None),
             Err(e)
                 if options.reset_corrupt
                     && matches!(e, Error::Corrupt { .. } | Error::UnsupportedVersion { .. }) =>
             {
-                let aside = move_aside(&path, now)?;
+                let aside = move_aside(&paths, now)?;
                 tracing::warn!(
                     error = %e,
                     moved_to = %aside.display(),
                     "state file unusable; moved it aside and starting fresh as asked (reset_corrupt)"
                 );
-                None
+                (None, None)
             }
             Err(e) => return Err(e),
         };
         let fresh = loaded.is_none();
+        let mut repaired = false;
         let state = match loaded {
-            Some(state) => {
-                let stored = state.baseline();
-                let configured = topts.baseline;
-                if configured != Baseline::Now && configured != stored {
-                    tracing::warn!(
-                        path = %path.display(),
-                        %stored,
-                        %configured,
-                        "the configured start point differs from the one stored in the state file; keeping the \
-                         stored one (move the file aside to start over from the configured one)"
-                    );
-                }
-                tracing::info!(
-                    path = %path.display(),
-                    baseline = %stored,
-                    tracked = state.delivered.len() + state.undated.len(),
-                    sources = state.sources.len(),
-                    "loaded dedupe state"
-                );
+            Some(mut state) => {
+                repaired = hold_future(&mut state, topts, &path);
+                log_loaded(&state, topts.baseline, &path);
                 state
             }
             None => {
@@ -198,25 +192,30 @@ impl FileTracker {
                 state
             }
         };
-        let core = Core::new(state, topts);
+        let mut core = Core::new(state, topts);
+        let persisted_generation = core.generation;
         if fresh {
             let bytes = encode(&core.state, &path)?;
-            write_atomic(&paths, &bytes)?;
+            held = Some(write_atomic(&paths, &bytes)?);
+        } else if repaired {
+            core.mark_changed();
         }
         Ok(Self {
             paths: Arc::new(paths),
             inner: Mutex::new(Inner {
-                persisted_generation: core.generation,
+                persisted_generation,
                 core,
                 unpersisted: 0,
             }),
             write: tokio::sync::Mutex::new(()),
             max_unpersisted: options.max_unpersisted,
             _lock: lock,
+            held: Arc::new(Mutex::new(held)),
         })
     }
 
-    /// The state file (absolute).
+    /// The state file (absolute, as given: a symbolic link is not resolved
+    /// here).
     pub fn path(&self) -> &Path {
         &self.paths.path
     }
@@ -225,6 +224,28 @@ impl FileTracker {
         // The state is consistent after every statement that can panic.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Logs a loaded state, warning when the configured start point differs from
+/// the stored one (which wins).
+pub(crate) fn log_loaded(state: &State, configured: Baseline, path: &Path) {
+    let stored = state.baseline();
+    if configured != Baseline::Now && configured != stored {
+        tracing::warn!(
+            path = %path.display(),
+            %stored,
+            %configured,
+            "the configured start point differs from the one stored in the state file; keeping the \
+             stored one (move the file aside to start over from the configured one)"
+        );
+    }
+    tracing::info!(
+        path = %path.display(),
+        baseline = %stored,
+        tracked = state.delivered.len() + state.undated.len(),
+        sources = state.sources.len(),
+        "loaded dedupe state"
+    );
 }
 
 impl Drop for FileTracker {
@@ -311,12 +332,14 @@ impl Tracker for FileTracker {
             )
         };
         let paths = self.paths.clone();
-        tokio::task::spawn_blocking(move || write_atomic(&paths, &bytes))
+        let file = tokio::task::spawn_blocking(move || write_atomic(&paths, &bytes))
             .await
             .map_err(|e| Error::Task {
                 path: self.paths.path.clone(),
                 reason: e.to_string(),
             })??;
+        // The new file is the state now: hold its lock, release the old one.
+        *self.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(file);
         let mut inner = self.inner();
         inner.persisted_generation = inner.persisted_generation.max(generation);
         inner.unpersisted = inner.unpersisted.saturating_sub(pending);
@@ -332,25 +355,125 @@ impl Tracker for FileTracker {
     }
 }
 
+/// The state file's paths, with every symbolic link in `path` resolved.
+fn resolve(path: &Path) -> Result<Paths> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut real = fs::canonicalize(dir).map_err(read_err)?.join(name);
+    if fs::symlink_metadata(&real).is_ok_and(|m| m.file_type().is_symlink()) {
+        real = fs::canonicalize(&real).map_err(|e| {
+            read_err(io::Error::new(
+                e.kind(),
+                format!("it is a symbolic link that leads nowhere ({e}); point it at the state file or remove it"),
+            ))
+        })?;
+    }
+    let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+        return Err(Error::NotAFile {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut lock = OsString::from(name);
+    lock.push(".lock");
+    Ok(Paths {
+        path: path.to_path_buf(),
+        lock: real.with_file_name(lock),
+        dir: dir.to_path_buf(),
+        real,
+    })
+}
+
+/// Opens `path` without following a symbolic link in its last component and
+/// without blocking on a FIFO.
+fn open_no_follow(options: &mut fs::OpenOptions, path: &Path) -> io::Result<File> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    options.open(path)
+}
+
+/// Whether an open error says the path is a symbolic link (`O_NOFOLLOW`).
+fn is_link_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::ELOOP)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
+    }
+}
+
+/// How many names the file has (1 where that cannot be told).
+fn link_count(meta: &fs::Metadata) -> u64 {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::MetadataExt::nlink(meta)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        1
+    }
+}
+
 fn acquire_lock(paths: &Paths) -> Result<File> {
     let lock_err = |source| Error::Lock {
         path: paths.path.clone(),
         lock_path: paths.lock.clone(),
         source,
     };
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&paths.lock)
-        .map_err(lock_err)?;
+    let refuse = |why: &str| {
+        lock_err(io::Error::other(format!(
+            "the lock file {why}; writing the pid into it would change another file, so it is \
+             refused: remove it"
+        )))
+    };
+    let is_link = |e: &io::Error| {
+        is_link_error(e)
+            || fs::symlink_metadata(&paths.lock).is_ok_and(|m| m.file_type().is_symlink())
+    };
+    let file = open_no_follow(
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+        &paths.lock,
+    )
+    .map_err(|e| {
+        if is_link(&e) {
+            refuse("is a symbolic link, which is never followed")
+        } else {
+            lock_err(e)
+        }
+    })?;
+    let meta = file.metadata().map_err(lock_err)?;
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file"));
+    }
+    if link_count(&meta) > 1 {
+        return Err(refuse("has other names (hard links)"));
+    }
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
-            let holder_pid = fs::read_to_string(&paths.lock)
+            let mut pid = String::new();
+            let holder_pid = (&file)
+                .take(32)
+                .read_to_string(&mut pid)
                 .ok()
-                .and_then(|s| s.trim().parse().ok());
+                .and_then(|_| pid.trim().parse().ok());
             return Err(Error::Locked {
                 path: paths.path.clone(),
                 lock_path: paths.lock.clone(),
@@ -366,32 +489,144 @@ fn acquire_lock(paths: &Paths) -> Result<File> {
     Ok(file)
 }
 
-/// `Ok(None)` when there is no file yet.
-fn load(path: &Path) -> Result<Option<State>> {
-    let meta = match fs::metadata(path) {
-        Ok(meta) => meta,
+/// Whether `name` is a temporary file of the state file `state`: the current
+/// `<state>.XXXXXX.tmp`, or the `<state>.tmp` of earlier versions.
+fn is_temp_name(name: &std::ffi::OsStr, state: &std::ffi::OsStr) -> bool {
+    let (Some(name), Some(state)) = (name.to_str(), state.to_str()) else {
+        return false;
+    };
+    name.strip_prefix(state)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix("tmp"))
+        .is_some_and(|middle| {
+            middle.is_empty()
+                || middle.strip_suffix('.').is_some_and(|r| {
+                    r.len() == TEMP_RANDOM && r.bytes().all(|b| b.is_ascii_alphanumeric())
+                })
+        })
+}
+
+/// Random characters in a temporary file's name.
+const TEMP_RANDOM: usize = 6;
+
+/// Removes temporary files an interrupted write left. Called with the lock
+/// held; removing a link removes the link, never what it points to.
+fn remove_leftover_temp_files(paths: &Paths) -> Result<()> {
+    let Some(state) = paths.real.file_name() else {
+        return Ok(());
+    };
+    let entries = fs::read_dir(&paths.dir).map_err(|source| Error::Read {
+        path: paths.path.clone(),
+        source,
+    })?;
+    for entry in entries.flatten() {
+        if !is_temp_name(&entry.file_name(), state) {
+            continue;
+        }
+        let tmp = entry.path();
+        match fs::remove_file(&tmp) {
+            Ok(()) => tracing::warn!(
+                tmp = %tmp.display(),
+                "removed a temporary state file left by an interrupted write; the state file itself is intact"
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(Error::Write {
+                    path: paths.path.clone(),
+                    step: "removing a leftover temporary file",
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and locks the state file. `Ok(None)` when there is none yet.
+fn load_locked(paths: &Paths) -> Result<Option<(State, File)>> {
+    let path = &paths.path;
+    let read_err = |source| Error::Read {
+        path: path.clone(),
+        source,
+    };
+    let file = match open_no_follow(fs::OpenOptions::new().read(true), &paths.real) {
+        Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(Error::Read {
-                path: path.to_path_buf(),
-                source,
+        // Resolved a moment ago: a link now is a swap under our feet.
+        Err(e) if is_link_error(&e) => return Err(Error::NotAFile { path: path.clone() }),
+        Err(e) => return Err(read_err(e)),
+    };
+    if !file.metadata().map_err(read_err)?.is_file() {
+        return Err(Error::NotAFile { path: path.clone() });
+    }
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(Error::Locked {
+                path: path.clone(),
+                lock_path: paths.real.clone(),
+                holder_pid: None,
             });
         }
+        Err(TryLockError::Error(e)) => {
+            return Err(Error::Lock {
+                path: path.clone(),
+                lock_path: paths.real.clone(),
+                source: e,
+            });
+        }
+    }
+    let state = read_state(&file, path)?;
+    Ok(Some((state, file)))
+}
+
+/// Reads a state file without creating, locking or writing anything: the
+/// read-only load of [`MemoryTracker::from_state_file`](crate::MemoryTracker::from_state_file).
+/// `Ok(None)` when there is no file.
+pub(crate) fn load_read_only(path: &Path) -> Result<Option<State>> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
     };
-    if !meta.is_file() {
+    // Reading through a link cannot change anything: follow it, but never
+    // block on a FIFO.
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    if !file.metadata().map_err(read_err)?.is_file() {
         return Err(Error::NotAFile {
             path: path.to_path_buf(),
         });
     }
-    let bytes = fs::read(path).map_err(|source| Error::Read {
+    read_state(&file, path).map(Some)
+}
+
+/// Reads and decodes an open state file.
+fn read_state(mut file: &File, path: &Path) -> Result<State> {
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
+    decode(&bytes, path)
+}
+
+/// A state from a file's bytes, or why they are not one.
+fn decode(bytes: &[u8], path: &Path) -> Result<State> {
     let corrupt = |reason: String| Error::Corrupt {
         path: path.to_path_buf(),
         reason,
     };
-    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
+    let text = std::str::from_utf8(bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
 
     #[derive(Deserialize)]
     struct Probe {
@@ -413,26 +648,30 @@ fn load(path: &Path) -> Result<Option<State>> {
             None => return Err(corrupt(format!("\"version\" is {v}, not a number"))),
         },
     }
-    serde_json::from_str(text)
-        .map(Some)
-        .map_err(|e| corrupt(format!("unexpected contents: {e}")))
+    let state: State =
+        serde_json::from_str(text).map_err(|e| corrupt(format!("unexpected contents: {e}")))?;
+    match state.out_of_range() {
+        Some(reason) => Err(corrupt(reason)),
+        None => Ok(state),
+    }
 }
 
-fn move_aside(path: &Path, now: DateTime<Utc>) -> Result<PathBuf> {
+fn move_aside(paths: &Paths, now: DateTime<Utc>) -> Result<PathBuf> {
     let stamp = now.format("%Y%m%dT%H%M%SZ");
-    let name = path
+    let real = &paths.real;
+    let name = real
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let mut aside = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    let mut aside = real.with_file_name(format!("{name}.corrupt-{stamp}"));
     let mut n = 1;
-    while aside.exists() {
+    while fs::symlink_metadata(&aside).is_ok() {
         n += 1;
-        aside = path.with_file_name(format!("{name}.corrupt-{stamp}-{n}"));
+        aside = real.with_file_name(format!("{name}.corrupt-{stamp}-{n}"));
     }
-    fs::rename(path, &aside).map_err(|source| Error::Write {
-        path: path.to_path_buf(),
+    fs::rename(real, &aside).map_err(|source| Error::Write {
+        path: paths.path.clone(),
         step: "moving the corrupt file aside",
         source,
     })?;
@@ -447,8 +686,10 @@ fn encode(state: &State, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Temporary file, fsync, rename, fsync the directory.
-fn write_atomic(paths: &Paths, bytes: &[u8]) -> Result<()> {
+/// A new temporary file (created exclusively, unpredictable name), locked,
+/// written, fsynced, renamed over the state file; then the directory is
+/// fsynced. Returns the new state file, still locked.
+fn write_atomic(paths: &Paths, bytes: &[u8]) -> Result<File> {
     let step = |step: &'static str| {
         move |source| Error::Write {
             path: paths.path.clone(),
@@ -456,21 +697,41 @@ fn write_atomic(paths: &Paths, bytes: &[u8]) -> Result<()> {
             source,
         }
     };
-    let result = (|| {
-        let mut file = File::create(&paths.tmp).map_err(step("creating the temporary file"))?;
-        file.write_all(bytes)
-            .map_err(step("writing the temporary file"))?;
-        file.sync_all()
-            .map_err(step("syncing the temporary file"))?;
-        drop(file);
-        fs::rename(&paths.tmp, &paths.path)
-            .map_err(step("renaming the temporary file over the state file"))?;
-        sync_dir(&paths.dir).map_err(step("syncing the directory"))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&paths.tmp);
+    let mut prefix = paths.real.file_name().unwrap_or_default().to_os_string();
+    prefix.push(".");
+    let mut builder = tempfile::Builder::new();
+    builder
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .rand_bytes(TEMP_RANDOM);
+    #[cfg(unix)]
+    {
+        // As `File::create` would: the umask decides.
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(fs::Permissions::from_mode(0o666));
     }
-    result
+    let mut tmp = builder
+        .tempfile_in(&paths.dir)
+        .map_err(step("creating the temporary file"))?;
+    tmp.as_file()
+        .try_lock()
+        .map_err(|e| match e {
+            TryLockError::Error(e) => e,
+            TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
+        })
+        .map_err(step("locking the temporary file"))?;
+    tmp.write_all(bytes)
+        .map_err(step("writing the temporary file"))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(step("syncing the temporary file"))?;
+    // On failure the temporary file is removed when dropped.
+    let file = tmp
+        .persist(&paths.real)
+        .map_err(|e| e.error)
+        .map_err(step("renaming the temporary file over the state file"))?;
+    sync_dir(&paths.dir).map_err(step("syncing the directory"))?;
+    Ok(file)
 }
 
 #[cfg(unix)]
@@ -482,4 +743,30 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn sync_dir(_dir: &Path) -> io::Result<()> {
     // Windows cannot open a directory as a file; the rename is durable enough there.
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn temporary_names_are_recognised_and_nothing_else() {
+        let state = OsStr::new("state.json");
+        for name in ["state.json.tmp", "state.json.aB3xY9.tmp"] {
+            assert!(is_temp_name(OsStr::new(name), state), "{name}");
+        }
+        for name in [
+            "state.json",
+            "state.json.lock",
+            "state.json.corrupt-20240501T120000Z",
+            "state.json.old.json.aB3xY9.tmp",
+            "state.json.aB3x.tmp",
+            "other.json.tmp",
+            "state.jsontmp",
+        ] {
+            assert!(!is_temp_name(OsStr::new(name), state), "{name}");
+        }
+    }
 }

@@ -45,6 +45,35 @@
 //! the baseline or below a floor, it is new until recorded, and its record is
 //! kept for [`TrackerOptions::undated_retention`] after it was recorded.
 //!
+//! # Times are data, not a clock
+//!
+//! A `created_at` comes from an API and may be wrong: an hour ahead (clock
+//! skew, a bad record) or 9999-12-31. Such an event is new until recorded and
+//! remembered like any other, but its date never moves a line past the
+//! tracker's [`Clock`]: [`Tracker::advance_floor`] holds a floor at the clock
+//! plus [`FUTURE_TOLERANCE`] (60 s; the overlap window below the floor keeps
+//! the events of now new), so the horizon stays behind the clock too, and a
+//! start point in the future is held at the clock itself. Otherwise one such
+//! event would settle every later event of its source before it happens.
+//!
+//! Every time a state holds lies within the years 0000 to 9999 (what RFC 3339
+//! writes in UTC): a time outside is stored at the nearer end, so what a
+//! tracker writes it always reads back; a file holding one was not written by
+//! a tracker and is [`Error::Corrupt`], naming the field.
+//!
+//! # Loading a state file
+//!
+//! [`FileTracker::open`] owns the file: it locks it by its identity (see
+//! [`FileTracker`]'s *Locking*: symlinked and hard-linked aliases of an open
+//! file are refused as [`Error::Locked`]), never opens or creates a file of its
+//! own through a symbolic link, and repairs floors, horizon and baseline past
+//! the clock plus [`FUTURE_TOLERANCE`] with a warning naming the file (the
+//! repaired state is written at the next [`Tracker::persist`]).
+//! [`MemoryTracker::from_state_file`] reads the same file the same way into
+//! memory and never creates, locks or writes anything: with [`ReadOnly`] (a
+//! tracker whose `persist` does nothing) it previews what the owner would
+//! decide, beside the owner.
+//!
 //! # Example
 //!
 //! ```
@@ -91,6 +120,7 @@ mod error;
 mod file;
 mod memory;
 mod options;
+mod read_only;
 mod state;
 
 use async_trait::async_trait;
@@ -100,7 +130,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use file::{FileOptions, FileTracker};
 pub use memory::MemoryTracker;
-pub use options::{Baseline, ParseBaselineError, TrackerOptions};
+pub use options::{Baseline, FUTURE_TOLERANCE, ParseBaselineError, TrackerOptions};
+pub use read_only::ReadOnly;
 
 /// The tracker's answer for one listed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

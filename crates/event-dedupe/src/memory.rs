@@ -1,13 +1,16 @@
-//! [`MemoryTracker`]: the tracker without persistence.
+//! [`MemoryTracker`]: the tracker without persistence, fresh or loaded from a
+//! state file that it never writes.
 
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::file::{load_read_only, log_loaded};
 use crate::options::{Baseline, TrackerOptions};
-use crate::state::{Core, State};
+use crate::state::{Core, State, hold_future};
 use crate::{EventKey, Stats, Tracker, Verdict};
 
 /// A tracker that keeps its state in memory only: for tests and for running
@@ -26,6 +29,43 @@ impl MemoryTracker {
         Self {
             core: Mutex::new(Core::new(state, &options)),
         }
+    }
+
+    /// A tracker holding the state stored at `path`, in memory only: a
+    /// preview of what a [`FileTracker`](crate::FileTracker) on that file would
+    /// decide, which never creates, locks or writes anything there (nor
+    /// anywhere else), so it can run beside the receiver that owns the file.
+    ///
+    /// The file is read as [`FileTracker::open`](crate::FileTracker::open)
+    /// reads it: the same checks, the same repair of times past the clock (in
+    /// memory). Without a file, the state is fresh, as `open` would create it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`], [`Error::UnsupportedVersion`], [`Error::NotAFile`]
+    /// for unusable contents, [`Error::Read`] when it cannot be read; never a
+    /// lock error (nothing is locked).
+    pub async fn from_state_file(path: impl AsRef<Path>, options: TrackerOptions) -> Result<Self> {
+        let path =
+            std::path::absolute(path.as_ref()).unwrap_or_else(|_| path.as_ref().to_path_buf());
+        let task_path = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || load_read_only(&task_path))
+            .await
+            .map_err(|e| Error::Task {
+                path: path.clone(),
+                reason: e.to_string(),
+            })??;
+        let state = match loaded {
+            Some(mut state) => {
+                hold_future(&mut state, &options, &path);
+                log_loaded(&state, options.baseline, &path);
+                state
+            }
+            None => State::new(options.baseline, options.clock.now()),
+        };
+        Ok(Self {
+            core: Mutex::new(Core::new(state, &options)),
+        })
     }
 
     fn core(&self) -> MutexGuard<'_, Core> {

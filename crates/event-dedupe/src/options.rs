@@ -1,5 +1,6 @@
 //! What a tracker is configured with: the baseline, the overlap window, source
-//! expiry and the clock.
+//! expiry and the clock; and how far ahead of that clock the tracker lets its
+//! own lines go.
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,6 +10,21 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::clock::{Clock, SystemClock};
+
+/// How far past the tracker's clock a floor, the horizon or the baseline may
+/// lie: 60 seconds, for the skew between this host's clock and the API's.
+///
+/// A time from an API is data, not a clock: an event dated an hour (or eight
+/// thousand years) ahead would otherwise become its source's floor, and every
+/// later event of that source would be settled before it happens. So
+/// [`Tracker::advance_floor`](crate::Tracker::advance_floor) holds a floor at
+/// the clock plus this (the overlap window below a floor keeps events of now
+/// new), and a stored state whose floors, horizon or baseline lie beyond it is
+/// repaired when it is loaded, with a warning. A baseline, which has no overlap
+/// window, is held at the clock itself: a configured start point in the future
+/// starts now. Events themselves are never clamped: one dated in the future is
+/// new until recorded, and remembered.
+pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 
 /// Where delivery starts: events created before the baseline are never sent.
 ///

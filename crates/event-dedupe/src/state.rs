@@ -3,18 +3,60 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::mem::size_of;
+use std::path::Path;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::clock::Clock;
-use crate::options::{Baseline, TrackerOptions};
+use crate::options::{Baseline, FUTURE_TOLERANCE, TrackerOptions};
 use crate::{Stats, Verdict};
 
 /// The on-disk format version this build reads and writes.
 pub(crate) const FORMAT_VERSION: u64 = 1;
+
+/// The earliest instant a state holds: 0000-01-01T00:00:00Z. From here to
+/// [`LATEST`] are the instants RFC 3339 writes in UTC (a four-digit year), and
+/// every time a tracker stores is held within them, so a file it writes
+/// always loads; a file with a time outside them was not written by a
+/// tracker and is refused as corrupt.
+pub(crate) const EARLIEST: DateTime<Utc> = match DateTime::from_timestamp(-62_167_219_200, 0) {
+    Some(at) => at,
+    None => DateTime::<Utc>::MIN_UTC,
+};
+
+/// The latest instant a state holds: 9999-12-31T23:59:59.999999999Z.
+pub(crate) const LATEST: DateTime<Utc> =
+    match DateTime::from_timestamp(253_402_300_799, 999_999_999) {
+        Some(at) => at,
+        None => DateTime::<Utc>::MAX_UTC,
+    };
+
+/// `at` held within [`EARLIEST`] and [`LATEST`].
+pub(crate) fn in_range(at: DateTime<Utc>) -> DateTime<Utc> {
+    at.clamp(EARLIEST, LATEST)
+}
+
+/// The latest a floor, the horizon or the baseline may be when the clock
+/// reads `now`: `now` plus [`FUTURE_TOLERANCE`].
+pub(crate) fn future_limit(now: DateTime<Utc>) -> DateTime<Utc> {
+    in_range(now)
+        .checked_add_signed(delta(FUTURE_TOLERANCE))
+        .map_or(LATEST, in_range)
+}
+
+/// `at - by`, held at [`EARLIEST`].
+fn minus(at: DateTime<Utc>, by: TimeDelta) -> DateTime<Utc> {
+    at.checked_sub_signed(by)
+        .map_or(EARLIEST, |at| at.max(EARLIEST))
+}
+
+/// A time as a state file and its messages write it.
+fn show(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
 
 /// What a source has settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +88,24 @@ pub(crate) struct State {
 }
 
 impl State {
+    /// A fresh state. A baseline in the future is held at `now` (with a
+    /// warning): nothing that happens after the start is skipped.
     pub(crate) fn new(baseline: Baseline, now: DateTime<Utc>) -> Self {
+        let now = in_range(now);
+        let baseline = baseline.resolve(now).map(|at| {
+            if at > now {
+                tracing::warn!(
+                    configured = %show(at),
+                    held = %show(now),
+                    "the start point is in the future; starting from now instead, so that no event \
+                     that happens from now on is skipped"
+                );
+            }
+            whole_second(in_range(at).min(now))
+        });
         Self {
             version: FORMAT_VERSION,
-            baseline: baseline.resolve(now).map(whole_second),
+            baseline,
             created: now,
             horizon: None,
             sources: HashMap::new(),
@@ -61,6 +117,87 @@ impl State {
     pub(crate) fn baseline(&self) -> Baseline {
         self.baseline
             .map_or(Baseline::All, |b| Baseline::At(whole_second(b)))
+    }
+
+    /// The first time (by field name) outside the years 0000 to 9999, as a
+    /// reason the file is corrupt: such a time was not written by a tracker,
+    /// and computing with it (a floor of the year -262143 minus a grace)
+    /// overflows.
+    pub(crate) fn out_of_range(&self) -> Option<String> {
+        let bad = |at: &DateTime<Utc>| !(EARLIEST..=LATEST).contains(at);
+        let mut found: Vec<(String, DateTime<Utc>)> = Vec::new();
+        let fields = [
+            ("baseline", self.baseline),
+            ("created", Some(self.created)),
+            ("horizon", self.horizon),
+        ];
+        for (name, at) in fields {
+            if let Some(at) = at.filter(bad) {
+                found.push((name.to_owned(), at));
+            }
+        }
+        for (key, source) in &self.sources {
+            if bad(&source.floor) {
+                found.push((format!("sources[{key:?}].floor"), source.floor));
+            }
+            if bad(&source.advanced_at) {
+                found.push((format!("sources[{key:?}].advanced_at"), source.advanced_at));
+            }
+        }
+        for (name, map) in [("delivered", &self.delivered), ("undated", &self.undated)] {
+            for (key, at) in map.iter().filter(|(_, at)| bad(at)) {
+                found.push((format!("{name}[{key:?}]"), *at));
+            }
+        }
+        found
+            .into_iter()
+            .min_by(|a, b| a.0.cmp(&b.0))
+            .map(|(field, at)| format!("{field} is {}, outside the years 0000 to 9999", show(at)))
+    }
+
+    /// Repairs what lies past `limit`, the clock (`now`) plus
+    /// [`FUTURE_TOLERANCE`], so that a state written while a future date was
+    /// trusted stops hiding the events that happen now: every floor and every
+    /// source's `advanced_at` is held at `limit`, the horizon at `limit` minus
+    /// `overlap`, and the baseline at `now` itself (it has no overlap window:
+    /// an event after it must never count as before it). Ids forgotten under
+    /// the old horizon may then be sent again (at least once, never lost).
+    /// Returns what was held, for the warning; empty when nothing was.
+    pub(crate) fn hold_at(&mut self, now: DateTime<Utc>, overlap: TimeDelta) -> Vec<String> {
+        let now = in_range(now);
+        let limit = future_limit(now);
+        let mut held = Vec::new();
+        if let Some(baseline) = self.baseline.filter(|b| *b > limit) {
+            self.baseline = Some(whole_second(now));
+            held.push(format!("baseline {}", show(baseline)));
+        }
+        let horizon_limit = minus(limit, overlap);
+        if let Some(horizon) = self.horizon.filter(|h| *h > horizon_limit) {
+            self.horizon = Some(horizon_limit);
+            held.push(format!("horizon {}", show(horizon)));
+        }
+        let (mut floors, mut latest, mut advances) = (0usize, None, 0usize);
+        for source in self.sources.values_mut() {
+            if source.floor > limit {
+                latest = latest.max(Some(source.floor));
+                source.floor = limit;
+                floors += 1;
+            }
+            if source.advanced_at > limit {
+                source.advanced_at = limit;
+                advances += 1;
+            }
+        }
+        if let Some(latest) = latest {
+            held.push(format!(
+                "{floors} source floor(s), the latest {}",
+                show(latest)
+            ));
+        }
+        if advances > 0 {
+            held.push(format!("{advances} source advance time(s)"));
+        }
+        held
     }
 }
 
@@ -97,6 +234,26 @@ mod baseline_repr {
             .map(|at| Some(at.with_timezone(&Utc)))
             .map_err(|e| D::Error::custom(format!("baseline {s:?}: {e}")))
     }
+}
+
+/// Repairs a loaded state whose floors, horizon or baseline lie past the
+/// clock plus [`FUTURE_TOLERANCE`] (see [`State::hold_at`]), with a warning
+/// naming the file, what was held and where. Returns whether anything was.
+pub(crate) fn hold_future(state: &mut State, options: &TrackerOptions, path: &Path) -> bool {
+    let now = options.clock.now();
+    let held = state.hold_at(now, delta(options.overlap));
+    if held.is_empty() {
+        return false;
+    }
+    tracing::warn!(
+        path = %path.display(),
+        held = %held.join("; "),
+        at = %show(future_limit(now)),
+        "the state file holds times past this host's clock (an event dated in the future was \
+         trusted, or the clock went back); they are held at the clock plus the tolerance so that \
+         new events are not skipped, and the repaired state is written at the next save"
+    );
+    true
 }
 
 fn delta(d: std::time::Duration) -> TimeDelta {
@@ -162,7 +319,7 @@ impl Core {
     /// source: each gets a full `source_expiry` to advance again, however long
     /// the process was down.
     pub(crate) fn new(mut state: State, options: &TrackerOptions) -> Self {
-        let now = options.clock.now();
+        let now = in_range(options.clock.now());
         let mut floors = Multiset::default();
         let mut advances = Multiset::default();
         for source in state.sources.values_mut() {
@@ -182,17 +339,28 @@ impl Core {
         }
     }
 
+    /// The clock, held within the years 0000 to 9999.
+    fn now(&self) -> DateTime<Utc> {
+        in_range(self.clock.now())
+    }
+
+    /// A change worth persisting that the rules did not make themselves (a
+    /// repair at load).
+    pub(crate) fn mark_changed(&mut self) {
+        self.generation += 1;
+    }
+
     fn is_delivered(&self, event_id: &str) -> bool {
         self.state.delivered.contains_key(event_id) || self.state.undated.contains_key(event_id)
     }
 
     /// Events of `source` created before this are settled.
     fn settled_before(&self, source: &str) -> Option<DateTime<Utc>> {
-        let own = self.state.sources.get(source).map(|s| {
-            s.floor
-                .checked_sub_signed(self.overlap)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        });
+        let own = self
+            .state
+            .sources
+            .get(source)
+            .map(|s| minus(s.floor, self.overlap));
         own.max(self.state.horizon)
     }
 
@@ -220,9 +388,11 @@ impl Core {
         }
     }
 
-    /// Returns whether the id was not recorded before.
+    /// Returns whether the id was not recorded before. A creation time outside
+    /// the years 0000 to 9999 is stored at the nearer end (it only decides
+    /// when the id is forgotten).
     pub(crate) fn record(&mut self, event_id: &str, created_at: Option<DateTime<Utc>>) -> bool {
-        let inserted = match created_at {
+        let inserted = match created_at.map(in_range) {
             Some(t) => {
                 if self.state.delivered.contains_key(event_id) {
                     false
@@ -236,7 +406,7 @@ impl Core {
                 if self.is_delivered(event_id) {
                     false
                 } else {
-                    let now = self.clock.now();
+                    let now = self.now();
                     self.state.undated.insert(event_id.into(), now);
                     true
                 }
@@ -252,8 +422,16 @@ impl Core {
         self.state.sources.get(source).map(|s| s.floor)
     }
 
+    /// Moves a floor, held at the clock plus [`FUTURE_TOLERANCE`]: a time
+    /// from an API is data, not a clock.
     pub(crate) fn advance_floor(&mut self, source: &str, floor: DateTime<Utc>) {
-        let now = self.clock.now();
+        let now = self.now();
+        let limit = future_limit(now);
+        if floor > limit {
+            tracing::debug!(source, floor = %show(floor), held = %show(limit),
+                "a floor past the clock is held at the clock plus the tolerance");
+        }
+        let floor = floor.clamp(EARLIEST, limit);
         match self.state.sources.get_mut(source) {
             Some(s) => {
                 // Only a moving floor is worth a write; `advanced_at` alone is
@@ -288,7 +466,7 @@ impl Core {
             self.floors.remove(removed.floor);
             self.advances.remove(removed.advanced_at);
             self.generation += 1;
-            let now = self.clock.now();
+            let now = self.now();
             self.prune(now);
         }
     }
@@ -317,11 +495,7 @@ impl Core {
         }
         // Subtracting the overlap keeps the order, so the lowest floor gives
         // the lowest settled line.
-        let candidate = self.floors.min().map(|floor| {
-            floor
-                .checked_sub_signed(self.overlap)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC)
-        });
+        let candidate = self.floors.min().map(|floor| minus(floor, self.overlap));
         if let Some(candidate) = candidate
             && self.state.horizon.is_none_or(|h| candidate > h)
         {
@@ -400,11 +574,7 @@ mod tests {
         let candidate = state
             .sources
             .values()
-            .map(|s| {
-                s.floor
-                    .checked_sub_signed(overlap)
-                    .unwrap_or(DateTime::<Utc>::MIN_UTC)
-            })
+            .map(|s| minus(s.floor, overlap))
             .min();
         if let Some(candidate) = candidate
             && state.horizon.is_none_or(|h| candidate > h)
@@ -412,6 +582,22 @@ mod tests {
             state.horizon = Some(candidate);
             state.delivered.retain(|_, t| *t >= candidate);
         }
+    }
+
+    #[test]
+    fn the_range_is_the_years_0000_to_9999() {
+        assert_eq!(EARLIEST, Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            LATEST + TimeDelta::nanoseconds(1),
+            Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap()
+        );
+        assert_eq!(show(EARLIEST), "0000-01-01T00:00:00Z");
+        assert_eq!(
+            minus(EARLIEST, TimeDelta::MAX),
+            EARLIEST,
+            "subtraction saturates"
+        );
+        assert_eq!(future_limit(DateTime::<Utc>::MAX_UTC), LATEST);
     }
 
     #[test]
@@ -477,6 +663,7 @@ mod tests {
                     let floor = start + TimeDelta::seconds(next(20_000) as i64);
                     let now = clock.now();
                     core.advance_floor(&source, floor);
+                    let floor = floor.min(future_limit(now));
                     let s = oracle
                         .sources
                         .entry(source.as_str().into())

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use event_dedupe::{
-    Baseline, Error, FileOptions, FileTracker, ManualClock, Tracker, TrackerOptions, Verdict,
+    Baseline, Error, FileOptions, FileTracker, ManualClock, MemoryTracker, ReadOnly, Tracker,
+    TrackerOptions, Verdict,
 };
 
 fn t0() -> DateTime<Utc> {
@@ -49,6 +50,7 @@ async fn restart_keeps_baseline_floors_and_delivered_ids() {
     let at = t0() + TimeDelta::minutes(5);
     {
         let t = open(&path, &clock).await;
+        clock.set(at);
         t.record_delivered("device:d1", "e1", Some(at))
             .await
             .unwrap();
@@ -429,4 +431,279 @@ async fn downtime_does_not_expire_sources() {
         Verdict::New,
         "the device's events from the downtime are still sent"
     );
+}
+
+/// A state as a file holds it, with every time given.
+fn state_json(baseline: &str, horizon: &str, floor: &str, advanced_at: &str) -> String {
+    serde_json::json!({
+        "version": 1,
+        "baseline": baseline,
+        "created": "2024-05-01T12:00:00Z",
+        "horizon": horizon,
+        "sources": { "device:x": { "floor": floor, "advanced_at": advanced_at } },
+        "delivered": { "future-event": "9999-12-31T23:59:59Z" },
+        "undated": {}
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_future_floor_horizon_and_baseline_are_clamped_at_load_and_written_back() {
+    let (_dir, path) = state_path();
+    let end = "9999-12-31T23:59:59Z";
+    fs::write(&path, state_json(end, end, end, end)).unwrap();
+    let clock = ManualClock::new(t0());
+    let held = t0() + TimeDelta::seconds(60);
+    {
+        let t = open(&path, &clock).await;
+        assert_eq!(
+            t.baseline(),
+            Baseline::At(t0()),
+            "the baseline is held at now"
+        );
+        assert_eq!(t.floor("device:x").await.unwrap(), Some(held));
+        assert_eq!(
+            t.check("device:x", "now", Some(t0())).await.unwrap(),
+            Verdict::New,
+            "an event of now is no longer hidden"
+        );
+        assert_eq!(
+            t.check("project:p", "future-event", Some(t0()))
+                .await
+                .unwrap(),
+            Verdict::Delivered,
+            "delivered ids are kept"
+        );
+        assert!(
+            t.stats().horizon.is_some_and(|h| h <= held),
+            "{:?}",
+            t.stats()
+        );
+        assert!(t.stats().dirty, "the repair is written at the next persist");
+        t.persist().await.unwrap();
+    }
+    let json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(json["baseline"], "2024-05-01T12:00:00Z");
+    assert_eq!(json["sources"]["device:x"]["floor"], "2024-05-01T12:01:00Z");
+    assert_eq!(json["delivered"]["future-event"], end);
+}
+
+#[tokio::test]
+async fn out_of_range_times_make_the_file_corrupt_naming_the_field() {
+    let ok = "2024-05-01T12:00:00Z";
+    let cases = [
+        (
+            state_json(ok, ok, "-262143-01-01T00:00:00Z", ok),
+            "sources[\"device:x\"].floor is -262143-01-01T00:00:00Z",
+        ),
+        (
+            state_json(ok, "+262142-12-31T23:59:59Z", ok, ok),
+            "horizon is +262142-12-31T23:59:59Z",
+        ),
+        (
+            state_json(ok, ok, ok, "-0001-12-31T23:59:59Z"),
+            "sources[\"device:x\"].advanced_at is -0001-12-31T23:59:59Z",
+        ),
+        (
+            state_json(ok, ok, ok, ok).replace("9999-12-31T23:59:59Z", "+10000-01-01T00:00:00Z"),
+            "delivered[\"future-event\"] is +10000-01-01T00:00:00Z",
+        ),
+    ];
+    for (contents, reason) in cases {
+        let (_dir, path) = state_path();
+        fs::write(&path, &contents).unwrap();
+        let err = open_err(&path, options(&ManualClock::new(t0()), Baseline::Now)).await;
+        assert!(matches!(err, Error::Corrupt { .. }), "{reason}: {err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(reason), "{msg}");
+        assert!(msg.contains("outside"), "{msg}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), contents, "untouched");
+
+        // The way out works: reset_corrupt sets it aside and starts fresh.
+        let opts = FileOptions {
+            reset_corrupt: true,
+            ..options(&ManualClock::new(t0()), Baseline::Now)
+        };
+        let t = FileTracker::open(&path, opts).await.expect("reset_corrupt");
+        assert_eq!(t.baseline(), Baseline::At(t0()));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched() {
+    let (dir, path) = state_path();
+    let victim = dir.path().join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    let lock = path.with_file_name("state.json.lock");
+    std::os::unix::fs::symlink(&victim, &lock).unwrap();
+    let err = open_err(&path, options(&ManualClock::new(t0()), Baseline::Now)).await;
+    assert!(matches!(err, Error::Lock { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&lock.display().to_string()) && msg.contains("symbolic link"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious",
+        "the victim is untouched"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_temp_file_planted_as_a_symlink_is_never_written_through() {
+    let (dir, path) = state_path();
+    let victim = dir.path().join("victim.txt");
+    fs::write(&victim, b"precious").unwrap();
+    let tmp = path.with_file_name("state.json.tmp");
+    let clock = ManualClock::new(t0());
+
+    // Planted before the start: removed (the link, not its target).
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    let t = open(&path, &clock).await;
+    assert!(
+        fs::symlink_metadata(&tmp).is_err(),
+        "the planted link is removed"
+    );
+    // Planted while running: the next write does not go through it either.
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    t.record_delivered("p", "e1", Some(t0())).await.unwrap();
+    t.persist().await.unwrap();
+    drop(t);
+
+    assert_eq!(
+        fs::read(&victim).unwrap(),
+        b"precious",
+        "the victim is untouched"
+    );
+    assert!(
+        !fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the state file is a regular file"
+    );
+    let t = open(&path, &clock).await;
+    assert_eq!(
+        t.check("p", "e1", Some(t0())).await.unwrap(),
+        Verdict::Delivered
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_symlinked_alias_of_the_state_file_is_locked_out() {
+    let (dir, path) = state_path();
+    let clock = ManualClock::new(t0());
+    let first = open(&path, &clock).await;
+    let alias = dir.path().join("alias.json");
+    std::os::unix::fs::symlink(&path, &alias).unwrap();
+    let err = open_err(&alias, options(&clock, Baseline::Now)).await;
+    assert!(err.is_locked(), "{err:?}");
+    // So is a path through a symlinked directory.
+    let dir_alias = dir.path().join("dir-alias");
+    std::os::unix::fs::symlink(dir.path(), &dir_alias).unwrap();
+    let err = open_err(
+        &dir_alias.join("state.json"),
+        options(&clock, Baseline::Now),
+    )
+    .await;
+    assert!(err.is_locked(), "{err:?}");
+    drop(first);
+    // Once released, the alias opens the same state.
+    let t = open(&alias, &clock).await;
+    assert_eq!(t.baseline(), Baseline::At(t0()));
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_hard_linked_alias_of_the_state_file_is_locked_out() {
+    let (dir, path) = state_path();
+    let clock = ManualClock::new(t0());
+    let first = open(&path, &clock).await;
+    let alias = dir.path().join("alias.json");
+    fs::hard_link(&path, &alias).unwrap();
+    let err = open_err(&alias, options(&clock, Baseline::Now)).await;
+    assert!(err.is_locked(), "{err:?}");
+
+    // After a write the state file is a new file: a link made now is locked
+    // out as well.
+    first.record_delivered("p", "e1", Some(t0())).await.unwrap();
+    first.persist().await.unwrap();
+    let alias2 = dir.path().join("alias2.json");
+    fs::hard_link(&path, &alias2).unwrap();
+    let err = open_err(&alias2, options(&clock, Baseline::Now)).await;
+    assert!(err.is_locked(), "{err:?}");
+}
+
+/// Every name in the directory, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn a_read_only_load_previews_the_state_beside_its_owner_and_writes_nothing() {
+    let (dir, path) = state_path();
+    let clock = ManualClock::new(t0());
+    let owner = open(&path, &clock).await;
+    owner
+        .record_delivered("device:d1", "e1", Some(t0()))
+        .await
+        .unwrap();
+    owner.persist().await.unwrap();
+    let (bytes, names) = (fs::read(&path).unwrap(), listing(dir.path()));
+
+    let topts = options(&clock, Baseline::All).tracker;
+    let preview = ReadOnly::new(MemoryTracker::from_state_file(&path, topts).await.unwrap());
+    assert_eq!(
+        preview.baseline(),
+        Baseline::At(t0()),
+        "the stored baseline"
+    );
+    assert_eq!(
+        preview.check("project:p1", "e1", Some(t0())).await.unwrap(),
+        Verdict::Delivered
+    );
+    preview
+        .record_delivered("device:d1", "e2", Some(t0()))
+        .await
+        .unwrap();
+    preview.advance_floor("device:d1", t0()).await.unwrap();
+    preview.persist().await.unwrap();
+    assert_eq!(
+        preview.check("device:d1", "e2", Some(t0())).await.unwrap(),
+        Verdict::Delivered,
+        "the preview remembers in memory"
+    );
+    assert_eq!(fs::read(&path).unwrap(), bytes, "the file is unchanged");
+    assert_eq!(listing(dir.path()), names, "nothing was created");
+    drop(owner);
+}
+
+#[tokio::test]
+async fn a_read_only_load_of_nothing_is_fresh_and_of_garbage_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("state.json");
+    let clock = ManualClock::new(t0());
+    let t = MemoryTracker::from_state_file(&path, options(&clock, Baseline::Now).tracker)
+        .await
+        .unwrap();
+    assert_eq!(t.baseline(), Baseline::At(t0()));
+    assert!(listing(dir.path()).is_empty(), "nothing was created");
+
+    let path = dir.path().join("state.json");
+    fs::write(&path, b"{oops").unwrap();
+    let err = MemoryTracker::from_state_file(&path, options(&clock, Baseline::Now).tracker)
+        .await
+        .expect_err("corrupt");
+    let opened = open_err(&path, options(&clock, Baseline::Now)).await;
+    assert!(err.is_corrupt(), "{err:?}");
+    assert_eq!(err.to_string(), opened.to_string(), "reported the same way");
 }

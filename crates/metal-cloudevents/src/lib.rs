@@ -12,7 +12,7 @@
 //! | `id` | the Metal event id |
 //! | `type` | the Metal event type, after [`MapOptions::type_prefix`] when set |
 //! | `source` | `<prefix>/<org name>/<project name>`, or `<prefix>/<org name>` without a project; each name percent-encoded as one URI path segment |
-//! | `time` | the event's `created_at`, absent when it has none |
+//! | `time` | the event's `created_at`, absent when it has none or its UTC year is outside 0000 to 9999 (RFC 3339 has four-digit years) |
 //! | `datacontenttype` | `application/json` |
 //! | `orgid`, `orgname`, `projid`, `projname`, `deviceid`, `hostname` | from the [`Context`], each only when known and not empty |
 //! | `data` | the event's JSON object exactly as the API sent it, unknown fields and key order included |

@@ -17,6 +17,11 @@ pub const DEFAULT_SOURCE_PREFIX: &str = "direktiv/listener/equinix";
 /// The `datacontenttype` of every mapped event: `data` is the event's JSON.
 pub const DATA_CONTENT_TYPE: &str = "application/json";
 
+/// The instants a CloudEvents `time` can carry, in Unix seconds: RFC 3339
+/// writes a four-digit year, so 0000-01-01T00:00:00Z to 9999-12-31T23:59:59Z
+/// (and its fraction). `9999-12-31T23:59:59-05:00` is the year 10000 in UTC.
+const TIME_SECONDS: std::ops::RangeInclusive<i64> = -62_167_219_200..=253_402_300_799;
+
 /// What stays literal when a name becomes one path segment of `source`: ASCII
 /// letters and digits, `-._~`, and `$&+,:;=@`. These are the characters Go's
 /// `net/url` leaves literal in a path, so names look as they did from the old
@@ -256,7 +261,12 @@ pub fn to_cloudevent(
         .ty(event_type)
         .source(source(ctx, opts))
         .data(DATA_CONTENT_TYPE, Value::Object(event.raw().clone()));
-    if let Some(created_at) = event.created_at {
+    // Outside four-digit years the event goes without a `time` (one there
+    // would make it invalid); `data` keeps what the API said.
+    if let Some(created_at) = event
+        .created_at
+        .filter(|at| TIME_SECONDS.contains(&at.timestamp()))
+    {
         builder = builder.time(created_at);
     }
     for (name, value) in ctx.extensions() {
@@ -397,6 +407,29 @@ mod tests {
             };
             assert!(opts.validate().is_ok(), "{prefix:?}");
         }
+    }
+
+    #[test]
+    fn a_time_past_four_digit_years_is_left_out() {
+        let ctx = ctx("Direktiv", None);
+        let time = |created_at: &str| {
+            let event: Event = serde_json::from_value(serde_json::json!({
+                "id": "e1", "type": "t", "created_at": created_at
+            }))
+            .unwrap();
+            let ce = to_cloudevent(&event, &ctx, &MapOptions::default()).unwrap();
+            cloudevents::AttributesReader::time(&ce).map(|t| t.to_rfc3339())
+        };
+        assert_eq!(
+            time("9999-12-31T23:59:59Z").as_deref(),
+            Some("9999-12-31T23:59:59+00:00")
+        );
+        assert_eq!(
+            time("0000-01-01T00:00:00Z").as_deref(),
+            Some("0000-01-01T00:00:00+00:00")
+        );
+        assert_eq!(time("9999-12-31T23:59:59-05:00"), None, "year 10000 in UTC");
+        assert_eq!(time("0000-01-01T00:00:00+01:00"), None, "year -1 in UTC");
     }
 
     #[test]

@@ -158,3 +158,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// On the first and last day RFC 3339 can write, an offset can take the
+    /// instant out of the years 0000 to 9999 in UTC, which no CloudEvents
+    /// `time` can carry: the event still maps, without a `time`, and its body
+    /// parses back.
+    #[test]
+    fn times_at_the_edges_of_rfc3339_map_or_are_left_out(
+        created_at in "(0000-01-01T0|9999-12-31T2)[0-3]:[0-5][0-9]:[0-5][0-9](Z|[+-](0[0-9]|1[0-9]|2[0-3]):[0-5][0-9])",
+    ) {
+        let event: Event = serde_json::from_value(
+            json!({ "id": "e1", "type": "t", "created_at": created_at }),
+        )
+        .unwrap();
+        let at = event.created_at.expect("a valid RFC 3339 time");
+        let ctx = Context::new(OrganizationRef::new("o", "Org"));
+        let ce = to_cloudevent(&event, &ctx, &MapOptions::default()).unwrap();
+        let writable = (-62_167_219_200..=253_402_300_799).contains(&at.timestamp());
+        prop_assert_eq!(ce.time(), writable.then_some(&at));
+        let body = serde_json::to_string(&to_json_value(&ce).unwrap()).unwrap();
+        let back: cloudevents::Event = serde_json::from_str(&body).unwrap();
+        prop_assert_eq!(back, ce);
+    }
+}

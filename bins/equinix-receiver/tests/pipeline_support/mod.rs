@@ -603,6 +603,16 @@ impl World {
     /// Runs the binary with `args` and the config path, in a clean
     /// environment, off the async runtime.
     pub(crate) async fn run(&self, config: &Path, args: &[&str]) -> Run {
+        self.run_with_env(config, args, &[]).await
+    }
+
+    /// [`World::run`] with extra environment variables.
+    pub(crate) async fn run_with_env(
+        &self,
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Run {
         let mut command = Command::new(BIN);
         command
             .args(args)
@@ -610,7 +620,8 @@ impl World {
             .env_remove("METAL_AUTH_TOKEN")
             .env_remove("DIREKTIV_TOKEN")
             .env_remove("STATE_DIRECTORY")
-            .env("RUST_LOG", "info,equinix_receiver=debug");
+            .env("RUST_LOG", "info,equinix_receiver=debug")
+            .envs(env.iter().copied());
         let started = Instant::now();
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
