@@ -537,8 +537,8 @@ fn sink(settings: &Settings) -> anyhow::Result<Sink> {
     config.ca_file = d.ca_file.clone();
     config.request_timeout = d.timeout;
     if let Some(token) = &d.token {
-        config = config.with_auth(Auth::with_header(
-            d.auth_header.clone(),
+        config = config.with_auth(Auth::with_headers(
+            d.auth_headers.iter().cloned(),
             token.expose_secret(),
         ));
     }

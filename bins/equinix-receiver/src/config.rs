@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use direktiv_broadcast::AuthHeader;
+use direktiv_broadcast::{Auth, AuthHeader};
 use event_dedupe::Baseline;
 use secrecy::SecretString;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -1093,10 +1093,10 @@ impl Walker<'_> {
             },
             Err(()) => (None, None),
         };
-        let auth_header = match (auth_header, source) {
-            (Some(header), _) => header,
-            (None, Some(TokenSource::ApiKey)) => AuthHeader::ApiKey,
-            (None, _) => AuthHeader::DirektivToken,
+        let auth_headers = match (auth_header, source) {
+            (Some(header), _) => vec![header],
+            (None, Some(TokenSource::ApiKey)) => vec![AuthHeader::ApiKey],
+            (None, _) => Auth::DEFAULT_HEADERS.to_vec(),
         };
         if token.is_none() && get("authHeader").is_some_and(|n| n.value != Value::Null) {
             self.warnings.push(
@@ -1146,7 +1146,7 @@ impl Walker<'_> {
         Some(DirektivSettings {
             endpoint: endpoint?,
             token,
-            auth_header,
+            auth_headers,
             insecure_skip_verify,
             ca_file,
             timeout,
@@ -1170,8 +1170,9 @@ impl Walker<'_> {
                     PATH,
                     node.map_or(0, |n| n.line),
                     format!(
-                        "unknown header `{text}`: use `Direktiv-Token` (the default), \
-                         `Direktiv-Api-Key`, `apikey` or `Authorization` (Bearer)"
+                        "unknown header `{text}`: use `Direktiv-Token`, `Direktiv-Api-Key`, \
+                         `apikey` or `Authorization` (Bearer), or remove the key to send the \
+                         token in both Direktiv-Token and Direktiv-Api-Key"
                     ),
                 );
                 return None;
@@ -1449,10 +1450,11 @@ pub(crate) fn summary(settings: &Settings) -> String {
     let _ = endpoint.set_password(None);
     let _ = endpoint.set_username("");
     endpoint.set_query(None);
-    let auth = match (&d.token, &d.auth_header) {
+    let auth = match (&d.token, d.auth_headers.as_slice()) {
         (None, _) => "no auth header".to_owned(),
-        // Only the header name: the token is never shown.
-        (Some(_), header) => format!("auth header {header}"),
+        // Only the header names: the token is never shown.
+        (Some(_), [header]) => format!("auth header {header}"),
+        (Some(_), headers) => format!("auth headers {}", header_names(headers)),
     };
     let state = settings.state.path.as_ref().map_or_else(
         || "default location".to_owned(),
@@ -1465,6 +1467,16 @@ pub(crate) fn summary(settings: &Settings) -> String {
         format_duration(e.poll_interval),
         endpoint
     )
+}
+
+/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
+pub(crate) fn header_names(headers: &[AuthHeader]) -> String {
+    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        None => "no header".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Every key the loader knows, dotted (`direktiv.endpoint`).
@@ -1598,7 +1610,7 @@ direktiv:
         assert!(s.direktiv.event_on_error);
         let token = s.direktiv.token.as_ref().unwrap();
         assert_eq!(token.expose_secret(), "direktiv-inline-token");
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
+        assert_eq!(s.direktiv.auth_headers, Auth::DEFAULT_HEADERS);
         assert!(
             loaded
                 .warnings
@@ -1628,7 +1640,10 @@ direktiv:
         assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
         assert_eq!(s.equinix.sweep_timeout, Duration::from_secs(300));
         assert!(s.direktiv.token.is_none());
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
+        assert_eq!(
+            s.direktiv.auth_headers,
+            [AuthHeader::DirektivToken, AuthHeader::DirektivApiKey]
+        );
         assert!(!s.direktiv.insecure_skip_verify);
         assert_eq!(s.direktiv.ca_file, None);
         assert_eq!(s.direktiv.timeout, Duration::from_secs(10));
@@ -1673,7 +1688,7 @@ direktiv:
             }
         );
         assert!(matches!(s.equinix.start_from, Baseline::At(_)));
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivApiKey);
+        assert_eq!(s.direktiv.auth_headers, [AuthHeader::DirektivApiKey]);
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(!s.server.enabled);
         assert!(s.state.reset_corrupt);
@@ -1702,7 +1717,7 @@ direktiv:
         let yaml = minimal_with("direktiv", "apikey: k1");
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeader::ApiKey);
+        assert_eq!(d.auth_headers, [AuthHeader::ApiKey]);
 
         let yaml = minimal_with(
             "direktiv",
@@ -1710,7 +1725,7 @@ direktiv:
         );
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeader::DirektivApiKey);
+        assert_eq!(d.auth_headers, [AuthHeader::DirektivApiKey]);
     }
 
     #[test]
@@ -1997,6 +2012,26 @@ direktiv:
         for secret in ["metal-inline-token", "direktiv-inline-token", "pw", "user"] {
             assert!(!summary.contains(secret), "{summary}");
         }
-        assert!(summary.contains("Direktiv-Token"), "{summary}");
+        assert!(
+            summary.contains("auth headers Direktiv-Token and Direktiv-Api-Key"),
+            "{summary}"
+        );
+        let narrowed = OLD.replace("  apikey: old-apikey\n", "  authHeader: apikey\n");
+        let narrowed = super::summary(&load(&narrowed).unwrap().settings);
+        assert!(narrowed.contains("(auth header apikey)"), "{narrowed}");
+    }
+
+    #[test]
+    fn auth_header_names_exactly_one_header() {
+        for (value, expected) in [
+            ("Direktiv-Token", AuthHeader::DirektivToken),
+            ("direktiv-api-key", AuthHeader::DirektivApiKey),
+            ("APIKEY", AuthHeader::ApiKey),
+            ("Authorization", AuthHeader::Bearer),
+        ] {
+            let yaml = minimal_with("direktiv", &format!("token: t\n  authHeader: {value}"));
+            let d = load(&yaml).unwrap().settings.direktiv;
+            assert_eq!(d.auth_headers, [expected], "{value}");
+        }
     }
 }

@@ -210,7 +210,7 @@ fn settings(
             token: direktiv
                 .token()
                 .map(|token| SecretString::from(token.to_owned())),
-            auth_header: AuthHeader::DirektivToken,
+            auth_headers: vec![AuthHeader::DirektivToken],
             insecure_skip_verify: false,
             ca_file: None,
             timeout: Duration::from_secs(5),

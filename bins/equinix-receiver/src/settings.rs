@@ -86,8 +86,12 @@ pub(crate) struct DirektivSettings {
     /// The token, from `token`, `tokenFile`, `DIREKTIV_TOKEN` or `apikey`.
     /// `None` sends no auth header.
     pub(crate) token: Option<SecretString>,
-    /// `direktiv.authHeader`; `apikey` when only `direktiv.apikey` was given.
-    pub(crate) auth_header: AuthHeader,
+    /// The headers the token goes in: the one `direktiv.authHeader` names;
+    /// `apikey` when only `direktiv.apikey` was given; else
+    /// `Direktiv-Token` and `Direktiv-Api-Key` ([`Auth::DEFAULT_HEADERS`]).
+    ///
+    /// [`Auth::DEFAULT_HEADERS`]: direktiv_broadcast::Auth::DEFAULT_HEADERS
+    pub(crate) auth_headers: Vec<AuthHeader>,
     /// `direktiv.insecureSkipVerify`, default false.
     pub(crate) insecure_skip_verify: bool,
     /// `direktiv.caFile`: an extra PEM bundle to trust.

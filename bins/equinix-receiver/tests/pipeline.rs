@@ -129,6 +129,7 @@ async fn a_full_sweep_delivers_every_new_event_once_with_its_context() {
             Some("application/cloudevents+json")
         );
         assert_eq!(post.token.as_deref(), Some(DIREKTIV_TOKEN));
+        assert_eq!(post.api_key.as_deref(), Some(DIREKTIV_TOKEN));
         assert!(post.apikey.is_none());
         let header = post.traceparent.expect("a traceparent header");
         assert_eq!(post.event["traceparent"], header.as_str());
@@ -509,6 +510,7 @@ async fn the_old_config_keys_run_unchanged_with_an_api_url_and_a_state_path() {
         Some(DIREKTIV_TOKEN),
         "token wins over apikey"
     );
+    assert_eq!(posts[0].api_key.as_deref(), Some(DIREKTIV_TOKEN));
     assert!(posts[0].apikey.is_none());
 
     // Only the undocumented apikey: sent as `apikey`, as the old program did.
@@ -523,6 +525,113 @@ async fn the_old_config_keys_run_unchanged_with_an_api_url_and_a_state_path() {
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].apikey.as_deref(), Some("fake-old-apikey"));
     assert!(posts[0].token.is_none());
+    assert!(posts[0].api_key.is_none());
+    world.verify().await;
+}
+
+/// Device events of D1 and D2 that every test of authentication delivers.
+fn auth_events(world: &World) -> HashSet<String> {
+    world.metal.add(
+        &device_events_path(D1),
+        [
+            device_event(&eid(1), "provisioning.109", D1, ago(40)),
+            device_event(&eid(2), "provisioning.110", D1, ago(30)),
+        ],
+    );
+    world.metal.add(
+        &device_events_path(D2),
+        [device_event(&eid(3), "power.on", D2, ago(35))],
+    );
+    ids(&[&eid(1), &eid(2), &eid(3)])
+}
+
+#[tokio::test]
+async fn a_direktiv_of_either_era_gets_every_event_from_the_minimal_config() {
+    for header in ["direktiv-api-key", "direktiv-token"] {
+        let world = World::start().await;
+        let all = auth_events(&world);
+        world.direktiv.reads_token_from(header);
+
+        // The README's config: a token, no authHeader.
+        world.once(&["startFrom: all"], &[]).await.assert_code(0);
+        let accepted = world.direktiv.accepted_ids();
+        assert_each_once(&accepted);
+        assert_eq!(
+            accepted.into_iter().collect::<HashSet<_>>(),
+            all,
+            "a Direktiv reading {header}"
+        );
+        assert_eq!(world.direktiv.posts().len(), 3, "nothing was refused");
+        world.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn auth_header_narrows_the_token_to_one_header() {
+    let world = World::start().await;
+    let all = auth_events(&world);
+    world
+        .once(&["startFrom: all"], &["authHeader: Direktiv-Token"])
+        .await
+        .assert_code(0);
+    assert_eq!(
+        world
+            .direktiv
+            .accepted_ids()
+            .into_iter()
+            .collect::<HashSet<_>>(),
+        all
+    );
+    for post in world.direktiv.posts() {
+        assert_eq!(post.token.as_deref(), Some(DIREKTIV_TOKEN));
+        assert!(post.api_key.is_none(), "Direktiv-Api-Key was sent");
+        assert!(post.apikey.is_none() && post.authorization.is_none());
+    }
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_names_the_headers_it_went_in_and_suggests_auth_header() {
+    let world = World::start().await;
+    auth_events(&world);
+    // A Direktiv that reads only `apikey`, which is sent only on request.
+    world.direktiv.reads_token_from("apikey");
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("the token was sent in Direktiv-Token and Direktiv-Api-Key"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("direktiv.authHeader"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(DIREKTIV_TOKEN), "the token was logged");
+
+    // Narrowed to the wrong one header: the message names that header alone.
+    let run = world
+        .once(&["startFrom: all"], &["authHeader: Direktiv-Api-Key"])
+        .await;
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("the token was sent in Direktiv-Api-Key:"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(DIREKTIV_TOKEN), "the token was logged");
+
+    // The header it reads: everything goes out.
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all"], &["authHeader: apikey"])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids().len(), 3);
     world.verify().await;
 }
 
