@@ -16,7 +16,6 @@ use event_dedupe::{
     Verdict,
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
-use metal_cloudevents::MapOptions;
 use metal_events::{Client, ListOptions, OrganizationId, RequestRecord};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
@@ -178,7 +177,8 @@ async fn run_pipeline(
         delivery_concurrency: settings.direktiv.concurrency,
         max_retries: settings.direktiv.max_retries,
         overlap: settings.state.overlap,
-        map_options: MapOptions::default(),
+        map_options: settings.direktiv.map_options.clone(),
+        event_types: settings.equinix.event_types.clone(),
         hooks: extras.hooks.clone(),
         newest_delivered_ms: AtomicI64::new(0),
     };
@@ -474,6 +474,7 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
         already = report.already,
         rejected = report.rejected,
         deferred = report.deferred,
+        filtered = report.filtered,
         tracked = stats.tracked_ids,
         duration_ms = report.duration.as_millis() as u64,
         "sweep done"

@@ -204,6 +204,7 @@ fn settings(
             inventory_refresh: Duration::from_secs(60),
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
+            event_types: crate::event_types::EventTypes::default(),
         },
         direktiv: DirektivSettings {
             endpoint,
@@ -220,6 +221,7 @@ fn settings(
             max_retries: 2,
             event_on_error: false,
             error_event_interval: Duration::from_secs(300),
+            map_options: metal_cloudevents::MapOptions::default(),
         },
         state: StateSettings {
             path: Some(state_dir.join("state.json")),

@@ -10,6 +10,7 @@ mod config;
 mod deliver;
 mod demo;
 mod error_events;
+mod event_types;
 mod gate;
 mod health;
 mod inventory;

@@ -64,6 +64,7 @@ pub(crate) struct Metrics {
     pub(crate) events_delivered: Counter,
     pub(crate) events_already_delivered: Counter,
     pub(crate) events_unmappable: Counter,
+    pub(crate) events_filtered: Counter,
     pub(crate) delivery_failures: Family<ReasonLabel, Counter>,
     pub(crate) delivery_retries: Counter,
     pub(crate) pending_events: Gauge,
@@ -104,6 +105,7 @@ impl Metrics {
             events_delivered: Counter::default(),
             events_already_delivered: Counter::default(),
             events_unmappable: Counter::default(),
+            events_filtered: Counter::default(),
             delivery_failures: Family::default(),
             delivery_retries: Counter::default(),
             pending_events: Gauge::default(),
@@ -180,6 +182,12 @@ impl Metrics {
             "events_unmappable",
             "Events that cannot become a CloudEvent (no id or no type)",
             self.events_unmappable.clone(),
+        );
+        r.register(
+            "events_filtered",
+            "New events not sent because their type matches no pattern of equinix.eventTypes \
+             (settled, never sent later)",
+            self.events_filtered.clone(),
         );
         r.register(
             "delivery_failures",
@@ -267,6 +275,7 @@ mod tests {
     fn every_metric_has_the_prefix_and_counters_move() {
         let metrics = Metrics::new();
         metrics.events_delivered.inc();
+        metrics.events_filtered.inc();
         metrics
             .api_requests
             .get_or_create(&ApiLabels {
@@ -283,6 +292,10 @@ mod tests {
         }
         assert!(
             text.contains("equinix_receiver_events_delivered_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("equinix_receiver_events_filtered_total 1"),
             "{text}"
         );
         assert!(text.contains(

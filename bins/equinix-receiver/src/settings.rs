@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use direktiv_broadcast::AuthHeader;
 use event_dedupe::Baseline;
+use metal_cloudevents::MapOptions;
 use secrecy::SecretString;
 use url::Url;
+
+use crate::event_types::EventTypes;
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -55,6 +58,8 @@ pub(crate) struct EquinixSettings {
     pub(crate) request_timeout: Duration,
     /// `equinix.sweepTimeout`, default 5 min: one sweep at most.
     pub(crate) sweep_timeout: Duration,
+    /// `equinix.eventTypes`, default every type: which events are delivered.
+    pub(crate) event_types: EventTypes,
 }
 
 /// Which event lists are polled.
@@ -106,6 +111,9 @@ pub(crate) struct DirektivSettings {
     pub(crate) event_on_error: bool,
     /// `direktiv.errorEventInterval`, default 5 min.
     pub(crate) error_event_interval: Duration,
+    /// `direktiv.typePrefix` (default none) and `direktiv.sourcePrefix`
+    /// (default `direktiv/listener/equinix`), validated.
+    pub(crate) map_options: MapOptions,
 }
 
 /// Where the dedupe state lives (`state.*`).

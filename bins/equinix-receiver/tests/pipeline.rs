@@ -1196,3 +1196,126 @@ async fn a_dry_run_on_an_existing_state_previews_only_what_is_new() {
     assert_eq!(world.direktiv.accepted_ids(), vec![eid(2)]);
     world.verify().await;
 }
+
+#[tokio::test]
+async fn event_types_send_only_matching_events_and_settle_the_rest_for_good() {
+    let world = World::start().await;
+    let d1 = vec![
+        device_event(&eid(1), "provisioning.109", D1, ago(50)),
+        device_event(&eid(2), "power.off", D1, ago(45)),
+        device_event(&eid(3), "provisioning.110", D1, ago(40)),
+        device_event(&eid(4), "instance.deleted", D1, ago(35)),
+        device_event(&eid(5), "instance.created", D1, ago(30)),
+    ];
+    world.metal.add(&device_events_path(D1), d1.clone());
+    world.metal.add(
+        &project_events_path(P1),
+        d1.into_iter()
+            .chain([project_event(&eid(6), "project.updated", P1, ago(25))]),
+    );
+    let types = r#"eventTypes: ["provisioning.*", "instance.deleted"]"#;
+
+    let run = world.once(&["startFrom: all", types], &[]).await;
+    run.assert_code(0);
+    let accepted = world.direktiv.accepted_ids();
+    assert_each_once(&accepted);
+    assert_eq!(
+        accepted.into_iter().collect::<HashSet<_>>(),
+        ids(&[&eid(1), &eid(3), &eid(4)])
+    );
+    assert_eq!(world.direktiv.posts().len(), 3, "filtered events were sent");
+    assert!(
+        run.stderr.contains("new=3") && run.stderr.contains("filtered=3"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    // The next run finds them settled: nothing to send, nothing to filter
+    // again, nothing pending.
+    world.direktiv.clear();
+    let run = world.once(&["startFrom: all", types], &[]).await;
+    run.assert_code(0);
+    assert!(world.direktiv.posts().is_empty());
+    assert!(
+        run.stderr.contains("new=0") && run.stderr.contains("filtered=0"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    // Settled for good: without the filter they are still not sent; a new
+    // event of any type is.
+    world.metal.add(
+        &device_events_path(D1),
+        [device_event(&eid(7), "power.on", D1, ago(5))],
+    );
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(7)]);
+    assert_eq!(world.direktiv.posts().len(), 1);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn type_and_source_prefixes_shape_every_cloudevent_and_the_dry_run_shows_the_same() {
+    let world = World::start().await;
+    world.metal.add(
+        &device_events_path(D1),
+        [device_event(&eid(1), "provisioning.110", D1, ago(40))],
+    );
+    world.metal.add(
+        &project_events_path(P2),
+        [project_event(&eid(2), "project.updated", P2, ago(30))],
+    );
+    let prefix = "https://events.example.com/metal";
+    let direktiv = [
+        "typePrefix: com.example.",
+        "sourcePrefix: https://events.example.com/metal/",
+        "event-on-error: true",
+    ];
+    // One list fails, so an error event goes out too.
+    let failing = device_events_path(D3);
+    let check = |events: &[Value]| {
+        let by = |id: &str| by_id(events, id).clone();
+        assert_eq!(by(&eid(1))["type"], "com.example.provisioning.110");
+        assert_eq!(
+            by(&eid(1))["source"],
+            format!("{prefix}/Direktiv%20Labs%20GmbH/Edge%20Fleet%20%232")
+        );
+        assert_eq!(by(&eid(2))["type"], "com.example.project.updated");
+        assert_eq!(
+            by(&eid(2))["source"],
+            format!("{prefix}/Direktiv%20Labs%20GmbH/Direktiv%20EKS%20Project")
+        );
+        assert_eq!(
+            by(&eid(1))["data"]["type"],
+            "provisioning.110",
+            "data is unchanged"
+        );
+        let error = events
+            .iter()
+            .find(|e| e["type"] == "equinix.receiver.error")
+            .unwrap_or_else(|| panic!("no error event among {events:#?}"));
+        assert_eq!(error["source"], format!("{prefix}/Direktiv%20Labs%20GmbH"));
+        assert_eq!(events.len(), 3, "{events:#?}");
+    };
+
+    world
+        .metal
+        .script(&failing, Reply::metal_error(422, "unprocessable"));
+    let config = world.write_config(&world.config(&["startFrom: all"], &direktiv));
+    let run = world.run(&config, &["--once", "--dry-run"]).await;
+    run.assert_code(3);
+    let printed: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    check(&printed);
+    assert!(world.direktiv.posts().is_empty());
+
+    world
+        .metal
+        .script(&failing, Reply::metal_error(422, "unprocessable"));
+    world.run(&config, &["--once"]).await.assert_code(3);
+    check(&world.direktiv.accepted());
+    world.verify().await;
+}
