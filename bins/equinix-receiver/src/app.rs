@@ -15,7 +15,6 @@ use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
 use futures_util::{StreamExt, TryStreamExt, stream};
-use metal_cloudevents::MapOptions;
 use metal_events::{Client, ListOptions, OrganizationId, RequestRecord};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
@@ -203,7 +202,8 @@ async fn run_pipeline(
         delivery_concurrency: settings.direktiv.concurrency,
         max_retries: settings.direktiv.max_retries,
         overlap: settings.state.overlap,
-        map_options: MapOptions::default(),
+        map_options: settings.direktiv.map_options.clone(),
+        event_types: settings.equinix.event_types.clone(),
         hooks: extras.hooks.clone(),
         newest_delivered_ms: AtomicI64::new(0),
         future_dated: FutureDated::default(),
@@ -513,6 +513,7 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
         rejected = report.rejected,
         deferred = report.deferred,
         unmappable = report.unmappable,
+        filtered = report.filtered,
         tracked = stats.tracked_ids,
         duration_ms = report.duration.as_millis() as u64,
         "sweep done"
@@ -575,8 +576,8 @@ pub(crate) fn sink(settings: &Settings) -> anyhow::Result<Sink> {
     config.ca_file = d.ca_file.clone();
     config.request_timeout = d.timeout;
     if let Some(token) = &d.token {
-        config = config.with_auth(Auth::with_header(
-            d.auth_header.clone(),
+        config = config.with_auth(Auth::with_headers(
+            d.auth_headers.iter().cloned(),
             token.expose_secret(),
         ));
     }

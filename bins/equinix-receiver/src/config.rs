@@ -16,13 +16,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use direktiv_broadcast::AuthHeader;
+use direktiv_broadcast::{Auth, AuthHeader};
 use event_dedupe::Baseline;
+use metal_cloudevents::MapOptions;
 use secrecy::SecretString;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 use url::Url;
 
+use crate::event_types::EventTypes;
 use crate::settings::{
     DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
     StateSettings,
@@ -76,6 +78,7 @@ const EQUINIX_KEYS: &[&str] = &[
     "timeout",
     "sweepTimeout",
     "maxResponseSize",
+    "eventTypes",
 ];
 const DIREKTIV_KEYS: &[&str] = &[
     "endpoint",
@@ -90,6 +93,8 @@ const DIREKTIV_KEYS: &[&str] = &[
     "maxRetries",
     "event-on-error",
     "errorEventInterval",
+    "typePrefix",
+    "sourcePrefix",
 ];
 const STATE_KEYS: &[&str] = &["path", "overlap", "deadLetterPath", "deadLetterMax"];
 const LOG_KEYS: &[&str] = &["format", "level"];
@@ -956,6 +961,8 @@ impl Walker<'_> {
             );
         }
 
+        let event_types = self.event_types(get("eventTypes"));
+
         Some(EquinixSettings {
             organization_id: organization_id?,
             token: token?,
@@ -970,7 +977,63 @@ impl Walker<'_> {
             request_timeout,
             sweep_timeout,
             max_response_size,
+            event_types,
         })
+    }
+
+    fn event_types(&mut self, node: Option<&Node>) -> EventTypes {
+        const PATH: &str = "equinix.eventTypes";
+        const EXAMPLE: &str = "`[\"provisioning.*\", \"instance.deleted\"]`";
+        let Some(node) = node else {
+            return EventTypes::default();
+        };
+        let items: Vec<&Node> = match &node.value {
+            Value::Null => return EventTypes::default(),
+            Value::Seq(items) => items.iter().collect(),
+            Value::Str(_) => vec![node],
+            _ => {
+                self.wrong_type(
+                    PATH,
+                    node,
+                    &format!("a list of type patterns such as {EXAMPLE}"),
+                );
+                return EventTypes::default();
+            }
+        };
+        if items.is_empty() {
+            self.problem(
+                PATH,
+                node.line,
+                format!(
+                    "is empty, so no event would be sent: list the types to send, such as \
+                     {EXAMPLE}, or remove the key to send every type"
+                ),
+            );
+            return EventTypes::default();
+        }
+        let mut patterns = Vec::new();
+        for item in items {
+            let Value::Str(text) = &item.value else {
+                self.wrong_type(
+                    PATH,
+                    item,
+                    "a type pattern in quotes, such as \"provisioning.*\"",
+                );
+                continue;
+            };
+            let pattern = text.trim();
+            if pattern.is_empty() {
+                self.problem(
+                    PATH,
+                    item.line,
+                    "holds an empty pattern, which matches no type: remove it, or write `*` \
+                     for every type",
+                );
+            } else if !patterns.iter().any(|p| p == pattern) {
+                patterns.push(pattern.to_owned());
+            }
+        }
+        EventTypes::new(patterns)
     }
 
     fn levels(&mut self, node: Option<&Node>) -> Levels {
@@ -1130,10 +1193,10 @@ impl Walker<'_> {
             },
             Err(()) => (None, None),
         };
-        let auth_header = match (auth_header, source) {
-            (Some(header), _) => header,
-            (None, Some(TokenSource::ApiKey)) => AuthHeader::ApiKey,
-            (None, _) => AuthHeader::DirektivToken,
+        let auth_headers = match (auth_header, source) {
+            (Some(header), _) => vec![header],
+            (None, Some(TokenSource::ApiKey)) => vec![AuthHeader::ApiKey],
+            (None, _) => Auth::DEFAULT_HEADERS.to_vec(),
         };
         if token.is_none() && get("authHeader").is_some_and(|n| n.value != Value::Null) {
             self.warnings.push(
@@ -1179,11 +1242,12 @@ impl Walker<'_> {
             Duration::from_secs(300),
             false,
         );
+        let map_options = self.map_options(get("typePrefix"), get("sourcePrefix"));
 
         Some(DirektivSettings {
             endpoint: endpoint?,
             token,
-            auth_header,
+            auth_headers,
             insecure_skip_verify,
             ca_file,
             timeout,
@@ -1191,7 +1255,47 @@ impl Walker<'_> {
             max_retries,
             event_on_error,
             error_event_interval,
+            map_options,
         })
+    }
+
+    /// `direktiv.typePrefix` and `direktiv.sourcePrefix`: checked once here so
+    /// that every event with an id and a type maps.
+    fn map_options(&mut self, type_node: Option<&Node>, source_node: Option<&Node>) -> MapOptions {
+        const TYPE: &str = "direktiv.typePrefix";
+        const SOURCE: &str = "direktiv.sourcePrefix";
+        let mut options = MapOptions::default();
+        if let Some(prefix) = self.optional_string(TYPE, type_node) {
+            if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.problem(
+                    TYPE,
+                    type_node.map_or(0, |n| n.line),
+                    format!(
+                        "`{}` holds a space or a control character: a CloudEvent type prefix \
+                         is one word such as `com.example.`",
+                        prefix.escape_debug()
+                    ),
+                );
+            } else {
+                options.type_prefix = Some(prefix);
+            }
+        }
+        if let Some(prefix) = self.optional_string(SOURCE, source_node) {
+            let default = std::mem::replace(&mut options.source_prefix, prefix);
+            if let Err(error) = options.validate() {
+                options.source_prefix = default;
+                self.problem(
+                    SOURCE,
+                    source_node.map_or(0, |n| n.line),
+                    format!(
+                        "{error}: write a URI path such as `{}` or a URI such as \
+                         `https://example.com/equinix` (encode other characters as %XX)",
+                        metal_cloudevents::DEFAULT_SOURCE_PREFIX
+                    ),
+                );
+            }
+        }
+        options
     }
 
     fn auth_header(&mut self, node: Option<&Node>) -> Option<AuthHeader> {
@@ -1207,8 +1311,9 @@ impl Walker<'_> {
                     PATH,
                     node.map_or(0, |n| n.line),
                     format!(
-                        "unknown header `{text}`: use `Direktiv-Token` (the default), \
-                         `Direktiv-Api-Key`, `apikey` or `Authorization` (Bearer)"
+                        "unknown header `{text}`: use `Direktiv-Token`, `Direktiv-Api-Key`, \
+                         `apikey` or `Authorization` (Bearer), or remove the key to send the \
+                         token in both Direktiv-Token and Direktiv-Api-Key"
                     ),
                 );
                 return None;
@@ -1582,22 +1687,40 @@ pub(crate) fn summary(settings: &Settings) -> String {
     let _ = endpoint.set_password(None);
     let _ = endpoint.set_username("");
     endpoint.set_query(None);
-    let auth = match (&d.token, &d.auth_header) {
+    let auth = match (&d.token, d.auth_headers.as_slice()) {
         (None, _) => "no auth header".to_owned(),
-        // Only the header name: the token is never shown.
-        (Some(_), header) => format!("auth header {header}"),
+        // Only the header names: the token is never shown.
+        (Some(_), [header]) => format!("auth header {header}"),
+        (Some(_), headers) => format!("auth headers {}", header_names(headers)),
     };
     let state = settings.state.path.as_ref().map_or_else(
         || "default location".to_owned(),
         |p| p.display().to_string(),
     );
-    format!(
+    let mut summary = format!(
         "organization {}, levels {}, poll every {}, deliver to {} ({auth}), state {state}",
         e.organization_id,
         levels.join("+"),
         format_duration(e.poll_interval),
         endpoint
-    )
+    );
+    if !e.event_types.is_all() {
+        summary.push_str(&format!(
+            ", event types {}",
+            e.event_types.patterns().join(" ")
+        ));
+    }
+    summary
+}
+
+/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
+pub(crate) fn header_names(headers: &[AuthHeader]) -> String {
+    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        None => "no header".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
 
 /// Every key the loader knows, dotted (`direktiv.endpoint`).
@@ -1780,7 +1903,7 @@ direktiv:
         assert!(s.direktiv.event_on_error);
         let token = s.direktiv.token.as_ref().unwrap();
         assert_eq!(token.expose_secret(), "direktiv-inline-token");
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
+        assert_eq!(s.direktiv.auth_headers, Auth::DEFAULT_HEADERS);
         assert!(
             loaded
                 .warnings
@@ -1810,8 +1933,12 @@ direktiv:
         assert_eq!(s.equinix.request_timeout, Duration::from_secs(30));
         assert_eq!(s.equinix.sweep_timeout, Duration::from_secs(300));
         assert_eq!(s.equinix.max_response_size, 32 * 1024 * 1024);
+        assert!(s.equinix.event_types.is_all());
         assert!(s.direktiv.token.is_none());
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivToken);
+        assert_eq!(
+            s.direktiv.auth_headers,
+            [AuthHeader::DirektivToken, AuthHeader::DirektivApiKey]
+        );
         assert!(!s.direktiv.insecure_skip_verify);
         assert_eq!(s.direktiv.ca_file, None);
         assert_eq!(s.direktiv.timeout, Duration::from_secs(10));
@@ -1819,6 +1946,12 @@ direktiv:
         assert_eq!(s.direktiv.max_retries, 5);
         assert!(!s.direktiv.event_on_error);
         assert_eq!(s.direktiv.error_event_interval, Duration::from_secs(300));
+        assert_eq!(s.direktiv.map_options, MapOptions::default());
+        assert_eq!(
+            s.direktiv.map_options.source_prefix,
+            "direktiv/listener/equinix"
+        );
+        assert_eq!(s.direktiv.map_options.type_prefix, None);
         assert_eq!(s.state.path, None);
         assert_eq!(s.state.overlap, Duration::from_secs(600));
         assert_eq!(s.state.dead_letter_path, None);
@@ -1859,7 +1992,19 @@ direktiv:
             }
         );
         assert!(matches!(s.equinix.start_from, Baseline::At(_)));
-        assert_eq!(s.direktiv.auth_header, AuthHeader::DirektivApiKey);
+        assert_eq!(s.direktiv.auth_headers, [AuthHeader::DirektivApiKey]);
+        assert_eq!(
+            s.equinix.event_types.patterns(),
+            ["provisioning.*", "instance.deleted"]
+        );
+        assert_eq!(
+            s.direktiv.map_options.type_prefix.as_deref(),
+            Some("com.example.")
+        );
+        assert_eq!(
+            s.direktiv.map_options.source_prefix,
+            "https://example.com/equinix"
+        );
         assert_eq!(s.log.format, LogFormat::Json);
         assert!(!s.server.enabled);
         assert!(s.state.reset_corrupt);
@@ -1888,7 +2033,7 @@ direktiv:
         let yaml = minimal_with("direktiv", "apikey: k1");
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeader::ApiKey);
+        assert_eq!(d.auth_headers, [AuthHeader::ApiKey]);
 
         let yaml = minimal_with(
             "direktiv",
@@ -1896,7 +2041,7 @@ direktiv:
         );
         let d = load(&yaml).unwrap().settings.direktiv;
         assert_eq!(d.token.unwrap().expose_secret(), "k1");
-        assert_eq!(d.auth_header, AuthHeader::DirektivApiKey);
+        assert_eq!(d.auth_headers, [AuthHeader::DirektivApiKey]);
     }
 
     #[test]
@@ -2070,6 +2215,31 @@ direktiv:
             ("equinix", "maxResponseSize: 32XB", "unknown unit"),
             ("equinix", "maxResponseSize: -1", "negative"),
             ("equinix", "maxResponseSize: [1]", "a size such as"),
+            (
+                "equinix",
+                "eventTypes: []",
+                "is empty, so no event would be sent",
+            ),
+            (
+                "equinix",
+                "eventTypes: [\"provisioning.*\", \"  \"]",
+                "empty pattern",
+            ),
+            ("equinix", "eventTypes: {a: 1}", "a list of type patterns"),
+            ("equinix", "eventTypes: [1]", "a type pattern in quotes"),
+            (
+                "direktiv",
+                "typePrefix: \"com example.\"",
+                "a space or a control character",
+            ),
+            (
+                "direktiv",
+                "typePrefix: \"a\\tb\"",
+                "a space or a control character",
+            ),
+            ("direktiv", "sourcePrefix: \"my source\"", "is not usable"),
+            ("direktiv", "sourcePrefix: \"x?y\"", "`?` and `#`"),
+            ("direktiv", "sourcePrefix: \"50%\"", "%XX"),
         ];
         for (section, line, needle) in cases {
             let found = problems(&minimal_with(section, line));
@@ -2113,6 +2283,89 @@ direktiv:
                 "{tail}: {found:?}"
             );
         }
+    }
+
+    #[test]
+    fn event_types_are_patterns_and_a_bad_one_names_its_line() {
+        let e = load(&minimal_with("equinix", "eventTypes: \"provisioning.*\""))
+            .unwrap()
+            .settings
+            .equinix;
+        assert_eq!(e.event_types.patterns(), ["provisioning.*"]);
+        let e = load(&minimal_with(
+            "equinix",
+            "eventTypes: [\"provisioning.*\", instance.deleted, \" provisioning.*\"]",
+        ))
+        .unwrap()
+        .settings
+        .equinix;
+        assert_eq!(
+            e.event_types.patterns(),
+            ["provisioning.*", "instance.deleted"]
+        );
+        assert!(e.event_types.matches("provisioning.110"));
+        assert!(!e.event_types.matches("power.off"));
+        assert!(
+            load(&minimal_with("equinix", "eventTypes:"))
+                .unwrap()
+                .settings
+                .equinix
+                .event_types
+                .is_all()
+        );
+
+        let found = problems(&minimal_with(
+            "equinix",
+            "eventTypes:\n    - provisioning.*\n    - \"\"",
+        ));
+        assert_eq!(
+            found,
+            [
+                "equinix.eventTypes (line 4): holds an empty pattern, which matches no type: \
+              remove it, or write `*` for every type"
+            ]
+        );
+    }
+
+    #[test]
+    fn type_and_source_prefixes_reach_the_mapper_validated() {
+        let d = load(&minimal_with(
+            "direktiv",
+            "typePrefix: com.example.\n  sourcePrefix: https://example.com/metal/",
+        ))
+        .unwrap()
+        .settings
+        .direktiv;
+        assert_eq!(d.map_options.type_prefix.as_deref(), Some("com.example."));
+        assert_eq!(d.map_options.source_prefix, "https://example.com/metal/");
+        // Empty means unset, as for the other string keys.
+        let d = load(&minimal_with(
+            "direktiv",
+            "typePrefix: \"\"\n  sourcePrefix: \"\"",
+        ))
+        .unwrap()
+        .settings
+        .direktiv;
+        assert_eq!(d.map_options, MapOptions::default());
+
+        let found = problems(&minimal_with("direktiv", "sourcePrefix: \"a b\""));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("direktiv.sourcePrefix (line 5): the source prefix \"a b\""),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn summary_lists_the_event_types_when_some_are_chosen() {
+        let all = summary(&load(MINIMAL).unwrap().settings);
+        assert!(!all.contains("event types"), "{all}");
+        let yaml = minimal_with("equinix", "eventTypes: [\"provisioning.*\", power.off]");
+        let some = summary(&load(&yaml).unwrap().settings);
+        assert!(
+            some.ends_with(", event types provisioning.* power.off"),
+            "{some}"
+        );
     }
 
     #[test]
@@ -2234,6 +2487,26 @@ direktiv:
         for secret in ["metal-inline-token", "direktiv-inline-token", "pw", "user"] {
             assert!(!summary.contains(secret), "{summary}");
         }
-        assert!(summary.contains("Direktiv-Token"), "{summary}");
+        assert!(
+            summary.contains("auth headers Direktiv-Token and Direktiv-Api-Key"),
+            "{summary}"
+        );
+        let narrowed = OLD.replace("  apikey: old-apikey\n", "  authHeader: apikey\n");
+        let narrowed = super::summary(&load(&narrowed).unwrap().settings);
+        assert!(narrowed.contains("(auth header apikey)"), "{narrowed}");
+    }
+
+    #[test]
+    fn auth_header_names_exactly_one_header() {
+        for (value, expected) in [
+            ("Direktiv-Token", AuthHeader::DirektivToken),
+            ("direktiv-api-key", AuthHeader::DirektivApiKey),
+            ("APIKEY", AuthHeader::ApiKey),
+            ("Authorization", AuthHeader::Bearer),
+        ] {
+            let yaml = minimal_with("direktiv", &format!("token: t\n  authHeader: {value}"));
+            let d = load(&yaml).unwrap().settings.direktiv;
+            assert_eq!(d.auth_headers, [expected], "{value}");
+        }
     }
 }

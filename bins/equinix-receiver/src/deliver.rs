@@ -6,9 +6,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use direktiv_broadcast::{Outcome, Sink};
+use direktiv_broadcast::{AuthHeader, Outcome, Sink};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::header_names;
 use crate::dead_letter::Answer;
 use crate::metrics::{FailureReason, HttpCode, Metrics, unix_now};
 
@@ -119,7 +120,11 @@ impl Target {
                 }
                 Outcome::Permanent { status, .. } => {
                     metrics.delivery_failure(FailureReason::Permanent, code);
-                    let reason = delivery.outcome.to_string();
+                    let reason = if delivery.outcome.is_auth_refusal() {
+                        format!("{}; {}", delivery.outcome, auth_hint(sink.auth_headers()))
+                    } else {
+                        delivery.outcome.to_string()
+                    };
                     return if is_endpoint_problem(status) {
                         Delivered::Deferred {
                             reason,
@@ -142,6 +147,22 @@ impl Target {
             }
         }
     }
+}
+
+/// What to check when Direktiv refuses the token (401, 403): the headers it
+/// was sent in (never the token) and the keys that change them.
+fn auth_hint(headers: &[AuthHeader]) -> String {
+    if headers.is_empty() {
+        return "no token was sent: set direktiv.token, direktiv.tokenFile or DIREKTIV_TOKEN"
+            .to_owned();
+    }
+    format!(
+        "the token was sent in {}: check that it is a valid token of this namespace \
+         (direktiv.token, direktiv.tokenFile or DIREKTIV_TOKEN), and set direktiv.authHeader \
+         to the one header your Direktiv reads (Direktiv-Api-Key from 2025, Direktiv-Token \
+         before, apikey in the oldest releases, Authorization behind a proxy)",
+        header_names(headers)
+    )
 }
 
 /// The event's id, for logs.
@@ -188,5 +209,21 @@ mod tests {
         for status in [400, 413, 422] {
             assert!(!is_endpoint_problem(status), "{status}");
         }
+    }
+
+    #[test]
+    fn a_refused_token_names_its_headers_and_the_key_that_changes_them() {
+        let both = auth_hint(&direktiv_broadcast::Auth::DEFAULT_HEADERS);
+        assert!(
+            both.starts_with("the token was sent in Direktiv-Token and Direktiv-Api-Key:"),
+            "{both}"
+        );
+        assert!(both.contains("direktiv.authHeader"), "{both}");
+        let one = auth_hint(&[AuthHeader::Bearer]);
+        assert!(
+            one.starts_with("the token was sent in Authorization: Bearer:"),
+            "{one}"
+        );
+        assert!(auth_hint(&[]).starts_with("no token was sent"));
     }
 }

@@ -207,13 +207,14 @@ fn settings(
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
             max_response_size: metal_events::DEFAULT_MAX_RESPONSE_SIZE,
+            event_types: crate::event_types::EventTypes::default(),
         },
         direktiv: DirektivSettings {
             endpoint,
             token: direktiv
                 .token()
                 .map(|token| SecretString::from(token.to_owned())),
-            auth_header: AuthHeader::DirektivToken,
+            auth_headers: vec![AuthHeader::DirektivToken],
             insecure_skip_verify: false,
             ca_file: None,
             timeout: Duration::from_secs(5),
@@ -223,6 +224,7 @@ fn settings(
             max_retries: 2,
             event_on_error: false,
             error_event_interval: Duration::from_secs(300),
+            map_options: metal_cloudevents::MapOptions::default(),
         },
         state: StateSettings {
             path: Some(state_dir.join("state.json")),

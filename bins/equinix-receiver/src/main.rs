@@ -11,6 +11,7 @@ mod dead_letter;
 mod deliver;
 mod demo;
 mod error_events;
+mod event_types;
 mod future;
 mod gate;
 mod health;

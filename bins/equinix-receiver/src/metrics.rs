@@ -231,6 +231,7 @@ pub(crate) struct Metrics {
     pub(crate) events_already_delivered: Counter,
     pub(crate) events_unmappable: Counter,
     pub(crate) events_future_dated: Counter,
+    pub(crate) events_filtered: Counter,
     pub(crate) delivery_failures: Family<FailureLabels, Counter>,
     pub(crate) delivery_retries: Counter,
     pub(crate) last_successful_delivery: Gauge<f64, AtomicU64>,
@@ -278,6 +279,7 @@ impl Metrics {
             events_already_delivered: Counter::default(),
             events_unmappable: Counter::default(),
             events_future_dated: Counter::default(),
+            events_filtered: Counter::default(),
             delivery_failures: Family::default(),
             delivery_retries: Counter::default(),
             last_successful_delivery: Gauge::default(),
@@ -393,6 +395,12 @@ impl Metrics {
             "New events dated more than a minute past this host's clock (delivered; their date \
              never settles a list)",
             self.events_future_dated.clone(),
+        );
+        r.register(
+            "events_filtered",
+            "New events not sent because their type matches no pattern of equinix.eventTypes \
+             (settled, never sent later)",
+            self.events_filtered.clone(),
         );
         r.register(
             "delivery_failures",
@@ -543,6 +551,7 @@ mod tests {
     fn every_metric_has_the_prefix_and_counters_move() {
         let metrics = Metrics::new(SWEEP_TIMEOUT);
         metrics.events_delivered.inc();
+        metrics.events_filtered.inc();
         metrics
             .api_requests
             .get_or_create(&ApiLabels {
@@ -574,6 +583,7 @@ mod tests {
                 "equinix_receiver_delivery_failures_total{reason=\"retryable\",code=\"error\"}",
                 1.0,
             ),
+            ("equinix_receiver_events_filtered_total", 1.0),
             ("equinix_receiver_errors_total{kind=\"auth\"}", 1.0),
             ("equinix_receiver_errors_total{kind=\"state\"}", 0.0),
         ] {

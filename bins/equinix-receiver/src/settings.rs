@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use direktiv_broadcast::AuthHeader;
 use event_dedupe::Baseline;
+use metal_cloudevents::MapOptions;
 use secrecy::SecretString;
 use url::Url;
+
+use crate::event_types::EventTypes;
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -58,6 +61,8 @@ pub(crate) struct EquinixSettings {
     /// `equinix.maxResponseSize`, default 32 MiB: the largest answer body
     /// read from the Metal API.
     pub(crate) max_response_size: u64,
+    /// `equinix.eventTypes`, default every type: which events are delivered.
+    pub(crate) event_types: EventTypes,
 }
 
 /// Which event lists are polled.
@@ -89,8 +94,12 @@ pub(crate) struct DirektivSettings {
     /// The token, from `token`, `tokenFile`, `DIREKTIV_TOKEN` or `apikey`.
     /// `None` sends no auth header.
     pub(crate) token: Option<SecretString>,
-    /// `direktiv.authHeader`; `apikey` when only `direktiv.apikey` was given.
-    pub(crate) auth_header: AuthHeader,
+    /// The headers the token goes in: the one `direktiv.authHeader` names;
+    /// `apikey` when only `direktiv.apikey` was given; else
+    /// `Direktiv-Token` and `Direktiv-Api-Key` ([`Auth::DEFAULT_HEADERS`]).
+    ///
+    /// [`Auth::DEFAULT_HEADERS`]: direktiv_broadcast::Auth::DEFAULT_HEADERS
+    pub(crate) auth_headers: Vec<AuthHeader>,
     /// `direktiv.insecureSkipVerify`, default false.
     pub(crate) insecure_skip_verify: bool,
     /// `direktiv.caFile`: an extra PEM bundle to trust.
@@ -105,6 +114,9 @@ pub(crate) struct DirektivSettings {
     pub(crate) event_on_error: bool,
     /// `direktiv.errorEventInterval`, default 5 min.
     pub(crate) error_event_interval: Duration,
+    /// `direktiv.typePrefix` (default none) and `direktiv.sourcePrefix`
+    /// (default `direktiv/listener/equinix`), validated.
+    pub(crate) map_options: MapOptions,
 }
 
 /// Where the dedupe state lives (`state.*`).

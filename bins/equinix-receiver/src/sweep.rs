@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, Target};
 use crate::error_events::ErrorKind;
+use crate::event_types::EventTypes;
 use crate::future::{FutureDated, is_future};
 use crate::gate::RateGate;
 use crate::inventory::Inventory;
@@ -48,6 +49,8 @@ pub(crate) struct Pipeline {
     pub(crate) max_retries: u32,
     pub(crate) overlap: Duration,
     pub(crate) map_options: MapOptions,
+    /// `equinix.eventTypes`: events of other types are settled unsent.
+    pub(crate) event_types: EventTypes,
     pub(crate) hooks: Option<Arc<dyn Hooks>>,
     /// `created_at` (Unix milliseconds) of the newest event delivered so far.
     pub(crate) newest_delivered_ms: AtomicI64,
@@ -99,6 +102,9 @@ pub(crate) struct SweepReport {
     /// Events without id or type (they cannot become CloudEvents), and
     /// events the client could not decode.
     pub(crate) unmappable: usize,
+    /// New events whose type `equinix.eventTypes` leaves out: settled unsent,
+    /// not counted in `new`.
+    pub(crate) filtered: usize,
     /// The state could not be written.
     pub(crate) persist_error: Option<String>,
     /// Wall time.
@@ -396,7 +402,8 @@ impl Pipeline {
             }
         }
         let mut groups: HashMap<String, Group> = HashMap::new();
-        let mut unmappable = Vec::new();
+        // Unmappable or filtered out: settled without being sent.
+        let mut unsent = Vec::new();
         {
             let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
             let Progress {
@@ -423,6 +430,17 @@ impl Pipeline {
                     Utc::now(),
                     &self.metrics,
                 );
+                // A typeless event is left to the mapper, which reports it.
+                if let Some(ty) = event.event_type.as_deref().filter(|ty| !ty.is_empty())
+                    && !self.event_types.matches(ty)
+                {
+                    report.filtered += 1;
+                    self.metrics.events_filtered.inc();
+                    settled.insert(id.clone());
+                    tracing::debug!(id, ty, "type not in equinix.eventTypes; settled unsent");
+                    unsent.push((id, event.created_at));
+                    continue;
+                }
                 let context = context(inventory, &poll.source, &event);
                 match metal_cloudevents::to_cloudevent(&event, &context, &self.map_options) {
                     Ok(cloud) => {
@@ -449,7 +467,7 @@ impl Pipeline {
                         self.metrics.events_unmappable.inc();
                         settled.insert(id.clone());
                         tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
-                        unmappable.push((id, event.created_at));
+                        unsent.push((id, event.created_at));
                     }
                 }
             }
@@ -469,13 +487,14 @@ impl Pipeline {
                     reason = %skipped.reason, "an event of the list could not be decoded; skipped");
                 if let Some(id) = id {
                     settled.insert(id.clone());
-                    unmappable.push((id, skipped.created_at));
+                    unsent.push((id, skipped.created_at));
                 }
             }
         }
         // Settled deliberately, like a refused event: recorded so it is
-        // reported once, not on every sweep until the floor passes it.
-        for (id, created_at) in unmappable {
+        // reported (or counted as filtered) once, not on every sweep until the
+        // floor passes it, and never sent later.
+        for (id, created_at) in unsent {
             if let Err(error) = self
                 .tracker
                 .record_delivered(&poll.source.key, &id, created_at)

@@ -101,7 +101,9 @@ fn the_old_config_works_unchanged() {
         outcome.stdout
     );
     assert!(
-        outcome.stdout.contains("auth header Direktiv-Token"),
+        outcome
+            .stdout
+            .contains("auth headers Direktiv-Token and Direktiv-Api-Key"),
         "{}",
         outcome.stdout
     );
@@ -346,7 +348,9 @@ fn the_environment_beats_the_file() {
         &[("DIREKTIV_TOKEN", "direktiv-SECRET-env")],
     );
     assert!(
-        outcome.stdout.contains("auth header Direktiv-Token"),
+        outcome
+            .stdout
+            .contains("auth headers Direktiv-Token and Direktiv-Api-Key"),
         "{}",
         outcome.stdout
     );
@@ -362,7 +366,9 @@ fn a_token_file_is_read_and_trimmed() {
     let outcome = check(&yaml);
     assert_eq!(outcome.code, Some(0), "{}", outcome.stderr);
     assert!(
-        outcome.stdout.contains("auth header Direktiv-Token"),
+        outcome
+            .stdout
+            .contains("auth headers Direktiv-Token and Direktiv-Api-Key"),
         "{}",
         outcome.stdout
     );

@@ -661,6 +661,68 @@ async fn sigterm_gives_up_after_the_grace_and_the_event_goes_out_after_restart()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_left_out_by_event_types_are_counted_once_and_never_sent() {
+    let metal = metal(MetalFaults::default()).await;
+    let direktiv = direktiv(DirektivFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ours: Vec<_> = metal
+        .events()
+        .into_iter()
+        .filter(|e| e.organization_id == metal.org_id() && e.scope != EventScope::Organization)
+        .collect();
+    let wanted: std::collections::HashSet<String> = ours
+        .iter()
+        .filter(|e| e.event_type.starts_with("provisioning."))
+        .map(|e| e.id.clone())
+        .collect();
+    let left_out = ours.len() - wanted.len();
+    assert!(
+        !wanted.is_empty() && left_out > 0,
+        "the fleet needs both kinds: {ours:#?}"
+    );
+    let yaml = config(
+        &metal,
+        metal.token(),
+        &direktiv,
+        &state_path(&dir),
+        "pollInterval: 200ms\nstartFrom: all\neventTypes: [\"provisioning.*\"]",
+        "",
+        "",
+    );
+    let receiver = Receiver::spawn(dir.path(), &yaml).await;
+
+    let sample = "equinix_receiver_events_filtered_total";
+    let start = Instant::now();
+    while receiver.metric(sample).await != Some(left_out as f64) {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "{sample} never reached {left_out}: {:?}\n{}",
+            receiver.metric(sample).await,
+            receiver.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    // Later sweeps find them settled: counted once, never pending, never sent.
+    let sweeps = "equinix_receiver_sweeps_total";
+    let later = receiver.metric(sweeps).await.unwrap_or_default() + 2.0;
+    while receiver.metric(sweeps).await.unwrap_or_default() < later {
+        assert!(start.elapsed() < DEADLINE, "no two more sweeps");
+        tokio::time::sleep(TICK).await;
+    }
+    assert_eq!(receiver.metric(sample).await, Some(left_out as f64));
+    assert_eq!(
+        receiver.metric("equinix_receiver_pending_events").await,
+        Some(0.0)
+    );
+    let accepted: std::collections::HashSet<String> = direktiv.accepted_ids().into_iter().collect();
+    assert_eq!(
+        accepted, wanted,
+        "exactly the provisioning events were sent"
+    );
+    assert_eq!(direktiv.accepted_count(), wanted.len(), "each once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_address_is_a_clear_start_up_error() {
     let metal = metal(MetalFaults::default()).await;
     let direktiv = direktiv(DirektivFaults::default()).await;

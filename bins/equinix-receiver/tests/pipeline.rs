@@ -129,6 +129,7 @@ async fn a_full_sweep_delivers_every_new_event_once_with_its_context() {
             Some("application/cloudevents+json")
         );
         assert_eq!(post.token.as_deref(), Some(DIREKTIV_TOKEN));
+        assert_eq!(post.api_key.as_deref(), Some(DIREKTIV_TOKEN));
         assert!(post.apikey.is_none());
         let header = post.traceparent.expect("a traceparent header");
         assert_eq!(post.event["traceparent"], header.as_str());
@@ -509,6 +510,7 @@ async fn the_old_config_keys_run_unchanged_with_an_api_url_and_a_state_path() {
         Some(DIREKTIV_TOKEN),
         "token wins over apikey"
     );
+    assert_eq!(posts[0].api_key.as_deref(), Some(DIREKTIV_TOKEN));
     assert!(posts[0].apikey.is_none());
 
     // Only the undocumented apikey: sent as `apikey`, as the old program did.
@@ -523,6 +525,113 @@ async fn the_old_config_keys_run_unchanged_with_an_api_url_and_a_state_path() {
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].apikey.as_deref(), Some("fake-old-apikey"));
     assert!(posts[0].token.is_none());
+    assert!(posts[0].api_key.is_none());
+    world.verify().await;
+}
+
+/// Device events of D1 and D2 that every test of authentication delivers.
+fn auth_events(world: &World) -> HashSet<String> {
+    world.metal.add(
+        &device_events_path(D1),
+        [
+            device_event(&eid(1), "provisioning.109", D1, ago(40)),
+            device_event(&eid(2), "provisioning.110", D1, ago(30)),
+        ],
+    );
+    world.metal.add(
+        &device_events_path(D2),
+        [device_event(&eid(3), "power.on", D2, ago(35))],
+    );
+    ids(&[&eid(1), &eid(2), &eid(3)])
+}
+
+#[tokio::test]
+async fn a_direktiv_of_either_era_gets_every_event_from_the_minimal_config() {
+    for header in ["direktiv-api-key", "direktiv-token"] {
+        let world = World::start().await;
+        let all = auth_events(&world);
+        world.direktiv.reads_token_from(header);
+
+        // The README's config: a token, no authHeader.
+        world.once(&["startFrom: all"], &[]).await.assert_code(0);
+        let accepted = world.direktiv.accepted_ids();
+        assert_each_once(&accepted);
+        assert_eq!(
+            accepted.into_iter().collect::<HashSet<_>>(),
+            all,
+            "a Direktiv reading {header}"
+        );
+        assert_eq!(world.direktiv.posts().len(), 3, "nothing was refused");
+        world.verify().await;
+    }
+}
+
+#[tokio::test]
+async fn auth_header_narrows_the_token_to_one_header() {
+    let world = World::start().await;
+    let all = auth_events(&world);
+    world
+        .once(&["startFrom: all"], &["authHeader: Direktiv-Token"])
+        .await
+        .assert_code(0);
+    assert_eq!(
+        world
+            .direktiv
+            .accepted_ids()
+            .into_iter()
+            .collect::<HashSet<_>>(),
+        all
+    );
+    for post in world.direktiv.posts() {
+        assert_eq!(post.token.as_deref(), Some(DIREKTIV_TOKEN));
+        assert!(post.api_key.is_none(), "Direktiv-Api-Key was sent");
+        assert!(post.apikey.is_none() && post.authorization.is_none());
+    }
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn a_refused_token_names_the_headers_it_went_in_and_suggests_auth_header() {
+    let world = World::start().await;
+    auth_events(&world);
+    // A Direktiv that reads only `apikey`, which is sent only on request.
+    world.direktiv.reads_token_from("apikey");
+
+    let run = world.once(&["startFrom: all"], &[]).await;
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("the token was sent in Direktiv-Token and Direktiv-Api-Key"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("direktiv.authHeader"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(DIREKTIV_TOKEN), "the token was logged");
+
+    // Narrowed to the wrong one header: the message names that header alone.
+    let run = world
+        .once(&["startFrom: all"], &["authHeader: Direktiv-Api-Key"])
+        .await;
+    run.assert_code(3);
+    assert!(
+        run.stderr
+            .contains("the token was sent in Direktiv-Api-Key:"),
+        "stderr:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(DIREKTIV_TOKEN), "the token was logged");
+
+    // The header it reads: everything goes out.
+    world.direktiv.clear();
+    world
+        .once(&["startFrom: all"], &["authHeader: apikey"])
+        .await
+        .assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids().len(), 3);
     world.verify().await;
 }
 
@@ -1308,5 +1417,128 @@ async fn a_429_storm_with_retry_after_0_gets_a_handful_of_requests() {
         .await
         .assert_code(0);
     assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn event_types_send_only_matching_events_and_settle_the_rest_for_good() {
+    let world = World::start().await;
+    let d1 = vec![
+        device_event(&eid(1), "provisioning.109", D1, ago(50)),
+        device_event(&eid(2), "power.off", D1, ago(45)),
+        device_event(&eid(3), "provisioning.110", D1, ago(40)),
+        device_event(&eid(4), "instance.deleted", D1, ago(35)),
+        device_event(&eid(5), "instance.created", D1, ago(30)),
+    ];
+    world.metal.add(&device_events_path(D1), d1.clone());
+    world.metal.add(
+        &project_events_path(P1),
+        d1.into_iter()
+            .chain([project_event(&eid(6), "project.updated", P1, ago(25))]),
+    );
+    let types = r#"eventTypes: ["provisioning.*", "instance.deleted"]"#;
+
+    let run = world.once(&["startFrom: all", types], &[]).await;
+    run.assert_code(0);
+    let accepted = world.direktiv.accepted_ids();
+    assert_each_once(&accepted);
+    assert_eq!(
+        accepted.into_iter().collect::<HashSet<_>>(),
+        ids(&[&eid(1), &eid(3), &eid(4)])
+    );
+    assert_eq!(world.direktiv.posts().len(), 3, "filtered events were sent");
+    assert!(
+        run.stderr.contains("new=3") && run.stderr.contains("filtered=3"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    // The next run finds them settled: nothing to send, nothing to filter
+    // again, nothing pending.
+    world.direktiv.clear();
+    let run = world.once(&["startFrom: all", types], &[]).await;
+    run.assert_code(0);
+    assert!(world.direktiv.posts().is_empty());
+    assert!(
+        run.stderr.contains("new=0") && run.stderr.contains("filtered=0"),
+        "stderr:\n{}",
+        run.stderr
+    );
+
+    // Settled for good: without the filter they are still not sent; a new
+    // event of any type is.
+    world.metal.add(
+        &device_events_path(D1),
+        [device_event(&eid(7), "power.on", D1, ago(5))],
+    );
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(7)]);
+    assert_eq!(world.direktiv.posts().len(), 1);
+    world.verify().await;
+}
+
+#[tokio::test]
+async fn type_and_source_prefixes_shape_every_cloudevent_and_the_dry_run_shows_the_same() {
+    let world = World::start().await;
+    world.metal.add(
+        &device_events_path(D1),
+        [device_event(&eid(1), "provisioning.110", D1, ago(40))],
+    );
+    world.metal.add(
+        &project_events_path(P2),
+        [project_event(&eid(2), "project.updated", P2, ago(30))],
+    );
+    let prefix = "https://events.example.com/metal";
+    let direktiv = [
+        "typePrefix: com.example.",
+        "sourcePrefix: https://events.example.com/metal/",
+        "event-on-error: true",
+    ];
+    // One list fails, so an error event goes out too.
+    let failing = device_events_path(D3);
+    let check = |events: &[Value]| {
+        let by = |id: &str| by_id(events, id).clone();
+        assert_eq!(by(&eid(1))["type"], "com.example.provisioning.110");
+        assert_eq!(
+            by(&eid(1))["source"],
+            format!("{prefix}/Direktiv%20Labs%20GmbH/Edge%20Fleet%20%232")
+        );
+        assert_eq!(by(&eid(2))["type"], "com.example.project.updated");
+        assert_eq!(
+            by(&eid(2))["source"],
+            format!("{prefix}/Direktiv%20Labs%20GmbH/Direktiv%20EKS%20Project")
+        );
+        assert_eq!(
+            by(&eid(1))["data"]["type"],
+            "provisioning.110",
+            "data is unchanged"
+        );
+        let error = events
+            .iter()
+            .find(|e| e["type"] == "equinix.receiver.error")
+            .unwrap_or_else(|| panic!("no error event among {events:#?}"));
+        assert_eq!(error["source"], format!("{prefix}/Direktiv%20Labs%20GmbH"));
+        assert_eq!(events.len(), 3, "{events:#?}");
+    };
+
+    world
+        .metal
+        .script(&failing, Reply::metal_error(422, "unprocessable"));
+    let config = world.write_config(&world.config(&["startFrom: all"], &direktiv));
+    let run = world.run(&config, &["--once", "--dry-run"]).await;
+    run.assert_code(3);
+    let printed: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    check(&printed);
+    assert!(world.direktiv.posts().is_empty());
+
+    world
+        .metal
+        .script(&failing, Reply::metal_error(422, "unprocessable"));
+    world.run(&config, &["--once"]).await.assert_code(3);
+    check(&world.direktiv.accepted());
     world.verify().await;
 }

@@ -25,7 +25,7 @@ pub struct SinkConfig {
     /// `https://direktiv.example.com/api/namespaces/ops/broadcast`
     /// (see [`endpoint_v1`](crate::endpoint_v1) and [`endpoint_v2`](crate::endpoint_v2)).
     pub endpoint: Url,
-    /// The token and the header it travels in; `None` sends no authentication header.
+    /// The token and the headers it travels in; `None` sends no authentication header.
     pub auth: Option<Auth>,
     /// A PEM file with extra CA certificates to trust, in addition to the system's.
     pub ca_file: Option<PathBuf>,
@@ -73,27 +73,56 @@ impl fmt::Debug for SinkConfig {
     }
 }
 
-/// A secret token and the header that carries it.
+/// A secret token and the headers that carry it.
 ///
-/// `Debug` shows the header name and `[REDACTED]` in place of the token.
+/// [`Auth::new`] sends the token in both headers Direktiv has read over the
+/// years, [`Auth::DEFAULT_HEADERS`], so one configuration works with every
+/// release; [`Auth::with_header`] narrows it to one. Every header carries
+/// the same value, marked sensitive (kept out of HTTP/2 header compression
+/// tables and `Debug` output).
+///
+/// `Debug` shows the header names and `[REDACTED]` in place of the token.
 #[derive(Clone)]
 pub struct Auth {
-    /// Which header carries the token.
-    pub header: AuthHeader,
+    /// The headers that carry the token, each once, in the order given. An
+    /// empty list sends no authentication header.
+    pub headers: Vec<AuthHeader>,
     /// The token.
     pub token: SecretString,
 }
 
 impl Auth {
-    /// A token sent in the default header, `Direktiv-Token`.
+    /// The headers [`Auth::new`] uses: `Direktiv-Token` (what Direktiv read
+    /// from 2022 to 2025) and `Direktiv-Api-Key` (what it reads since). Each
+    /// release reads its own header and ignores the other.
+    pub const DEFAULT_HEADERS: [AuthHeader; 2] =
+        [AuthHeader::DirektivToken, AuthHeader::DirektivApiKey];
+
+    /// A token sent in [`Auth::DEFAULT_HEADERS`], so that every Direktiv
+    /// release since 2022 reads it.
     pub fn new(token: impl Into<String>) -> Self {
-        Self::with_header(AuthHeader::default(), token)
+        Self::with_headers(Self::DEFAULT_HEADERS, token)
     }
 
-    /// A token sent in `header`.
+    /// A token sent in `header` only.
     pub fn with_header(header: AuthHeader, token: impl Into<String>) -> Self {
+        Self::with_headers([header], token)
+    }
+
+    /// A token sent in each of `headers`. A header named twice (also as
+    /// [`AuthHeader::Custom`] with a known name) is sent once.
+    pub fn with_headers(
+        headers: impl IntoIterator<Item = AuthHeader>,
+        token: impl Into<String>,
+    ) -> Self {
+        let mut unique: Vec<AuthHeader> = Vec::new();
+        for header in headers {
+            if !unique.iter().any(|h| h.name() == header.name()) {
+                unique.push(header);
+            }
+        }
         Self {
-            header,
+            headers: unique,
             token: SecretString::from(token.into()),
         }
     }
@@ -102,32 +131,31 @@ impl Auth {
 impl fmt::Debug for Auth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Auth")
-            .field("header", &self.header)
+            .field("headers", &self.headers)
             .field("token", &"[REDACTED]")
             .finish()
     }
 }
 
-/// The HTTP header that carries the token.
+/// An HTTP header that carries the token.
 ///
 /// Direktiv read `apikey` in its early releases, `Direktiv-Token` from 2022
-/// to 2025 (what the old Go receiver sent) and `Direktiv-Api-Key` since.
-/// It never reads `Authorization`; [`AuthHeader::Bearer`] is for proxies in
-/// front of it.
+/// to 2025 (what the old Go receiver sent) and `Direktiv-Api-Key` since;
+/// [`Auth::new`] sends both of the last two. It never reads `Authorization`;
+/// [`AuthHeader::Bearer`] is for proxies in front of it.
 ///
 /// Parsed from text case-insensitively: `direktiv-token`, `apikey`,
 /// `direktiv-api-key`, `bearer` or `authorization` (both mean
 /// `Authorization: Bearer <token>`), any other valid header name becomes
 /// [`AuthHeader::Custom`].
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AuthHeader {
-    /// `Direktiv-Token: <token>` (the default).
-    #[default]
+    /// `Direktiv-Token: <token>` (Direktiv 2022 to 2025).
     DirektivToken,
     /// `apikey: <token>`.
     ApiKey,
-    /// `Direktiv-Api-Key: <token>`.
+    /// `Direktiv-Api-Key: <token>` (Direktiv 2025 on).
     DirektivApiKey,
     /// `Authorization: Bearer <token>`.
     Bearer,
@@ -230,5 +258,29 @@ mod tests {
         assert!(!debug.contains("s3cr3t-t0ken"), "{debug}");
         assert!(debug.contains("[REDACTED]"), "{debug}");
         assert!(debug.contains("Bearer"), "{debug}");
+
+        let both = format!("{:?}", Auth::new("s3cr3t-t0ken"));
+        assert!(!both.contains("s3cr3t-t0ken"), "{both}");
+        assert!(
+            both.contains("DirektivToken") && both.contains("DirektivApiKey"),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn the_default_names_both_direktiv_headers_and_one_header_narrows_it() {
+        assert_eq!(
+            Auth::new("t").headers,
+            [AuthHeader::DirektivToken, AuthHeader::DirektivApiKey]
+        );
+        assert_eq!(
+            Auth::with_header(AuthHeader::ApiKey, "t").headers,
+            [AuthHeader::ApiKey]
+        );
+        let custom = AuthHeader::Custom(HeaderName::from_static("direktiv-token"));
+        assert_eq!(
+            Auth::with_headers([AuthHeader::DirektivToken, custom], "t").headers,
+            [AuthHeader::DirektivToken]
+        );
     }
 }

@@ -15,18 +15,22 @@
 //! | any other 4xx, a redirect | [`Outcome::Permanent`] | log, count, move on |
 //!
 //! Each request carries a fresh W3C `traceparent`, both as an HTTP header and
-//! as the event's `traceparent` extension. The token never appears in
-//! `Debug`, errors or logs.
+//! as the event's `traceparent` extension. [`Auth::new`] sends the token in
+//! both `Direktiv-Token` (Direktiv 2022 to 2025) and `Direktiv-Api-Key` (2025
+//! on), so it works with every release; [`Auth::with_header`] sends it in one
+//! header only. The token never appears in `Debug`, errors or logs.
 //!
 //! ```no_run
-//! use direktiv_broadcast::{Auth, AuthHeader, Sink, SinkConfig, endpoint_v2};
+//! use direktiv_broadcast::{Auth, Sink, SinkConfig, endpoint_v2};
 //! use cloudevents::{EventBuilder, EventBuilderV10};
 //! use url::Url;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let base = Url::parse("https://direktiv.example.com")?;
-//! let config = SinkConfig::new(endpoint_v2(&base, "ops")?)
-//!     .with_auth(Auth::with_header(AuthHeader::DirektivApiKey, "my-token"));
+//! // The token goes in `Direktiv-Token` and `Direktiv-Api-Key`, whichever
+//! // this Direktiv reads; `Auth::with_header(AuthHeader::DirektivApiKey, ..)`
+//! // would send it in one.
+//! let config = SinkConfig::new(endpoint_v2(&base, "ops")?).with_auth(Auth::new("my-token"));
 //! let sink = Sink::new(config)?;
 //!
 //! let event = EventBuilderV10::new()

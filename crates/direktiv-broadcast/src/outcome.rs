@@ -87,6 +87,20 @@ impl Outcome {
         matches!(self, Self::Permanent { .. } | Self::Unsendable { .. })
     }
 
+    /// Direktiv refused the token: [`Outcome::Permanent`] with 401 (no or
+    /// unknown token) or 403 (a token without the right to broadcast). Every
+    /// event will be refused the same way until the token or the header it
+    /// travels in ([`Auth::headers`](crate::Auth::headers)) changes.
+    pub fn is_auth_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Permanent {
+                status: 401 | 403,
+                ..
+            }
+        )
+    }
+
     /// The wait Direktiv asked for, if this is a retryable outcome that had one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -343,6 +357,16 @@ mod tests {
         }
         for code in [408, 429, 500, 502, 503, 504] {
             assert!(classify(code, "").is_retryable(), "{code}");
+        }
+    }
+
+    #[test]
+    fn only_401_and_403_are_refusals_of_the_token() {
+        for code in [401, 403] {
+            assert!(classify(code, "").is_auth_refusal(), "{code}");
+        }
+        for code in [200, 400, 404, 407, 409, 415, 500] {
+            assert!(!classify(code, "").is_auth_refusal(), "{code}");
         }
     }
 

@@ -11,7 +11,7 @@ use secrecy::ExposeSecret;
 use tracing::Instrument;
 use url::Url;
 
-use crate::config::SinkConfig;
+use crate::config::{Auth, AuthHeader, SinkConfig};
 use crate::endpoint::{check_scheme, redacted};
 use crate::error::{Error, Result};
 use crate::outcome::{Delivery, Outcome, classify_response, classify_transport};
@@ -40,8 +40,10 @@ struct Inner {
     endpoint: Url,
     /// The endpoint without credentials or query, for logs.
     endpoint_log: String,
-    /// Header name and value (marked sensitive) carrying the token.
-    auth: Option<(HeaderName, HeaderValue)>,
+    /// Each header carrying the token, with its value (marked sensitive).
+    auth: Vec<(HeaderName, HeaderValue)>,
+    /// The same headers as configured, for callers and logs.
+    auth_headers: Vec<AuthHeader>,
 }
 
 impl Sink {
@@ -60,17 +62,24 @@ impl Sink {
         check_scheme(&config.endpoint)?;
         let endpoint_log = redacted(&config.endpoint);
 
-        let auth = match &config.auth {
-            None => None,
-            Some(auth) => {
-                let text = format!("{}{}", auth.header.prefix(), auth.token.expose_secret());
+        let mut auth = Vec::new();
+        let mut auth_headers = Vec::new();
+        if let Some(Auth { headers, token }) = &config.auth {
+            for header in headers {
+                let name = header.name();
+                // `Auth::with_headers` drops repeats; a list built by hand may not.
+                if auth.iter().any(|(sent, _)| *sent == name) {
+                    continue;
+                }
+                let text = format!("{}{}", header.prefix(), token.expose_secret());
                 let mut value = HeaderValue::from_str(&text).map_err(|_| Error::InvalidToken {
-                    header: auth.header.name().to_string(),
+                    header: name.to_string(),
                 })?;
                 value.set_sensitive(true);
-                Some((auth.header.name(), value))
+                auth.push((name, value));
+                auth_headers.push(header.clone());
             }
-        };
+        }
 
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
@@ -117,6 +126,7 @@ impl Sink {
                 endpoint: config.endpoint,
                 endpoint_log,
                 auth,
+                auth_headers,
             }),
         })
     }
@@ -124,6 +134,12 @@ impl Sink {
     /// The endpoint every event is posted to.
     pub fn endpoint(&self) -> &Url {
         &self.inner.endpoint
+    }
+
+    /// The headers the token is sent in, as configured (empty without
+    /// authentication): what to name when Direktiv refuses the token.
+    pub fn auth_headers(&self) -> &[AuthHeader] {
+        &self.inner.auth_headers
     }
 
     /// Posts one event in structured mode
@@ -213,7 +229,7 @@ impl Sink {
             status,
             elapsed: start.elapsed(),
         };
-        log(&delivery);
+        log(&delivery, &self.inner.auth_headers);
         delivery
     }
 
@@ -230,7 +246,7 @@ impl Sink {
             .header(CONTENT_TYPE, content_type)
             .header(TRACEPARENT, tp)
             .body(body);
-        if let Some((name, value)) = &self.inner.auth {
+        for (name, value) in &self.inner.auth {
             request = request.header(name.clone(), value.clone());
         }
         let mut response = match request.send().await {
@@ -273,9 +289,21 @@ async fn read_limited(response: &mut reqwest::Response) -> reqwest::Result<Strin
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-fn log(delivery: &Delivery) {
+/// Logs how a send ended; a refused token names the headers it was sent in.
+fn log(delivery: &Delivery, auth_headers: &[AuthHeader]) {
     let elapsed_ms = u64::try_from(delivery.elapsed.as_millis()).unwrap_or(u64::MAX);
     match &delivery.outcome {
+        outcome if outcome.is_auth_refusal() => tracing::warn!(
+            outcome = outcome.label(),
+            status = delivery.status,
+            elapsed_ms,
+            auth_headers = %auth_headers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            "Direktiv refused the token: {outcome}"
+        ),
         Outcome::Delivered | Outcome::AlreadyDelivered => tracing::debug!(
             outcome = delivery.outcome.label(),
             status = delivery.status,
@@ -304,10 +332,53 @@ impl fmt::Debug for Sink {
         f.debug_struct("Sink")
             .field("endpoint", &self.inner.endpoint_log)
             .field(
-                "auth_header",
-                &self.inner.auth.as_ref().map(|(name, _)| name.as_str()),
+                "auth_headers",
+                &self
+                    .inner
+                    .auth
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>(),
             )
-            .field("token", &self.inner.auth.as_ref().map(|_| "[REDACTED]"))
+            .field(
+                "token",
+                &(!self.inner.auth.is_empty()).then_some("[REDACTED]"),
+            )
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_token_headers_are_both_sensitive_and_never_shown() {
+        let endpoint = Url::parse("http://127.0.0.1:1/api/namespaces/ops/broadcast").unwrap();
+        let sink =
+            Sink::new(SinkConfig::new(endpoint).with_auth(Auth::new("s3cr3t-t0ken"))).unwrap();
+        let sent: Vec<&str> = sink.inner.auth.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(sent, ["direktiv-token", "direktiv-api-key"]);
+        for (name, value) in &sink.inner.auth {
+            assert!(value.is_sensitive(), "{name} is not marked sensitive");
+            assert_eq!(value.as_bytes(), b"s3cr3t-t0ken");
+        }
+        assert_eq!(sink.auth_headers(), Auth::DEFAULT_HEADERS);
+        let debug = format!("{sink:?}");
+        assert!(!debug.contains("s3cr3t-t0ken"), "{debug}");
+        assert!(
+            debug.contains("direktiv-token") && debug.contains("direktiv-api-key"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn a_repeated_header_in_a_hand_built_list_is_sent_once() {
+        let endpoint = Url::parse("http://127.0.0.1:1/api/namespaces/ops/broadcast").unwrap();
+        let mut auth = Auth::with_header(AuthHeader::ApiKey, "t");
+        auth.headers.push(AuthHeader::ApiKey);
+        let sink = Sink::new(SinkConfig::new(endpoint).with_auth(auth)).unwrap();
+        assert_eq!(sink.inner.auth.len(), 1);
+        assert_eq!(sink.auth_headers(), [AuthHeader::ApiKey]);
     }
 }

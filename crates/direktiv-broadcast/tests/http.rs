@@ -335,8 +335,96 @@ async fn each_auth_header_carries_the_token() {
 }
 
 #[tokio::test]
-async fn the_default_header_is_direktiv_token() {
+async fn by_default_the_token_goes_in_both_direktiv_headers() {
     let (server, sink) = setup(Some(Auth::new(TOKEN))).await;
+    Mock::given(method("POST"))
+        .and(path(BROADCAST))
+        .and(header("Direktiv-Token", TOKEN))
+        .and(header("Direktiv-Api-Key", TOKEN))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(sink.send(&event()).await.outcome, Outcome::Delivered);
+    let request = &server.received_requests().await.unwrap()[0];
+    for name in ["direktiv-token", "direktiv-api-key"] {
+        assert_eq!(
+            request.headers.get_all(name).iter().count(),
+            1,
+            "{name} sent once"
+        );
+    }
+    for name in ["apikey", "authorization"] {
+        assert!(!request.headers.contains_key(name), "{name} was sent");
+    }
+}
+
+/// A Direktiv of one era: it reads only `header` and answers 401 without it.
+async fn direktiv_reading_only(header_name: &'static str) -> (MockServer, Sink) {
+    let (server, sink) = setup(Some(Auth::new(TOKEN))).await;
+    Mock::given(method("POST"))
+        .and(path(BROADCAST))
+        .and(header(header_name, TOKEN))
+        .respond_with(ResponseTemplate::new(200))
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(BROADCAST))
+        .respond_with(ResponseTemplate::new(401).set_body_string("unauthorized"))
+        .with_priority(2)
+        .mount(&server)
+        .await;
+    (server, sink)
+}
+
+#[tokio::test]
+async fn the_default_is_accepted_by_every_direktiv_era() {
+    for header_name in ["Direktiv-Token", "Direktiv-Api-Key"] {
+        let (_server, sink) = direktiv_reading_only(header_name).await;
+        assert_eq!(
+            sink.send(&event()).await.outcome,
+            Outcome::Delivered,
+            "a Direktiv that reads only {header_name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn listed_headers_each_carry_the_token_once() {
+    let auth = Auth::with_headers(
+        [
+            AuthHeader::ApiKey,
+            AuthHeader::Bearer,
+            AuthHeader::ApiKey,
+            "APIKEY".parse().unwrap(),
+        ],
+        TOKEN,
+    );
+    assert_eq!(auth.headers, [AuthHeader::ApiKey, AuthHeader::Bearer]);
+    let (server, sink) = setup(Some(auth)).await;
+    assert_eq!(
+        sink.auth_headers(),
+        [AuthHeader::ApiKey, AuthHeader::Bearer]
+    );
+    Mock::given(method("POST"))
+        .and(header("apikey", TOKEN))
+        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .respond_with(ResponseTemplate::new(200))
+        .expect(1)
+        .mount(&server)
+        .await;
+    assert_eq!(sink.send(&event()).await.outcome, Outcome::Delivered);
+    let request = &server.received_requests().await.unwrap()[0];
+    assert_eq!(request.headers.get_all("apikey").iter().count(), 1);
+    for name in ["direktiv-token", "direktiv-api-key"] {
+        assert!(!request.headers.contains_key(name), "{name} was sent");
+    }
+}
+
+#[tokio::test]
+async fn one_header_sends_only_that_header() {
+    let (server, sink) = setup(Some(Auth::with_header(AuthHeader::DirektivToken, TOKEN))).await;
     Mock::given(method("POST"))
         .and(header("Direktiv-Token", TOKEN))
         .respond_with(ResponseTemplate::new(200))
@@ -344,6 +432,10 @@ async fn the_default_header_is_direktiv_token() {
         .mount(&server)
         .await;
     assert_eq!(sink.send(&event()).await.outcome, Outcome::Delivered);
+    let request = &server.received_requests().await.unwrap()[0];
+    for name in ["direktiv-api-key", "apikey", "authorization"] {
+        assert!(!request.headers.contains_key(name), "{name} was sent");
+    }
 }
 
 #[tokio::test]
@@ -593,6 +685,10 @@ async fn the_token_never_shows_in_debug_display_or_logs() {
     assert!(
         logs.contains("rejected (HTTP 401)"),
         "the rejection is logged:\n{logs}"
+    );
+    assert!(
+        logs.contains("refused the token") && logs.contains("auth_headers=Authorization: Bearer"),
+        "the refusal names the header the token went in:\n{logs}"
     );
     seen.push(logs);
     for text in seen {

@@ -368,8 +368,14 @@ pub(crate) type Answer = Arc<dyn Fn(&Value, usize) -> Reply + Send + Sync>;
 pub(crate) struct Post {
     pub(crate) event: Value,
     pub(crate) content_type: Option<String>,
+    /// The `Direktiv-Token` header.
     pub(crate) token: Option<String>,
+    /// The `Direktiv-Api-Key` header.
+    pub(crate) api_key: Option<String>,
+    /// The old `apikey` header.
     pub(crate) apikey: Option<String>,
+    /// The `Authorization` header.
+    pub(crate) authorization: Option<String>,
     pub(crate) traceparent: Option<String>,
     pub(crate) status: u16,
 }
@@ -377,6 +383,9 @@ pub(crate) struct Post {
 #[derive(Default)]
 struct DirektivState {
     posts: Vec<Post>,
+    /// The one header this Direktiv reads the token from; without the
+    /// token there it answers 401 whatever the script says.
+    reads: Option<&'static str>,
 }
 
 /// The broadcast endpoint's script and log.
@@ -390,6 +399,12 @@ impl Direktiv {
     /// From now on, Direktiv answers with `answer`.
     pub(crate) fn answer(&self, answer: impl Fn(&Value, usize) -> Reply + Send + Sync + 'static) {
         *self.answer.lock().expect("lock") = Arc::new(answer);
+    }
+
+    /// From now on, Direktiv reads the token from `header` only (as each
+    /// Direktiv release does) and answers 401 when it is not there.
+    pub(crate) fn reads_token_from(&self, header: &'static str) {
+        self.state.lock().expect("lock").reads = Some(header);
     }
 
     /// Every request received.
@@ -439,12 +454,19 @@ impl Respond for DirektivResponder {
             .iter()
             .filter(|p| p.event["id"].as_str() == Some(id.as_str()))
             .count();
-        let reply = answer(&event, earlier);
+        let reply = match state.reads {
+            Some(name) if header(name).as_deref() != Some(DIREKTIV_TOKEN) => {
+                Reply::new(401).body(r#"{"error":"unauthorized"}"#)
+            }
+            _ => answer(&event, earlier),
+        };
         state.posts.push(Post {
             event,
             content_type: header("content-type"),
             token: header("direktiv-token"),
+            api_key: header("direktiv-api-key"),
             apikey: header("apikey"),
+            authorization: header("authorization"),
             traceparent: header("traceparent"),
             status: reply.status,
         });
