@@ -89,7 +89,8 @@ pub(crate) struct Cli {
 
     /// Run the built-in local demo: a simulated Metal API and Direktiv on 127.0.0.1, the
     /// real pipeline between them, one line per delivered CloudEvent. Needs no config and
-    /// no credentials; Ctrl-C ends it with a summary (see docs/demo.md).
+    /// no credentials; Ctrl-C ends it with a summary (see docs/demo.md). The receiver's
+    /// warnings are `!!!` lines of the display; RUST_LOG puts its full log on stderr.
     #[arg(
         long,
         help_heading = "Demo",

@@ -10,8 +10,11 @@
 //! after the baseline must have reached Direktiv exactly once, or be provably
 //! still pending.
 //!
-//! The display goes to stdout; logs go to stderr at `warn` unless `RUST_LOG`
-//! says otherwise.
+//! The display goes to stdout, the receiver's warnings included as short
+//! lines ([`warnings`]); nothing goes to stderr unless `RUST_LOG` asks for the
+//! log there.
+
+mod warnings;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
@@ -64,15 +67,25 @@ const SWEEP_START_MARGIN: Duration = Duration::from_millis(250);
 
 /// Runs the demo until Ctrl-C (or `--demo-events`), then prints the summary.
 pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
+    let display = Arc::new(Display::new());
     let rust_log = std::env::var("RUST_LOG").ok();
-    crate::logging::init(
+    crate::logging::init_with(
+        // No log on stderr unless `RUST_LOG` asks: the display shows warnings.
         &LogSettings {
             format: LogFormat::Text,
-            level: "warn".to_owned(),
+            level: "off".to_owned(),
         },
         rust_log.as_deref(),
+        Some(warnings::layer(Arc::clone(&display))),
     )?;
+    let result = run_with_display(options, Arc::clone(&display)).await;
+    // Whatever ended the demo, no warning waits for a status line any more.
+    display.end_warnings();
+    result
+}
 
+/// The demo itself, showing what happens on `display`.
+async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow::Result<ExitCode> {
     let state_dir = tempfile::Builder::new()
         .prefix("equinix-receiver-demo-")
         .tempdir()
@@ -104,7 +117,6 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
 
     let baseline = (Utc::now() - START_BACK).trunc_subsecs(0);
     let settings = settings(&metal, &direktiv, baseline, state_dir.path())?;
-    let display = Arc::new(Display::new());
     display.header(&metal, &direktiv, &options, baseline, state_dir.path());
 
     let stop = CancellationToken::new();
@@ -142,6 +154,7 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
         ..Extras::default()
     };
     let result = app::run_with(settings, RunOptions::default(), extras).await;
+    display.end_warnings();
 
     // Stop the world before counting it.
     stop.cancel();
@@ -313,6 +326,8 @@ struct Display {
     started: Instant,
     delivered: AtomicU64,
     state: Mutex<DisplayState>,
+    /// The receiver's warnings since the last status line.
+    warnings: warnings::Warnings,
 }
 
 /// Column widths of the event lines.
@@ -326,6 +341,7 @@ impl Display {
             started: Instant::now(),
             delivered: AtomicU64::new(0),
             state: Mutex::new(DisplayState::default()),
+            warnings: warnings::Warnings::default(),
         }
     }
 
@@ -403,6 +419,9 @@ impl Display {
                     None => "Ctrl-C stops the demo.".to_owned(),
                 }
             ),
+            "Lines with !!! are the receiver's warnings, one per kind between status lines; \
+             RUST_LOG=warn puts its full log on stderr."
+                .to_owned(),
             String::new(),
             format!(
                 "{:<8}  {:<TYPE_WIDTH$}  {:<DEVICE_WIDTH$}  {:<PROJECT_WIDTH$}  SOURCE",
@@ -477,7 +496,18 @@ impl Display {
             }
         };
         if let Some(line) = line {
-            self.print(&line);
+            let mut lines = self.warnings.take();
+            lines.push(line);
+            self.print(&lines.join("\n"));
+        }
+    }
+
+    /// Prints the warnings still waiting for a status line; later ones are
+    /// printed at once.
+    fn end_warnings(&self) {
+        let lines = self.warnings.close();
+        if !lines.is_empty() {
+            self.print(&lines.join("\n"));
         }
     }
 

@@ -5,6 +5,7 @@ mod process_support;
 
 use process_support::send_signal;
 
+use std::cell::Cell;
 use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -18,11 +19,19 @@ struct Demo {
 }
 
 impl Demo {
+    /// Starts the demo as a newcomer does: without `RUST_LOG`.
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_equinix-receiver"))
-            .arg("--demo")
-            .args(args)
-            .env_remove("RUST_LOG")
+        Self::start_with_log(args, None)
+    }
+
+    /// Starts the demo with `RUST_LOG` set to `rust_log`, or unset.
+    fn start_with_log(args: &[&str], rust_log: Option<&str>) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_equinix-receiver"));
+        command.arg("--demo").args(args).env_remove("RUST_LOG");
+        if let Some(rust_log) = rust_log {
+            command.env("RUST_LOG", rust_log);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -124,6 +133,11 @@ impl Demo {
         self.seen.join("\n")
     }
 
+    /// The display's warning lines (`HH:MM:SS !!! ...`).
+    fn warning_lines(&self) -> Vec<&String> {
+        self.seen.iter().filter(|l| is_warning_line(l)).collect()
+    }
+
     /// The per-event lines: they end in the CloudEvent's source.
     fn event_lines(&self) -> Vec<&String> {
         self.seen
@@ -149,6 +163,41 @@ impl Demo {
 
 fn is_event_line(line: &str) -> bool {
     line.contains("direktiv/listener/equinix/Direktiv")
+}
+
+fn is_warning_line(line: &str) -> bool {
+    line.get(8..).is_some_and(|rest| rest.starts_with(" !!! "))
+}
+
+/// Between two status lines, each kind of warning is shown at most once: no
+/// warning text repeats within a status period.
+fn assert_one_warning_per_kind_and_period(demo: &Demo) {
+    let out = demo.output();
+    for period in out.split(" --- status: ") {
+        let mut texts: Vec<&str> = period
+            .lines()
+            .filter(|l| is_warning_line(l))
+            .map(|l| l[13..].split(" (x").next().unwrap_or_default())
+            .collect();
+        let shown = texts.len();
+        texts.sort_unstable();
+        texts.dedup();
+        assert_eq!(
+            texts.len(),
+            shown,
+            "a warning repeats in one period:\n{out}"
+        );
+    }
+}
+
+/// Without `RUST_LOG`, the demo writes nothing to stderr: no raw log lines.
+fn assert_quiet_stderr(demo: &mut Demo) {
+    let stderr = demo.stderr();
+    assert!(
+        stderr.is_empty(),
+        "stderr is not empty:\n{stderr}\nstdout:\n{}",
+        demo.output()
+    );
 }
 
 fn assert_sound_summary(demo: &Demo) {
@@ -244,18 +293,33 @@ fn an_outage_shows_pending_events_that_are_delivered_when_direktiv_is_back() {
             .any(|l| l.contains("refused while down or faulty") && !l.contains(" 0 refused")),
         "{out}"
     );
+    // The receiver's warnings are lines of the display, not log lines.
+    assert!(
+        demo.warning_lines()
+            .iter()
+            .any(|l| l.contains("!!! Direktiv did not take")),
+        "{out}"
+    );
+    assert_one_warning_per_kind_and_period(&demo);
+    assert_quiet_stderr(&mut demo);
 }
 
 #[test]
 fn a_busy_metal_api_slows_the_demo_down_but_loses_nothing() {
-    let mut demo = Demo::start(&[
-        "--demo-api-faults",
-        "--demo-rate",
-        "5",
-        "--demo-events",
-        "30",
-    ]);
-    let status = demo.wait_exit(Duration::from_secs(40));
+    let mut demo = Demo::start(&["--demo-api-faults", "--demo-rate", "5"]);
+    // 5% of requests get 429: the first comes within a few sweeps.
+    demo.wait_for(
+        "a rate-limit warning on the display",
+        Duration::from_secs(30),
+        |l| is_warning_line(l) && l.contains("!!! the Metal API is rate limiting: pausing 1 s"),
+    );
+    let events = Cell::new(demo.event_lines().len());
+    demo.wait_for("30 delivered events", Duration::from_secs(40), |l| {
+        events.set(events.get() + usize::from(is_event_line(l)));
+        events.get() >= 30
+    });
+    demo.interrupt();
+    let status = demo.wait_exit(Duration::from_secs(10));
     let out = demo.output();
     assert!(status.success(), "exit {status:?}; stdout:\n{out}");
     assert!(demo.event_lines().len() >= 30, "{out}");
@@ -265,5 +329,29 @@ fn a_busy_metal_api_slows_the_demo_down_but_loses_nothing() {
         out.lines()
             .any(|l| l.contains("faults injected") && !l.contains(" 0 faults injected")),
         "{out}"
+    );
+    assert_one_warning_per_kind_and_period(&demo);
+    assert_quiet_stderr(&mut demo);
+}
+
+#[test]
+fn rust_log_still_gives_the_full_log_on_stderr() {
+    let mut demo = Demo::start_with_log(&["--demo-outage", "2", "--demo-rate", "4"], Some("warn"));
+    demo.wait_for("a warning on the display", Duration::from_secs(30), |l| {
+        is_warning_line(l) && l.contains("!!! Direktiv did not take")
+    });
+    demo.interrupt();
+    let status = demo.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit {status:?}; stdout:\n{}",
+        demo.output()
+    );
+    let stderr = demo.stderr();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains(" WARN ") && l.contains("some events were not delivered")),
+        "no log lines on stderr:\n{stderr}"
     );
 }
