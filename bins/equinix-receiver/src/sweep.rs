@@ -163,8 +163,9 @@ type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 /// The floor a fully read list may move to: the newest creation time such that
 /// every event read at or before it is settled. When every event read is
 /// settled, at least `now - overlap`, since events that old can no longer turn
-/// up late. `None` when nothing can be claimed. A settled event dated in the
-/// future never becomes the floor: its date is not a clock, and events that
+/// up late. With a pending event and nothing settled before it, one second
+/// before that event, so the list holds the horizon back. A settled event
+/// dated in the future never becomes the floor: its date is not a clock, and events that
 /// happen before it have not been listed yet.
 pub(crate) fn floor_for(
     read: impl IntoIterator<Item = (Option<DateTime<Utc>>, bool)>,
@@ -184,7 +185,16 @@ pub(crate) fn floor_for(
         }
     }
     match oldest_unsettled {
-        Some(unsettled) => settled_times.into_iter().filter(|at| *at < unsettled).max(),
+        // Everything read before the oldest unsettled event is settled. With
+        // nothing settled below it, the floor still goes just below it: a
+        // list that never got a floor would otherwise not hold the horizon
+        // back, and the horizon (moved by the other lists) would pass its
+        // pending event, which would then count as settled and be lost.
+        Some(unsettled) => settled_times
+            .into_iter()
+            .filter(|at| *at < unsettled)
+            .max()
+            .or_else(|| unsettled.checked_sub_signed(chrono::TimeDelta::seconds(1))),
         None => {
             let quiet = chrono::Duration::from_std(overlap)
                 .ok()
@@ -305,22 +315,30 @@ impl Pipeline {
         report.lists = lists;
         report.deferred = report.new - report.delivered - report.already - report.rejected;
 
-        // Settle: move the floor of every list read to its settled part.
-        for poll in polls.iter().filter(|p| matches!(p.end, ListEnd::Complete)) {
-            let read = poll.seen.iter().map(|seen| {
-                let done = match seen.verdict {
-                    Verdict::New => seen
-                        .new_id
-                        .as_ref()
-                        .is_none_or(|id| settled.contains(id.as_str())),
-                    _ => true,
-                };
-                (seen.created_at, done)
-            });
-            if let Some(floor) = floor_for(read, now, self.overlap)
-                && let Err(error) = self.tracker.advance_floor(&poll.source.key, floor).await
-            {
-                tracing::warn!(source = %poll.source.key, %error, "could not move the source's floor");
+        // Settle: move the floor of every list read to its settled part,
+        // lowest first: the horizon only moves forward, so a list seen for
+        // the first time must hold it back before the others move it.
+        let mut floors: Vec<(&str, DateTime<Utc>)> = polls
+            .iter()
+            .filter(|p| matches!(p.end, ListEnd::Complete))
+            .filter_map(|poll| {
+                let read = poll.seen.iter().map(|seen| {
+                    let done = match seen.verdict {
+                        Verdict::New => seen
+                            .new_id
+                            .as_ref()
+                            .is_none_or(|id| settled.contains(id.as_str())),
+                        _ => true,
+                    };
+                    (seen.created_at, done)
+                });
+                floor_for(read, now, self.overlap).map(|floor| (poll.source.key.as_str(), floor))
+            })
+            .collect();
+        floors.sort_by_key(|(_, floor)| *floor);
+        for (source, floor) in floors {
+            if let Err(error) = self.tracker.advance_floor(source, floor).await {
+                tracing::warn!(source, %error, "could not move the source's floor");
             }
         }
         if let Err(error) = self.tracker.persist().await {
@@ -747,10 +765,14 @@ mod tests {
     }
 
     #[test]
-    fn floor_with_nothing_settled_below_the_oldest_pending_is_none() {
+    fn floor_stops_just_below_the_oldest_pending_event() {
         let read = [(Some(t(50)), false), (Some(t(40)), true)];
         assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(40)));
-        assert_eq!(floor_for([(Some(t(50)), false)], t(100), OVERLAP), None);
+        assert_eq!(
+            floor_for([(Some(t(50)), false)], t(100), OVERLAP),
+            Some(t(49)),
+            "just below a pending event that nothing settled precedes"
+        );
     }
 
     #[test]

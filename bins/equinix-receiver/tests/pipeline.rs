@@ -1542,3 +1542,26 @@ async fn type_and_source_prefixes_shape_every_cloudevent_and_the_dry_run_shows_t
     check(&world.direktiv.accepted());
     world.verify().await;
 }
+
+#[tokio::test]
+async fn a_pending_event_of_a_list_without_a_floor_is_not_passed_by_the_horizon() {
+    // A fresh state, every event counts: the project's only event is three
+    // hours old (older than twice the 10 min overlap), and Direktiv refuses
+    // it for the whole first run. The device lists settle meanwhile and move
+    // the horizon: it must not pass the project's pending event.
+    let world = World::start().await;
+    let old = project_event(&eid(1), "project.updated", P1, ago(3 * 3600));
+    world.metal.add(&project_events_path(P1), [old]);
+    world
+        .direktiv
+        .answer(|_, _| Reply::new(503).body("upstream unavailable"));
+    world.once(&["startFrom: all"], &[]).await.assert_code(3);
+    assert!(world.direktiv.accepted_ids().is_empty());
+
+    // Direktiv is back: the event goes out on the next run.
+    world.direktiv.answer(|_, _| Reply::ok());
+    world.direktiv.clear();
+    world.once(&["startFrom: all"], &[]).await.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [eid(1)]);
+    world.verify().await;
+}
