@@ -30,6 +30,7 @@ use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
 use crate::poll::PollOptions;
+use crate::scrub::{ScrubbedStdout, Scrubber};
 use crate::server::Server;
 use crate::settings::{Settings, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
@@ -142,6 +143,7 @@ async fn run_pipeline(
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let gate = Arc::new(RateGate::default());
+    let scrubber = Arc::new(Scrubber::new(settings.secrets()));
     let client = metal_client(settings, metrics, &gate)?;
     let (tracker, persistent) = open_tracker(
         &settings.state,
@@ -157,7 +159,7 @@ async fn run_pipeline(
         .tracked_events
         .set(i64::try_from(tracker.stats().tracked_ids).unwrap_or(i64::MAX));
     let target = if options.dry_run {
-        Target::Stdout(std::sync::Mutex::new(std::io::stdout()))
+        Target::Stdout(ScrubbedStdout::new(Arc::clone(&scrubber)))
     } else {
         Target::Direktiv(sink(settings)?)
     };
@@ -183,7 +185,7 @@ async fn run_pipeline(
         newest_delivered_ms: AtomicI64::new(0),
     };
 
-    let result = main_loop(settings, options, &pipeline, extras, health, stop).await;
+    let result = main_loop(settings, options, &pipeline, extras, health, stop, scrubber).await;
 
     // What was acknowledged is recorded; what was not stays new and goes out
     // after a restart.
@@ -261,6 +263,7 @@ async fn main_loop(
     extras: &Extras,
     health: &Health,
     stop: &CancellationToken,
+    scrubber: Arc<Scrubber>,
 ) -> anyhow::Result<ExitCode> {
     let org = OrganizationId::new(settings.equinix.organization_id.clone());
     let interval = settings.equinix.poll_interval;
@@ -271,7 +274,7 @@ async fn main_loop(
         events: settings
             .direktiv
             .event_on_error
-            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval)),
+            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval, scrubber)),
         org_id: settings.equinix.organization_id.clone(),
         org_name: None,
     };

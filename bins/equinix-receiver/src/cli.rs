@@ -34,7 +34,8 @@ Exit codes:
   78  bad config (EX_CONFIG); nothing was requested
 
 Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents and
-the demo's display (docs/demo.md).
+the demo's display (docs/demo.md). A configured token that an upstream echoes back
+shows there as [REDACTED] (docs/operations.md).
 Every config key is described in docs/configuration.md.";
 
 /// Polls Equinix Metal events and delivers them to Direktiv as CloudEvents.

@@ -71,6 +71,8 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
             level: "warn".to_owned(),
         },
         rust_log.as_deref(),
+        // The simulators' tokens are no secrets.
+        Arc::default(),
     )?;
 
     let state_dir = tempfile::Builder::new()
