@@ -10,6 +10,7 @@
 //! and the inline value. The environment is passed in as a function so tests
 //! never touch the process environment.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read};
@@ -659,24 +660,39 @@ impl Walker<'_> {
         }
     }
 
-    fn http_url(&mut self, path: &str, node: Option<&Node>, example: &str) -> Option<Url> {
+    /// An http or https URL with a host. Credentials in it (`user:password@`)
+    /// are refused, with `fix` saying where the token goes instead, and no
+    /// message ever shows them.
+    fn http_url(
+        &mut self,
+        path: &str,
+        node: Option<&Node>,
+        example: &str,
+        fix: &str,
+    ) -> Option<Url> {
         let node = node?;
         let text = self.nonempty_string(
             path,
             Some(node),
             &format!("set it to a URL such as `{example}`"),
         )?;
+        let shown = without_userinfo(&text);
         let message = match Url::parse(&text) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => format!(
-                "must be an http or https URL, got scheme `{}` in `{text}`",
+                "must be an http or https URL, got scheme `{}` in `{shown}`",
                 url.scheme()
             ),
             Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-                format!("must be an http or https URL with a host, got `{text}`")
+                format!("must be an http or https URL with a host, got `{shown}`")
             }
+            // Not even the URL is shown: the password is part of it.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => format!(
+                "must not carry credentials (`user:password@` before the host): remove them \
+                 from the URL and {fix}"
+            ),
             Ok(url) => return Some(url),
             Err(err) => {
-                format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{text}`")
+                format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{shown}`")
             }
         };
         self.problem(path, node.line, message);
@@ -872,10 +888,25 @@ impl Walker<'_> {
 
         let api_url = match get("apiUrl") {
             Some(n) if n.value != Value::Null => self
-                .http_url("equinix.apiUrl", Some(n), DEFAULT_API_URL)
+                .http_url(
+                    "equinix.apiUrl",
+                    Some(n),
+                    DEFAULT_API_URL,
+                    &format!(
+                        "give the Metal token in `equinix.packetAuthToken`, \
+                         `equinix.packetAuthTokenFile` or {METAL_TOKEN_ENV}"
+                    ),
+                )
                 .map(trim_trailing_slash),
             _ => Some(Url::parse(DEFAULT_API_URL).expect("the default API URL is valid")),
         };
+
+        if let Some(warning) = api_url
+            .as_ref()
+            .and_then(|url| plain_http_warning("equinix.apiUrl", url, "Metal token"))
+        {
+            self.warnings.push(warning);
+        }
 
         let poll_interval = self.duration(
             "equinix.pollInterval",
@@ -1059,7 +1090,15 @@ impl Walker<'_> {
                 );
                 None
             }
-            Some(n) => self.http_url("direktiv.endpoint", Some(n), EXAMPLE),
+            Some(n) => self.http_url(
+                "direktiv.endpoint",
+                Some(n),
+                EXAMPLE,
+                &format!(
+                    "give the Direktiv token in `direktiv.token`, `direktiv.tokenFile` or \
+                     {DIREKTIV_TOKEN_ENV}"
+                ),
+            ),
         };
 
         let auth_header = self.auth_header(get("authHeader"));
@@ -1118,14 +1157,12 @@ impl Walker<'_> {
                     .to_owned(),
             );
         }
-        if let Some(url) = &endpoint
-            && url.scheme() == "http"
-            && token.is_some()
+        if token.is_some()
+            && let Some(warning) = endpoint
+                .as_ref()
+                .and_then(|url| plain_http_warning("direktiv.endpoint", url, "Direktiv token"))
         {
-            self.warnings.push(
-                "direktiv.endpoint uses plain http: the Direktiv token is sent unencrypted"
-                    .to_owned(),
-            );
+            self.warnings.push(warning);
         }
         let timeout = self.duration(
             "direktiv.timeout",
@@ -1339,6 +1376,39 @@ pub(crate) fn check_log_level(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(text)
         .map(|_| text.to_owned())
         .map_err(|err| format!("is not a valid log filter `{text}`: {err}"))
+}
+
+/// `text` with anything between the scheme and an `@` in the authority
+/// replaced, so a message can show a URL but never its credentials.
+fn without_userinfo(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |at| at + 3);
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |at| start + at);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}[REDACTED]{}",
+            &text[..start],
+            &text[start + at..]
+        )),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The warning for a plain-http URL that would carry `token` over the
+/// network: loopback hosts (a local proxy, a simulator) are exempt.
+fn plain_http_warning(key: &str, url: &Url, token: &str) -> Option<String> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    };
+    (url.scheme() == "http" && !loopback)
+        .then(|| format!("{key} uses plain http: the {token} is sent unencrypted"))
 }
 
 fn trim_trailing_slash(mut url: Url) -> Url {
@@ -1988,13 +2058,22 @@ direktiv:
     }
 
     #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        for (text, shown) in [
+            ("ftp://u:p@h:1/x?q@r", "ftp://[REDACTED]@h:1/x?q@r"),
+            ("https://u@h", "https://[REDACTED]@h"),
+            ("u:p@h/x", "[REDACTED]@h/x"),
+            ("https://h/x@y", "https://h/x@y"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_userinfo(text), shown, "{text}");
+        }
+    }
+
+    #[test]
     fn summary_shows_no_secret() {
-        let yaml = OLD.replace(
-            "https://direktiv.example.com",
-            "https://user:pw@direktiv.example.com",
-        );
-        let summary = summary(&load(&yaml).unwrap().settings);
-        for secret in ["metal-inline-token", "direktiv-inline-token", "pw", "user"] {
+        let summary = summary(&load(OLD).unwrap().settings);
+        for secret in ["metal-inline-token", "direktiv-inline-token", "old-apikey"] {
             assert!(!summary.contains(secret), "{summary}");
         }
         assert!(summary.contains("Direktiv-Token"), "{summary}");
