@@ -31,7 +31,7 @@ use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, Metrics};
 use crate::poll::PollOptions;
 use crate::scrub::{ScrubbedStdout, Scrubber};
-use crate::server::Server;
+use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
 
@@ -105,6 +105,7 @@ pub(crate) async fn run_with(
     let server = if settings.server.enabled && !options.once {
         let server = Server::start(
             settings.server.listen,
+            Limits::default(),
             Arc::clone(&health),
             Arc::clone(&metrics),
         )
@@ -125,7 +126,7 @@ pub(crate) async fn run_with(
     // Readiness stays 503 until the process is gone; the server stops last.
     health.set_stopping();
     if let Some(server) = server {
-        server.shutdown().await;
+        server.shutdown(settings.shutdown_grace).await;
     }
     watcher.abort();
     let _ = watcher.await;
