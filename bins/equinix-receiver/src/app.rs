@@ -30,7 +30,8 @@ use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, HttpCode, Metrics};
 use crate::poll::PollOptions;
-use crate::server::Server;
+use crate::scrub::{ScrubbedStdout, Scrubber};
+use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
 use crate::sweep::{Hooks, Pipeline, SweepReport};
 
@@ -107,6 +108,7 @@ pub(crate) async fn run_with(
     let server = if settings.server.enabled && !options.once {
         let server = Server::start(
             settings.server.listen,
+            Limits::default(),
             Arc::clone(&health),
             Arc::clone(&metrics),
         )
@@ -127,7 +129,7 @@ pub(crate) async fn run_with(
     // Readiness stays 503 until the process is gone; the server stops last.
     health.set_stopping();
     if let Some(server) = server {
-        server.shutdown().await;
+        server.shutdown(settings.shutdown_grace).await;
     }
     watcher.abort();
     let _ = watcher.await;
@@ -145,6 +147,7 @@ async fn run_pipeline(
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let gate = Arc::new(RateGate::default());
+    let scrubber = Arc::new(Scrubber::new(settings.secrets()));
     let client = metal_client(settings, metrics, &gate)?;
     // Where the state's directory is mounted (Linux only; elsewhere the file
     // counts as persistent).
@@ -165,6 +168,7 @@ async fn run_pipeline(
         persistent,
         options.dry_run,
         metrics,
+        Arc::clone(&scrubber),
     )?);
     metrics.state_persistent.set(i64::from(persistent));
     metrics.tls_insecure_skip_verify.set(i64::from(
@@ -174,7 +178,7 @@ async fn run_pipeline(
         .tracked_events
         .set(i64::try_from(tracker.stats().tracked_ids).unwrap_or(i64::MAX));
     let target = if options.dry_run {
-        Target::Stdout(std::sync::Mutex::new(std::io::stdout()))
+        Target::Stdout(ScrubbedStdout::new(Arc::clone(&scrubber)))
     } else {
         Target::Direktiv(sink(settings)?)
     };
@@ -209,7 +213,7 @@ async fn run_pipeline(
         future_dated: FutureDated::default(),
     };
 
-    let result = main_loop(settings, options, &pipeline, extras, health, stop).await;
+    let result = main_loop(settings, options, &pipeline, extras, health, stop, scrubber).await;
 
     // What was acknowledged is recorded; what was not stays new and goes out
     // after a restart.
@@ -287,6 +291,7 @@ async fn main_loop(
     extras: &Extras,
     health: &Health,
     stop: &CancellationToken,
+    scrubber: Arc<Scrubber>,
 ) -> anyhow::Result<ExitCode> {
     let org = OrganizationId::new(settings.equinix.organization_id.clone());
     let interval = settings.equinix.poll_interval;
@@ -297,7 +302,7 @@ async fn main_loop(
         events: settings
             .direktiv
             .event_on_error
-            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval)),
+            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval, scrubber)),
         org_id: settings.equinix.organization_id.clone(),
         org_name: None,
     };
@@ -652,6 +657,7 @@ fn open_dead_letters(
     persistent: bool,
     dry_run: bool,
     metrics: &Arc<Metrics>,
+    scrubber: Arc<Scrubber>,
 ) -> anyhow::Result<DeadLetters> {
     let state_file = state_path(state).0;
     let configured = state.dead_letter_path.is_some();
@@ -677,7 +683,7 @@ fn open_dead_letters(
         Location::Memory
     };
     let max = usize::try_from(state.dead_letter_max).unwrap_or(usize::MAX);
-    let store = DeadLetters::open(location, max, Arc::clone(metrics))?;
+    let store = DeadLetters::open(location, max, Arc::clone(metrics), scrubber)?;
     Ok(store)
 }
 

@@ -40,7 +40,8 @@ Exit codes:
       for deliveries in flight or saving the state (the next start uses the last saved one)
 
 Logs go to stderr; stdout carries only --check's summary, --dry-run's CloudEvents,
---redeliver-refused's summary and the demo's display (docs/demo.md).
+--redeliver-refused's summary and the demo's display (docs/demo.md). A configured
+token that an upstream echoes back shows there as [REDACTED] (docs/operations.md).
 Every config key is described in docs/configuration.md.";
 
 /// Polls Equinix Metal events and delivers them to Direktiv as CloudEvents.

@@ -10,6 +10,7 @@
 //! and the inline value. The environment is passed in as a function so tests
 //! never touch the process environment.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -699,24 +700,39 @@ impl Walker<'_> {
         default
     }
 
-    fn http_url(&mut self, path: &str, node: Option<&Node>, example: &str) -> Option<Url> {
+    /// An http or https URL with a host. Credentials in it (`user:password@`)
+    /// are refused, with `fix` saying where the token goes instead, and no
+    /// message ever shows them.
+    fn http_url(
+        &mut self,
+        path: &str,
+        node: Option<&Node>,
+        example: &str,
+        fix: &str,
+    ) -> Option<Url> {
         let node = node?;
         let text = self.nonempty_string(
             path,
             Some(node),
             &format!("set it to a URL such as `{example}`"),
         )?;
+        let shown = without_userinfo(&text);
         let message = match Url::parse(&text) {
             Ok(url) if !matches!(url.scheme(), "http" | "https") => format!(
-                "must be an http or https URL, got scheme `{}` in `{text}`",
+                "must be an http or https URL, got scheme `{}` in `{shown}`",
                 url.scheme()
             ),
             Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-                format!("must be an http or https URL with a host, got `{text}`")
+                format!("must be an http or https URL with a host, got `{shown}`")
             }
+            // Not even the URL is shown: the password is part of it.
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => format!(
+                "must not carry credentials (`user:password@` before the host): remove them \
+                 from the URL and {fix}"
+            ),
             Ok(url) => return Some(url),
             Err(err) => {
-                format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{text}`")
+                format!("is not a valid URL ({err}): expected e.g. `{example}`, got `{shown}`")
             }
         };
         self.problem(path, node.line, message);
@@ -908,10 +924,25 @@ impl Walker<'_> {
 
         let api_url = match get("apiUrl") {
             Some(n) if n.value != Value::Null => self
-                .http_url("equinix.apiUrl", Some(n), DEFAULT_API_URL)
+                .http_url(
+                    "equinix.apiUrl",
+                    Some(n),
+                    DEFAULT_API_URL,
+                    &format!(
+                        "give the Metal token in `equinix.packetAuthToken`, \
+                         `equinix.packetAuthTokenFile` or {METAL_TOKEN_ENV}"
+                    ),
+                )
                 .map(trim_trailing_slash),
             _ => Some(Url::parse(DEFAULT_API_URL).expect("the default API URL is valid")),
         };
+
+        if let Some(warning) = api_url
+            .as_ref()
+            .and_then(|url| plain_http_warning("equinix.apiUrl", url, "Metal token"))
+        {
+            self.warnings.push(warning);
+        }
 
         let poll_interval = self.duration(
             "equinix.pollInterval",
@@ -1159,7 +1190,15 @@ impl Walker<'_> {
                 );
                 None
             }
-            Some(n) => self.http_url("direktiv.endpoint", Some(n), EXAMPLE),
+            Some(n) => self.http_url(
+                "direktiv.endpoint",
+                Some(n),
+                EXAMPLE,
+                &format!(
+                    "give the Direktiv token in `direktiv.token`, `direktiv.tokenFile` or \
+                     {DIREKTIV_TOKEN_ENV}"
+                ),
+            ),
         };
 
         let auth_header = self.auth_header(get("authHeader"));
@@ -1218,14 +1257,12 @@ impl Walker<'_> {
                     .to_owned(),
             );
         }
-        if let Some(url) = &endpoint
-            && url.scheme() == "http"
-            && token.is_some()
+        if token.is_some()
+            && let Some(warning) = endpoint
+                .as_ref()
+                .and_then(|url| plain_http_warning("direktiv.endpoint", url, "Direktiv token"))
         {
-            self.warnings.push(
-                "direktiv.endpoint uses plain http: the Direktiv token is sent unencrypted"
-                    .to_owned(),
-            );
+            self.warnings.push(warning);
         }
         let timeout = self.duration(
             "direktiv.timeout",
@@ -1518,6 +1555,39 @@ pub(crate) fn check_log_level(text: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(text)
         .map(|_| text.to_owned())
         .map_err(|err| format!("is not a valid log filter `{text}`: {err}"))
+}
+
+/// `text` with anything between the scheme and an `@` in the authority
+/// replaced, so a message can show a URL but never its credentials.
+fn without_userinfo(text: &str) -> Cow<'_, str> {
+    let start = text.find("://").map_or(0, |at| at + 3);
+    let authority_end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |at| start + at);
+    match text[start..authority_end].rfind('@') {
+        Some(at) => Cow::Owned(format!(
+            "{}[REDACTED]{}",
+            &text[..start],
+            &text[start + at..]
+        )),
+        None => Cow::Borrowed(text),
+    }
+}
+
+/// The warning for a plain-http URL that would carry `token` over the
+/// network: loopback hosts (a local proxy, a simulator) are exempt.
+fn plain_http_warning(key: &str, url: &Url, token: &str) -> Option<String> {
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    };
+    (url.scheme() == "http" && !loopback)
+        .then(|| format!("{key} uses plain http: the {token} is sent unencrypted"))
 }
 
 fn trim_trailing_slash(mut url: Url) -> Url {
@@ -2478,13 +2548,22 @@ direktiv:
     }
 
     #[test]
+    fn urls_in_messages_lose_their_credentials() {
+        for (text, shown) in [
+            ("ftp://u:p@h:1/x?q@r", "ftp://[REDACTED]@h:1/x?q@r"),
+            ("https://u@h", "https://[REDACTED]@h"),
+            ("u:p@h/x", "[REDACTED]@h/x"),
+            ("https://h/x@y", "https://h/x@y"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(without_userinfo(text), shown, "{text}");
+        }
+    }
+
+    #[test]
     fn summary_shows_no_secret() {
-        let yaml = OLD.replace(
-            "https://direktiv.example.com",
-            "https://user:pw@direktiv.example.com",
-        );
-        let summary = summary(&load(&yaml).unwrap().settings);
-        for secret in ["metal-inline-token", "direktiv-inline-token", "pw", "user"] {
+        let summary = summary(&load(OLD).unwrap().settings);
+        for secret in ["metal-inline-token", "direktiv-inline-token", "old-apikey"] {
             assert!(!summary.contains(secret), "{summary}");
         }
         assert!(
@@ -2507,6 +2586,201 @@ direktiv:
             let yaml = minimal_with("direktiv", &format!("token: t\n  authHeader: {value}"));
             let d = load(&yaml).unwrap().settings.direktiv;
             assert_eq!(d.auth_headers, [expected], "{value}");
+        }
+    }
+
+    /// Property tests of the loader: whatever the file holds, it gives
+    /// `Settings` or a list of problems, never a panic.
+    mod properties {
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        use super::*;
+
+        /// A YAML-ish document: scalars in their YAML text form, mappings and
+        /// sequences, rendered in block style.
+        #[derive(Debug, Clone)]
+        enum Doc {
+            Scalar(String),
+            Map(Vec<(String, Doc)>),
+            Seq(Vec<Doc>),
+        }
+
+        impl Doc {
+            fn render(&self, indent: usize, out: &mut String) {
+                let pad = " ".repeat(indent);
+                match self {
+                    Doc::Scalar(text) => {
+                        out.push_str(text);
+                        out.push('\n');
+                    }
+                    Doc::Map(entries) if entries.is_empty() => out.push_str("{}\n"),
+                    Doc::Seq(items) if items.is_empty() => out.push_str("[]\n"),
+                    Doc::Map(entries) => {
+                        for (key, value) in entries {
+                            out.push_str(&format!("{pad}{key}:"));
+                            value.render_nested(indent, out);
+                        }
+                    }
+                    Doc::Seq(items) => {
+                        for item in items {
+                            out.push_str(&format!("{pad}-"));
+                            item.render_nested(indent, out);
+                        }
+                    }
+                }
+            }
+
+            /// After `key:` or `-`: a scalar on the same line, a block below.
+            fn render_nested(&self, indent: usize, out: &mut String) {
+                match self {
+                    Doc::Map(e) if !e.is_empty() => {
+                        out.push('\n');
+                        self.render(indent + 2, out);
+                    }
+                    Doc::Seq(i) if !i.is_empty() => {
+                        out.push('\n');
+                        self.render(indent + 2, out);
+                    }
+                    _ => {
+                        out.push(' ');
+                        self.render(indent, out);
+                    }
+                }
+            }
+        }
+
+        /// Key names near the real ones: every section and key, each also
+        /// with one character inserted, and random names.
+        fn key() -> impl Strategy<Value = String> {
+            let mut real: Vec<String> = all_keys()
+                .iter()
+                .flat_map(|k| k.split('.').map(str::to_owned).collect::<Vec<_>>())
+                .collect();
+            real.sort();
+            real.dedup();
+            prop_oneof![
+                6 => prop::sample::select(real.clone()),
+                1 => (prop::sample::select(real), any::<Index>(), "[ -~]").prop_map(
+                    |(key, at, c)| {
+                        let at = at.index(key.len() + 1);
+                        format!("{}{c}{}", &key[..at], &key[at..])
+                    }
+                ),
+                1 => "[a-zA-Z_ -]{0,12}",
+            ]
+        }
+
+        /// Scalars as YAML writes them, biased towards what the keys take,
+        /// with some YAML oddities (tags, anchors, aliases, block text).
+        fn scalar() -> impl Strategy<Value = String> {
+            let plain = prop_oneof![
+                Just("~".to_owned()),
+                Just("null".to_owned()),
+                Just("yes".to_owned()),
+                Just("false".to_owned()),
+                any::<i64>().prop_map(|n| n.to_string()),
+                Just("340282366920938463463374607431768211456".to_owned()),
+                Just("-170141183460469231731687303715884105729".to_owned()),
+                any::<f64>().prop_map(|f| f.to_string()),
+                Just(".nan".to_owned()),
+                Just("-.inf".to_owned()),
+                "[+-]?[0-9]{1,22}(ms|s|m|h|d|us)?([0-9]{1,3}(ms|s|m|h))?",
+                "(https?|ftp|file)://([a-z]{1,5}(:[a-z]{0,5})?@)?[a-z0-9.:\\[\\]-]{0,20}(/[a-z%]{0,8}){0,3}",
+                "[+-]?[0-9]{1,6}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,12})?(Z|[+-][0-9]{2}:[0-9]{2})",
+                "[0-9.:\\[\\]a-f]{0,20}",
+                "\"[^\"\\\\]{0,16}\"",
+                "'[^']{0,16}'",
+                "[a-zA-Z0-9][a-zA-Z0-9 ./,<>-]{0,20}",
+                Just("[project, device, organization]".to_owned()),
+            ];
+            let odd = prop_oneof![
+                Just("{a: 1, b: [2]}".to_owned()),
+                Just("!!binary aGVsbG8=".to_owned()),
+                Just("&anchor value".to_owned()),
+                Just("*anchor".to_owned()),
+                Just("|\n  a block\n  of text".to_owned()),
+                ".{0,12}",
+            ];
+            prop_oneof![6 => plain, 1 => odd]
+        }
+
+        fn doc() -> impl Strategy<Value = Doc> {
+            scalar()
+                .prop_map(Doc::Scalar)
+                .prop_recursive(4, 48, 8, |inner| {
+                    prop_oneof![
+                        prop::collection::vec((key(), inner.clone()), 0..8).prop_map(Doc::Map),
+                        prop::collection::vec(inner, 0..4).prop_map(Doc::Seq),
+                    ]
+                })
+        }
+
+        /// A rendered document, sometimes with a few random bytes spliced in.
+        fn document() -> impl Strategy<Value = Vec<u8>> {
+            let top = prop::collection::vec((key(), doc()), 0..7).prop_map(Doc::Map);
+            let splice = prop::option::weighted(
+                0.25,
+                (any::<Index>(), prop::collection::vec(any::<u8>(), 1..6)),
+            );
+            (top, splice).prop_map(|(doc, splice)| {
+                let mut text = String::new();
+                doc.render(0, &mut text);
+                let mut bytes = text.into_bytes();
+                if let Some((at, junk)) = splice {
+                    let at = at.index(bytes.len() + 1);
+                    bytes.splice(at..at, junk);
+                }
+                bytes
+            })
+        }
+
+        /// The minimal valid config with one line added to a section: near
+        /// enough to valid that both outcomes are common.
+        fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+            let sections = prop::sample::select(vec!["equinix", "direktiv"]);
+            (sections, key(), scalar()).prop_map(|(section, key, value)| {
+                minimal_with(section, &format!("{key}: {value}")).into_bytes()
+            })
+        }
+
+        fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+            match load_bytes(bytes, &no_env, Overrides::default()) {
+                Ok(loaded) => {
+                    let e = &loaded.settings.equinix;
+                    prop_assert!((1..=1000).contains(&e.per_page));
+                    prop_assert!(e.concurrency >= 1 && !e.poll_interval.is_zero());
+                    prop_assert!(e.request_timeout <= e.sweep_timeout);
+                }
+                Err(problems) => {
+                    prop_assert!(!problems.is_empty());
+                    for problem in &problems {
+                        prop_assert!(!problem.to_string().trim().is_empty());
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn yaml_ish_documents_load_or_list_problems(bytes in document()) {
+                check(&bytes)?;
+            }
+
+            #[test]
+            fn near_valid_documents_load_or_list_problems(bytes in near_valid()) {
+                check(&bytes)?;
+            }
+
+            #[test]
+            fn arbitrary_bytes_load_or_list_problems(
+                bytes in prop::collection::vec(any::<u8>(), 0..512),
+            ) {
+                check(&bytes)?;
+            }
         }
     }
 }

@@ -17,6 +17,7 @@
 //! that cannot be read as dead letters stops start-up naming the file and the
 //! line; it is never emptied by the receiver.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs;
@@ -30,6 +31,7 @@ use direktiv_broadcast::Outcome;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
+use crate::scrub::Scrubber;
 
 /// What is appended to the state file's name for the default dead-letter file.
 pub(crate) const SUFFIX: &str = ".dead-letter.jsonl";
@@ -137,6 +139,8 @@ pub(crate) struct DeadLetters {
     max: usize,
     entries: tokio::sync::Mutex<VecDeque<Entry>>,
     metrics: Arc<Metrics>,
+    /// Direktiv's answers are upstream text: kept only scrubbed of secrets.
+    scrubber: Arc<Scrubber>,
 }
 
 impl DeadLetters {
@@ -152,6 +156,7 @@ impl DeadLetters {
         location: Location,
         max: usize,
         metrics: Arc<Metrics>,
+        scrubber: Arc<Scrubber>,
     ) -> anyhow::Result<Self> {
         let max = max.max(1);
         let mut entries = match &location {
@@ -176,6 +181,7 @@ impl DeadLetters {
             max,
             entries: tokio::sync::Mutex::new(entries),
             metrics,
+            scrubber,
         };
         store.dropped(&dropped);
         store.set_gauge(held);
@@ -214,6 +220,7 @@ impl DeadLetters {
     ///
     /// The file could not be written; nothing changed, in memory or on disk.
     pub(crate) async fn keep(&self, entry: Entry) -> anyhow::Result<()> {
+        let entry = self.scrubbed(entry);
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
         next.retain(|e| e.id != entry.id);
@@ -243,6 +250,7 @@ impl DeadLetters {
         let mut next = entries.clone();
         next.retain(|e| !resent.contains(&e.id));
         for entry in refused {
+            let entry = self.scrubbed(entry);
             match next.iter_mut().find(|e| e.id == entry.id) {
                 Some(slot) => *slot = entry,
                 None => next.push_back(entry),
@@ -254,6 +262,14 @@ impl DeadLetters {
         self.dropped(&dropped);
         self.set_gauge(entries.len());
         Ok(())
+    }
+
+    /// `entry` with the configured secrets scrubbed from Direktiv's answer.
+    fn scrubbed(&self, mut entry: Entry) -> Entry {
+        if let Cow::Owned(detail) = self.scrubber.scrub(&entry.answer.detail) {
+            entry.answer.detail = detail;
+        }
+        entry
     }
 
     /// Writes `entries` to the file (nothing in memory or with `read_only`).
@@ -411,7 +427,7 @@ mod tests {
 
     fn open(location: Location, max: usize) -> (DeadLetters, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new(std::time::Duration::from_secs(300)));
-        let store = DeadLetters::open(location, max, Arc::clone(&metrics)).unwrap();
+        let store = DeadLetters::open(location, max, Arc::clone(&metrics), Arc::default()).unwrap();
         (store, metrics)
     }
 
@@ -420,6 +436,31 @@ mod tests {
             path: path.to_path_buf(),
             read_only: false,
         }
+    }
+
+    #[tokio::test]
+    async fn a_token_echoed_in_the_answer_is_never_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dl.jsonl");
+        let secret = secrecy::SecretString::from("direktiv-tok-123456");
+        let store = DeadLetters::open(
+            file(&path),
+            10,
+            Arc::new(Metrics::new(std::time::Duration::from_secs(300))),
+            Arc::new(Scrubber::new([&secret])),
+        )
+        .unwrap();
+        let answer = Answer::from_outcome(&Outcome::Permanent {
+            status: 400,
+            body: "bad event; you sent Direktiv-Token: direktiv-tok-123456".to_owned(),
+        });
+        store
+            .keep(Entry::new(&event("a"), answer, Utc::now()).unwrap())
+            .await
+            .unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("direktiv-tok-123456"), "{text}");
+        assert!(text.contains("Direktiv-Token: [REDACTED]"), "{text}");
     }
 
     async fn ids(store: &DeadLetters) -> Vec<String> {
@@ -612,6 +653,7 @@ mod tests {
                 file(&path),
                 10,
                 Arc::new(Metrics::new(std::time::Duration::from_secs(300))),
+                Arc::default(),
             )
             .unwrap_err();
             let message = format!("{error:#}");
@@ -637,6 +679,7 @@ mod tests {
             file(&path),
             10,
             Arc::new(Metrics::new(std::time::Duration::from_secs(300))),
+            Arc::default(),
         )
         .unwrap_err();
         assert!(format!("{error:#}").contains("symbolic link"), "{error:#}");

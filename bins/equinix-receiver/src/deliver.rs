@@ -1,8 +1,6 @@
 //! Delivering one CloudEvent: to Direktiv with retries and backoff, or, with
 //! `--dry-run`, to stdout as one JSON object per line.
 
-use std::io::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -12,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::header_names;
 use crate::dead_letter::Answer;
 use crate::metrics::{FailureReason, HttpCode, Metrics, unix_now};
+use crate::scrub::ScrubbedStdout;
 
 /// The shortest and longest wait between two attempts at one event.
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
@@ -22,8 +21,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub(crate) enum Target {
     /// A Direktiv broadcast endpoint.
     Direktiv(Sink),
-    /// Standard output, one structured-mode JSON object per line.
-    Stdout(Mutex<std::io::Stdout>),
+    /// Standard output, one structured-mode JSON object per line, scrubbed
+    /// of the configured secrets.
+    Stdout(ScrubbedStdout),
 }
 
 /// How delivering one event ended.
@@ -171,7 +171,7 @@ fn event_id(event: &cloudevents::Event) -> &str {
     event.id()
 }
 
-fn print_event(stdout: &Mutex<std::io::Stdout>, event: &cloudevents::Event) -> Delivered {
+fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered {
     let line = match metal_cloudevents::to_json_value(event) {
         Ok(value) => value.to_string(),
         Err(error) => {
@@ -184,11 +184,7 @@ fn print_event(stdout: &Mutex<std::io::Stdout>, event: &cloudevents::Event) -> D
             };
         }
     };
-    let stdout = stdout
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut out = stdout.lock();
-    match writeln!(out, "{line}").and_then(|()| out.flush()) {
+    match stdout.write_line(&line) {
         Ok(()) => Delivered::Acknowledged { already: false },
         Err(error) => Delivered::Deferred {
             reason: format!("writing to stdout failed: {error}"),

@@ -76,6 +76,8 @@ pub(crate) async fn run(options: DemoOptions) -> anyhow::Result<ExitCode> {
             level: "off".to_owned(),
         },
         rust_log.as_deref(),
+        // The simulators' tokens are no secrets.
+        Arc::default(),
         Some(warnings::layer(Arc::clone(&display))),
     )?;
     let result = run_with_display(options, Arc::clone(&display)).await;

@@ -11,10 +11,13 @@
 //! which Direktiv refuses as a duplicate. The rate limit therefore holds
 //! across restarts too.
 //!
-//! Messages come from the receiver's own error `Display`s, which never carry a
-//! token; they are capped in length all the same.
+//! Messages come from the receiver's error `Display`s, which may quote an
+//! upstream's error body: every occurrence is scrubbed of the configured
+//! secrets when it is noted (so a body echoing a token sends `[REDACTED]`),
+//! and only then capped in length, so a cut never leaves part of a secret.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -24,6 +27,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::inventory::Inventory;
+use crate::scrub::Scrubber;
 use crate::sweep::SweepReport;
 
 /// The CloudEvent type of an error event.
@@ -126,19 +130,33 @@ pub(crate) struct Report {
 pub(crate) struct ErrorEvents {
     interval: Duration,
     buckets: BTreeMap<(ErrorKind, String), Bucket>,
+    scrubber: Arc<Scrubber>,
 }
 
 impl ErrorEvents {
-    /// At most one report per kind and target per `interval`.
-    pub(crate) fn new(interval: Duration) -> Self {
+    /// At most one report per kind and target per `interval`; every text
+    /// scrubbed by `scrubber`.
+    pub(crate) fn new(interval: Duration, scrubber: Arc<Scrubber>) -> Self {
         Self {
             interval: interval.max(Duration::from_millis(1)),
             buckets: BTreeMap::new(),
+            scrubber,
         }
     }
 
-    /// Counts one occurrence.
+    /// Counts one occurrence, its texts scrubbed of every secret.
     pub(crate) fn note(&mut self, occurrence: Occurrence, now: DateTime<Utc>) {
+        let scrub = |text: String| match self.scrubber.scrub(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(scrubbed) => scrubbed,
+        };
+        let occurrence = Occurrence {
+            target: scrub(occurrence.target),
+            message: scrub(occurrence.message),
+            project: occurrence.project.map(scrub),
+            device: occurrence.device.map(scrub),
+            ..occurrence
+        };
         let key = (occurrence.kind, occurrence.target.clone());
         let bucket = self.buckets.entry(key).or_insert_with(|| Bucket {
             count: 0,
@@ -370,7 +388,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn one_report_per_key_and_interval_counting_what_happened_between() {
-        let mut errors = ErrorEvents::new(MINUTE);
+        let mut errors = ErrorEvents::new(MINUTE, Arc::default());
         let wall = Utc::now();
         errors.note(occurrence(ErrorKind::EquinixApi, "device:d1"), wall);
         let first = errors.due(Instant::now(), wall, "src");
@@ -399,7 +417,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn kinds_and_targets_are_limited_separately() {
-        let mut errors = ErrorEvents::new(MINUTE);
+        let mut errors = ErrorEvents::new(MINUTE, Arc::default());
         let wall = Utc::now();
         errors.note(occurrence(ErrorKind::EquinixApi, "device:d1"), wall);
         errors.note(occurrence(ErrorKind::EquinixApi, "device:d2"), wall);
@@ -409,7 +427,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failed_report_is_counted_in_the_next_one() {
-        let mut errors = ErrorEvents::new(MINUTE);
+        let mut errors = ErrorEvents::new(MINUTE, Arc::default());
         let wall = Utc::now();
         errors.note(occurrence(ErrorKind::Auth, "equinix"), wall);
         let report = errors.due(Instant::now(), wall, "src").pop().unwrap();
@@ -454,6 +472,21 @@ mod tests {
                 "since": "2025-03-01T12:00:00.000Z",
             })
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn secrets_in_messages_are_scrubbed_before_the_message_is_capped() {
+        let secret = secrecy::SecretString::from("direktiv-s3cr3t-token");
+        let mut errors = ErrorEvents::new(MINUTE, Arc::new(Scrubber::new([&secret])));
+        let wall = Utc::now();
+        let mut noted = occurrence(ErrorKind::DeliveryPermanent, "direktiv");
+        // The secret straddles the cap: capping first would leave its start.
+        noted.message = format!("{}direktiv-s3cr3t-token", "x".repeat(MAX_MESSAGE - 8));
+        errors.note(noted, wall);
+        let report = errors.due(Instant::now(), wall, "src").pop().unwrap();
+        let message = data(&report.event)["message"].as_str().unwrap().to_owned();
+        assert!(!message.contains("direktiv-s3"), "{message}");
+        assert!(message.ends_with("[REDACTE…"), "{message}");
     }
 
     #[test]

@@ -21,12 +21,15 @@ mod metrics;
 mod mountinfo;
 mod poll;
 mod redeliver;
+mod scrub;
 mod server;
 mod settings;
 mod small_file;
 mod sweep;
 
+use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 
@@ -65,12 +68,14 @@ async fn main() -> ExitCode {
         }
     };
 
+    // Every configured secret is kept out of what leaves the process.
+    let scrubber = Arc::new(scrub::Scrubber::new(loaded.settings.secrets()));
     if cli.check {
-        return check_ok(&loaded);
+        return check_ok(&loaded, &scrubber);
     }
 
     let rust_log = std::env::var("RUST_LOG").ok();
-    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref()) {
+    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref(), scrubber) {
         report(&[format!("{err:#}")]);
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -87,18 +92,18 @@ async fn main() -> ExitCode {
     finish(app::run(loaded.settings, options).await)
 }
 
-/// `--check` succeeded: warnings on stderr, a one-line summary on stdout.
-#[expect(
-    clippy::print_stdout,
-    clippy::print_stderr,
-    reason = "the CLI's own output"
-)]
-fn check_ok(loaded: &config::Loaded) -> ExitCode {
+/// `--check` succeeded: warnings on stderr, a one-line summary on stdout,
+/// both scrubbed.
+fn check_ok(loaded: &config::Loaded, scrubber: &Arc<scrub::Scrubber>) -> ExitCode {
+    let mut stderr = std::io::stderr().lock();
     for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
+        let _ = writeln!(stderr, "warning: {}", scrubber.scrub(warning));
     }
-    println!("config OK: {}", config::summary(&loaded.settings));
-    ExitCode::SUCCESS
+    let summary = format!("config OK: {}", config::summary(&loaded.settings));
+    match scrub::ScrubbedStdout::new(Arc::clone(scrubber)).write_line(&summary) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(EXIT_FAILURE),
+    }
 }
 
 /// Prints each line to stderr as an error (before the logger exists).

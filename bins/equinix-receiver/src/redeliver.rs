@@ -17,6 +17,7 @@ use crate::app::{EXIT_UNDELIVERED, sink, state_error, state_path};
 use crate::dead_letter::{self, DeadLetters, Entry, Location};
 use crate::deliver::{Delivered, Target};
 use crate::metrics::Metrics;
+use crate::scrub::Scrubber;
 use crate::settings::Settings;
 
 /// What one redelivery did: the numbers of its summary line.
@@ -83,6 +84,7 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
             },
             max,
             Arc::clone(&metrics),
+            Arc::new(Scrubber::new(settings.secrets())),
         )?;
         let target = Target::Direktiv(sink(settings)?);
         redeliver(&store, &target, settings.direktiv.max_retries, &metrics).await?

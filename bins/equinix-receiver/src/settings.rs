@@ -31,6 +31,17 @@ pub(crate) struct Settings {
     pub(crate) shutdown_grace: Duration,
 }
 
+impl Settings {
+    /// Every configured secret, for the [`Scrubber`](crate::scrub::Scrubber)
+    /// that keeps them out of logs and forwarded text. A new secret (a
+    /// database password) is added here.
+    pub(crate) fn secrets(&self) -> Vec<&SecretString> {
+        let mut secrets = vec![&self.equinix.token];
+        secrets.extend(&self.direktiv.token);
+        secrets
+    }
+}
+
 /// The Equinix Metal side (`equinix.*`).
 #[derive(Debug, Clone)]
 pub(crate) struct EquinixSettings {

@@ -595,3 +595,88 @@ fn a_config_that_is_not_a_regular_file_is_refused_promptly() {
         assert!(stderr.contains(needle), "{stderr}");
     }
 }
+
+#[test]
+fn credentials_in_urls_are_refused_without_being_shown() {
+    let api = "http://127.0.0.1:9/metal/v1";
+    let endpoint = "http://127.0.0.1:9/api/namespaces/ops/broadcast";
+    let with = |url: &str, userinfo: &str| url.replace("http://", &format!("http://{userinfo}"));
+    let cases = [
+        (
+            VALID.replace(api, &with(api, "alice-USER:hunter2-PASS@")),
+            "equinix.apiUrl (line 4)",
+            "equinix.packetAuthToken",
+        ),
+        (
+            VALID.replace(api, &with(api, "alice-USER@")),
+            "equinix.apiUrl (line 4)",
+            "equinix.packetAuthToken",
+        ),
+        (
+            VALID.replace(endpoint, &with(endpoint, "alice-USER:hunter2-PASS@")),
+            "direktiv.endpoint (line 6)",
+            "direktiv.token",
+        ),
+        (
+            VALID.replace(endpoint, &with(endpoint, "alice-USER@")),
+            "direktiv.endpoint (line 6)",
+            "direktiv.token",
+        ),
+    ];
+    for (yaml, key, fix) in &cases {
+        let outcome = check(yaml);
+        assert_refused(&outcome, key);
+        assert!(outcome.stderr.contains(fix), "{}", outcome.stderr);
+        assert!(outcome.stderr.contains("credentials"), "{}", outcome.stderr);
+        for secret in ["alice-USER", "hunter2-PASS", "127.0.0.1"] {
+            assert!(!outcome.stderr.contains(secret), "{}", outcome.stderr);
+        }
+    }
+    // Other URL problems show the URL, but never its credentials.
+    let bad_scheme = VALID.replace(api, "ftp://alice-USER:hunter2-PASS@127.0.0.1:9/metal/v1");
+    let outcome = check(&bad_scheme);
+    assert_refused(&outcome, "http or https");
+    assert!(
+        outcome.stderr.contains("127.0.0.1:9/metal/v1"),
+        "{}",
+        outcome.stderr
+    );
+    for secret in ["alice-USER", "hunter2-PASS"] {
+        assert!(!outcome.stderr.contains(secret), "{}", outcome.stderr);
+    }
+}
+
+#[test]
+fn a_plain_http_api_url_to_a_remote_host_warns_that_the_token_is_unencrypted() {
+    let remote = VALID.replace(
+        "http://127.0.0.1:9/metal/v1",
+        "http://metal-proxy.example.com/metal/v1",
+    );
+    let outcome = check(&remote);
+    assert_eq!(outcome.code, Some(0), "stderr:\n{}", outcome.stderr);
+    assert!(
+        outcome.stderr.contains(
+            "warning: equinix.apiUrl uses plain http: the Metal token is sent unencrypted"
+        ),
+        "{}",
+        outcome.stderr
+    );
+    // Loopback (a local proxy or simulator) and https do not warn.
+    for yaml in [
+        VALID.to_owned(),
+        VALID.replace("http://127.0.0.1:9/metal/v1", "http://[::1]:9/metal/v1"),
+        VALID.replace("http://127.0.0.1:9/metal/v1", "http://localhost:9/metal/v1"),
+        VALID.replace(
+            "http://127.0.0.1:9/metal/v1",
+            "https://metal.example.com/v1",
+        ),
+    ] {
+        let outcome = check(&yaml);
+        assert_eq!(outcome.code, Some(0), "stderr:\n{}", outcome.stderr);
+        assert!(
+            !outcome.stderr.contains("Metal token"),
+            "{}",
+            outcome.stderr
+        );
+    }
+}

@@ -94,9 +94,28 @@ impl Receiver {
     /// Writes `config` to `dir/config.yaml`, spawns the binary and waits for
     /// the address of its health server.
     async fn spawn(dir: &Path, config: &str) -> Self {
+        Self::spawn_with(dir, config, None).await
+    }
+
+    /// [`Receiver::spawn`], with at most `max_open_files` file handles
+    /// (`ulimit -n`) when given.
+    async fn spawn_with(dir: &Path, config: &str, max_open_files: Option<u32>) -> Self {
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).expect("write the config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_equinix-receiver"))
+        let binary = env!("CARGO_BIN_EXE_equinix-receiver");
+        let mut command = match max_open_files {
+            None => Command::new(binary),
+            Some(limit) => {
+                let mut shell = Command::new("sh");
+                shell.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    binary,
+                ]);
+                shell
+            }
+        };
+        let mut child = command
             .arg(&path)
             .env_remove("RUST_LOG")
             .env_remove("METAL_AUTH_TOKEN")
@@ -921,4 +940,103 @@ async fn a_sweep_that_runs_out_of_time_shows_in_the_duration_histogram() {
         .fold((0.0, 0.0), |best, b| if b.0 > best.0 { b } else { best });
     assert!(largest >= 2.0, "largest finite bucket {largest}");
     assert_eq!(in_largest, count, "every sweep within the finite buckets");
+}
+
+/// Opens a TCP connection to `addr` and sends the start of a request whose
+/// head never ends.
+async fn half_sent_request(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the health server");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: receiver\r\nX-Slow: ")
+        .await
+        .expect("send half a request");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_take_the_file_handles_or_keep_healthz_away() {
+    let metal = metal(MetalFaults::default()).await;
+    let direktiv = direktiv(DirektivFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &metal,
+        metal.token(),
+        &direktiv,
+        &state_path(&dir),
+        "pollInterval: 200ms",
+        "",
+        "",
+    );
+    // 256 file handles, 400 idle connections: more than the process has.
+    let receiver = Receiver::spawn_with(dir.path(), &yaml, Some(256)).await;
+    wait_status(&receiver, "/readyz", 200).await;
+    // A connect the server's backlog cannot take hangs: give each a moment.
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        let connect = tokio::net::TcpStream::connect(receiver.addr);
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            idle.push(stream);
+        }
+    }
+    // Liveness answers within a few seconds although every idle connection
+    // is still open on this side, and sweeps go on (their connections to the
+    // API need file handles too).
+    let flooded = Instant::now();
+    let sweeps = receiver
+        .metric("equinix_receiver_sweeps_total")
+        .await
+        .unwrap_or(0.0);
+    loop {
+        if receiver.status("/healthz").await == 200 {
+            break;
+        }
+        assert!(
+            flooded.elapsed() < Duration::from_secs(10),
+            "/healthz did not answer within 10 s of 400 idle connections; logs:\n{}",
+            receiver.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    let start = Instant::now();
+    while receiver
+        .metric("equinix_receiver_sweeps_total")
+        .await
+        .unwrap_or(0.0)
+        <= sweeps + 1.0
+    {
+        assert!(
+            start.elapsed() < DEADLINE,
+            "sweeps stopped; logs:\n{}",
+            receiver.logs()
+        );
+        tokio::time::sleep(TICK).await;
+    }
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_though_a_request_is_half_sent() {
+    let metal = metal(MetalFaults::default()).await;
+    let direktiv = direktiv(DirektivFaults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(
+        &metal,
+        metal.token(),
+        &direktiv,
+        &state_path(&dir),
+        "pollInterval: 200ms",
+        "",
+        "shutdownGrace: 2s\n",
+    );
+    let mut receiver = Receiver::spawn(dir.path(), &yaml).await;
+    wait_status(&receiver, "/readyz", 200).await;
+    let _slow = half_sent_request(receiver.addr).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    receiver.sigterm();
+    // The grace and a little: the half-sent request is dropped, not awaited.
+    let status = receiver.wait_exit(Duration::from_secs(4)).await;
+    assert_eq!(status.code(), Some(0), "{}", receiver.logs());
 }

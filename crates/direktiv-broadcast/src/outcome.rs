@@ -48,7 +48,9 @@ pub enum Outcome {
         /// date), when it said so.
         retry_after: Option<Duration>,
         /// A short human-readable description (a trimmed error body or the
-        /// transport error). Never contains the token.
+        /// transport error). The sink never puts the token there, but a body
+        /// that echoes it is kept as Direktiv sent it: scrub it before
+        /// logging or forwarding it.
         detail: String,
     },
     /// Direktiv refused the event and sending it again will not help:

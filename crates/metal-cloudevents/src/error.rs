@@ -8,9 +8,9 @@ pub type Result<T, E = MapError> = std::result::Result<T, E>;
 /// Why [`to_cloudevent`](crate::to_cloudevent) refused an event or its options.
 ///
 /// With options that pass [`MapOptions::validate`](crate::MapOptions::validate)
-/// only [`MapError::MissingId`] and [`MapError::MissingType`] can happen: the
-/// event itself is unusable, so the caller logs it, counts it and moves on;
-/// retrying cannot help.
+/// only [`MapError::MissingId`], [`MapError::MissingType`] and
+/// [`MapError::InvalidAttribute`] can happen: the event itself is unusable, so
+/// the caller logs it, counts it and moves on; retrying cannot help.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum MapError {
@@ -28,6 +28,29 @@ pub enum MapError {
     MissingType {
         /// The event's id.
         id: EventId,
+    },
+    /// The event's `id` or `type` cannot be a CloudEvents string: it holds
+    /// a control character (U+0000 to U+001F, U+007F to U+009F), which
+    /// CloudEvents strings may not contain, or nothing but whitespace. It is
+    /// not repaired: a changed id would name another event (Direktiv
+    /// recognises resends by id) and a changed type would trigger other
+    /// workflows.
+    #[error(
+        "the Metal event's {attribute} {value:?} cannot be a CloudEvent {attribute}: it holds a control character or only whitespace"
+    )]
+    InvalidAttribute {
+        /// `id` or `type`.
+        attribute: &'static str,
+        /// The value as the event gave it, cut to 64 characters (`Display`
+        /// shows it escaped).
+        value: String,
+    },
+    /// [`MapOptions::type_prefix`](crate::MapOptions::type_prefix) holds a
+    /// control character, so no type made with it would be valid.
+    #[error("the type prefix {prefix:?} holds a control character")]
+    InvalidTypePrefix {
+        /// The prefix as configured.
+        prefix: String,
     },
     /// [`MapOptions::source_prefix`](crate::MapOptions::source_prefix) would
     /// not give a valid URI-reference.

@@ -9,12 +9,12 @@
 //! | CloudEvent | Value |
 //! |---|---|
 //! | `specversion` | `1.0` |
-//! | `id` | the Metal event id |
-//! | `type` | the Metal event type, after [`MapOptions::type_prefix`] when set |
+//! | `id` | the Metal event id (never repaired: one holding a control character or only whitespace is refused) |
+//! | `type` | the Metal event type, after [`MapOptions::type_prefix`] when set (refused like the id) |
 //! | `source` | `<prefix>/<org name>/<project name>`, or `<prefix>/<org name>` without a project; each name percent-encoded as one URI path segment |
 //! | `time` | the event's `created_at`, absent when it has none or its UTC year is outside 0000 to 9999 (RFC 3339 has four-digit years) |
 //! | `datacontenttype` | `application/json` |
-//! | `orgid`, `orgname`, `projid`, `projname`, `deviceid`, `hostname` | from the [`Context`], each only when known and not empty |
+//! | `orgid`, `orgname`, `projid`, `projname`, `deviceid`, `hostname` | from the [`Context`], control characters stripped, each only when known and not empty |
 //! | `data` | the event's JSON object exactly as the API sent it, unknown fields and key order included |
 //!
 //! ```
@@ -72,9 +72,17 @@
 //!   same event, context and options always give an equal CloudEvent, and
 //!   [`to_json_value`] always gives the same JSON, key order included.
 //! - **Infallible on valid input**: with options that pass
-//!   [`MapOptions::validate`], every event with a non-empty `id` and `type`
-//!   maps. An event without either is refused with a [`MapError`] saying
-//!   which; the mapper never panics and never invents an id.
+//!   [`MapOptions::validate`], every event whose `id` and `type` are strings
+//!   with something besides whitespace and no control character maps. Any
+//!   other event is refused with a [`MapError`] saying which attribute and
+//!   why; the mapper never panics and never invents or repairs an id.
+//! - **Valid strings**: no attribute holds a control character (U+0000 to
+//!   U+001F, U+007F to U+009F), which CloudEvents strings may not contain.
+//!   Names in `source` are percent-encoded (`%09`, `%7F`, `%C2%85`); extension
+//!   values have them stripped (`ACME\tOps\n` becomes `ACMEOps`; a value left
+//!   empty is left out); an `id` or `type` holding one, or only whitespace, is
+//!   [`MapError::InvalidAttribute`]. `data` keeps the event as sent (JSON
+//!   escapes what it must).
 //! - **Nothing is lost**: `data` is the raw object the API sent.
 //! - **No IO dependencies**: the crate depends on neither tokio nor reqwest;
 //!   `metal-events` is used with its models only. A `traceparent` extension

@@ -1,6 +1,8 @@
 //! The mapping itself: options, context, the `source` attribute, and the
 //! event-to-CloudEvent function.
 
+use std::borrow::Cow;
+
 use cloudevents::event::{EventBuilder, EventBuilderV10};
 use metal_events::{DeviceId, Event, OrganizationId, ProjectId};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -53,7 +55,8 @@ pub struct MapOptions {
     pub source_prefix: String,
     /// Put in front of every Metal type, as given: `Some("equinix.")` turns
     /// `provisioning.110` into `equinix.provisioning.110`. Default none, so the
-    /// type is unchanged.
+    /// type is unchanged. It must not hold a control character
+    /// ([`MapOptions::validate`]).
     pub type_prefix: Option<String>,
 }
 
@@ -67,9 +70,16 @@ impl Default for MapOptions {
 }
 
 impl MapOptions {
-    /// Checks the options once, at start-up: afterwards every event with an id
-    /// and a type maps. [`to_cloudevent`] checks them too.
+    /// Checks the options once, at start-up: afterwards every event with a
+    /// usable id and type maps. [`to_cloudevent`] checks them too.
     pub fn validate(&self) -> Result<()> {
+        if let Some(prefix) = &self.type_prefix
+            && prefix.chars().any(char::is_control)
+        {
+            return Err(MapError::InvalidTypePrefix {
+                prefix: prefix.clone(),
+            });
+        }
         let invalid = |reason| MapError::InvalidSourcePrefix {
             prefix: self.source_prefix.clone(),
             reason,
@@ -188,8 +198,9 @@ impl Context {
     }
 
     /// The extensions this context gives, in [`EXTENSION_NAMES`](crate::EXTENSION_NAMES)
-    /// order, leaving out every value that is unknown or empty.
-    fn extensions(&self) -> impl Iterator<Item = (&'static str, &str)> {
+    /// order, each without its control characters, leaving out every value
+    /// that is unknown or empty (also once stripped).
+    fn extensions(&self) -> impl Iterator<Item = (&'static str, Cow<'_, str>)> {
         let org = &self.organization;
         let project = self.project.as_ref();
         let device = self.device.as_ref();
@@ -202,8 +213,33 @@ impl Context {
             (HOSTNAME, device.and_then(|d| d.hostname.as_deref())),
         ]
         .into_iter()
-        .filter_map(|(name, value)| value.filter(|v| !v.is_empty()).map(|v| (name, v)))
+        .filter_map(|(name, value)| {
+            let value = without_controls(value?);
+            (!value.is_empty()).then_some((name, value))
+        })
     }
+}
+
+/// `text` without its control characters (U+0000 to U+001F, U+007F to
+/// U+009F: `char::is_control`), which CloudEvents strings may not hold.
+fn without_controls(text: &str) -> Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        Cow::Owned(text.chars().filter(|c| !c.is_control()).collect())
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// Refuses an `id` or `type` that no CloudEvent may carry: one holding a
+/// control character, or only whitespace.
+fn check_attribute(attribute: &'static str, value: &str) -> Result<()> {
+    if value.trim().is_empty() || value.chars().any(char::is_control) {
+        return Err(MapError::InvalidAttribute {
+            attribute,
+            value: value.chars().take(64).collect(),
+        });
+    }
+    Ok(())
 }
 
 /// The CloudEvent `source` for a context: `<prefix>/<org name>/<project name>`,
@@ -233,9 +269,11 @@ pub fn source(ctx: &Context, opts: &MapOptions) -> String {
 /// Maps a Metal event to a CloudEvents 1.0 event (see the crate documentation
 /// for every attribute).
 ///
-/// Fails only when the options are invalid ([`MapError::InvalidSourcePrefix`])
-/// or the event has no id ([`MapError::MissingId`]) or no type
-/// ([`MapError::MissingType`]).
+/// Fails only when the options are invalid ([`MapError::InvalidSourcePrefix`],
+/// [`MapError::InvalidTypePrefix`]), the event has no id
+/// ([`MapError::MissingId`]) or no type ([`MapError::MissingType`]), or its id
+/// or type holds a control character or only whitespace
+/// ([`MapError::InvalidAttribute`]).
 pub fn to_cloudevent(
     event: &Event,
     ctx: &Context,
@@ -250,7 +288,9 @@ pub fn to_cloudevent(
         .ok_or_else(|| MapError::MissingId {
             event_type: event_type.map(str::to_owned),
         })?;
+    check_attribute("id", id.as_str())?;
     let event_type = event_type.ok_or_else(|| MapError::MissingType { id: id.clone() })?;
+    check_attribute("type", event_type)?;
     let event_type = match opts.type_prefix.as_deref() {
         Some(prefix) => format!("{prefix}{event_type}"),
         None => event_type.to_owned(),
@@ -270,7 +310,7 @@ pub fn to_cloudevent(
         builder = builder.time(created_at);
     }
     for (name, value) in ctx.extensions() {
-        builder = builder.extension(name, value);
+        builder = builder.extension(name, value.as_ref());
     }
     builder.build().map_err(MapError::Sdk)
 }
@@ -347,6 +387,7 @@ mod tests {
                 "%22%3C%3E%5B%5C%5D%5E%60%7B%7C%7D%27%21%28%29%2A",
             ),
             ("tab\there\n", None, "tab%09here%0A"),
+            ("nul\u{0}del\u{7f}nel\u{85}", None, "nul%00del%7Fnel%C2%85"),
         ];
         for (org, project, expected) in cases {
             assert_eq!(
@@ -438,5 +479,73 @@ mod tests {
         ctx.device = Some(DeviceRef::new("", Some(String::new())));
         let names: Vec<_> = ctx.extensions().map(|(name, _)| name).collect();
         assert_eq!(names, ["orgid", "projid"]);
+    }
+
+    #[test]
+    fn control_characters_are_stripped_from_extensions() {
+        let mut ctx = ctx("ACME\tOps\r\n", Some("\u{0}\u{7f}\u{9f}"));
+        ctx.device = Some(DeviceRef::new(
+            "0caf4d6d\n",
+            Some("edge\u{1b}[31m-01\u{85}".into()),
+        ));
+        let extensions: Vec<_> = ctx
+            .extensions()
+            .map(|(name, value)| (name, value.into_owned()))
+            .collect();
+        let expected = [
+            ("orgid", "ed49fa53-743f-43aa-836b-e24f88f94d9c"),
+            ("orgname", "ACMEOps"),
+            ("projid", "d894d0eb-2b6c-4741-b106-c7cb76018d32"),
+            // `projname` held only control characters: empty, so left out.
+            ("deviceid", "0caf4d6d"),
+            ("hostname", "edge[31m-01"),
+        ];
+        let expected: Vec<_> = expected
+            .iter()
+            .map(|(n, v)| (*n, (*v).to_owned()))
+            .collect();
+        assert_eq!(extensions, expected);
+    }
+
+    #[test]
+    fn ids_and_types_that_no_cloudevent_may_carry_are_refused() {
+        let options = MapOptions::default();
+        let event = |id: &str, ty: &str| {
+            let raw = serde_json::json!({ "id": id, "type": ty });
+            Event::from_raw(raw.as_object().unwrap().clone())
+        };
+        let refused =
+            |id: &str, ty: &str| match to_cloudevent(&event(id, ty), &ctx("Org", None), &options) {
+                Err(MapError::InvalidAttribute { attribute, value }) => Some((attribute, value)),
+                _ => None,
+            };
+        assert_eq!(refused("a\u{0}b", "x"), Some(("id", "a\u{0}b".to_owned())));
+        assert_eq!(refused("  ", "x"), Some(("id", "  ".to_owned())));
+        assert_eq!(refused("a", "x\r\n"), Some(("type", "x\r\n".to_owned())));
+        assert_eq!(
+            refused("a", "x\u{85}"),
+            Some(("type", "x\u{85}".to_owned()))
+        );
+        assert_eq!(refused("a", " "), Some(("type", " ".to_owned())));
+        let long = format!("{}\u{1}", "i".repeat(100));
+        assert_eq!(refused(&long, "x").unwrap().1.chars().count(), 64);
+        // Spaces inside or around a usable value are not control characters.
+        assert!(to_cloudevent(&event(" a b ", "x y"), &ctx("Org", None), &options).is_ok());
+        let message = to_cloudevent(&event("a\u{7}", "x"), &ctx("Org", None), &options)
+            .unwrap_err()
+            .to_string();
+        assert!(message.contains("\"a\\u{7}\""), "{message}");
+    }
+
+    #[test]
+    fn a_type_prefix_with_a_control_character_is_refused() {
+        let options = MapOptions {
+            type_prefix: Some("equinix\n.".into()),
+            ..MapOptions::default()
+        };
+        assert!(matches!(
+            options.validate(),
+            Err(MapError::InvalidTypePrefix { .. })
+        ));
     }
 }

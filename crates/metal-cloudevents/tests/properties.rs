@@ -1,6 +1,7 @@
 //! Property tests: arbitrary event JSON never panics the mapper, whatever maps
-//! survives a JSON round trip through cloudevents-sdk, and every `source` is a
-//! URI-reference whose names decode back to the originals.
+//! survives a JSON round trip through cloudevents-sdk and carries no control
+//! character in any attribute, and every `source` is a URI-reference whose
+//! names decode back to the originals.
 
 use cloudevents::{AttributesReader, Data};
 use metal_cloudevents::{
@@ -53,12 +54,24 @@ fn event_object() -> impl Strategy<Value = Map<String, Value>> {
         Just("ip".to_owned()),
         ".{0,10}",
     ];
-    // Most events get a usable id and type, so the mapped path is well covered.
+    // Most events get a usable id and type, so the mapped path is well covered;
+    // some hold control characters or only whitespace.
     let id = prop::option::weighted(
         0.8,
-        "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        prop_oneof![
+            8 => "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            1 => CONTROLLED,
+            1 => "[ \t]{1,3}",
+        ],
     );
-    let ty = prop::option::weighted(0.8, "[a-z_]{1,12}(\\.[a-z0-9_]{1,12}){0,3}");
+    let ty = prop::option::weighted(
+        0.8,
+        prop_oneof![
+            8 => "[a-z_]{1,12}(\\.[a-z0-9_]{1,12}){0,3}",
+            1 => CONTROLLED,
+            1 => " {1,3}",
+        ],
+    );
     (prop::collection::vec((key, value()), 0..10), id, ty).prop_map(|(fields, id, ty)| {
         let mut object: Map<String, Value> = fields.into_iter().collect();
         object.extend(id.map(|id| ("id".to_owned(), Value::from(id))));
@@ -67,12 +80,25 @@ fn event_object() -> impl Strategy<Value = Map<String, Value>> {
     })
 }
 
-/// A context whose names and ids are arbitrary strings (any Unicode).
+/// Text with control characters (C0, DEL and C1) among letters.
+const CONTROLLED: &str = "[a-z0-9\\x00-\\x1f\\x7f-\\x9f]{1,12}";
+
+/// A name or id: any Unicode, or letters among control characters.
+fn text(max: usize) -> impl Strategy<Value = String> {
+    let regex = |pattern: &str| proptest::string::string_regex(pattern).expect("a valid regex");
+    prop_oneof![
+        3 => regex(&format!(".{{0,{max}}}")),
+        1 => regex(CONTROLLED),
+    ]
+}
+
+/// A context whose names and ids are arbitrary strings (any Unicode, control
+/// characters included).
 fn context() -> impl Strategy<Value = Context> {
     (
-        (".{0,12}", ".{0,24}"),
-        prop::option::of((".{0,12}", ".{0,24}")),
-        prop::option::of((".{0,12}", prop::option::of(".{0,16}"))),
+        (text(12), text(24)),
+        prop::option::of((text(12), text(24))),
+        prop::option::of((text(12), prop::option::of(text(16)))),
     )
         .prop_map(|((org_id, org_name), project, device)| Context {
             organization: OrganizationRef::new(org_id, org_name),
@@ -112,6 +138,18 @@ proptest! {
         match to_cloudevent(&event, &ctx, &opts) {
             Ok(ce) => {
                 prop_assert!(opts.validate().is_ok() && has_id && has_type);
+                // No attribute holds a control character (CloudEvents forbids
+                // them in strings), nor is the id or type only whitespace.
+                let mut strings = vec![
+                    ("id", ce.id().to_owned()),
+                    ("type", ce.ty().to_owned()),
+                    ("source", ce.source().to_string()),
+                ];
+                strings.extend(ce.iter_extensions().map(|(n, v)| (n, v.to_string())));
+                for (name, value) in &strings {
+                    prop_assert!(!value.chars().any(char::is_control), "{}: {:?}", name, value);
+                }
+                prop_assert!(!ce.id().trim().is_empty() && !ce.ty().trim().is_empty());
                 prop_assert_eq!(ce.id(), event.id.as_ref().unwrap().as_str());
                 prop_assert_eq!(ce.data(), Some(&Data::Json(Value::Object(raw))));
                 prop_assert_eq!(ce.time(), event.created_at.as_ref());
@@ -131,9 +169,20 @@ proptest! {
                 let again = to_cloudevent(&event, &ctx, &opts).unwrap();
                 prop_assert_eq!(serde_json::to_string(&to_json_value(&again).unwrap()).unwrap(), body);
             }
-            Err(MapError::InvalidSourcePrefix { .. }) => prop_assert!(opts.validate().is_err()),
+            Err(MapError::InvalidSourcePrefix { .. } | MapError::InvalidTypePrefix { .. }) => {
+                prop_assert!(opts.validate().is_err());
+            }
             Err(MapError::MissingId { .. }) => prop_assert!(!has_id),
             Err(MapError::MissingType { .. }) => prop_assert!(has_id && !has_type),
+            Err(MapError::InvalidAttribute { attribute, value }) => {
+                let given = match attribute {
+                    "id" => event.id.as_ref().map(|id| id.as_str()),
+                    _ => event.event_type.as_deref(),
+                };
+                let given = given.unwrap_or_default();
+                prop_assert!(given.starts_with(value.as_str()));
+                prop_assert!(given.trim().is_empty() || given.chars().any(char::is_control));
+            }
             Err(other) => prop_assert!(false, "unexpected error {other}"),
         }
     }

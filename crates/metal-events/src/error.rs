@@ -1,8 +1,10 @@
 //! The crate's one error type, [`Error`], and how an HTTP failure becomes one.
 //!
 //! Every error names the request it came from by its URL path and query (never
-//! the host's credentials: the token travels in a header and is never part of
-//! an error, its `Display` or its `Debug`).
+//! the host's credentials: the token travels in a header and this crate never
+//! puts it in an error, its `Display` or its `Debug`). An error body that
+//! echoes the token is kept as the API sent it ([`Error::Status`]): scrub it
+//! before logging or forwarding it.
 
 use std::time::Duration;
 
