@@ -8,14 +8,13 @@ mod pipeline_support;
 mod process_support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pipeline_support::*;
-use process_support::metric_value;
+use process_support::{collect_stderr, metric_value};
 use serde_json::Value;
 
 /// The gauge of dead letters held, as Prometheus prints it.
@@ -92,15 +91,7 @@ impl Service {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the receiver");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let logs = collect_stderr(&mut child);
         let mut service = Self {
             child,
             logs,

@@ -8,9 +8,8 @@
 
 mod process_support;
 
-use process_support::{metric_value, send_signal};
+use process_support::{collect_stderr, metric_value, send_signal};
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -124,15 +123,7 @@ impl Receiver {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn the receiver");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let logs = collect_stderr(&mut child);
         let mut receiver = Self {
             child,
             logs,

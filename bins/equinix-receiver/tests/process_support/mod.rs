@@ -1,9 +1,12 @@
-//! What the process tests (ops, demo, chaos) share: signalling the receiver
-//! and reading one metric out of its Prometheus text.
+//! What the process tests (ops, demo, chaos, dead letters) share: signalling
+//! the receiver, collecting its log lines and reading one metric out of its
+//! Prometheus text.
 
 #![allow(dead_code, reason = "each test binary uses part of it")]
 
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 
 /// Sends `signal` (`TERM`, `INT`) to the process `pid` with `kill`.
 pub(crate) fn send_signal(pid: u32, signal: &str) {
@@ -27,4 +30,19 @@ pub(crate) fn metric_value(text: &str, sample: &str) -> Option<f64> {
                 .parse()
                 .ok()
         })
+}
+
+/// Collects the child's stderr (piped), line by line, on a thread of its own
+/// until the child closes it.
+pub(crate) fn collect_stderr(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            sink.lock().unwrap().push(line);
+        }
+    });
+    logs
 }
