@@ -2235,6 +2235,102 @@ direktiv:
     }
 
     #[test]
+    fn unknown_keys_list_the_keys_of_their_section_in_the_documented_order() {
+        let cases = [
+            (
+                "equinix",
+                "`organizationId`, `packetAuthToken`, `packetAuthTokenFile`, `apiUrl`, \
+                 `pollInterval`, `perPage`, `maxPages`, `concurrency`, `levels`, `startFrom`, \
+                 `inventoryRefresh`, `timeout`, `sweepTimeout`, `maxResponseSize`, `eventTypes`",
+            ),
+            (
+                "direktiv",
+                "`endpoint`, `token`, `tokenFile`, `apikey`, `authHeader`, \
+                 `insecureSkipVerify`, `caFile`, `timeout`, `concurrency`, `maxRetries`, \
+                 `event-on-error`, `errorEventInterval`, `typePrefix`, `sourcePrefix`",
+            ),
+            (
+                "state",
+                "`path`, `overlap`, `deadLetterPath`, `deadLetterMax`",
+            ),
+            ("log", "`format`, `level`"),
+            ("server", "`enabled`, `listen`"),
+            (
+                "",
+                "`equinix`, `direktiv`, `state`, `log`, `server`, `shutdownGrace`",
+            ),
+        ];
+        for (section, allowed) in cases {
+            let yaml = match section {
+                "equinix" | "direktiv" => minimal_with(section, "zzz: 1"),
+                "" => format!("{MINIMAL}zzz: 1\n"),
+                _ => format!("{MINIMAL}{section}:\n  zzz: 1\n"),
+            };
+            let key = if section.is_empty() {
+                "zzz".to_owned()
+            } else {
+                format!("{section}.zzz")
+            };
+            let found = problems(&yaml);
+            assert_eq!(
+                found,
+                [format!(
+                    "{key} (line {}): unknown key: the keys allowed here are {allowed}",
+                    yaml.lines().position(|l| l.contains("zzz")).unwrap() + 1
+                )],
+                "{section}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_in_the_wrong_section_or_at_the_top_names_its_home() {
+        for (yaml, expected) in [
+            (
+                format!("endpoint: x\n{MINIMAL}"),
+                "endpoint (line 1): unknown key here: did you mean `direktiv.endpoint`?",
+            ),
+            (
+                format!("{MINIMAL}log:\n  listen: 0.0.0.0:1\n"),
+                "log.listen (line 7): unknown key here: did you mean `server.listen`?",
+            ),
+            (
+                minimal_with("direktiv", "levels: [device]"),
+                "direktiv.levels (line 5): unknown key here: did you mean `equinix.levels`?",
+            ),
+        ] {
+            assert_eq!(problems(&yaml), [expected]);
+        }
+    }
+
+    #[test]
+    fn problems_on_one_line_keep_the_order_of_the_walk() {
+        // A flow mapping puts several keys on one line: the unknown key of a
+        // section comes before the bad values of that section, and the
+        // sections follow the walk (the top first, then equinix, direktiv).
+        let yaml = "equinix: {organizationId: x, packetAuthToken: t, perPage: 0, bogus: 1}\n\
+                    direktiv: {endpoint: \"ftp://h\", timeout: 1, nope: 2}\n\
+                    sever: {listen: x}\n";
+        let found = problems(yaml);
+        let keys: Vec<&str> = found
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "equinix.bogus (line 1)",
+                "equinix.perPage (line 1)",
+                "direktiv.nope (line 2)",
+                "direktiv.endpoint (line 2)",
+                "direktiv.timeout (line 2)",
+                "sever (line 3)",
+            ],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
     fn problems_name_the_key_and_the_line() {
         let found = problems(&minimal_with("equinix", "perPage: 5000"));
         assert_eq!(
