@@ -6,9 +6,10 @@ script checks what no schema can: that the files agree with each other and
 with the receiver (names, labels, ports, paths, tokens, security settings),
 and the parts no bundled schema covers (the ServiceMonitor and PrometheusRule
 CRDs, the Kustomization, the config.yaml inside the ConfigMap, the Direktiv
-workflows, the Dockerfile's entrypoint and state directory), that every metric
-the PrometheusRule and docs/operations.md name is one the receiver exposes,
-and that the probe example in docs/operations.md is the Deployment's.
+workflows, the Dockerfile's entrypoint, state directory and build without the
+demo), that every metric the PrometheusRule and docs/operations.md name is one
+the receiver exposes, and that the probe example in docs/operations.md is the
+Deployment's.
 Needs PyYAML only.
 """
 
@@ -263,8 +264,15 @@ dockerfile = (DEPLOY / "Dockerfile").read_text()
 for line in ['ENTRYPOINT ["/equinix-receiver"]', 'CMD ["/config/config.yaml"]', f"EXPOSE {PORT}",
              f"USER {UID}:{UID}", f"--chown={UID}:{UID} /out/state {STATE_DIR}",
              "FROM gcr.io/distroless/cc-debian12:nonroot",
-             "cargo build --release --locked -p equinix-receiver"]:
+             "cargo build --release --locked -p equinix-receiver --no-default-features"]:
     check(line in dockerfile, f"Dockerfile: {line}")
+# The image is the production build: no demo, no simulator linked in (the
+# default feature `demo` is off). Every cargo build in it says so.
+builds = re.findall(r"cargo build[^\n]*", dockerfile)
+check(bool(builds) and all("--no-default-features" in b for b in builds),
+      "Dockerfile: every cargo build uses --no-default-features (no demo in the image)")
+check("--features" not in dockerfile and "--all-features" not in dockerfile,
+      "Dockerfile: turns no feature back on")
 # An image VOLUME looks persistent but, under containerd, is a directory of
 # the one container and dies with it; the state belongs on a real volume.
 check(not re.search(r"^\s*VOLUME\b", dockerfile, re.M | re.I), "Dockerfile: declares no VOLUME")

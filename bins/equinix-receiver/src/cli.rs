@@ -31,7 +31,7 @@ Environment:
 Exit codes:
   0   success (with --once: everything found was delivered)
   1   failure at run time (with --demo: also when an event was lost or sent twice)
-  2   bad command-line usage
+  2   bad command-line usage (also --demo in a build without the demo, such as the image)
   3   with --once: some events were not delivered (they are retried on the next run);
       with --redeliver-refused: some refused events are still kept (refused again, or
       not tried because Direktiv refused every event or was unreachable)
@@ -91,7 +91,9 @@ pub(crate) struct Cli {
     /// Run the built-in local demo: a simulated Metal API and Direktiv on 127.0.0.1, the
     /// real pipeline between them, one line per delivered CloudEvent. Needs no config and
     /// no credentials; Ctrl-C ends it with a summary (see docs/demo.md). The receiver's
-    /// warnings are `!!!` lines of the display; RUST_LOG puts its full log on stderr.
+    /// warnings are `!!!` lines of the display; RUST_LOG puts its full log on stderr. A build
+    /// without the default cargo feature `demo` (the container image) has no demo and
+    /// answers --demo with exit 2.
     #[arg(
         long,
         help_heading = "Demo",
@@ -122,6 +124,7 @@ pub(crate) struct Cli {
 }
 
 /// New events per second in the demo without `--demo-rate`.
+#[cfg(feature = "demo")]
 const DEFAULT_DEMO_RATE: f64 = 1.5;
 
 /// `--demo-rate`: a finite, non-negative number of events per second, at most 1000.
@@ -138,6 +141,7 @@ fn parse_rate(value: &str) -> Result<f64, String> {
 }
 
 /// The demo's options, from the `--demo-*` flags.
+#[cfg(feature = "demo")]
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DemoOptions {
     /// `--demo-events`: stop after this many delivered events.
@@ -150,10 +154,17 @@ pub(crate) struct DemoOptions {
     pub(crate) api_faults: bool,
 }
 
+/// `--demo` in a build without the `demo` feature.
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this build has no demo: it was built with --no-default-features, as the \
+                       container image is; run the demo from the source with `cargo run -p \
+                       equinix-receiver -- --demo` (docs/demo.md)";
+
 /// What to do, once the arguments agree with each other.
 #[derive(Debug)]
 pub(crate) enum Mode {
     /// `--demo`.
+    #[cfg(feature = "demo")]
     Demo,
     /// Load the config at this path, then check or run.
     Config(PathBuf),
@@ -161,6 +172,7 @@ pub(crate) enum Mode {
 
 impl Cli {
     /// The `--demo-*` options.
+    #[cfg(feature = "demo")]
     pub(crate) fn demo_options(&self) -> DemoOptions {
         DemoOptions {
             events: self.demo_events,
@@ -174,7 +186,10 @@ impl Cli {
     /// exit code to use.
     pub(crate) fn mode(&self) -> Result<Mode, (String, ExitCode)> {
         if self.demo {
+            #[cfg(feature = "demo")]
             return Ok(Mode::Demo);
+            #[cfg(not(feature = "demo"))]
+            return Err((NO_DEMO.to_owned(), ExitCode::from(2)));
         }
         // clap lets `requires = "demo"` pass when a config path (which
         // conflicts with --demo) is given, so say it here.
@@ -203,7 +218,12 @@ impl Cli {
             (None, None) => Err((
                 format!(
                     "no config file given: run `equinix-receiver /path/to/config.yaml` (or \
-                     --config PATH), or `equinix-receiver --demo` to try it without one\n\n{}",
+                     --config PATH){}\n\n{}",
+                    if cfg!(feature = "demo") {
+                        ", or `equinix-receiver --demo` to try it without one"
+                    } else {
+                        ""
+                    },
                     Cli::command().render_usage()
                 ),
                 ExitCode::from(EXIT_CONFIG),
@@ -254,6 +274,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "demo")]
     #[test]
     fn no_path_is_a_config_error_that_mentions_demo() {
         let err = parse(&[]).unwrap().mode().unwrap_err();
@@ -262,6 +283,7 @@ mod tests {
         assert_eq!(err.1, ExitCode::from(EXIT_CONFIG));
     }
 
+    #[cfg(feature = "demo")]
     #[test]
     fn demo_needs_no_config_and_refuses_one() {
         assert!(matches!(parse(&["--demo"]).unwrap().mode(), Ok(Mode::Demo)));
@@ -282,6 +304,30 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn without_the_demo_feature_demo_is_a_usage_error() {
+        for args in [&["--demo"][..], &["--demo", "--demo-rate", "2"]] {
+            let err = parse(args).unwrap().mode().unwrap_err();
+            assert!(
+                err.0.contains("this build has no demo"),
+                "{args:?}: {}",
+                err.0
+            );
+            assert_eq!(err.1, ExitCode::from(2));
+        }
+        // The flags keep their rules: a config path still goes without --demo.
+        let err = parse(&["--demo-rate", "2", "c.yaml"])
+            .unwrap()
+            .mode()
+            .unwrap_err();
+        assert!(err.0.contains("only go with --demo"), "{}", err.0);
+        let err = parse(&[]).unwrap().mode().unwrap_err();
+        assert!(!err.0.contains("--demo"), "{}", err.0);
+        assert_eq!(err.1, ExitCode::from(EXIT_CONFIG));
+    }
+
+    #[cfg(feature = "demo")]
     #[test]
     fn demo_options_need_demo_and_sane_values() {
         let cli = parse(&[

@@ -13,6 +13,10 @@
 //! The display goes to stdout, the receiver's warnings included as short
 //! lines ([`warnings`]); nothing goes to stderr unless `RUST_LOG` asks for the
 //! log there.
+//!
+//! Compiled with the cargo feature `demo` only (on by default): the production
+//! build (`--no-default-features`, the image) has neither this module nor
+//! `metal-sim`, and answers `--demo` with a usage error ([`crate::cli`]).
 
 mod warnings;
 

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod dead_letter;
 mod deliver;
+#[cfg(feature = "demo")]
 mod demo;
 mod error_events;
 mod event_types;
@@ -40,6 +41,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match cli.mode() {
         Ok(Mode::Config(path)) => path,
+        #[cfg(feature = "demo")]
         Ok(Mode::Demo) => return finish(demo::run(cli.demo_options()).await),
         Err((message, code)) => {
             report(&[message]);

@@ -409,6 +409,7 @@ fn no_token_ever_appears_in_any_output() {
     }
 }
 
+#[cfg(feature = "demo")]
 #[test]
 fn no_config_path_exits_78_and_mentions_demo() {
     let output = run(&[], &[]);
@@ -419,6 +420,29 @@ fn no_config_path_exits_78_and_mentions_demo() {
         "{stderr}"
     );
     assert!(stderr.contains("Usage:"), "{stderr}");
+}
+
+/// The production build (`--no-default-features`, as deploy/Dockerfile builds
+/// it) has no demo: `--demo` is a usage error that says so, and a missing
+/// config does not send anyone to it.
+#[cfg(not(feature = "demo"))]
+#[test]
+fn a_build_without_the_demo_says_so() {
+    for args in [&["--demo"][..], &["--demo", "--demo-events", "3"]] {
+        let output = run(args, &[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("this build has no demo") && stderr.contains("--no-default-features"),
+            "{args:?}: {stderr}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    let output = run(&[], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("no config file given"), "{stderr}");
+    assert!(!stderr.contains("--demo"), "{stderr}");
 }
 
 #[test]
