@@ -278,6 +278,14 @@ impl ErrorReporting {
                         it is counted in the next report");
                     events.requeue(report);
                 }
+                Delivered::Cancelled => {
+                    tracing::warn!(
+                        reason = Delivered::CANCELLED_REASON,
+                        "could not send an error event to Direktiv; \
+                        it is counted in the next report"
+                    );
+                    events.requeue(report);
+                }
             }
         }
         events.prune(now);

@@ -641,18 +641,29 @@ impl Pipeline {
                 Delivered::Deferred { reason, blocks_all } => {
                     if *blocks_all {
                         stop.cancel();
-                        if reason != "shutting down" {
-                            self.metrics.error(ErrorKind::DeliveryPermanent);
-                        }
+                        self.metrics.error(ErrorKind::DeliveryPermanent);
                     }
                     tracing::debug!(id, %reason, "delivery deferred to the next sweep");
                     let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
-                    if report.first_delivery_problem.is_none() && reason != "shutting down" {
+                    if report.first_delivery_problem.is_none() {
                         report.first_delivery_problem = Some(reason.clone());
                         report.delivery_problem_permanent = *blocks_all;
                     }
+                    return;
+                }
+                Delivered::Cancelled => {
+                    tracing::debug!(
+                        id,
+                        reason = Delivered::CANCELLED_REASON,
+                        "delivery deferred to the next sweep"
+                    );
+                    progress
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .blocked
+                        .insert(group.key.clone());
                     return;
                 }
             }
@@ -679,7 +690,9 @@ impl Pipeline {
                         report.delivery_problem_permanent = true;
                     }
                 }
-                Delivered::Deferred { .. } => unreachable!("returned above"),
+                Delivered::Deferred { .. } | Delivered::Cancelled => {
+                    unreachable!("returned above")
+                }
             }
         }
     }
