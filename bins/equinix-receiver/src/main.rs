@@ -13,7 +13,6 @@ mod demo;
 mod error_events;
 mod event_types;
 mod future;
-mod gate;
 mod health;
 mod inventory;
 mod logging;

@@ -21,7 +21,6 @@ use crate::deliver::{Delivered, Target};
 use crate::error_events::ErrorKind;
 use crate::event_types::EventTypes;
 use crate::future::FutureDated;
-use crate::gate::RateGate;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::poll::{Level, ListEnd, ListPoll, PollOptions, Source, poll_list};
@@ -40,7 +39,6 @@ pub(crate) struct Pipeline {
     /// Where events Direktiv refused for good are kept.
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) target: Target,
-    pub(crate) gate: Arc<RateGate>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) poll: PollOptions,
     pub(crate) levels: Levels,
@@ -329,7 +327,6 @@ impl Pipeline {
         let poll = poll_list(
             &self.client,
             self.tracker.as_ref(),
-            &self.gate,
             &self.metrics,
             &self.poll,
             source,
