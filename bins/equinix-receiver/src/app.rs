@@ -25,7 +25,6 @@ use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::{Delivered, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::future::FutureDated;
-use crate::gate::RateGate;
 use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, HttpCode, Metrics};
@@ -146,9 +145,8 @@ async fn run_pipeline(
     health: &Health,
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
-    let gate = Arc::new(RateGate::default());
     let scrubber = Arc::new(Scrubber::new(settings.secrets()));
-    let client = metal_client(settings, metrics, &gate)?;
+    let client = metal_client(settings, metrics)?;
     // Where the state's directory is mounted (Linux only; elsewhere the file
     // counts as persistent).
     let mountinfo = if extras.scratch_state {
@@ -195,7 +193,6 @@ async fn run_pipeline(
         tracker,
         dead_letters,
         target,
-        gate,
         metrics: Arc::clone(metrics),
         poll: PollOptions {
             per_page: settings.equinix.per_page,
@@ -278,6 +275,14 @@ impl ErrorReporting {
                         it is counted in the next report");
                     events.requeue(report);
                 }
+                Delivered::Cancelled => {
+                    tracing::warn!(
+                        reason = Delivered::CANCELLED_REASON,
+                        "could not send an error event to Direktiv; \
+                        it is counted in the next report"
+                    );
+                    events.requeue(report);
+                }
             }
         }
         events.prune(now);
@@ -339,10 +344,8 @@ async fn main_loop(
                     inventory = Some((fresh, Instant::now()));
                 }
                 Err(error) => {
-                    if let metal_events::Error::RateLimited { retry_after, .. } = &error {
-                        // The next attempt waits for the gate, like the lists.
-                        pipeline.gate.rate_limited(*retry_after, "inventory");
-                    }
+                    // A 429 paused the client's rate gate: the next attempt
+                    // waits for it, like the lists.
                     let auth = error.is_unauthorized();
                     let status = error.status().map(|s| s.as_u16());
                     let kind = if auth {
@@ -525,15 +528,10 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
     );
 }
 
-/// The Metal API client, reporting every request to the metrics and the
-/// rate-limit gate.
-fn metal_client(
-    settings: &Settings,
-    metrics: &Arc<Metrics>,
-    gate: &Arc<RateGate>,
-) -> anyhow::Result<Client> {
+/// The Metal API client, reporting every request to the metrics. The client
+/// keeps the rate-limit gate itself (429s and `X-RateLimit-Remaining: 0`).
+fn metal_client(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let metrics = Arc::clone(metrics);
-    let gate = Arc::clone(gate);
     let observer = move |record: &RequestRecord| {
         let endpoint = record.endpoint.as_str();
         let code = HttpCode(record.status.map(|s| s.as_u16()));
@@ -545,22 +543,8 @@ fn metal_client(
             .api_request_duration
             .get_or_create(&EndpointLabel { endpoint })
             .observe(record.duration.as_secs_f64());
-        if record.status.is_some_and(|s| s.is_success()) {
-            gate.answered();
-        }
         if let Some(limit) = record.rate_limit {
-            let now = std::time::SystemTime::now();
-            metrics.observe_rate_limit(&limit, now);
-            // A 429 says how long to wait in `Retry-After`, which the poller
-            // applies; pausing here until the window's reset as well would
-            // override that (an hour-long window stalled every request).
-            let too_many = record.status.is_some_and(|s| s.as_u16() == 429);
-            if limit.remaining == Some(0)
-                && !too_many
-                && let Some(wait) = limit.reset_after(now)
-            {
-                gate.pause_for(wait);
-            }
+            metrics.observe_rate_limit(&limit, std::time::SystemTime::now());
         }
     };
     let e = &settings.equinix;
@@ -761,13 +745,13 @@ async fn load_inventory(
         per_page: settings.equinix.per_page,
         ..Default::default()
     };
-    wait_gate(&pipeline.gate, health).await;
+    wait_gate(pipeline.client.rate_gate(), health).await;
     let organization = client.organization(org).await?;
     let org_name = organization
         .name
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| org.to_string());
-    wait_gate(&pipeline.gate, health).await;
+    wait_gate(pipeline.client.rate_gate(), health).await;
     let projects: Vec<ProjectInfo> = client
         .project_pages(org, &options)
         .collect_all(INVENTORY_MAX_PAGES)
@@ -793,7 +777,7 @@ async fn load_inventory(
                 if stop.is_cancelled() {
                     return Ok(Vec::new());
                 }
-                wait_gate(&pipeline.gate, health).await;
+                wait_gate(pipeline.client.rate_gate(), health).await;
                 let devices = client
                     .device_pages(&project.id, &options)
                     .collect_all(INVENTORY_MAX_PAGES)
@@ -829,9 +813,11 @@ async fn load_inventory(
     })
 }
 
-/// Waits for the rate-limit gate, beating meanwhile: a rate-limit pause is a
-/// wait, not a stall, and must not fail the liveness probe.
-async fn wait_gate(gate: &RateGate, health: &Health) {
+/// Waits for the client's rate-limit gate, beating meanwhile: a rate-limit
+/// pause is a wait, not a stall, and must not fail the liveness probe. (The
+/// client waits at it too, before every request; waiting here first keeps
+/// the probe alive.)
+async fn wait_gate(gate: &metal_events::RateGate, health: &Health) {
     let wait = gate.wait();
     tokio::pin!(wait);
     loop {

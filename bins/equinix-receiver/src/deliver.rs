@@ -49,16 +49,20 @@ pub(crate) enum Delivered {
     Deferred {
         /// Why, for the log.
         reason: String,
-        /// The refusal concerns every event (401, 403, 404, 405, 415, a
-        /// redirect): stop delivering for this sweep.
+        /// The refusal concerns every event
+        /// ([`Outcome::is_endpoint_refusal`]), or stdout cannot be written:
+        /// stop delivering for this sweep.
         blocks_all: bool,
     },
+    /// Not delivered because the receiver is shutting down: the wait before
+    /// a retry was cut short. The event stays new; this is not a problem to
+    /// report.
+    Cancelled,
 }
 
-/// Whether a permanent status concerns the endpoint or token rather than the
-/// event: sending any other event would fail the same way.
-fn is_endpoint_problem(status: u16) -> bool {
-    matches!(status, 300..=399 | 401 | 403 | 404 | 405 | 407 | 415)
+impl Delivered {
+    /// What a cancelled delivery says in a log line.
+    pub(crate) const CANCELLED_REASON: &str = "shutting down";
 }
 
 impl Target {
@@ -110,22 +114,19 @@ impl Target {
                     tracing::debug!(id = event_id(event), %detail, wait_ms = wait.as_millis() as u64,
                         "delivery failed; retrying");
                     tokio::select! {
-                        () = stop.cancelled() => return Delivered::Deferred {
-                            reason: "shutting down".to_owned(),
-                            blocks_all: true,
-                        },
+                        () = stop.cancelled() => return Delivered::Cancelled,
                         () = tokio::time::sleep(wait) => {}
                     }
                     metrics.delivery_retries.inc();
                 }
-                Outcome::Permanent { status, .. } => {
+                Outcome::Permanent { .. } => {
                     metrics.delivery_failure(FailureReason::Permanent, code);
                     let reason = if delivery.outcome.is_auth_refusal() {
                         format!("{}; {}", delivery.outcome, auth_hint(sink.auth_headers()))
                     } else {
                         delivery.outcome.to_string()
                     };
-                    return if is_endpoint_problem(status) {
+                    return if delivery.outcome.is_endpoint_refusal() {
                         Delivered::Deferred {
                             reason,
                             blocks_all: true,
@@ -197,13 +198,64 @@ fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered
 mod tests {
     use super::*;
 
-    #[test]
-    fn endpoint_problems_block_everything_but_event_problems_do_not() {
-        for status in [301, 401, 403, 404, 405, 415] {
-            assert!(is_endpoint_problem(status), "{status}");
+    async fn direktiv_answering(code: u16) -> (wiremock::MockServer, Target) {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(wiremock::ResponseTemplate::new(code))
+            .mount(&server)
+            .await;
+        let base = url::Url::parse(&server.uri()).unwrap();
+        let endpoint = direktiv_broadcast::endpoint_v2(&base, "ops").unwrap();
+        let sink = Sink::new(direktiv_broadcast::SinkConfig::new(endpoint)).unwrap();
+        (server, Target::Direktiv(sink))
+    }
+
+    fn event() -> cloudevents::Event {
+        use cloudevents::EventBuilder;
+        cloudevents::EventBuilderV10::new()
+            .id("e-1")
+            .source("equinix-metal")
+            .ty("com.equinix.metal.test")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_during_a_retry_wait_cancels_without_a_problem() {
+        let (_server, target) = direktiv_answering(503).await;
+        let metrics = Metrics::new(Duration::from_secs(60));
+        // Cancelled before the wait that follows the first 503.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let outcome = target.deliver(&event(), 100, &metrics, &stop).await;
+        assert_eq!(outcome, Delivered::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_refusal_blocks_every_event_and_an_event_refusal_only_one() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        for code in [302, 404, 407, 415] {
+            let (_server, target) = direktiv_answering(code).await;
+            let outcome = target.deliver(&event(), 0, &metrics, &stop).await;
+            assert!(
+                matches!(
+                    outcome,
+                    Delivered::Deferred {
+                        blocks_all: true,
+                        ..
+                    }
+                ),
+                "{code}: {outcome:?}"
+            );
         }
-        for status in [400, 413, 422] {
-            assert!(!is_endpoint_problem(status), "{status}");
+        for code in [400, 413, 422] {
+            let (_server, target) = direktiv_answering(code).await;
+            let outcome = target.deliver(&event(), 0, &metrics, &stop).await;
+            assert!(
+                matches!(outcome, Delivered::Rejected { .. }),
+                "{code}: {outcome:?}"
+            );
         }
     }
 

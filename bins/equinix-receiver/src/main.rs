@@ -14,7 +14,6 @@ mod demo;
 mod error_events;
 mod event_types;
 mod future;
-mod gate;
 mod health;
 mod inventory;
 mod logging;

@@ -14,11 +14,10 @@ use metal_events::{
 use tokio_util::sync::CancellationToken;
 
 use crate::error_events::ErrorKind;
-use crate::gate::RateGate;
 use crate::metrics::{LevelLabel, Metrics};
 
 /// Retries of one page (after 0.5 s, then 1 s, plus jitter; after a 429, the
-/// rate-limit gate's pause instead) before the list is given up for this
+/// client's rate-limit gate's pause instead) before the list is given up for this
 /// sweep.
 const PAGE_RETRIES: usize = 2;
 const PAGE_BACKOFF: Duration = Duration::from_millis(500);
@@ -189,7 +188,6 @@ pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bo
 pub(crate) async fn poll_list(
     client: &Client,
     tracker: &dyn Tracker,
-    gate: &RateGate,
     metrics: &Metrics,
     options: &PollOptions,
     source: Source,
@@ -253,10 +251,7 @@ pub(crate) async fn poll_list(
     let mut ordered = true;
     let mut oldest_so_far: Option<DateTime<Utc>> = None;
     loop {
-        tokio::select! {
-            () = stop.cancelled() => return poll,
-            () = gate.wait() => {}
-        }
+        // The client waits at its rate gate before each request.
         let page = tokio::select! {
             () = stop.cancelled() => return poll,
             page = pager.next_page() => page,
@@ -268,13 +263,12 @@ pub(crate) async fn poll_list(
                 return poll;
             }
             Err(error) => {
-                if let metal_events::Error::RateLimited { retry_after, .. } = &error {
-                    // Every 429 pauses every request (at least a second,
-                    // longer on repeats) and uses one of the page's
-                    // attempts, so a server that keeps answering 429, even
-                    // with `Retry-After: 0`, gets a handful of requests per
-                    // list and sweep, not a storm.
-                    gate.rate_limited(*retry_after, &poll.source.key);
+                if let metal_events::Error::RateLimited { .. } = &error {
+                    // Every 429 pauses every request of the client (at least
+                    // a second, longer on repeats) and uses one of the
+                    // page's attempts, so a server that keeps answering 429,
+                    // even with `Retry-After: 0`, gets a handful of requests
+                    // per list and sweep, not a storm.
                     metrics.error(ErrorKind::RateLimited);
                     if backoff.next().is_some() {
                         continue;

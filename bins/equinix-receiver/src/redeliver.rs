@@ -163,6 +163,11 @@ async fn redeliver(
                      stopping, the rest stays kept");
                 break;
             }
+            // Nothing cancels `stop` here; were it cancelled, the rest stays kept.
+            Delivered::Cancelled => {
+                summary.left = entries.len() - index;
+                break;
+            }
         }
     }
     store.settle(&resent, refused).await?;

@@ -20,8 +20,7 @@ use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, Target};
 use crate::error_events::ErrorKind;
 use crate::event_types::EventTypes;
-use crate::future::{FutureDated, is_future};
-use crate::gate::RateGate;
+use crate::future::FutureDated;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::poll::{Level, ListEnd, ListPoll, PollOptions, Source, poll_list};
@@ -40,7 +39,6 @@ pub(crate) struct Pipeline {
     /// Where events Direktiv refused for good are kept.
     pub(crate) dead_letters: Arc<DeadLetters>,
     pub(crate) target: Target,
-    pub(crate) gate: Arc<RateGate>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) poll: PollOptions,
     pub(crate) levels: Levels,
@@ -160,56 +158,6 @@ struct Progress {
 /// the other, in the order they were found.
 type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
-/// The floor a fully read list may move to: the newest creation time such that
-/// every event read at or before it is settled. When every event read is
-/// settled, at least `now - overlap`, since events that old can no longer turn
-/// up late. With a pending event and nothing settled before it, one second
-/// before that event, so the list holds the horizon back. A settled event
-/// dated in the future never becomes the floor: its date is not a clock, and events that
-/// happen before it have not been listed yet.
-pub(crate) fn floor_for(
-    read: impl IntoIterator<Item = (Option<DateTime<Utc>>, bool)>,
-    now: DateTime<Utc>,
-    overlap: Duration,
-) -> Option<DateTime<Utc>> {
-    let mut oldest_unsettled: Option<DateTime<Utc>> = None;
-    let mut settled_times = Vec::new();
-    for (created_at, settled) in read {
-        let Some(at) = created_at else { continue };
-        if settled {
-            if !is_future(Some(at), now) {
-                settled_times.push(at);
-            }
-        } else {
-            oldest_unsettled = Some(oldest_unsettled.map_or(at, |o| o.min(at)));
-        }
-    }
-    match oldest_unsettled {
-        // Everything read before the oldest unsettled event is settled. With
-        // nothing settled below it, the floor still goes just below it: a
-        // list that never got a floor would otherwise not hold the horizon
-        // back, and the horizon (moved by the other lists) would pass its
-        // pending event, which would then count as settled and be lost.
-        Some(unsettled) => settled_times
-            .into_iter()
-            .filter(|at| *at < unsettled)
-            .max()
-            .or_else(|| unsettled.checked_sub_signed(chrono::TimeDelta::seconds(1))),
-        None => {
-            let quiet = chrono::Duration::from_std(overlap)
-                .ok()
-                .and_then(|overlap| now.checked_sub_signed(overlap))
-                .unwrap_or(DateTime::<Utc>::MIN_UTC);
-            Some(
-                settled_times
-                    .into_iter()
-                    .max()
-                    .map_or(quiet, |newest| newest.max(quiet)),
-            )
-        }
-    }
-}
-
 /// The lists the levels ask for, device lists first so that an event listed
 /// by both a device and its project is claimed with the device's context.
 pub(crate) fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
@@ -315,10 +263,10 @@ impl Pipeline {
         report.lists = lists;
         report.deferred = report.new - report.delivered - report.already - report.rejected;
 
-        // Settle: move the floor of every list read to its settled part,
-        // lowest first: the horizon only moves forward, so a list seen for
-        // the first time must hold it back before the others move it.
-        let mut floors: Vec<(&str, DateTime<Utc>)> = polls
+        // Settle: move the floor of every list read to its settled part
+        // (lowest first, so a list seen for the first time holds the horizon
+        // back before the others move it).
+        let floors: Vec<(&str, DateTime<Utc>)> = polls
             .iter()
             .filter(|p| matches!(p.end, ListEnd::Complete))
             .filter_map(|poll| {
@@ -332,14 +280,12 @@ impl Pipeline {
                     };
                     (seen.created_at, done)
                 });
-                floor_for(read, now, self.overlap).map(|floor| (poll.source.key.as_str(), floor))
+                event_dedupe::settled_floor(read, now, self.overlap)
+                    .map(|floor| (poll.source.key.as_str(), floor))
             })
             .collect();
-        floors.sort_by_key(|(_, floor)| *floor);
-        for (source, floor) in floors {
-            if let Err(error) = self.tracker.advance_floor(source, floor).await {
-                tracing::warn!(source, %error, "could not move the source's floor");
-            }
+        for (source, error) in self.tracker.advance_floors(&floors).await {
+            tracing::warn!(source, %error, "could not move the source's floor");
         }
         if let Err(error) = self.tracker.persist().await {
             self.metrics.state_persist_failures.inc();
@@ -381,7 +327,6 @@ impl Pipeline {
         let poll = poll_list(
             &self.client,
             self.tracker.as_ref(),
-            &self.gate,
             &self.metrics,
             &self.poll,
             source,
@@ -641,18 +586,29 @@ impl Pipeline {
                 Delivered::Deferred { reason, blocks_all } => {
                     if *blocks_all {
                         stop.cancel();
-                        if reason != "shutting down" {
-                            self.metrics.error(ErrorKind::DeliveryPermanent);
-                        }
+                        self.metrics.error(ErrorKind::DeliveryPermanent);
                     }
                     tracing::debug!(id, %reason, "delivery deferred to the next sweep");
                     let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
-                    if report.first_delivery_problem.is_none() && reason != "shutting down" {
+                    if report.first_delivery_problem.is_none() {
                         report.first_delivery_problem = Some(reason.clone());
                         report.delivery_problem_permanent = *blocks_all;
                     }
+                    return;
+                }
+                Delivered::Cancelled => {
+                    tracing::debug!(
+                        id,
+                        reason = Delivered::CANCELLED_REASON,
+                        "delivery deferred to the next sweep"
+                    );
+                    progress
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .blocked
+                        .insert(group.key.clone());
                     return;
                 }
             }
@@ -679,7 +635,9 @@ impl Pipeline {
                         report.delivery_problem_permanent = true;
                     }
                 }
-                Delivered::Deferred { .. } => unreachable!("returned above"),
+                Delivered::Deferred { .. } | Delivered::Cancelled => {
+                    unreachable!("returned above")
+                }
             }
         }
     }
@@ -716,15 +674,7 @@ impl Pipeline {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
-
-    fn t(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
-    }
-
-    const OVERLAP: Duration = Duration::from_secs(600);
 
     #[test]
     fn a_deleted_list_is_not_a_failed_sweep_but_a_read_error_is() {
@@ -751,51 +701,5 @@ mod tests {
         ] {
             assert!(!unfinished.all_delivered(), "{unfinished:?}");
         }
-    }
-
-    #[test]
-    fn floor_stops_below_the_oldest_unsettled_event() {
-        let read = [
-            (Some(t(50)), true),
-            (Some(t(40)), false),
-            (Some(t(30)), true),
-            (Some(t(20)), true),
-        ];
-        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(30)));
-    }
-
-    #[test]
-    fn floor_stops_just_below_the_oldest_pending_event() {
-        let read = [(Some(t(50)), false), (Some(t(40)), true)];
-        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(40)));
-        assert_eq!(
-            floor_for([(Some(t(50)), false)], t(100), OVERLAP),
-            Some(t(49)),
-            "just below a pending event that nothing settled precedes"
-        );
-    }
-
-    #[test]
-    fn a_future_dated_event_never_becomes_the_floor() {
-        let end = DateTime::<Utc>::MAX_UTC;
-        let read = [(Some(end), true), (Some(t(50)), true)];
-        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(50)));
-        let read = [(Some(t(100 + 3600)), true)];
-        assert_eq!(floor_for(read, t(10_000), OVERLAP), Some(t(10_000 - 600)));
-        // Within the tolerance (clock skew), the newest event still counts.
-        let read = [(Some(t(130)), true)];
-        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(130)));
-        // Arithmetic at chrono's edges does not panic.
-        let min = DateTime::<Utc>::MIN_UTC;
-        assert_eq!(floor_for([], min, OVERLAP), Some(min));
-        assert_eq!(floor_for([], t(0), Duration::MAX), Some(min));
-    }
-
-    #[test]
-    fn floor_of_a_settled_list_reaches_now_minus_overlap() {
-        let read = [(Some(t(50)), true), (None, false)];
-        assert_eq!(floor_for(read, t(10_000), OVERLAP), Some(t(10_000 - 600)));
-        assert_eq!(floor_for(read, t(100), OVERLAP), Some(t(50)));
-        assert_eq!(floor_for([], t(10_000), OVERLAP), Some(t(10_000 - 600)));
     }
 }

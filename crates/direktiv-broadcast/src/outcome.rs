@@ -103,6 +103,26 @@ impl Outcome {
         )
     }
 
+    /// Direktiv refused the request for a reason that concerns every event,
+    /// not this one: [`Outcome::Permanent`] with a redirect (3xx, the URL is
+    /// wrong), 401 or 403 (the token, see [`Outcome::is_auth_refusal`]), 404
+    /// (no such namespace), 405 (not a broadcast endpoint), 407 (a proxy
+    /// wants credentials) or 415 (the endpoint does not take this content
+    /// type). Sending any other event now would be refused the same way, so a
+    /// caller stops sending until the configuration changes; the event itself
+    /// is not at fault and should be kept to send again. Any other permanent
+    /// refusal (400, 413, 422, ...) or [`Outcome::Unsendable`] concerns only
+    /// this event.
+    pub fn is_endpoint_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::Permanent {
+                status: 300..=399 | 401 | 403 | 404 | 405 | 407 | 415,
+                ..
+            }
+        )
+    }
+
     /// The wait Direktiv asked for, if this is a retryable outcome that had one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -370,6 +390,20 @@ mod tests {
         for code in [200, 400, 404, 407, 409, 415, 500] {
             assert!(!classify(code, "").is_auth_refusal(), "{code}");
         }
+    }
+
+    #[test]
+    fn endpoint_refusals_concern_every_event_and_event_refusals_only_one() {
+        for code in [300, 301, 302, 307, 308, 401, 403, 404, 405, 407, 415] {
+            assert!(classify(code, "").is_endpoint_refusal(), "{code}");
+        }
+        for code in [200, 400, 402, 406, 409, 410, 413, 422, 429, 500, 503] {
+            assert!(!classify(code, "").is_endpoint_refusal(), "{code}");
+        }
+        let unsendable = Outcome::Unsendable {
+            reason: "not JSON".into(),
+        };
+        assert!(!unsendable.is_endpoint_refusal());
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub async fn run_all(make: impl MakeTracker) {
     floors_only_move_forward(&make).await;
     cross_source_dedupe_survives_pruning(&make).await;
     lagging_source_holds_back_pruning(&make).await;
+    a_new_source_in_a_batch_holds_the_horizon_back(&make).await;
     stale_source_expires(&make).await;
     forget_source_unpins_pruning(&make).await;
     undated_events(&make).await;
@@ -277,6 +278,41 @@ pub async fn lagging_source_holds_back_pruning(make: &impl MakeTracker) {
     assert_eq!(
         verdict(&*t, "project:p1", "e1", at).await,
         Verdict::BelowFloor
+    );
+}
+
+/// Floors advanced in one batch ([`Tracker::advance_floors`]) move lowest
+/// first, whatever order they are given in: a source seen for the first time
+/// with an old pending event holds the horizon back, so its pending event
+/// stays new and the ids it could still list stay remembered.
+pub async fn a_new_source_in_a_batch_holds_the_horizon_back(make: &impl MakeTracker) {
+    let (t, clock) = fresh(make, Baseline::Now).await;
+    clock.advance(TimeDelta::hours(3));
+    t.advance_floor("device:d1", t0() + TimeDelta::hours(1))
+        .await
+        .expect("advance");
+    let e1 = Some(t0() + min(115));
+    t.record_delivered("device:d1", "e1", e1)
+        .await
+        .expect("record");
+    let pending = t0() + TimeDelta::hours(2);
+    // Highest first, as a caller might list them.
+    let failed = t
+        .advance_floors(&[
+            ("device:d1", t0() + TimeDelta::hours(3)),
+            ("project:new", pending - TimeDelta::seconds(1)),
+        ])
+        .await;
+    assert!(failed.is_empty(), "advance_floors failed: {failed:?}");
+    assert_eq!(
+        verdict(&*t, "project:new", "pending", Some(pending)).await,
+        Verdict::New,
+        "the new source's pending event must stay new"
+    );
+    assert_eq!(
+        verdict(&*t, "project:new", "e1", e1).await,
+        Verdict::Delivered,
+        "an id the new source still lists must stay remembered"
     );
 }
 

@@ -45,6 +45,18 @@
 //! the baseline or below a floor, it is new until recorded, and its record is
 //! kept for [`TrackerOptions::undated_retention`] after it was recorded.
 //!
+//! # Choosing a floor
+//!
+//! After reading a source's whole list, [`settled_floor`] says how far it is
+//! settled: the newest creation time at or before which every event read is
+//! settled; at least `now - overlap` once everything read is settled; one
+//! second below the oldest pending event when nothing settled precedes it (so
+//! a source seen for the first time holds the horizon back); and never the
+//! date of an event past the clock plus [`FUTURE_TOLERANCE`].
+//! [`Tracker::advance_floors`] then moves the floors of one sweep lowest
+//! first: the horizon only moves forward, so a new source with a low floor
+//! must be known before the others move the horizon past it.
+//!
 //! # Times are data, not a clock
 //!
 //! A `created_at` comes from an API and may be wrong: an hour ahead (clock
@@ -118,6 +130,7 @@ mod clock;
 pub mod conformance;
 mod error;
 mod file;
+mod floor;
 mod memory;
 mod options;
 mod read_only;
@@ -129,6 +142,7 @@ use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use file::{FileOptions, FileTracker};
+pub use floor::settled_floor;
 pub use memory::MemoryTracker;
 pub use options::{Baseline, FUTURE_TOLERANCE, ParseBaselineError, TrackerOptions};
 pub use read_only::ReadOnly;
@@ -240,6 +254,23 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// the list; the overlap window absorbs skew and late listing): a quiet
     /// source whose floor is its newest event would hold the horizon back.
     async fn advance_floor(&self, source: &str, floor: DateTime<Utc>) -> Result<()>;
+
+    /// [`Tracker::advance_floor`] for the sources of one sweep, lowest floor
+    /// first, so that a source seen for the first time holds the horizon back
+    /// before the others move it (moving a high floor first could prune ids
+    /// the low source still lists). Every source is tried; returns those that
+    /// failed with their error, in the order tried.
+    async fn advance_floors(&self, floors: &[(&str, DateTime<Utc>)]) -> Vec<(String, Error)> {
+        let mut floors = floors.to_vec();
+        floors.sort_by_key(|(_, floor)| *floor);
+        let mut failed = Vec::new();
+        for (source, floor) in floors {
+            if let Err(error) = self.advance_floor(source, floor).await {
+                failed.push((source.to_owned(), error));
+            }
+        }
+        failed
+    }
 
     /// Forgets a source (a deleted device) so it no longer holds back pruning.
     async fn forget_source(&self, source: &str) -> Result<()>;

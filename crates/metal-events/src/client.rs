@@ -16,6 +16,7 @@ use url::{Position, Url};
 use crate::error::{Error, Result};
 use crate::models::{DeviceId, DeviceList, Organization, OrganizationId, ProjectId, ProjectList};
 use crate::page::{Decoded, LazyEvent, Pager, decode_events, decode_lazy_events};
+use crate::rate_gate::RateGate;
 use crate::rate_limit::{self, RateLimit};
 
 /// The Metal API's base URL.
@@ -176,6 +177,7 @@ pub struct ClientBuilder {
     connect_timeout: Option<Duration>,
     max_response_size: u64,
     observer: Option<Observer>,
+    rate_gate: Option<Arc<RateGate>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -188,6 +190,7 @@ impl fmt::Debug for ClientBuilder {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_size", &self.max_response_size)
             .field("observer", &self.observer.is_some())
+            .field("rate_gate", &self.rate_gate)
             .finish()
     }
 }
@@ -248,6 +251,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends every request through `gate` instead of a gate of the
+    /// client's own, so that several clients (or a program's other callers
+    /// of the same API) share one rate-limit pause. See [`RateGate`].
+    pub fn rate_gate(mut self, gate: Arc<RateGate>) -> Self {
+        self.rate_gate = Some(gate);
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
@@ -289,6 +300,7 @@ impl ClientBuilder {
                 timeout: self.timeout.unwrap_or(DEFAULT_TIMEOUT),
                 max_response_size: self.max_response_size,
                 observer: self.observer,
+                rate_gate: self.rate_gate.unwrap_or_default(),
                 last_rate_limit: Mutex::new(None),
             }),
         })
@@ -353,6 +365,7 @@ struct Inner {
     timeout: Duration,
     max_response_size: u64,
     observer: Option<Observer>,
+    rate_gate: Arc<RateGate>,
     last_rate_limit: Mutex<Option<RateLimit>>,
 }
 
@@ -385,6 +398,7 @@ impl Client {
             connect_timeout: None,
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             observer: None,
+            rate_gate: None,
         }
     }
 
@@ -400,6 +414,14 @@ impl Client {
     /// The base URL requests are made against.
     pub fn base_url(&self) -> &Url {
         &self.inner.base
+    }
+
+    /// The rate-limit gate every request of this client (and its clones)
+    /// waits at: to see the pause in force, to share it with another
+    /// client ([`ClientBuilder::rate_gate`]), or to wait for it before work
+    /// of one's own.
+    pub fn rate_gate(&self) -> &Arc<RateGate> {
+        &self.inner.rate_gate
     }
 
     /// The rate-limit headers of the most recent answer that carried any,
@@ -568,11 +590,13 @@ impl Client {
         Ok(url)
     }
 
-    /// Sends one `GET`, reads the body (up to the size cap), and turns
-    /// anything but a 2xx into an [`Error`]. Records the rate limit, calls the observer once,
-    /// and emits a debug event.
+    /// Waits at the rate gate, sends one `GET`, reads the body (up to the
+    /// size cap), and turns anything but a 2xx into an [`Error`]. Records
+    /// the rate limit, tells the gate about the answer, calls the observer
+    /// once, and emits a debug event.
     pub(crate) async fn fetch(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
         let span = tracing::debug_span!("metal_request", endpoint = endpoint.as_str(), path);
+        self.inner.rate_gate.wait().await;
         self.fetch_inner(endpoint, url, path).instrument(span).await
     }
 
@@ -605,9 +629,10 @@ impl Client {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner) = Some(rate_limit);
         }
-        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS).then(|| {
-            rate_limit::retry_after(response.headers(), rate_limit.as_ref(), SystemTime::now())
-        });
+        let now = SystemTime::now();
+        let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+            .then(|| rate_limit::retry_after(response.headers(), rate_limit.as_ref(), now));
+        self.gate_answer(status, retry_after, rate_limit, path, now);
         let limit = inner.max_response_size;
         let too_large = || Error::ResponseTooLarge {
             path: path.to_owned(),
@@ -666,6 +691,34 @@ impl Client {
             ));
         }
         Ok(Fetched { body, rate_limit })
+    }
+
+    /// Tells the rate gate about an answer: a success ends a streak of
+    /// 429s; a 429 pauses every request for the wait it named (at least
+    /// [`MIN_PAUSE`](crate::MIN_PAUSE)); any other answer with
+    /// `X-RateLimit-Remaining: 0` pauses until the window resets. A 429's own
+    /// wait is not stretched to the window's reset as well: that overrode
+    /// `Retry-After` (an hour-long window stalled every request).
+    fn gate_answer(
+        &self,
+        status: StatusCode,
+        retry_after: Option<Option<Duration>>,
+        rate_limit: Option<RateLimit>,
+        path: &str,
+        now: SystemTime,
+    ) {
+        let gate = &self.inner.rate_gate;
+        if status.is_success() {
+            gate.answered();
+        }
+        if let Some(asked) = retry_after {
+            gate.rate_limited(asked, path);
+        } else if let Some(limit) = rate_limit
+            && limit.remaining == Some(0)
+            && let Some(wait) = limit.reset_after(now)
+        {
+            gate.pause_for(wait);
+        }
     }
 
     fn observe(

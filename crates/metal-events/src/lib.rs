@@ -42,6 +42,14 @@ while let Some(page) = pages.next_page().await? {
   page. Requests only ever go to the base URL's origin.
 - Every answer's `X-RateLimit-*` headers become a [`RateLimit`]; a 429 is
   [`Error::RateLimited`] with the wait the server asked for.
+- Every request of a client, inventory pages included, first waits at its
+  [`RateGate`] ([`Client::rate_gate`]; share one between clients with
+  [`ClientBuilder::rate_gate`]): a 429 pauses every request at least
+  [`MIN_PAUSE`] (doubling while 429s keep coming, up to
+  [`MAX_GROWN_PAUSE`]; `Retry-After: 0` too), `X-RateLimit-Remaining: 0`
+  pauses until the window resets, and no answer pauses longer than
+  [`MAX_PAUSE`]. One `tracing` warning per pause. The error is still
+  returned: retrying is the caller's choice, and its retry waits at the gate.
 - One bad event does not sink its page: a page that does not decode whole
   is decoded event by event, and an event that cannot be decoded (nested
   past serde_json's limit, a number out of range, a broken escape, not an
@@ -63,6 +71,8 @@ pub mod models;
 #[cfg(feature = "client")]
 mod page;
 #[cfg(feature = "client")]
+mod rate_gate;
+#[cfg(feature = "client")]
 mod rate_limit;
 #[cfg(feature = "client")]
 mod split;
@@ -81,6 +91,10 @@ pub use models::{
 };
 #[cfg(feature = "client")]
 pub use page::{LazyEvent, Page, Pager, Undecodable};
+#[cfg(feature = "client")]
+pub use rate_gate::{
+    DEFAULT_RATE_LIMIT_WAIT, MAX_GROWN_PAUSE, MAX_PAUSE, MIN_PAUSE, RateGate, RateLimitPause,
+};
 #[cfg(feature = "client")]
 pub use rate_limit::RateLimit;
 /// The HTTP client crate this one uses, for [`ClientBuilder::http_client`].

@@ -5,8 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use metal_events::{
-    Client, DeviceId, DeviceState, Endpoint, Error, EventId, EventScope, ListOptions,
-    OrganizationId, ProjectId, RateLimit, RequestRecord, SecretString, StatusCode, USER_AGENT,
+    Client, DeviceId, DeviceState, Endpoint, Error, EventId, EventScope, ListOptions, MIN_PAUSE,
+    OrganizationId, ProjectId, RateGate, RateLimit, RequestRecord, SecretString, StatusCode,
+    USER_AGENT,
 };
 use serde_json::{Value, json};
 use wiremock::matchers::{any, header, method, path, query_param, query_param_is_missing};
@@ -1291,4 +1292,106 @@ async fn a_chunked_page_past_a_small_cap_is_refused_and_a_trickle_times_out() {
         .unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error:?}");
     assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_429_on_the_projects_list_pauses_the_next_device_events_request() {
+    let h = harness().await;
+    Mock::given(path(format!("/metal/v1/organizations/{ORG}/projects")))
+        .respond_with(json_error(429, "error-429.json").insert_header("retry-after", "0"))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    Mock::given(path(format!("/metal/v1/devices/{DEVICE}/events")))
+        .respond_with(ok_json(fixture("device-events.json")))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+
+    // Inventory: the projects list is rate limited and asks for no wait.
+    let error = h
+        .client
+        .project_pages(&OrganizationId::new(ORG), &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::RateLimited { .. }), "{error:?}");
+    let paused = h.client.rate_gate().paused_for();
+    assert!(
+        paused.is_some_and(|p| p > MIN_PAUSE / 2),
+        "Retry-After: 0 still pauses at least {MIN_PAUSE:?}, got {paused:?}"
+    );
+
+    // An event list of another task waits at the same gate.
+    let started = Instant::now();
+    let scope = EventScope::Device(DeviceId::new(DEVICE));
+    let page = h
+        .client
+        .event_pages(&scope, &ListOptions::default())
+        .next_page()
+        .await
+        .unwrap();
+    assert!(page.is_some());
+    let waited = started.elapsed();
+    assert!(
+        waited >= MIN_PAUSE - Duration::from_millis(100),
+        "the device events request went out after {waited:?}, inside the pause"
+    );
+    assert_eq!(h.client.rate_gate().paused_for(), None);
+}
+
+#[tokio::test]
+async fn a_window_at_zero_pauses_every_client_sharing_the_gate_until_it_resets() {
+    let gate = Arc::new(RateGate::default());
+    let shared = Arc::clone(&gate);
+    let h = harness_with(move |b| b.rate_gate(shared)).await;
+    assert!(Arc::ptr_eq(h.client.rate_gate(), &gate));
+    Mock::given(path(format!("/metal/v1/organizations/{ORG}")))
+        .respond_with(
+            ok_json(fixture("organization.json"))
+                .insert_header("x-ratelimit-remaining", "0")
+                .insert_header("x-ratelimit-reset", "1"),
+        )
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    h.client
+        .organization(&OrganizationId::new(ORG))
+        .await
+        .unwrap();
+    let paused = gate.paused_for();
+    assert!(
+        paused.is_some_and(|p| p > Duration::from_millis(500)),
+        "a window at zero pauses until its reset, got {paused:?}"
+    );
+    // Another client given the same gate waits too, before sending anything.
+    let other = Client::builder(SecretString::from(TOKEN))
+        .base_url(format!("{}/metal/v1", h.server.uri()))
+        .rate_gate(Arc::clone(&gate))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let requests_before = h.server.received_requests().await.unwrap().len();
+    let waiting = tokio::spawn(async move {
+        other
+            .event_pages(
+                &EventScope::Device(DeviceId::new(DEVICE)),
+                &ListOptions::default(),
+            )
+            .next_page()
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.server.received_requests().await.unwrap().len(),
+        requests_before,
+        "nothing is sent during the pause"
+    );
+    Mock::given(path(format!("/metal/v1/devices/{DEVICE}/events")))
+        .respond_with(ok_json(fixture("device-events.json")))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    waiting.await.unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(500));
 }

@@ -1,12 +1,15 @@
-//! The shared rate-limit gate: one pause for every API request of the
-//! process, set by a 429 or by `X-RateLimit-Remaining: 0`, so a rate limit
-//! slows the whole poller down instead of each task on its own.
+//! [`RateGate`]: one pause shared by every request of a [`Client`] (and of
+//! the clients given the same gate), set by a 429 or by
+//! `X-RateLimit-Remaining: 0`, so a rate limit slows the whole program down
+//! instead of each task on its own.
 //!
 //! A wait taken from a header has a floor and a cap: a 429 pauses at least
 //! [`MIN_PAUSE`], doubling while 429s keep coming (up to
 //! [`MAX_GROWN_PAUSE`]) until an answer succeeds, and no answer pauses longer
 //! than [`MAX_PAUSE`]. `Retry-After: 0`, a date in the past or a reset in
 //! the past can therefore never turn into a request storm.
+//!
+//! [`Client`]: crate::Client
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -15,17 +18,39 @@ use tokio::time::Instant;
 
 /// The longest pause a single answer can impose (guards against a bogus
 /// `Retry-After` or reset header).
-const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
 /// The shortest pause after a 429, whatever wait it named.
-pub(crate) const MIN_PAUSE: Duration = Duration::from_secs(1);
+pub const MIN_PAUSE: Duration = Duration::from_secs(1);
 /// The floor of the pause doubles with each 429 in a row up to this.
-pub(crate) const MAX_GROWN_PAUSE: Duration = Duration::from_secs(60);
+pub const MAX_GROWN_PAUSE: Duration = Duration::from_secs(60);
 /// The wait after a 429 that named none.
-const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
+pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 
 /// A pause shared by all API requests.
+///
+/// A [`Client`](crate::Client) owns one (see
+/// [`ClientBuilder::rate_gate`](crate::ClientBuilder::rate_gate) to share one
+/// between clients, [`Client::rate_gate`](crate::Client::rate_gate) to see
+/// it) and uses it for every request it sends: each request first
+/// [waits](Self::wait) for the pause in force; a 429 pauses the gate
+/// ([`rate_limited`](Self::rate_limited)), a successful answer ends a streak
+/// of 429s ([`answered`](Self::answered)), and an answer with
+/// `X-RateLimit-Remaining: 0` pauses it until the window resets
+/// ([`pause_for`](Self::pause_for)). Everything here is cheap and never
+/// blocks but [`wait`](Self::wait).
+///
+/// ```
+/// use std::time::Duration;
+/// use metal_events::{RateGate, MIN_PAUSE};
+///
+/// let gate = RateGate::default();
+/// // A 429 that asked for no wait still pauses every request a second.
+/// let pause = gate.rate_limited(Some(Duration::ZERO), "/projects/p1/events");
+/// assert_eq!(pause.wait, MIN_PAUSE);
+/// assert!(pause.started);
+/// ```
 #[derive(Debug, Default)]
-pub(crate) struct RateGate {
+pub struct RateGate {
     state: Mutex<State>,
 }
 
@@ -39,13 +64,14 @@ struct State {
 
 /// What a 429 did to the gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RateLimitPause {
+#[non_exhaustive]
+pub struct RateLimitPause {
     /// The pause applied from now.
-    pub(crate) wait: Duration,
+    pub wait: Duration,
     /// Whether this 429 started the pause (no pause was in force): the one
     /// to log. A 429 to a request sent before the pause began only extends
     /// it.
-    pub(crate) started: bool,
+    pub started: bool,
 }
 
 impl RateGate {
@@ -56,7 +82,7 @@ impl RateGate {
     }
 
     /// Waits until no pause is in force.
-    pub(crate) async fn wait(&self) {
+    pub async fn wait(&self) {
         loop {
             let until = self.lock().until;
             match until {
@@ -67,8 +93,8 @@ impl RateGate {
     }
 
     /// Pauses every request for `wait` from now (never shortens a pause in
-    /// force). Returns the pause actually applied.
-    pub(crate) fn pause_for(&self, wait: Duration) -> Duration {
+    /// force). Returns the pause actually applied (at most [`MAX_PAUSE`]).
+    pub fn pause_for(&self, wait: Duration) -> Duration {
         let wait = wait.min(MAX_PAUSE);
         let until = Instant::now() + wait;
         let mut state = self.lock();
@@ -81,9 +107,11 @@ impl RateGate {
     /// The API answered 429, asking to wait `asked` (`None` when it named
     /// no wait). Pauses every request for that long, but at least
     /// [`MIN_PAUSE`] doubled for each earlier 429 in a row (up to
-    /// [`MAX_GROWN_PAUSE`]), and at most [`MAX_PAUSE`]. Logs once per pause,
-    /// naming `source`.
-    pub(crate) fn rate_limited(&self, asked: Option<Duration>, source: &str) -> RateLimitPause {
+    /// [`MAX_GROWN_PAUSE`]), and at most [`MAX_PAUSE`]; a 429 that named
+    /// no wait pauses [`DEFAULT_RATE_LIMIT_WAIT`]. Emits one `tracing`
+    /// warning per pause (not per 429), naming `source` (the client passes
+    /// the request's path).
+    pub fn rate_limited(&self, asked: Option<Duration>, source: &str) -> RateLimitPause {
         let now = Instant::now();
         let mut state = self.lock();
         let started = state.until.is_none_or(|until| until <= now);
@@ -115,8 +143,16 @@ impl RateGate {
     }
 
     /// An answer succeeded: the next 429 pauses from [`MIN_PAUSE`] again.
-    pub(crate) fn answered(&self) {
+    pub fn answered(&self) {
         self.lock().streak = 0;
+    }
+
+    /// How long the pause in force still lasts; `None` when requests go
+    /// out at once.
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = self.lock().until?;
+        let left = until.saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
     }
 }
 
@@ -134,9 +170,11 @@ mod tests {
         gate.pause_for(Duration::from_secs(30));
         // A shorter pause does not shorten the one in force.
         gate.pause_for(Duration::from_secs(5));
+        assert_eq!(gate.paused_for(), Some(Duration::from_secs(30)));
         let (a, b) = tokio::join!(gate.wait(), gate.wait());
         let _ = (a, b);
         assert_eq!(start.elapsed(), Duration::from_secs(30));
+        assert_eq!(gate.paused_for(), None);
     }
 
     #[tokio::test(start_paused = true)]
