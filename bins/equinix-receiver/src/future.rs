@@ -5,18 +5,14 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 
 use crate::metrics::Metrics;
 
 /// Whether `created_at` lies past `now` plus the tolerance the dedupe state
-/// grants for clock skew ([`event_dedupe::FUTURE_TOLERANCE`]).
+/// grants for clock skew ([`event_dedupe::is_future_dated`]).
 pub(crate) fn is_future(created_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    let tolerance = TimeDelta::from_std(event_dedupe::FUTURE_TOLERANCE).unwrap_or(TimeDelta::MAX);
-    let limit = now
-        .checked_add_signed(tolerance)
-        .unwrap_or(DateTime::<Utc>::MAX_UTC);
-    created_at.is_some_and(|at| at > limit)
+    created_at.is_some_and(|at| event_dedupe::is_future_dated(at, now))
 }
 
 /// The lists that have shown a future-dated event, so each is reported once
@@ -62,7 +58,7 @@ impl FutureDated {
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
+    use chrono::{TimeDelta, TimeZone};
 
     use super::*;
 

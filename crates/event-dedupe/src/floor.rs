@@ -1,10 +1,20 @@
-//! [`settled_floor`]: the floor a fully read list may move to.
+//! [`settled_floor`]: the floor a fully read list may move to; [`is_future_dated`]:
+//! whether an event's date lies past the clock's tolerance.
 
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::state::future_limit;
+
+/// Whether `created_at` lies past `now` plus [`FUTURE_TOLERANCE`]: a date
+/// no floor may take (a skewed or broken API clock). Never panics at
+/// chrono's edges.
+///
+/// [`FUTURE_TOLERANCE`]: crate::FUTURE_TOLERANCE
+pub fn is_future_dated(created_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    created_at > future_limit(now)
+}
 
 /// The floor a fully read list may move to ([`Tracker::advance_floor`]),
 /// from what the list held: `read` gives, for each event read, its creation
@@ -97,6 +107,18 @@ mod tests {
 
     fn t(secs: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn future_dated_means_past_the_tolerance_and_never_overflows() {
+        assert!(!is_future_dated(t(60), t(0)), "within the tolerance: skew");
+        assert!(is_future_dated(t(61), t(0)));
+        assert!(!is_future_dated(t(-3600), t(0)));
+        assert!(!is_future_dated(t(1), DateTime::<Utc>::MAX_UTC));
+        assert!(is_future_dated(
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC
+        ));
     }
 
     #[test]

@@ -142,7 +142,7 @@ use chrono::{DateTime, Utc};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use file::{FileOptions, FileTracker};
-pub use floor::settled_floor;
+pub use floor::{is_future_dated, settled_floor};
 pub use memory::MemoryTracker;
 pub use options::{Baseline, FUTURE_TOLERANCE, ParseBaselineError, TrackerOptions};
 pub use read_only::ReadOnly;
