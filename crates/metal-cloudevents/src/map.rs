@@ -280,10 +280,9 @@ pub fn to_cloudevent(
     opts: &MapOptions,
 ) -> Result<cloudevents::Event> {
     opts.validate()?;
-    let event_type = event.event_type.as_deref().filter(|ty| !ty.is_empty());
+    let event_type = event.event_type().filter(|ty| !ty.is_empty());
     let id = event
-        .id
-        .as_ref()
+        .id()
         .filter(|id| !id.as_str().is_empty())
         .ok_or_else(|| MapError::MissingId {
             event_type: event_type.map(str::to_owned),
@@ -304,7 +303,7 @@ pub fn to_cloudevent(
     // Outside four-digit years the event goes without a `time` (one there
     // would make it invalid); `data` keeps what the API said.
     if let Some(created_at) = event
-        .created_at
+        .created_at()
         .filter(|at| TIME_SECONDS.contains(&at.timestamp()))
     {
         builder = builder.time(created_at);

@@ -54,7 +54,7 @@ fn every_fixture_maps_as_snapshotted() {
         if let Some(device) = ctx
             .device
             .as_ref()
-            .filter(|_| !event.relationships.is_empty())
+            .filter(|_| !event.relationships().is_empty())
         {
             let found = find_device(&event, |id| (id == device.id.as_str()).then_some(()));
             assert_eq!(found.map(|(id, ())| id), Some(device.id.as_str()), "{name}");
@@ -141,5 +141,5 @@ fn design_notes_example_maps_to_the_old_shape_with_the_deliberate_changes() {
             .collect::<Vec<_>>()
     };
     assert_eq!(keys(&actual), keys(&design_notes_example()));
-    assert_eq!(ce.id(), event.id.as_ref().unwrap().as_str());
+    assert_eq!(ce.id(), event.id().unwrap().as_str());
 }

@@ -133,8 +133,8 @@ proptest! {
     #[test]
     fn arbitrary_events_map_or_say_why(raw in event_object(), ctx in context(), opts in options()) {
         let event = Event::from_raw(raw.clone());
-        let has_id = event.id.as_ref().is_some_and(|id| !id.as_str().is_empty());
-        let has_type = event.event_type.as_deref().is_some_and(|ty| !ty.is_empty());
+        let has_id = event.id().is_some_and(|id| !id.as_str().is_empty());
+        let has_type = event.event_type().is_some_and(|ty| !ty.is_empty());
         match to_cloudevent(&event, &ctx, &opts) {
             Ok(ce) => {
                 prop_assert!(opts.validate().is_ok() && has_id && has_type);
@@ -150,9 +150,9 @@ proptest! {
                     prop_assert!(!value.chars().any(char::is_control), "{}: {:?}", name, value);
                 }
                 prop_assert!(!ce.id().trim().is_empty() && !ce.ty().trim().is_empty());
-                prop_assert_eq!(ce.id(), event.id.as_ref().unwrap().as_str());
+                prop_assert_eq!(ce.id(), event.id().unwrap().as_str());
                 prop_assert_eq!(ce.data(), Some(&Data::Json(Value::Object(raw))));
-                prop_assert_eq!(ce.time(), event.created_at.as_ref());
+                prop_assert_eq!(ce.time().copied(), event.created_at());
                 for (name, value) in ce.iter_extensions() {
                     prop_assert!(is_valid_extension_name(name), "{}", name);
                     prop_assert!(!value.to_string().is_empty(), "{} is empty", name);
@@ -176,8 +176,8 @@ proptest! {
             Err(MapError::MissingType { .. }) => prop_assert!(has_id && !has_type),
             Err(MapError::InvalidAttribute { attribute, value }) => {
                 let given = match attribute {
-                    "id" => event.id.as_ref().map(|id| id.as_str()),
-                    _ => event.event_type.as_deref(),
+                    "id" => event.id().map(|id| id.as_str()),
+                    _ => event.event_type(),
                 };
                 let given = given.unwrap_or_default();
                 prop_assert!(given.starts_with(value.as_str()));
@@ -221,7 +221,7 @@ proptest! {
             json!({ "id": "e1", "type": "t", "created_at": created_at }),
         )
         .unwrap();
-        let at = event.created_at.expect("a valid RFC 3339 time");
+        let at = event.created_at().expect("a valid RFC 3339 time");
         let ctx = Context::new(OrganizationRef::new("o", "Org"));
         let ce = to_cloudevent(&event, &ctx, &MapOptions::default()).unwrap();
         let writable = (-62_167_219_200..=253_402_300_799).contains(&at.timestamp());

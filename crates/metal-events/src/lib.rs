@@ -17,7 +17,7 @@ let scope = EventScope::Project(ProjectId::new("d894d0eb-2b6c-4741-b106-c7cb7601
 let mut pages = client.event_pages(&scope, &ListOptions::default());
 while let Some(page) = pages.next_page().await? {
     for event in &page.items {
-        println!("{:?} {:?}", event.id, event.event_type);
+        println!("{:?} {:?}", event.id(), event.event_type());
     }
     // Stop early: later pages hold older events.
     break;
