@@ -49,6 +49,10 @@ while let Some(page) = pages.next_page().await? {
   [`Undecodable`], with its id when readable. Bytes that are not UTF-8 become
   U+FFFD.
 - [`Error::is_retryable`] says whether a failure is worth retrying.
+- An [`Event`] is read-only: its typed view is read from the JSON the API
+  sent, and it serializes back to that JSON text, key order included,
+  without `serde_json`'s `preserve_order` feature (which this crate does not
+  enable).
 - An optional observer ([`ClientBuilder::observer`]) sees one
   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
   events are emitted at debug level.
