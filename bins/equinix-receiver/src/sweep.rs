@@ -417,6 +417,8 @@ impl Pipeline {
                 Verdict::BeforeBaseline => {
                     self.metrics.events_before_baseline.inc();
                 }
+                // A verdict added later: not new, so settled; not counted.
+                _ => {}
             }
         }
         let mut groups: HashMap<String, Group> = HashMap::new();

@@ -100,10 +100,11 @@ fn context() -> impl Strategy<Value = Context> {
         prop::option::of((text(12), text(24))),
         prop::option::of((text(12), prop::option::of(text(16)))),
     )
-        .prop_map(|((org_id, org_name), project, device)| Context {
-            organization: OrganizationRef::new(org_id, org_name),
-            project: project.map(|(id, name)| ProjectRef::new(id, name)),
-            device: device.map(|(id, hostname)| DeviceRef::new(id, hostname)),
+        .prop_map(|((org_id, org_name), project, device)| {
+            let mut ctx = Context::new(OrganizationRef::new(org_id, org_name));
+            ctx.project = project.map(|(id, name)| ProjectRef::new(id, name));
+            ctx.device = device.map(|(id, hostname)| DeviceRef::new(id, hostname));
+            ctx
         })
 }
 
@@ -116,9 +117,11 @@ fn options() -> impl Strategy<Value = MapOptions> {
         ],
         prop::option::of(".{0,8}"),
     )
-        .prop_map(|(source_prefix, type_prefix)| MapOptions {
-            source_prefix,
-            type_prefix,
+        .prop_map(|(source_prefix, type_prefix)| {
+            let mut opts = MapOptions::default();
+            opts.source_prefix = source_prefix;
+            opts.type_prefix = type_prefix;
+            opts
         })
 }
 

@@ -112,13 +112,22 @@ where
 /// A reference to another resource: `{"href": "/metal/v1/devices/<uuid>"}`,
 /// or `{"href": "#<uuid>"}` in event relationships.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Href {
     /// The reference: a path, an absolute URL, or `#<uuid>`.
     pub href: String,
 }
 
+impl Href {
+    /// A reference to `href`.
+    pub fn new(href: impl Into<String>) -> Self {
+        Self { href: href.into() }
+    }
+}
+
 /// Pagination metadata of a list response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Meta {
     /// The first page.
     #[serde(default, deserialize_with = "lenient")]
@@ -149,6 +158,7 @@ pub struct Meta {
 /// The error body the API sends with 4xx and 5xx answers: either `error` or
 /// `errors` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorBody {
     /// A single message.
     #[serde(default, deserialize_with = "lenient")]
@@ -178,6 +188,7 @@ impl ErrorBody {
 
 /// A Metal organization.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Organization {
     /// The organization's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -195,6 +206,7 @@ pub struct Organization {
 
 /// A Metal project.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Project {
     /// The project's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -243,6 +255,7 @@ pub enum DeviceState {
 
 /// A Metal device (a server).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Device {
     /// The device's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -455,6 +468,7 @@ impl Serialize for Event {
 
 /// A page of events: `{"events": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EventList {
     /// The events of this page (in practice newest first; not guaranteed).
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -466,6 +480,7 @@ pub struct EventList {
 
 /// A page of projects: `{"projects": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ProjectList {
     /// The projects of this page.
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -477,6 +492,7 @@ pub struct ProjectList {
 
 /// A page of devices: `{"devices": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeviceList {
     /// The devices of this page.
     #[serde(default, deserialize_with = "null_as_empty")]

@@ -161,11 +161,10 @@ async fn lists_a_projects_devices_with_the_options_sent() {
         .mount(&h.server)
         .await;
 
-    let options = ListOptions {
-        per_page: 25,
-        include: vec!["plan".into(), "metro".into()],
-        exclude: vec!["ip_addresses".into()],
-    };
+    let options = ListOptions::new()
+        .with_per_page(25)
+        .with_include(["plan", "metro"])
+        .with_exclude(["ip_addresses"]);
     let devices = h
         .client
         .device_pages(&ProjectId::new(PROJECT), &options)
@@ -194,10 +193,7 @@ async fn per_page_above_the_cap_is_sent_as_1000() {
         .expect(1)
         .mount(&h.server)
         .await;
-    let options = ListOptions {
-        per_page: 50_000,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(50_000);
     let page = h
         .client
         .event_pages(&EventScope::Token, &options)
@@ -270,10 +266,7 @@ async fn follows_relative_and_foreign_absolute_next_links_over_three_pages() {
     // path on the base URL and never sends the token elsewhere.
     mount_three_pages(&h, None).await;
 
-    let options = ListOptions {
-        per_page: 3,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(3);
     let mut pages = h
         .client
         .event_pages(&EventScope::Project(ProjectId::new(PROJECT)), &options);
@@ -284,11 +277,7 @@ async fn follows_relative_and_foreign_absolute_next_links_over_three_pages() {
         if page.page == 2 {
             assert_eq!(
                 page.rate_limit,
-                Some(RateLimit {
-                    limit: Some(500),
-                    remaining: Some(497),
-                    reset: Some(1_700_000_000)
-                })
+                Some(RateLimit::new(Some(500), Some(497), Some(1_700_000_000)))
             );
         } else {
             assert_eq!(page.rate_limit, None);
@@ -313,10 +302,7 @@ async fn follows_same_origin_absolute_next_links() {
     let h = harness().await;
     let origin = h.server.uri();
     mount_three_pages(&h, Some(&origin)).await;
-    let options = ListOptions {
-        per_page: 3,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(3);
     let events = h
         .client
         .event_pages(&EventScope::Project(ProjectId::new(PROJECT)), &options)
