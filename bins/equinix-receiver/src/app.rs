@@ -598,11 +598,9 @@ async fn open_tracker(
     dry_run: bool,
     mountinfo: Option<&str>,
 ) -> anyhow::Result<(Arc<dyn Tracker>, bool)> {
-    let tracker_options = TrackerOptions {
-        baseline: start_from,
-        overlap: state.overlap,
-        ..TrackerOptions::default()
-    };
+    let mut tracker_options = TrackerOptions::default();
+    tracker_options.baseline = start_from;
+    tracker_options.overlap = state.overlap;
     let (path, configured) = state_path(state);
     if dry_run {
         return Ok((
@@ -610,11 +608,9 @@ async fn open_tracker(
             false,
         ));
     }
-    let options = FileOptions {
-        tracker: tracker_options.clone(),
-        reset_corrupt: state.reset_corrupt,
-        ..FileOptions::default()
-    };
+    let mut options = FileOptions::default();
+    options.tracker = tracker_options.clone();
+    options.reset_corrupt = state.reset_corrupt;
     match FileTracker::open(&path, options).await {
         Ok(tracker) => {
             let persistent = !state_on_container_root(&path, mountinfo);
@@ -741,10 +737,7 @@ async fn load_inventory(
     stop: &CancellationToken,
 ) -> Result<Inventory, metal_events::Error> {
     let client = &pipeline.client;
-    let options = ListOptions {
-        per_page: settings.equinix.per_page,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(settings.equinix.per_page);
     wait_gate(pipeline.client.rate_gate(), health).await;
     let organization = client.organization(org).await?;
     let org_name = organization

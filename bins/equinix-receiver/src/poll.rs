@@ -193,10 +193,7 @@ pub(crate) async fn poll_list(
     source: Source,
     stop: &CancellationToken,
 ) -> ListPoll {
-    let list_options = ListOptions {
-        per_page: options.per_page,
-        ..Default::default()
-    };
+    let list_options = ListOptions::new().with_per_page(options.per_page);
     let mut poll = ListPoll {
         source,
         seen: Vec::new(),
@@ -222,10 +219,7 @@ pub(crate) async fn poll_list(
     let settled_line = floor.max(baseline).map(|line| line.min(now));
     let mut probing = settled_line.is_some() && options.per_page > PROBE_PER_PAGE;
     let mut pager = if probing {
-        let probe = ListOptions {
-            per_page: PROBE_PER_PAGE,
-            ..Default::default()
-        };
+        let probe = ListOptions::new().with_per_page(PROBE_PER_PAGE);
         client.lazy_event_pages(&poll.source.scope, &probe)
     } else {
         client.lazy_event_pages(&poll.source.scope, &list_options)

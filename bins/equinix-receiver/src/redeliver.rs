@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use chrono::Utc;
-use event_dedupe::{FileOptions, FileTracker, TrackerOptions};
+use event_dedupe::{FileOptions, FileTracker};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{EXIT_UNDELIVERED, sink, state_error, state_path};
@@ -100,15 +100,10 @@ fn print_summary(summary: &Summary) {
 
 /// Takes the lock a receiver takes on its state, by opening the state.
 async fn lock_state(path: &Path, settings: &Settings) -> anyhow::Result<FileTracker> {
-    let options = FileOptions {
-        tracker: TrackerOptions {
-            baseline: settings.equinix.start_from,
-            overlap: settings.state.overlap,
-            ..TrackerOptions::default()
-        },
-        reset_corrupt: false,
-        ..FileOptions::default()
-    };
+    let mut options = FileOptions::default();
+    options.tracker.baseline = settings.equinix.start_from;
+    options.tracker.overlap = settings.state.overlap;
+    options.reset_corrupt = false;
     FileTracker::open(path, options).await.map_err(|error| {
         if error.is_locked() {
             anyhow::Error::new(error).context(

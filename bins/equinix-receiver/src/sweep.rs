@@ -362,6 +362,8 @@ impl Pipeline {
                 Verdict::BeforeBaseline => {
                     self.metrics.events_before_baseline.inc();
                 }
+                // A verdict added later: not new, so settled; not counted.
+                _ => {}
             }
         }
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -377,31 +379,31 @@ impl Pipeline {
             } = &mut *progress;
             self.account_list(poll, report);
             for event in std::mem::take(&mut poll.new) {
-                let Some(id) = event.id.as_ref().map(|id| id.as_str().to_owned()) else {
+                let Some(id) = event.id().map(|id| id.as_str().to_owned()) else {
                     continue;
                 };
                 match claimed.entry(id.clone()) {
                     Entry::Occupied(_) => continue,
                     Entry::Vacant(entry) => {
-                        entry.insert(event.created_at);
+                        entry.insert(event.created_at());
                     }
                 }
                 self.future_dated.note(
                     &poll.source.key,
                     &id,
-                    event.created_at,
+                    event.created_at(),
                     Utc::now(),
                     &self.metrics,
                 );
                 // A typeless event is left to the mapper, which reports it.
-                if let Some(ty) = event.event_type.as_deref().filter(|ty| !ty.is_empty())
+                if let Some(ty) = event.event_type().filter(|ty| !ty.is_empty())
                     && !self.event_types.matches(ty)
                 {
                     report.filtered += 1;
                     self.metrics.events_filtered.inc();
                     settled.insert(id.clone());
                     tracing::debug!(id, ty, "type not in equinix.eventTypes; settled unsent");
-                    unsent.push((id, event.created_at));
+                    unsent.push((id, event.created_at()));
                     continue;
                 }
                 let context = context(inventory, &poll.source, &event);
@@ -430,7 +432,7 @@ impl Pipeline {
                         self.metrics.events_unmappable.inc();
                         settled.insert(id.clone());
                         tracing::warn!(id, %error, "event cannot become a CloudEvent; skipped");
-                        unsent.push((id, event.created_at));
+                        unsent.push((id, event.created_at()));
                     }
                 }
             }
@@ -471,7 +473,7 @@ impl Pipeline {
         for group in &mut groups {
             group
                 .items
-                .sort_by_key(|c| (c.event.created_at.is_none(), c.event.created_at));
+                .sort_by_key(|c| (c.event.created_at().is_none(), c.event.created_at()));
         }
         groups
     }
@@ -543,7 +545,7 @@ impl Pipeline {
             if stop.is_cancelled() {
                 return;
             }
-            let id = candidate.event.id.as_ref().map_or("", |id| id.as_str());
+            let id = candidate.event.id().map_or("", |id| id.as_str());
             let outcome = self
                 .target
                 .deliver(&candidate.cloud, self.max_retries, &self.metrics, stop)
@@ -555,11 +557,11 @@ impl Pipeline {
                     } else {
                         self.metrics.events_delivered.inc();
                     }
-                    self.note_delivered(candidate.event.created_at);
+                    self.note_delivered(candidate.event.created_at());
                     if let Some(hooks) = &self.hooks {
                         hooks.delivered(&candidate.cloud, *already);
                     }
-                    tracing::debug!(id, ty = ?candidate.event.event_type, already, "delivered");
+                    tracing::debug!(id, ty = ?candidate.event.event_type(), already, "delivered");
                 }
                 Delivered::Rejected { reason, answer } => {
                     self.metrics.error(ErrorKind::DeliveryPermanent);
@@ -567,7 +569,7 @@ impl Pipeline {
                     // stays new and is refused (and kept) again next sweep.
                     if let Err(error) = self.dead_letter(&candidate.cloud, answer).await {
                         self.metrics.error(ErrorKind::State);
-                        tracing::error!(id, ty = ?candidate.event.event_type, %reason,
+                        tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
                             error = format!("{error:#}"),
                             "Direktiv refused the event for good and it could not be kept; \
                              it stays new and is tried again next sweep");
@@ -579,7 +581,7 @@ impl Pipeline {
                         }
                         continue;
                     }
-                    tracing::error!(id, ty = ?candidate.event.event_type, %reason,
+                    tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
                         "Direktiv refused the event for good; kept in {}, resend with \
                          --redeliver-refused", self.dead_letters.location());
                 }
@@ -616,7 +618,7 @@ impl Pipeline {
             // settles the event deliberately).
             if let Err(error) = self
                 .tracker
-                .record_delivered(&candidate.source_key, id, candidate.event.created_at)
+                .record_delivered(&candidate.source_key, id, candidate.event.created_at())
                 .await
             {
                 self.metrics.state_persist_failures.inc();

@@ -20,6 +20,7 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// `Debug` never shows the token.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct SinkConfig {
     /// The full broadcast URL, e.g.
     /// `https://direktiv.example.com/api/namespaces/ops/broadcast`
@@ -83,6 +84,7 @@ impl fmt::Debug for SinkConfig {
 ///
 /// `Debug` shows the header names and `[REDACTED]` in place of the token.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Auth {
     /// The headers that carry the token, each once, in the order given. An
     /// empty list sends no authentication header.

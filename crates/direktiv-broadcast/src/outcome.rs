@@ -15,6 +15,7 @@ pub const HISTORY_CONFLICT_MARKER: &str = "Error appending CloudEvent to history
 
 /// The result of one send: how it ended and how to find it in traces.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Delivery {
     /// How the send ended.
     pub outcome: Outcome,

@@ -37,11 +37,9 @@ fn created(i: usize) -> Option<DateTime<Utc>> {
 }
 
 fn options() -> TrackerOptions {
-    TrackerOptions {
-        baseline: Baseline::All,
-        clock: Arc::new(ManualClock::new(t0())),
-        ..Default::default()
-    }
+    TrackerOptions::new()
+        .with_baseline(Baseline::All)
+        .with_clock(Arc::new(ManualClock::new(t0())))
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -120,11 +118,7 @@ fn bench(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.json");
     let file = rt.block_on(async {
-        let opts = FileOptions {
-            tracker: options(),
-            max_unpersisted: usize::MAX,
-            ..Default::default()
-        };
+        let opts = FileOptions::new(options()).with_max_unpersisted(usize::MAX);
         let t = FileTracker::open(&path, opts).await.unwrap();
         fill(&t).await;
         t.persist().await.unwrap();

@@ -56,11 +56,9 @@ fn min(n: i64) -> TimeDelta {
 }
 
 fn options(clock: &ManualClock, baseline: Baseline) -> TrackerOptions {
-    TrackerOptions {
-        baseline,
-        clock: Arc::new(clock.clone()),
-        ..TrackerOptions::default()
-    }
+    TrackerOptions::new()
+        .with_baseline(baseline)
+        .with_clock(Arc::new(clock.clone()))
 }
 
 async fn fresh(make: &impl MakeTracker, baseline: Baseline) -> (Arc<dyn Tracker>, ManualClock) {

@@ -17,8 +17,17 @@ use crate::options::{Baseline, TrackerOptions};
 use crate::state::{Core, FORMAT_VERSION, State, hold_future};
 use crate::{EventKey, Stats, Tracker, Verdict};
 
-/// Options of [`FileTracker::open`].
+/// Options of [`FileTracker::open`]. Build with [`FileOptions::new`] and the
+/// `with_*` methods, or set fields of a default value (the struct may gain
+/// fields, so it cannot be written as a literal outside this crate).
+///
+/// ```
+/// use event_dedupe::{FileOptions, TrackerOptions};
+/// let options = FileOptions::new(TrackerOptions::new()).with_reset_corrupt(true);
+/// assert!(options.reset_corrupt);
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FileOptions {
     /// The options every store takes.
     pub tracker: TrackerOptions,
@@ -43,6 +52,30 @@ impl Default for FileOptions {
             max_unpersisted: 256,
             reset_corrupt: false,
         }
+    }
+}
+
+impl FileOptions {
+    /// The default file options around `tracker`.
+    pub fn new(tracker: TrackerOptions) -> Self {
+        Self {
+            tracker,
+            ..Self::default()
+        }
+    }
+
+    /// The same options writing the file once `max_unpersisted` records wait.
+    #[must_use]
+    pub fn with_max_unpersisted(mut self, max_unpersisted: usize) -> Self {
+        self.max_unpersisted = max_unpersisted;
+        self
+    }
+
+    /// The same options renaming a corrupt file aside when `reset_corrupt`.
+    #[must_use]
+    pub fn with_reset_corrupt(mut self, reset_corrupt: bool) -> Self {
+        self.reset_corrupt = reset_corrupt;
+        self
     }
 }
 

@@ -97,7 +97,7 @@
 //! let start = Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap();
 //! let clock = ManualClock::new(start);
 //! let tracker: Arc<dyn Tracker> =
-//!     Arc::new(MemoryTracker::new(TrackerOptions { clock: Arc::new(clock.clone()), ..Default::default() }));
+//!     Arc::new(MemoryTracker::new(TrackerOptions::new().with_clock(Arc::new(clock.clone()))));
 //!
 //! // Listed by the device: new, until recorded after the sink acknowledged it.
 //! let created = start + TimeDelta::seconds(30);
@@ -149,6 +149,7 @@ pub use read_only::ReadOnly;
 
 /// The tracker's answer for one listed event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Verdict {
     /// Not delivered yet: deliver it, then [`Tracker::record_delivered`].
     New,
@@ -168,7 +169,10 @@ impl Verdict {
     }
 }
 
-/// One listed event, for [`Tracker::check_many`].
+/// One listed event, for [`Tracker::check_many`]. Not `#[non_exhaustive]`:
+/// callers write it as a literal, and a field added here (a new thing the
+/// tracker must know of each event) would have to be supplied by every
+/// caller anyway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EventKey<'a> {
     /// The event id (the delivery key).

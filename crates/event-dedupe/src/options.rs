@@ -31,6 +31,7 @@ pub const FUTURE_TOLERANCE: Duration = Duration::from_secs(60);
 /// The baseline is fixed when a state is first created and kept across
 /// restarts; see [`Tracker::baseline`](crate::Tracker::baseline).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Baseline {
     /// The moment the state is first created (read from the tracker's clock).
     /// The default, and the old receiver's behaviour.
@@ -91,9 +92,24 @@ impl FromStr for Baseline {
 
 /// Options every store takes.
 ///
-/// Build with struct update syntax:
-/// `TrackerOptions { overlap: Duration::from_secs(300), ..Default::default() }`.
+/// Build with [`TrackerOptions::new`] and the `with_*` methods, or set fields
+/// of a default value: the struct may gain fields, so it cannot be written as
+/// a literal outside this crate.
+///
+/// ```
+/// use std::time::Duration;
+/// use event_dedupe::{Baseline, TrackerOptions};
+/// let options = TrackerOptions::new()
+///     .with_baseline(Baseline::All)
+///     .with_overlap(Duration::from_secs(300));
+/// assert_eq!(options.overlap, Duration::from_secs(300));
+/// ```
+///
+/// ```compile_fail
+/// let options = event_dedupe::TrackerOptions { overlap: std::time::Duration::ZERO, ..Default::default() };
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct TrackerOptions {
     /// Where delivery starts for a new state (ignored when a stored state is
     /// loaded: its baseline wins, with a warning if they differ).
@@ -125,6 +141,48 @@ impl Default for TrackerOptions {
             undated_retention: Duration::from_secs(7 * 24 * 60 * 60),
             clock: Arc::new(SystemClock),
         }
+    }
+}
+
+impl TrackerOptions {
+    /// The default options: see each field.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same options starting delivery at `baseline`.
+    #[must_use]
+    pub fn with_baseline(mut self, baseline: Baseline) -> Self {
+        self.baseline = baseline;
+        self
+    }
+
+    /// The same options with an overlap window of `overlap`.
+    #[must_use]
+    pub fn with_overlap(mut self, overlap: Duration) -> Self {
+        self.overlap = overlap;
+        self
+    }
+
+    /// The same options expiring idle sources after `source_expiry`.
+    #[must_use]
+    pub fn with_source_expiry(mut self, source_expiry: Duration) -> Self {
+        self.source_expiry = source_expiry;
+        self
+    }
+
+    /// The same options remembering undated events for `undated_retention`.
+    #[must_use]
+    pub fn with_undated_retention(mut self, undated_retention: Duration) -> Self {
+        self.undated_retention = undated_retention;
+        self
+    }
+
+    /// The same options reading time from `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 

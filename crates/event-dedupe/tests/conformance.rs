@@ -22,15 +22,9 @@ async fn file_tracker_conforms() {
             let dir = tempfile::tempdir().expect("tempdir");
             let path = dir.path().join("state.json");
             dirs.lock().unwrap().push(dir);
-            let tracker = FileTracker::open(
-                &path,
-                FileOptions {
-                    tracker: options,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("open");
+            let tracker = FileTracker::open(&path, FileOptions::new(options))
+                .await
+                .expect("open");
             Arc::new(tracker) as Arc<dyn Tracker>
         }
     })

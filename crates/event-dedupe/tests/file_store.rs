@@ -15,14 +15,11 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn options(clock: &ManualClock, baseline: Baseline) -> FileOptions {
-    FileOptions {
-        tracker: TrackerOptions {
-            baseline,
-            clock: Arc::new(clock.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    }
+    FileOptions::new(
+        TrackerOptions::new()
+            .with_baseline(baseline)
+            .with_clock(Arc::new(clock.clone())),
+    )
 }
 
 async fn open(path: &Path, clock: &ManualClock) -> FileTracker {
@@ -139,10 +136,7 @@ async fn a_crash_resends_at_most_max_unpersisted_events() {
     let clock = ManualClock::new(t0());
     let at = |i: i64| Some(t0() + TimeDelta::seconds(i));
     {
-        let opts = FileOptions {
-            max_unpersisted: 10,
-            ..options(&clock, Baseline::Now)
-        };
+        let opts = options(&clock, Baseline::Now).with_max_unpersisted(10);
         let t = FileTracker::open(&path, opts).await.unwrap();
         for i in 0..25 {
             t.record_delivered("p", &format!("e{i}"), at(i))
@@ -232,10 +226,7 @@ async fn a_directory_at_the_path_is_refused() {
     let (_dir, path) = state_path();
     fs::create_dir(&path).unwrap();
     let clock = ManualClock::new(t0());
-    let opts = FileOptions {
-        reset_corrupt: true,
-        ..options(&clock, Baseline::Now)
-    };
+    let opts = options(&clock, Baseline::Now).with_reset_corrupt(true);
     let err = open_err(&path, opts).await;
     assert!(matches!(err, Error::NotAFile { .. }), "{err:?}");
     assert!(
@@ -250,10 +241,7 @@ async fn reset_corrupt_moves_the_file_aside_and_starts_fresh() {
     let (dir, path) = state_path();
     fs::write(&path, b"garbage").unwrap();
     let clock = ManualClock::new(t0());
-    let opts = FileOptions {
-        reset_corrupt: true,
-        ..options(&clock, Baseline::Now)
-    };
+    let opts = options(&clock, Baseline::Now).with_reset_corrupt(true);
     let t = FileTracker::open(&path, opts)
         .await
         .expect("reset_corrupt opens");
@@ -520,10 +508,7 @@ async fn out_of_range_times_make_the_file_corrupt_naming_the_field() {
         assert_eq!(fs::read_to_string(&path).unwrap(), contents, "untouched");
 
         // The way out works: reset_corrupt sets it aside and starts fresh.
-        let opts = FileOptions {
-            reset_corrupt: true,
-            ..options(&ManualClock::new(t0()), Baseline::Now)
-        };
+        let opts = options(&ManualClock::new(t0()), Baseline::Now).with_reset_corrupt(true);
         let t = FileTracker::open(&path, opts).await.expect("reset_corrupt");
         assert_eq!(t.baseline(), Baseline::At(t0()));
     }

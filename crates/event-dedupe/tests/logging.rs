@@ -48,23 +48,14 @@ async fn a_repaired_state_is_reported_naming_the_file_and_what_was_held() {
     });
     std::fs::write(&path, state.to_string()).unwrap();
     let clock = ManualClock::new(Utc.with_ymd_and_hms(2024, 5, 1, 12, 0, 0).unwrap());
-    let options = TrackerOptions {
-        clock: Arc::new(clock),
-        ..TrackerOptions::default()
-    };
+    let options = TrackerOptions::new().with_clock(Arc::new(clock));
 
     let preview = MemoryTracker::from_state_file(&path, options.clone()).await;
     let read_only = captured.take();
     drop(preview.unwrap());
-    let tracker = FileTracker::open(
-        &path,
-        FileOptions {
-            tracker: options,
-            ..FileOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let tracker = FileTracker::open(&path, FileOptions::new(options))
+        .await
+        .unwrap();
     let owner = captured.take();
     drop(tracker);
 

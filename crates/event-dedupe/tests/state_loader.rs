@@ -167,13 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn options(clock: &ManualClock) -> FileOptions {
-    FileOptions {
-        tracker: TrackerOptions {
-            clock: Arc::new(clock.clone()),
-            ..TrackerOptions::default()
-        },
-        ..FileOptions::default()
-    }
+    FileOptions::new(TrackerOptions::new().with_clock(Arc::new(clock.clone())))
 }
 
 /// The earliest and latest instants a loaded state may hold.

@@ -25,17 +25,18 @@ const EVENT: &str = r##"{
 
 fn bench(c: &mut Criterion) {
     let event: Event = serde_json::from_str(EVENT).expect("the bench event parses");
-    let ctx = Context {
-        organization: OrganizationRef::new("ed49fa53-743f-43aa-836b-e24f88f94d9c", "Direktiv"),
-        project: Some(ProjectRef::new(
-            "d894d0eb-2b6c-4741-b106-c7cb76018d32",
-            "Direktiv EKS Project",
-        )),
-        device: Some(DeviceRef::new(
-            "0caf4d6d-fafc-470b-86b1-d889eb838afa",
-            Some("c3-small-x86-01".to_owned()),
-        )),
-    };
+    let ctx = Context::new(OrganizationRef::new(
+        "ed49fa53-743f-43aa-836b-e24f88f94d9c",
+        "Direktiv",
+    ))
+    .with_project(ProjectRef::new(
+        "d894d0eb-2b6c-4741-b106-c7cb76018d32",
+        "Direktiv EKS Project",
+    ))
+    .with_device(DeviceRef::new(
+        "0caf4d6d-fafc-470b-86b1-d889eb838afa",
+        Some("c3-small-x86-01".to_owned()),
+    ));
     let opts = MapOptions::default();
 
     let mut group = c.benchmark_group("metal-cloudevents");

@@ -36,7 +36,7 @@ pub fn device_id_from_href(href: &str) -> Option<&str> {
 /// [`device_id_from_href`]).
 pub fn device_ids(event: &Event) -> impl Iterator<Item = &str> {
     event
-        .relationships
+        .relationships()
         .iter()
         .filter_map(|rel| device_id_from_href(&rel.href))
 }

@@ -29,11 +29,9 @@
 //!     "created_at": "2023-02-10T03:56:32Z",
 //!     "relationships": [{"href": "#0caf4d6d-fafc-470b-86b1-d889eb838afa"}]
 //! }"##)?;
-//! let ctx = Context {
-//!     organization: OrganizationRef::new("ed49fa53-743f-43aa-836b-e24f88f94d9c", "Direktiv"),
-//!     project: Some(ProjectRef::new("d894d0eb-2b6c-4741-b106-c7cb76018d32", "Direktiv EKS Project")),
-//!     device: Some(DeviceRef::new("0caf4d6d-fafc-470b-86b1-d889eb838afa", Some("c3-small-x86-01".into()))),
-//! };
+//! let ctx = Context::new(OrganizationRef::new("ed49fa53-743f-43aa-836b-e24f88f94d9c", "Direktiv"))
+//!     .with_project(ProjectRef::new("d894d0eb-2b6c-4741-b106-c7cb76018d32", "Direktiv EKS Project"))
+//!     .with_device(DeviceRef::new("0caf4d6d-fafc-470b-86b1-d889eb838afa", Some("c3-small-x86-01".into())));
 //!
 //! let ce = to_cloudevent(&event, &ctx, &MapOptions::default())?;
 //! assert_eq!(ce.id(), "cbe6eed5-b2ac-4bdb-bd82-b7b88866e200");
@@ -87,6 +85,10 @@
 //! - **No IO dependencies**: the crate depends on neither tokio nor reqwest;
 //!   `metal-events` is used with its models only. A `traceparent` extension
 //!   belongs to delivery, not to this mapping.
+//! - **Key order needs `preserve_order`**: this crate enables `serde_json`'s
+//!   `preserve_order` feature, because its output is a `serde_json::Value`
+//!   whose documented key order (the attributes' order in [`to_json_value`],
+//!   the API's order in `data`) a `Value` can only hold with it.
 
 mod device;
 mod error;

@@ -44,8 +44,22 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'=')
     .remove(b'@');
 
-/// How events are mapped. `Default` gives the old receiver's shape.
+/// How events are mapped. `Default` gives the old receiver's shape; set the
+/// fields to change it (the struct may gain fields, so it cannot be written
+/// as a literal outside this crate).
+///
+/// ```
+/// use metal_cloudevents::MapOptions;
+/// let mut opts = MapOptions::default();
+/// opts.type_prefix = Some("equinix.".into());
+/// assert!(opts.validate().is_ok());
+/// ```
+///
+/// ```compile_fail
+/// let opts = metal_cloudevents::MapOptions { type_prefix: None, ..Default::default() };
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MapOptions {
     /// The start of every `source`, used as given (not encoded), without a
     /// trailing `/`: the names follow after one. Default
@@ -117,6 +131,7 @@ impl MapOptions {
 
 /// The organization an event belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct OrganizationRef {
     /// Its id (the `orgid` extension).
     pub id: OrganizationId,
@@ -136,6 +151,7 @@ impl OrganizationRef {
 
 /// The project an event belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ProjectRef {
     /// Its id (the `projid` extension).
     pub id: ProjectId,
@@ -155,6 +171,7 @@ impl ProjectRef {
 
 /// The device an event belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct DeviceRef {
     /// Its id (the `deviceid` extension).
     pub id: DeviceId,
@@ -176,6 +193,7 @@ impl DeviceRef {
 /// project, sometimes about a device. Build one per event (or per list and
 /// set `device` per event): nothing is carried over from another event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct Context {
     /// The organization.
     pub organization: OrganizationRef,
@@ -195,6 +213,20 @@ impl Context {
             project: None,
             device: None,
         }
+    }
+
+    /// The same context in `project`.
+    #[must_use]
+    pub fn with_project(mut self, project: ProjectRef) -> Self {
+        self.project = Some(project);
+        self
+    }
+
+    /// The same context about `device`.
+    #[must_use]
+    pub fn with_device(mut self, device: DeviceRef) -> Self {
+        self.device = Some(device);
+        self
     }
 
     /// The extensions this context gives, in [`EXTENSION_NAMES`](crate::EXTENSION_NAMES)
@@ -280,10 +312,9 @@ pub fn to_cloudevent(
     opts: &MapOptions,
 ) -> Result<cloudevents::Event> {
     opts.validate()?;
-    let event_type = event.event_type.as_deref().filter(|ty| !ty.is_empty());
+    let event_type = event.event_type().filter(|ty| !ty.is_empty());
     let id = event
-        .id
-        .as_ref()
+        .id()
         .filter(|id| !id.as_str().is_empty())
         .ok_or_else(|| MapError::MissingId {
             event_type: event_type.map(str::to_owned),
@@ -304,7 +335,7 @@ pub fn to_cloudevent(
     // Outside four-digit years the event goes without a `time` (one there
     // would make it invalid); `data` keeps what the API said.
     if let Some(created_at) = event
-        .created_at
+        .created_at()
         .filter(|at| TIME_SECONDS.contains(&at.timestamp()))
     {
         builder = builder.time(created_at);
@@ -361,6 +392,26 @@ mod tests {
                 .map(|name| ProjectRef::new("d894d0eb-2b6c-4741-b106-c7cb76018d32", name)),
             device: None,
         }
+    }
+
+    #[test]
+    fn context_builder_sets_project_and_device() {
+        let org = OrganizationRef::new("o1", "Org");
+        let ctx = Context::new(org.clone())
+            .with_project(ProjectRef::new("p1", "Proj"))
+            .with_device(DeviceRef::new("d1", Some("host".into())));
+        assert_eq!(ctx.organization, org);
+        assert_eq!(ctx.project.as_ref().unwrap().id.as_str(), "p1");
+        assert_eq!(
+            ctx.device.as_ref().unwrap().hostname.as_deref(),
+            Some("host")
+        );
+        assert_eq!(
+            source(&ctx, &MapOptions::default()),
+            "direktiv/listener/equinix/Org/Proj"
+        );
+        let bare = Context::new(org);
+        assert_eq!((bare.project, bare.device), (None, None));
     }
 
     #[test]

@@ -100,10 +100,11 @@ fn context() -> impl Strategy<Value = Context> {
         prop::option::of((text(12), text(24))),
         prop::option::of((text(12), prop::option::of(text(16)))),
     )
-        .prop_map(|((org_id, org_name), project, device)| Context {
-            organization: OrganizationRef::new(org_id, org_name),
-            project: project.map(|(id, name)| ProjectRef::new(id, name)),
-            device: device.map(|(id, hostname)| DeviceRef::new(id, hostname)),
+        .prop_map(|((org_id, org_name), project, device)| {
+            let mut ctx = Context::new(OrganizationRef::new(org_id, org_name));
+            ctx.project = project.map(|(id, name)| ProjectRef::new(id, name));
+            ctx.device = device.map(|(id, hostname)| DeviceRef::new(id, hostname));
+            ctx
         })
 }
 
@@ -116,9 +117,11 @@ fn options() -> impl Strategy<Value = MapOptions> {
         ],
         prop::option::of(".{0,8}"),
     )
-        .prop_map(|(source_prefix, type_prefix)| MapOptions {
-            source_prefix,
-            type_prefix,
+        .prop_map(|(source_prefix, type_prefix)| {
+            let mut opts = MapOptions::default();
+            opts.source_prefix = source_prefix;
+            opts.type_prefix = type_prefix;
+            opts
         })
 }
 
@@ -133,8 +136,8 @@ proptest! {
     #[test]
     fn arbitrary_events_map_or_say_why(raw in event_object(), ctx in context(), opts in options()) {
         let event = Event::from_raw(raw.clone());
-        let has_id = event.id.as_ref().is_some_and(|id| !id.as_str().is_empty());
-        let has_type = event.event_type.as_deref().is_some_and(|ty| !ty.is_empty());
+        let has_id = event.id().is_some_and(|id| !id.as_str().is_empty());
+        let has_type = event.event_type().is_some_and(|ty| !ty.is_empty());
         match to_cloudevent(&event, &ctx, &opts) {
             Ok(ce) => {
                 prop_assert!(opts.validate().is_ok() && has_id && has_type);
@@ -150,9 +153,9 @@ proptest! {
                     prop_assert!(!value.chars().any(char::is_control), "{}: {:?}", name, value);
                 }
                 prop_assert!(!ce.id().trim().is_empty() && !ce.ty().trim().is_empty());
-                prop_assert_eq!(ce.id(), event.id.as_ref().unwrap().as_str());
+                prop_assert_eq!(ce.id(), event.id().unwrap().as_str());
                 prop_assert_eq!(ce.data(), Some(&Data::Json(Value::Object(raw))));
-                prop_assert_eq!(ce.time(), event.created_at.as_ref());
+                prop_assert_eq!(ce.time().copied(), event.created_at());
                 for (name, value) in ce.iter_extensions() {
                     prop_assert!(is_valid_extension_name(name), "{}", name);
                     prop_assert!(!value.to_string().is_empty(), "{} is empty", name);
@@ -176,8 +179,8 @@ proptest! {
             Err(MapError::MissingType { .. }) => prop_assert!(has_id && !has_type),
             Err(MapError::InvalidAttribute { attribute, value }) => {
                 let given = match attribute {
-                    "id" => event.id.as_ref().map(|id| id.as_str()),
-                    _ => event.event_type.as_deref(),
+                    "id" => event.id().map(|id| id.as_str()),
+                    _ => event.event_type(),
                 };
                 let given = given.unwrap_or_default();
                 prop_assert!(given.starts_with(value.as_str()));
@@ -221,7 +224,7 @@ proptest! {
             json!({ "id": "e1", "type": "t", "created_at": created_at }),
         )
         .unwrap();
-        let at = event.created_at.expect("a valid RFC 3339 time");
+        let at = event.created_at().expect("a valid RFC 3339 time");
         let ctx = Context::new(OrganizationRef::new("o", "Org"));
         let ce = to_cloudevent(&event, &ctx, &MapOptions::default()).unwrap();
         let writable = (-62_167_219_200..=253_402_300_799).contains(&at.timestamp());

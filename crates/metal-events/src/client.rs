@@ -117,6 +117,7 @@ pub struct RequestRecord {
 
 /// Whose events to list.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum EventScope {
     /// `GET /organizations/{id}/events`.
     Organization(OrganizationId),
@@ -140,14 +141,25 @@ impl EventScope {
     }
 }
 
-/// Options of a list request.
+/// Options of a list request. Build with [`ListOptions::new`] and the
+/// `with_*` methods, or set fields of a default value: the struct may gain
+/// fields, so it cannot be written as a literal outside this crate.
 ///
 /// ```
 /// use metal_events::ListOptions;
-/// let opts = ListOptions { per_page: 50, ..Default::default() };
+/// let opts = ListOptions::new().with_per_page(50);
+/// assert_eq!(opts.per_page, 50);
 /// assert!(opts.include.is_empty());
+///
+/// let mut opts = ListOptions::default();
+/// opts.exclude = vec!["modified_by".into()];
+/// ```
+///
+/// ```compile_fail
+/// let opts = metal_events::ListOptions { per_page: 50, ..Default::default() };
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ListOptions {
     /// Items per page, sent as `per_page`. Clamped to `1..=1000`
     /// ([`MAX_PER_PAGE`]); default 100.
@@ -165,6 +177,35 @@ impl Default for ListOptions {
             include: Vec::new(),
             exclude: Vec::new(),
         }
+    }
+}
+
+impl ListOptions {
+    /// The default options: 100 items per page, nothing included or
+    /// excluded.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The same options with `per_page` items per page.
+    #[must_use]
+    pub fn with_per_page(mut self, per_page: u32) -> Self {
+        self.per_page = per_page;
+        self
+    }
+
+    /// The same options including the nested attributes `include`.
+    #[must_use]
+    pub fn with_include<I: IntoIterator<Item = S>, S: Into<String>>(mut self, include: I) -> Self {
+        self.include = include.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The same options leaving out the attributes `exclude`.
+    #[must_use]
+    pub fn with_exclude<I: IntoIterator<Item = S>, S: Into<String>>(mut self, exclude: I) -> Self {
+        self.exclude = exclude.into_iter().map(Into::into).collect();
+        self
     }
 }
 
@@ -828,6 +869,19 @@ mod tests {
             .base_url(base)
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn list_options_builder_sets_each_field() {
+        let opts = ListOptions::new()
+            .with_per_page(25)
+            .with_include(["devices"])
+            .with_exclude(vec![String::from("modified_by"), "ip".into()]);
+        assert_eq!(opts.per_page, 25);
+        assert_eq!(opts.include, ["devices"]);
+        assert_eq!(opts.exclude, ["modified_by", "ip"]);
+        assert_eq!(ListOptions::new(), ListOptions::default());
+        assert_eq!(ListOptions::new().per_page, DEFAULT_PER_PAGE);
     }
 
     #[test]

@@ -17,7 +17,7 @@ let scope = EventScope::Project(ProjectId::new("d894d0eb-2b6c-4741-b106-c7cb7601
 let mut pages = client.event_pages(&scope, &ListOptions::default());
 while let Some(page) = pages.next_page().await? {
     for event in &page.items {
-        println!("{:?} {:?}", event.id, event.event_type);
+        println!("{:?} {:?}", event.id(), event.event_type());
     }
     // Stop early: later pages hold older events.
     break;
@@ -57,6 +57,10 @@ while let Some(page) = pages.next_page().await? {
   [`Undecodable`], with its id when readable. Bytes that are not UTF-8 become
   U+FFFD.
 - [`Error::is_retryable`] says whether a failure is worth retrying.
+- An [`Event`] is read-only: its typed view is read from the JSON the API
+  sent, and it serializes back to that JSON text, key order included,
+  without `serde_json`'s `preserve_order` feature (which this crate does not
+  enable).
 - An optional observer ([`ClientBuilder::observer`]) sees one
   [`RequestRecord`] per HTTP request, for metrics; `tracing` spans and
   events are emitted at debug level.

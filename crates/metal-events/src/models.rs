@@ -12,6 +12,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 macro_rules! id_newtype {
@@ -111,13 +112,22 @@ where
 /// A reference to another resource: `{"href": "/metal/v1/devices/<uuid>"}`,
 /// or `{"href": "#<uuid>"}` in event relationships.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Href {
     /// The reference: a path, an absolute URL, or `#<uuid>`.
     pub href: String,
 }
 
+impl Href {
+    /// A reference to `href`.
+    pub fn new(href: impl Into<String>) -> Self {
+        Self { href: href.into() }
+    }
+}
+
 /// Pagination metadata of a list response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Meta {
     /// The first page.
     #[serde(default, deserialize_with = "lenient")]
@@ -148,6 +158,7 @@ pub struct Meta {
 /// The error body the API sends with 4xx and 5xx answers: either `error` or
 /// `errors` is set.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ErrorBody {
     /// A single message.
     #[serde(default, deserialize_with = "lenient")]
@@ -177,6 +188,7 @@ impl ErrorBody {
 
 /// A Metal organization.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Organization {
     /// The organization's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -194,6 +206,7 @@ pub struct Organization {
 
 /// A Metal project.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Project {
     /// The project's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -242,6 +255,7 @@ pub enum DeviceState {
 
 /// A Metal device (a server).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Device {
     /// The device's id.
     #[serde(default, deserialize_with = "lenient")]
@@ -269,37 +283,65 @@ pub struct Device {
 /// A Metal event: a typed view of every field the spec lists, and the raw JSON
 /// object exactly as the API sent it (unknown fields included).
 ///
+/// The typed view is read from the raw object and cannot be edited, so the
+/// two never disagree: an event is built only by deserializing it (from JSON
+/// text or a `serde_json::Value`) or from a raw object with
+/// [`Event::from_raw`], and read through its accessors.
+///
 /// Deserializing never fails on an object: a field with an unexpected type is
 /// `None` in the typed view and still present in [`Event::raw`]. Serializing
-/// writes the raw object back unchanged.
-#[derive(Debug, Clone, PartialEq)]
+/// writes the JSON text the event was read from back unchanged
+/// ([`Event::raw_json`]), in the API's key order whatever the features of
+/// `serde_json`.
+///
+/// ```
+/// use metal_events::Event;
+/// let event: Event = serde_json::from_str(
+///     r#"{"type":"provisioning.110","id":"e1","body":"Provisioning started"}"#,
+/// )?;
+/// assert_eq!(event.id().map(|id| id.as_str()), Some("e1"));
+/// assert_eq!(event.event_type(), Some("provisioning.110"));
+/// assert_eq!(
+///     serde_json::to_string(&event)?,
+///     r#"{"type":"provisioning.110","id":"e1","body":"Provisioning started"}"#,
+/// );
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+///
+/// Its fields cannot be set from outside:
+///
+/// ```compile_fail
+/// let mut event: metal_events::Event = serde_json::from_str(r#"{"id":"e1"}"#).unwrap();
+/// event.event_type = Some("instance.deleted".into());
+/// ```
+#[derive(Debug, Clone)]
 pub struct Event {
-    /// The event's id (a UUID).
-    pub id: Option<EventId>,
-    /// Its type, such as `provisioning.110` (the JSON field `type`).
-    pub event_type: Option<String>,
-    /// Its message.
-    pub body: Option<String>,
-    /// Its state; often `null`.
-    pub state: Option<String>,
-    /// The message with names filled in.
-    pub interpolated: Option<String>,
-    /// When it happened.
-    pub created_at: Option<DateTime<Utc>>,
-    /// Its API path.
-    pub href: Option<String>,
-    /// The resources it concerns, often `#<device uuid>`.
-    pub relationships: Vec<Href>,
-    /// Who made the change, as an object.
-    pub modified_by: Option<Map<String, Value>>,
-    /// The IP address the change came from.
-    pub ip: Option<String>,
+    id: Option<EventId>,
+    event_type: Option<String>,
+    body: Option<String>,
+    state: Option<String>,
+    interpolated: Option<String>,
+    created_at: Option<DateTime<Utc>>,
+    href: Option<String>,
+    relationships: Vec<Href>,
+    modified_by: Option<Map<String, Value>>,
+    ip: Option<String>,
     raw: Map<String, Value>,
+    /// The JSON text of `raw`, in the order it was read.
+    json: Box<RawValue>,
 }
 
 impl Event {
-    /// Builds an event from the raw JSON object the API sent.
+    /// Builds an event from a raw JSON object, as the API would send it.
+    /// Serializing the event writes the object in its own key order.
     pub fn from_raw(raw: Map<String, Value>) -> Self {
+        let json = serde_json::value::to_raw_value(&raw)
+            .expect("a JSON object with string keys always serializes");
+        Self::read(raw, json)
+    }
+
+    /// The typed view of `raw`, whose JSON text is `json`.
+    fn read(raw: Map<String, Value>, json: Box<RawValue>) -> Self {
         // Read straight from the map: no serde round trip per field, since
         // this runs for every event of every page.
         let string = |key: &str| raw.get(key).and_then(Value::as_str).map(str::to_owned);
@@ -328,12 +370,70 @@ impl Event {
             modified_by: raw.get("modified_by").and_then(Value::as_object).cloned(),
             ip: string("ip"),
             raw,
+            json,
         }
     }
 
-    /// The JSON object exactly as the API sent it, unknown fields included.
+    /// The event's id (a UUID).
+    pub fn id(&self) -> Option<&EventId> {
+        self.id.as_ref()
+    }
+
+    /// Its type, such as `provisioning.110` (the JSON field `type`).
+    pub fn event_type(&self) -> Option<&str> {
+        self.event_type.as_deref()
+    }
+
+    /// Its message.
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+
+    /// Its state; often `null`.
+    pub fn state(&self) -> Option<&str> {
+        self.state.as_deref()
+    }
+
+    /// The message with names filled in.
+    pub fn interpolated(&self) -> Option<&str> {
+        self.interpolated.as_deref()
+    }
+
+    /// When it happened.
+    pub fn created_at(&self) -> Option<DateTime<Utc>> {
+        self.created_at
+    }
+
+    /// Its API path.
+    pub fn href(&self) -> Option<&str> {
+        self.href.as_deref()
+    }
+
+    /// The resources it concerns, often `#<device uuid>`.
+    pub fn relationships(&self) -> &[Href] {
+        &self.relationships
+    }
+
+    /// Who made the change, as an object.
+    pub fn modified_by(&self) -> Option<&Map<String, Value>> {
+        self.modified_by.as_ref()
+    }
+
+    /// The IP address the change came from.
+    pub fn ip(&self) -> Option<&str> {
+        self.ip.as_deref()
+    }
+
+    /// The JSON object as the API sent it, unknown fields included. Its key
+    /// order is the API's only where `serde_json`'s `preserve_order` feature
+    /// is on; [`Event::raw_json`] keeps it always.
     pub fn raw(&self) -> &Map<String, Value> {
         &self.raw
+    }
+
+    /// The JSON text of the object, as the API sent it.
+    pub fn raw_json(&self) -> &str {
+        self.json.get()
     }
 
     /// Unwraps the event into its raw JSON object.
@@ -342,20 +442,33 @@ impl Event {
     }
 }
 
+/// Two events are equal when their raw objects are: the typed view is read
+/// from it, and the text's spacing does not count.
+impl PartialEq for Event {
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
 impl<'de> Deserialize<'de> for Event {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Map::<String, Value>::deserialize(deserializer).map(Self::from_raw)
+        // The text first, so that its key order is kept without
+        // `preserve_order`; then the object, read from it.
+        let json = Box::<RawValue>::deserialize(deserializer)?;
+        let raw = serde_json::from_str(json.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self::read(raw, json))
     }
 }
 
 impl Serialize for Event {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.raw.serialize(serializer)
+        self.json.serialize(serializer)
     }
 }
 
 /// A page of events: `{"events": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct EventList {
     /// The events of this page (in practice newest first; not guaranteed).
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -367,6 +480,7 @@ pub struct EventList {
 
 /// A page of projects: `{"projects": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ProjectList {
     /// The projects of this page.
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -378,6 +492,7 @@ pub struct ProjectList {
 
 /// A page of devices: `{"devices": [...], "meta": {...}}`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DeviceList {
     /// The devices of this page.
     #[serde(default, deserialize_with = "null_as_empty")]
@@ -404,19 +519,19 @@ mod tests {
         });
         let event: Event = serde_json::from_value(raw.clone()).unwrap();
         assert_eq!(
-            event.id.as_ref().unwrap().as_str(),
+            event.id().unwrap().as_str(),
             "cbe6eed5-b2ac-4bdb-bd82-b7b88866e200"
         );
-        assert_eq!(event.event_type.as_deref(), Some("provisioning.110"));
-        assert_eq!(event.state, None);
+        assert_eq!(event.event_type(), Some("provisioning.110"));
+        assert_eq!(event.state(), None);
         assert_eq!(
-            event.relationships,
-            vec![Href {
+            event.relationships(),
+            [Href {
                 href: "#0caf4d6d".into()
             }]
         );
         assert_eq!(
-            event.created_at.unwrap().to_rfc3339(),
+            event.created_at().unwrap().to_rfc3339(),
             "2023-02-10T03:56:32+00:00"
         );
         assert_eq!(serde_json::to_value(&event).unwrap(), raw);
@@ -427,9 +542,9 @@ mod tests {
         let event: Event =
             serde_json::from_value(json!({"id": 7, "created_at": "yesterday", "body": ["x"]}))
                 .unwrap();
-        assert_eq!(event.id, None);
-        assert_eq!(event.created_at, None);
-        assert_eq!(event.body, None);
+        assert_eq!(event.id(), None);
+        assert_eq!(event.created_at(), None);
+        assert_eq!(event.body(), None);
         assert_eq!(event.raw()["id"], json!(7));
     }
 

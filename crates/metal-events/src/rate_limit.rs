@@ -12,6 +12,7 @@ const UNIX_TIME_FLOOR: u64 = 1_000_000_000;
 /// The rate-limit headers of one response. A header that is missing or not a
 /// number is `None`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct RateLimit {
     /// `X-RateLimit-Limit`: requests allowed in the window.
     pub limit: Option<u64>,
@@ -22,6 +23,15 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
+    /// Rate-limit figures as the three headers would give them.
+    pub fn new(limit: Option<u64>, remaining: Option<u64>, reset: Option<u64>) -> Self {
+        Self {
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
     /// Reads the `X-RateLimit-*` headers; `None` when none of the three is
     /// present.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {

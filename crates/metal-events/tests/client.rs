@@ -162,11 +162,10 @@ async fn lists_a_projects_devices_with_the_options_sent() {
         .mount(&h.server)
         .await;
 
-    let options = ListOptions {
-        per_page: 25,
-        include: vec!["plan".into(), "metro".into()],
-        exclude: vec!["ip_addresses".into()],
-    };
+    let options = ListOptions::new()
+        .with_per_page(25)
+        .with_include(["plan", "metro"])
+        .with_exclude(["ip_addresses"]);
     let devices = h
         .client
         .device_pages(&ProjectId::new(PROJECT), &options)
@@ -195,10 +194,7 @@ async fn per_page_above_the_cap_is_sent_as_1000() {
         .expect(1)
         .mount(&h.server)
         .await;
-    let options = ListOptions {
-        per_page: 50_000,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(50_000);
     let page = h
         .client
         .event_pages(&EventScope::Token, &options)
@@ -271,10 +267,7 @@ async fn follows_relative_and_foreign_absolute_next_links_over_three_pages() {
     // path on the base URL and never sends the token elsewhere.
     mount_three_pages(&h, None).await;
 
-    let options = ListOptions {
-        per_page: 3,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(3);
     let mut pages = h
         .client
         .event_pages(&EventScope::Project(ProjectId::new(PROJECT)), &options);
@@ -285,16 +278,16 @@ async fn follows_relative_and_foreign_absolute_next_links_over_three_pages() {
         if page.page == 2 {
             assert_eq!(
                 page.rate_limit,
-                Some(RateLimit {
-                    limit: Some(500),
-                    remaining: Some(497),
-                    reset: Some(1_700_000_000)
-                })
+                Some(RateLimit::new(Some(500), Some(497), Some(1_700_000_000)))
             );
         } else {
             assert_eq!(page.rate_limit, None);
         }
-        ids.extend(page.items.into_iter().map(|e| e.id.unwrap().into_inner()));
+        ids.extend(
+            page.items
+                .into_iter()
+                .map(|e| e.id().unwrap().as_str().to_owned()),
+        );
     }
     assert_eq!(numbers, [1, 2, 3]);
     assert_eq!(ids, expected_project_event_ids());
@@ -310,10 +303,7 @@ async fn follows_same_origin_absolute_next_links() {
     let h = harness().await;
     let origin = h.server.uri();
     mount_three_pages(&h, Some(&origin)).await;
-    let options = ListOptions {
-        per_page: 3,
-        ..Default::default()
-    };
+    let options = ListOptions::new().with_per_page(3);
     let events = h
         .client
         .event_pages(&EventScope::Project(ProjectId::new(PROJECT)), &options)
@@ -322,7 +312,7 @@ async fn follows_same_origin_absolute_next_links() {
         .unwrap();
     let ids: Vec<_> = events
         .iter()
-        .map(|e| e.id.clone().unwrap().into_inner())
+        .map(|e| e.id().unwrap().as_str().to_owned())
         .collect();
     assert_eq!(ids, expected_project_event_ids());
 }
@@ -405,7 +395,7 @@ async fn falls_back_to_current_page_plus_one_without_next() {
         .unwrap();
     let ids: Vec<_> = events
         .iter()
-        .map(|e| e.id.clone().unwrap().into_inner())
+        .map(|e| e.id().unwrap().as_str().to_owned())
         .collect();
     assert_eq!(ids, ["e-1", "e-2", "e-3"]);
 }
@@ -541,9 +531,9 @@ async fn null_missing_and_unknown_fields_are_kept_in_the_raw_event() {
         assert_eq!(&Value::Object(event.raw().clone()), raw);
         assert_eq!(&serde_json::to_value(event).unwrap(), raw);
     }
-    assert_eq!(events[0].event_type, None);
-    assert!(events[1].relationships.is_empty());
-    assert_eq!(events[1].state, None);
+    assert_eq!(events[0].event_type(), None);
+    assert!(events[1].relationships().is_empty());
+    assert_eq!(events[1].state(), None);
     assert_eq!(events[2].raw()["facility"], json!("da11"));
 }
 
@@ -570,13 +560,13 @@ async fn fixture_events_keep_every_field_including_ones_the_spec_lacks() {
     }
     let first = &page.items[0];
     assert_eq!(first.raw()["request_id"], json!("5b3f9c2e1a"));
-    assert_eq!(first.relationships[0].href, format!("#{DEVICE}"));
-    assert_eq!(first.ip.as_deref(), Some("203.0.113.24"));
+    assert_eq!(first.relationships()[0].href, format!("#{DEVICE}"));
+    assert_eq!(first.ip(), Some("203.0.113.24"));
     assert_eq!(
-        first.modified_by.as_ref().unwrap()["full_name"],
+        first.modified_by().unwrap()["full_name"],
         json!("Jane Operator")
     );
-    assert_eq!(page.items[2].body, None);
+    assert_eq!(page.items[2].body(), None);
     assert_eq!(h.records()[0].endpoint, Endpoint::DeviceEvents);
 }
 
@@ -606,7 +596,7 @@ async fn lists_organization_and_token_events() {
         .unwrap();
     let types: Vec<_> = org_events
         .iter()
-        .map(|e| e.event_type.clone().unwrap())
+        .map(|e| e.event_type().unwrap().to_owned())
         .collect();
     assert_eq!(types, ["api_key.created", "organization.member_added"]);
     let token_events = h
@@ -793,7 +783,11 @@ async fn an_event_that_cannot_be_decoded_is_skipped_and_its_page_kept() {
         .await
         .unwrap()
         .unwrap();
-    let ids: Vec<_> = page.items.iter().map(|e| e.id.clone().unwrap()).collect();
+    let ids: Vec<_> = page
+        .items
+        .iter()
+        .map(|e| e.id().cloned().unwrap())
+        .collect();
     assert_eq!(ids, [EventId::new("e-1"), EventId::new("e-4")]);
     assert_eq!(page.items[1].raw()["s"], "caf\u{fffd}");
     let skipped: Vec<_> = page
