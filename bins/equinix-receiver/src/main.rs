@@ -7,25 +7,20 @@
 mod app;
 mod cli;
 mod config;
-mod dead_letter;
-mod deliver;
 #[cfg(feature = "demo")]
 mod demo;
-mod error_events;
-mod event_types;
-mod future;
-mod health;
-mod inventory;
 mod logging;
-mod metrics;
 mod mountinfo;
-mod poll;
 mod redeliver;
-mod scrub;
 mod server;
 mod settings;
 mod small_file;
-mod sweep;
+
+// The engine's modules, under the names the binary's modules use.
+use receiver_engine::{
+    dead_letter, deliver, error_events, event_types, future, health, inventory, metrics, poll,
+    scrub, sweep,
+};
 
 use std::io::Write;
 use std::process::ExitCode;

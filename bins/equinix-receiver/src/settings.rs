@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use crate::event_types::EventTypes;
+pub(crate) use receiver_engine::poll::Levels;
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -74,27 +75,6 @@ pub(crate) struct EquinixSettings {
     pub(crate) max_response_size: u64,
     /// `equinix.eventTypes`, default every type: which events are delivered.
     pub(crate) event_types: EventTypes,
-}
-
-/// Which event lists are polled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Levels {
-    /// `/projects/{id}/events` for every project of the organization.
-    pub(crate) project: bool,
-    /// `/devices/{id}/events` for every device of those projects.
-    pub(crate) device: bool,
-    /// `/organizations/{id}/events`.
-    pub(crate) organization: bool,
-}
-
-impl Default for Levels {
-    fn default() -> Self {
-        Self {
-            project: true,
-            device: true,
-            organization: false,
-        }
-    }
 }
 
 /// The Direktiv side (`direktiv.*`).

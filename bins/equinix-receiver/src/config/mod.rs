@@ -32,7 +32,7 @@ mod walker;
 use std::fmt;
 use std::path::Path;
 
-pub(crate) use self::summary::{header_names, summary};
+pub(crate) use self::summary::summary;
 pub(crate) use self::units::format_byte_size;
 use self::walker::Walker;
 use crate::settings::Settings;

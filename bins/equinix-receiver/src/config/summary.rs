@@ -1,10 +1,9 @@
 //! The one-line summary `--check` prints, and header names for people:
 //! neither ever shows a secret.
 
-use direktiv_broadcast::AuthHeader;
-
 use super::units::format_duration;
 use crate::settings::Settings;
+use receiver_engine::deliver::header_names;
 
 /// A one-line summary of the settings for `--check`, without secrets.
 pub(crate) fn summary(settings: &Settings) -> String {
@@ -49,16 +48,6 @@ pub(crate) fn summary(settings: &Settings) -> String {
         ));
     }
     summary
-}
-
-/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
-pub(crate) fn header_names(headers: &[AuthHeader]) -> String {
-    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
-    match names.split_last() {
-        None => "no header".to_owned(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
-    }
 }
 
 #[cfg(test)]

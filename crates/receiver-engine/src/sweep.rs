@@ -23,97 +23,108 @@ use crate::event_types::EventTypes;
 use crate::future::FutureDated;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
-use crate::poll::{Level, ListEnd, ListPoll, PollOptions, Source, poll_list};
-use crate::settings::Levels;
+use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
 
 /// Called as the pipeline works, for the demo's display.
-pub(crate) trait Hooks: Send + Sync {
+pub trait Hooks: Send + Sync {
     /// A CloudEvent was acknowledged by Direktiv.
     fn delivered(&self, event: &cloudevents::Event, already: bool);
 }
 
 /// Everything a sweep needs, built once from the settings.
-pub(crate) struct Pipeline {
-    pub(crate) client: Client,
-    pub(crate) tracker: Arc<dyn Tracker>,
+pub struct Pipeline {
+    /// The Metal API client (its rate gate included).
+    pub client: Client,
+    /// What was delivered or settled, and the floors of the lists.
+    pub tracker: Arc<dyn Tracker>,
     /// Where events Direktiv refused for good are kept.
-    pub(crate) dead_letters: Arc<DeadLetters>,
-    pub(crate) target: Target,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) poll: PollOptions,
-    pub(crate) levels: Levels,
-    pub(crate) api_concurrency: usize,
-    pub(crate) delivery_concurrency: usize,
-    pub(crate) max_retries: u32,
-    pub(crate) overlap: Duration,
-    pub(crate) map_options: MapOptions,
+    pub dead_letters: Arc<DeadLetters>,
+    /// Where CloudEvents go: Direktiv, or stdout for a dry run.
+    pub target: Target,
+    /// The metrics the sweep records.
+    pub metrics: Arc<Metrics>,
+    /// How one list is read: page size and cap, attempts.
+    pub poll: PollOptions,
+    /// Which event lists are polled.
+    pub levels: Levels,
+    /// API requests in flight at most.
+    pub api_concurrency: usize,
+    /// Deliveries in flight at most.
+    pub delivery_concurrency: usize,
+    /// Retries of one delivery before it is left for the next sweep.
+    pub max_retries: u32,
+    /// The tracker's overlap: a quiet list's floor stops this far before now.
+    pub overlap: Duration,
+    /// How events become CloudEvents.
+    pub map_options: MapOptions,
     /// `equinix.eventTypes`: events of other types are settled unsent.
-    pub(crate) event_types: EventTypes,
-    pub(crate) hooks: Option<Arc<dyn Hooks>>,
+    pub event_types: EventTypes,
+    /// Called as the pipeline works (the demo's display).
+    pub hooks: Option<Arc<dyn Hooks>>,
     /// `created_at` (Unix milliseconds) of the newest event delivered so far.
-    pub(crate) newest_delivered_ms: AtomicI64,
+    pub newest_delivered_ms: AtomicI64,
     /// The lists that showed an event dated in the future.
-    pub(crate) future_dated: FutureDated,
+    pub future_dated: FutureDated,
 }
 
 /// What one sweep did, for the log line, the exit code of `--once` and the
 /// error events.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct SweepReport {
+pub struct SweepReport {
     /// Lists polled.
-    pub(crate) lists: usize,
+    pub lists: usize,
     /// Pages read.
-    pub(crate) pages: u32,
+    pub pages: u32,
     /// Lists that ended in an error (a 404 is not one: see `gone_lists`).
-    pub(crate) list_errors: usize,
+    pub list_errors: usize,
     /// Lists that answered 404: their device or project was deleted since
     /// the inventory was loaded. Not a failure; the inventory is refreshed.
-    pub(crate) gone_lists: usize,
+    pub gone_lists: usize,
     /// Lists whose reading stopped at the page cap (`equinix.maxPages`): older
     /// new events wait for the next sweep.
-    pub(crate) capped_lists: usize,
+    pub capped_lists: usize,
     /// The first list error, for the log and the error event.
-    pub(crate) first_list_error: Option<String>,
+    pub first_list_error: Option<String>,
     /// The status of that error, when the API answered.
-    pub(crate) first_list_error_status: Option<u16>,
+    pub first_list_error_status: Option<u16>,
     /// The tracker key of the list that failed first (`device:<id>`, ...).
-    pub(crate) first_list_error_source: Option<String>,
+    pub first_list_error_source: Option<String>,
     /// The API refused the token (401 or 403).
-    pub(crate) auth_failed: bool,
+    pub auth_failed: bool,
     /// A list answered 404: the inventory is stale.
-    pub(crate) stale_inventory: bool,
+    pub stale_inventory: bool,
     /// New events found.
-    pub(crate) new: usize,
+    pub new: usize,
     /// Delivered now.
-    pub(crate) delivered: usize,
+    pub delivered: usize,
     /// Direktiv already had them.
-    pub(crate) already: usize,
+    pub already: usize,
     /// Refused for good by Direktiv: kept in the dead-letter store and
     /// settled.
-    pub(crate) rejected: usize,
+    pub rejected: usize,
     /// Left for the next sweep.
-    pub(crate) deferred: usize,
+    pub deferred: usize,
     /// The first reason delivery was deferred or rejected.
-    pub(crate) first_delivery_problem: Option<String>,
+    pub first_delivery_problem: Option<String>,
     /// Whether that problem was a permanent refusal.
-    pub(crate) delivery_problem_permanent: bool,
+    pub delivery_problem_permanent: bool,
     /// Events without id or type (they cannot become CloudEvents), and
     /// events the client could not decode.
-    pub(crate) unmappable: usize,
+    pub unmappable: usize,
     /// New events whose type `equinix.eventTypes` leaves out: settled unsent,
     /// not counted in `new`.
-    pub(crate) filtered: usize,
+    pub filtered: usize,
     /// The state could not be written.
-    pub(crate) persist_error: Option<String>,
+    pub persist_error: Option<String>,
     /// Wall time.
-    pub(crate) duration: Duration,
+    pub duration: Duration,
     /// `equinix.sweepTimeout` ran out before the sweep ended.
-    pub(crate) timed_out: bool,
+    pub timed_out: bool,
 }
 
 impl SweepReport {
     /// Everything found was delivered and every list was read.
-    pub(crate) fn all_delivered(&self) -> bool {
+    pub fn all_delivered(&self) -> bool {
         self.deferred == 0
             && self.rejected == 0
             && self.list_errors == 0
@@ -160,7 +171,7 @@ type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// The lists the levels ask for, device lists first so that an event listed
 /// by both a device and its project is claimed with the device's context.
-pub(crate) fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
+pub fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
     let mut sources = Vec::new();
     if levels.device {
         let mut devices: Vec<_> = inventory.devices.values().collect();
@@ -205,11 +216,7 @@ fn context(inventory: &Inventory, source: &Source, event: &Event) -> Context {
 impl Pipeline {
     /// Runs one sweep over `inventory`. Stops starting requests and deliveries
     /// when `stop` is cancelled; what was not delivered stays new.
-    pub(crate) async fn sweep(
-        &self,
-        inventory: &Inventory,
-        stop: &CancellationToken,
-    ) -> SweepReport {
+    pub async fn sweep(&self, inventory: &Inventory, stop: &CancellationToken) -> SweepReport {
         let started = Instant::now();
         let now = Utc::now();
         self.metrics.sweeps.inc();
@@ -665,7 +672,7 @@ impl Pipeline {
     }
 
     /// Sets `delivery_lag_seconds` from the newest delivered event.
-    pub(crate) fn update_lag(&self) {
+    pub fn update_lag(&self) {
         let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
         if newest > 0 {
             let lag = Utc::now().timestamp_millis().saturating_sub(newest).max(0) as f64 / 1000.0;

@@ -27,7 +27,7 @@ use crate::poll::Level;
 /// The `code` label: the HTTP status of an answer, or `error` when no answer
 /// came (connection refused, timeout, broken transfer).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) struct HttpCode(pub(crate) Option<u16>);
+pub struct HttpCode(pub Option<u16>);
 
 /// The `code`s every endpoint's request counter starts with: the normal
 /// answer, and no answer.
@@ -35,7 +35,7 @@ const KNOWN_API_CODES: [HttpCode; 2] = [HttpCode(Some(200)), HttpCode(None)];
 
 /// The `reason` label of a delivery failure.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub(crate) enum FailureReason {
+pub enum FailureReason {
     /// Worth another try: no answer, 408, 429 or 5xx.
     Retryable,
     /// Sending again will not help: other 4xx, redirects, unsendable events.
@@ -44,10 +44,10 @@ pub(crate) enum FailureReason {
 
 impl FailureReason {
     /// Every reason.
-    pub(crate) const ALL: [Self; 2] = [Self::Retryable, Self::Permanent];
+    pub const ALL: [Self; 2] = [Self::Retryable, Self::Permanent];
 
     /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Retryable => "retryable",
             Self::Permanent => "permanent",
@@ -111,41 +111,41 @@ impl EncodeLabelValue for Level {
 
 /// The `endpoint` and `code` labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct ApiLabels {
+pub struct ApiLabels {
     /// Which kind of list or object ([`Endpoint::as_str`]).
-    pub(crate) endpoint: &'static str,
+    pub endpoint: &'static str,
     /// The HTTP status, or `error` when no answer came.
-    pub(crate) code: HttpCode,
+    pub code: HttpCode,
 }
 
 /// The `endpoint` label alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct EndpointLabel {
+pub struct EndpointLabel {
     /// Which kind of list or object.
-    pub(crate) endpoint: &'static str,
+    pub endpoint: &'static str,
 }
 
 /// The `level` label: which kind of list an event was read from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct LevelLabel {
+pub struct LevelLabel {
     /// `project`, `device` or `organization`.
-    pub(crate) level: Level,
+    pub level: Level,
 }
 
 /// The `reason` and `code` labels of a delivery failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct FailureLabels {
+pub struct FailureLabels {
     /// `retryable` or `permanent`.
-    pub(crate) reason: FailureReason,
+    pub reason: FailureReason,
     /// Direktiv's HTTP status, or `error` when no answer came.
-    pub(crate) code: HttpCode,
+    pub code: HttpCode,
 }
 
 /// The `kind` label of an operational error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub(crate) struct KindLabel {
+pub struct KindLabel {
     /// `equinix_api`, `auth`, `rate_limited`, `delivery_permanent`, `state`.
-    pub(crate) kind: ErrorKind,
+    pub kind: ErrorKind,
 }
 
 /// The Metal API's `X-RateLimit-*` headers as last answered. Each gauge is
@@ -196,7 +196,7 @@ impl Collector for RateLimitGauges {
 /// The buckets of `sweep_duration_seconds`: from 50 ms, doubling, until one
 /// is above `sweep_timeout`, so that a sweep that ran out of time lands in
 /// the largest finite bucket rather than only in `+Inf`.
-pub(crate) fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
+pub fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
     const FIRST: f64 = 0.05;
     // 0.05 s doubled 40 times is 1,700 years: enough for any timeout.
     const MAX_BUCKETS: u16 = 41;
@@ -208,7 +208,7 @@ pub(crate) fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
 }
 
 /// Now, in Unix seconds, for the `_timestamp_seconds` gauges.
-pub(crate) fn unix_now() -> f64 {
+pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -217,46 +217,77 @@ pub(crate) fn unix_now() -> f64 {
 
 /// Every metric of the receiver.
 #[derive(Debug)]
-pub(crate) struct Metrics {
-    pub(crate) sweeps: Counter,
-    pub(crate) sweep_failures: Counter,
-    pub(crate) sweep_duration: Histogram,
-    pub(crate) last_successful_sweep: Gauge<f64, AtomicU64>,
-    pub(crate) api_requests: Family<ApiLabels, Counter>,
-    pub(crate) api_request_duration: Family<EndpointLabel, Histogram>,
-    pub(crate) events_received: Family<LevelLabel, Counter>,
-    pub(crate) events_duplicate: Counter,
-    pub(crate) events_before_baseline: Counter,
-    pub(crate) events_delivered: Counter,
-    pub(crate) events_already_delivered: Counter,
-    pub(crate) events_unmappable: Counter,
-    pub(crate) events_future_dated: Counter,
-    pub(crate) events_filtered: Counter,
-    pub(crate) delivery_failures: Family<FailureLabels, Counter>,
-    pub(crate) delivery_retries: Counter,
-    pub(crate) last_successful_delivery: Gauge<f64, AtomicU64>,
-    pub(crate) pending_events: Gauge,
-    pub(crate) oldest_pending_age: Gauge<f64, AtomicU64>,
-    pub(crate) tracked_events: Gauge,
+pub struct Metrics {
+    /// Sweeps started: `equinix_receiver_sweeps`.
+    pub sweeps: Counter,
+    /// Sweeps that ended with an error (no API answer, wrong token, timeout): `equinix_receiver_sweep_failures`.
+    pub sweep_failures: Counter,
+    /// Wall time of one sweep: poll every list, deliver what is new: `equinix_receiver_sweep_duration_seconds`.
+    pub sweep_duration: Histogram,
+    /// Unix time at which the last sweep without errors finished: `equinix_receiver_last_successful_sweep_timestamp_seconds`.
+    pub last_successful_sweep: Gauge<f64, AtomicU64>,
+    /// Equinix Metal API requests by endpoint and HTTP status (`error`: no answer): `equinix_receiver_api_requests`.
+    pub api_requests: Family<ApiLabels, Counter>,
+    /// Equinix Metal API request latency by endpoint: `equinix_receiver_api_request_duration_seconds`.
+    pub api_request_duration: Family<EndpointLabel, Histogram>,
+    /// Events read from the API by list level, before dedupe: `equinix_receiver_events_received`.
+    pub events_received: Family<LevelLabel, Counter>,
+    /// Events read that were already delivered or settled: `equinix_receiver_events_duplicate`.
+    pub events_duplicate: Counter,
+    /// Events read that are older than the state's baseline (never sent): `equinix_receiver_events_before_baseline`.
+    pub events_before_baseline: Counter,
+    /// Events Direktiv accepted: `equinix_receiver_events_delivered`.
+    pub events_delivered: Counter,
+    /// Events Direktiv answered it already had (409 or history 400): `equinix_receiver_events_already_delivered`.
+    pub events_already_delivered: Counter,
+    /// Events that cannot become a CloudEvent (no id or no type): `equinix_receiver_events_unmappable`.
+    pub events_unmappable: Counter,
+    /// New events dated more than a minute past this host's clock: `equinix_receiver_events_future_dated`.
+    pub events_future_dated: Counter,
+    /// New events not sent because their type matches no pattern of `equinix.eventTypes`: `equinix_receiver_events_filtered`.
+    pub events_filtered: Counter,
+    /// Failed delivery attempts by reason and HTTP status: `equinix_receiver_delivery_failures`.
+    pub delivery_failures: Family<FailureLabels, Counter>,
+    /// Delivery attempts that were retries: `equinix_receiver_delivery_retries`.
+    pub delivery_retries: Counter,
+    /// Unix time at which Direktiv last acknowledged an event (0: not yet): `equinix_receiver_last_successful_delivery_timestamp_seconds`.
+    pub last_successful_delivery: Gauge<f64, AtomicU64>,
+    /// New events the last sweep found that Direktiv has not acknowledged: `equinix_receiver_pending_events`.
+    pub pending_events: Gauge,
+    /// Age at the end of the last sweep of the oldest event it left undelivered (0: none): `equinix_receiver_oldest_pending_event_age_seconds`.
+    pub oldest_pending_age: Gauge<f64, AtomicU64>,
+    /// Event ids the dedupe state holds: `equinix_receiver_tracked_events`.
+    pub tracked_events: Gauge,
     rate_limit: Arc<RateLimitGauges>,
-    pub(crate) delivery_lag: Gauge<f64, AtomicU64>,
-    pub(crate) state_persistent: Gauge,
-    pub(crate) tls_insecure_skip_verify: Gauge,
-    pub(crate) inventory_projects: Gauge,
-    pub(crate) inventory_devices: Gauge,
-    pub(crate) errors: Family<KindLabel, Counter>,
-    pub(crate) error_events_sent: Counter,
-    pub(crate) state_persist_failures: Counter,
-    pub(crate) dead_letter_events: Gauge,
-    pub(crate) events_refused: Counter,
-    pub(crate) dead_letter_dropped: Counter,
+    /// Now minus created_at of the newest delivered event: `equinix_receiver_delivery_lag_seconds`.
+    pub delivery_lag: Gauge<f64, AtomicU64>,
+    /// 1 when the dedupe state is kept in a file, 0 when only in memory: `equinix_receiver_state_persistent`.
+    pub state_persistent: Gauge,
+    /// 1 when Direktiv's TLS certificate is not verified: `equinix_receiver_tls_insecure_skip_verify`.
+    pub tls_insecure_skip_verify: Gauge,
+    /// Projects of the organization being polled: `equinix_receiver_inventory_projects`.
+    pub inventory_projects: Gauge,
+    /// Devices of those projects being polled: `equinix_receiver_inventory_devices`.
+    pub inventory_devices: Gauge,
+    /// Operational errors by kind: `equinix_receiver_errors`.
+    pub errors: Family<KindLabel, Counter>,
+    /// equinix.receiver.error CloudEvents sent to Direktiv: `equinix_receiver_error_events_sent`.
+    pub error_events_sent: Counter,
+    /// Failed writes of the state file: `equinix_receiver_state_persist_failures`.
+    pub state_persist_failures: Counter,
+    /// Refused events kept in the dead-letter store, waiting for --redeliver-refused: `equinix_receiver_dead_letter_events`.
+    pub dead_letter_events: Gauge,
+    /// Events Direktiv refused for good and kept in the dead-letter store: `equinix_receiver_events_refused`.
+    pub events_refused: Counter,
+    /// Refused events dropped from the full dead-letter store (oldest first): `equinix_receiver_dead_letter_dropped`.
+    pub dead_letter_dropped: Counter,
     registry: Registry,
 }
 
 impl Metrics {
     /// Creates and registers every metric; `sweep_timeout`
     /// (`equinix.sweepTimeout`) sets the largest sweep duration bucket.
-    pub(crate) fn new(sweep_timeout: Duration) -> Self {
+    pub fn new(sweep_timeout: Duration) -> Self {
         let mut registry = Registry::with_prefix("equinix_receiver");
         registry.register(
             "build",
@@ -489,12 +520,12 @@ impl Metrics {
     }
 
     /// Counts one operational error of a kind.
-    pub(crate) fn error(&self, kind: ErrorKind) {
+    pub fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Counts one failed delivery attempt.
-    pub(crate) fn delivery_failure(&self, reason: FailureReason, code: HttpCode) {
+    pub fn delivery_failure(&self, reason: FailureReason, code: HttpCode) {
         self.delivery_failures
             .get_or_create(&FailureLabels { reason, code })
             .inc();
@@ -502,7 +533,7 @@ impl Metrics {
 
     /// Keeps the rate-limit headers an API answer carried; those it did not
     /// carry keep their last value.
-    pub(crate) fn observe_rate_limit(&self, limit: &RateLimit, now: SystemTime) {
+    pub fn observe_rate_limit(&self, limit: &RateLimit, now: SystemTime) {
         let mut seen = self
             .rate_limit
             .0
@@ -518,7 +549,7 @@ impl Metrics {
     }
 
     /// The metrics in the Prometheus (OpenMetrics) text format.
-    pub(crate) fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -31,7 +31,7 @@ use crate::scrub::Scrubber;
 use crate::sweep::SweepReport;
 
 /// The CloudEvent type of an error event.
-pub(crate) const ERROR_EVENT_TYPE: &str = "equinix.receiver.error";
+pub const ERROR_EVENT_TYPE: &str = "equinix.receiver.error";
 
 /// The longest message an error event carries.
 const MAX_MESSAGE: usize = 500;
@@ -39,7 +39,7 @@ const MAX_MESSAGE: usize = 500;
 /// What kind of operational error happened (the `kind` in the event data and
 /// the label of `equinix_receiver_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum ErrorKind {
+pub enum ErrorKind {
     /// The Metal API failed (5xx, timeouts, bad answers).
     EquinixApi,
     /// The Metal API refused the token (401 or 403).
@@ -54,7 +54,7 @@ pub(crate) enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for creating the metric's labels at 0.
-    pub(crate) const ALL: [Self; 5] = [
+    pub const ALL: [Self; 5] = [
         Self::EquinixApi,
         Self::Auth,
         Self::RateLimited,
@@ -63,7 +63,7 @@ impl ErrorKind {
     ];
 
     /// The name in the event data and in metrics.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::EquinixApi => "equinix_api",
             Self::Auth => "auth",
@@ -74,7 +74,7 @@ impl ErrorKind {
     }
 
     /// The kind of a Metal API failure from its status.
-    pub(crate) fn of_api_status(status: Option<u16>) -> Self {
+    pub fn of_api_status(status: Option<u16>) -> Self {
         match status {
             Some(401 | 403) => Self::Auth,
             Some(429) => Self::RateLimited,
@@ -85,20 +85,20 @@ impl ErrorKind {
 
 /// One occurrence of an operational error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Occurrence {
+pub struct Occurrence {
     /// What kind.
-    pub(crate) kind: ErrorKind,
+    pub kind: ErrorKind,
     /// What it concerns, for the rate limit: `equinix`, `inventory`,
     /// `device:<id>`, `project:<id>`, `organization:<id>`, `direktiv`, `state`.
-    pub(crate) target: String,
+    pub target: String,
     /// A human message (an error's `Display`).
-    pub(crate) message: String,
+    pub message: String,
     /// The HTTP status, when there was an answer.
-    pub(crate) status: Option<u16>,
+    pub status: Option<u16>,
     /// The project involved, when known.
-    pub(crate) project: Option<String>,
+    pub project: Option<String>,
     /// The device involved, when known.
-    pub(crate) device: Option<String>,
+    pub device: Option<String>,
 }
 
 /// Occurrences of one kind and target not yet reported.
@@ -117,17 +117,17 @@ struct Bucket {
 /// A report ready to send; hand it back with [`ErrorEvents::requeue`] when
 /// sending failed.
 #[derive(Debug)]
-pub(crate) struct Report {
+pub struct Report {
     key: (ErrorKind, String),
     count: u64,
     since: DateTime<Utc>,
     /// The CloudEvent to send.
-    pub(crate) event: cloudevents::Event,
+    pub event: cloudevents::Event,
 }
 
 /// The rate limiter and builder of error events. Owned by the main loop.
 #[derive(Debug)]
-pub(crate) struct ErrorEvents {
+pub struct ErrorEvents {
     interval: Duration,
     buckets: BTreeMap<(ErrorKind, String), Bucket>,
     scrubber: Arc<Scrubber>,
@@ -136,7 +136,7 @@ pub(crate) struct ErrorEvents {
 impl ErrorEvents {
     /// At most one report per kind and target per `interval`; every text
     /// scrubbed by `scrubber`.
-    pub(crate) fn new(interval: Duration, scrubber: Arc<Scrubber>) -> Self {
+    pub fn new(interval: Duration, scrubber: Arc<Scrubber>) -> Self {
         Self {
             interval: interval.max(Duration::from_millis(1)),
             buckets: BTreeMap::new(),
@@ -145,7 +145,7 @@ impl ErrorEvents {
     }
 
     /// Counts one occurrence, its texts scrubbed of every secret.
-    pub(crate) fn note(&mut self, occurrence: Occurrence, now: DateTime<Utc>) {
+    pub fn note(&mut self, occurrence: Occurrence, now: DateTime<Utc>) {
         let scrub = |text: String| match self.scrubber.scrub(&text) {
             std::borrow::Cow::Borrowed(_) => text,
             std::borrow::Cow::Owned(scrubbed) => scrubbed,
@@ -174,7 +174,7 @@ impl ErrorEvents {
     /// The reports due now: every key with occurrences whose last report is
     /// at least an interval old (or that was never reported). Their counts
     /// start again from zero.
-    pub(crate) fn due(&mut self, now: Instant, wall: DateTime<Utc>, source: &str) -> Vec<Report> {
+    pub fn due(&mut self, now: Instant, wall: DateTime<Utc>, source: &str) -> Vec<Report> {
         let interval = self.interval;
         let mut reports = Vec::new();
         for (key, bucket) in &mut self.buckets {
@@ -206,7 +206,7 @@ impl ErrorEvents {
 
     /// Puts back the occurrences of a report that could not be sent, so the
     /// next report of its key counts them.
-    pub(crate) fn requeue(&mut self, report: Report) {
+    pub fn requeue(&mut self, report: Report) {
         if let Some(bucket) = self.buckets.get_mut(&report.key) {
             if bucket.count == 0 || report.since < bucket.since {
                 bucket.since = report.since;
@@ -217,7 +217,7 @@ impl ErrorEvents {
 
     /// Forgets keys that have been quiet for a long time, so the map stays
     /// small when devices come and go.
-    pub(crate) fn prune(&mut self, now: Instant) {
+    pub fn prune(&mut self, now: Instant) {
         let keep = self.interval.saturating_mul(10);
         self.buckets.retain(|_, b| {
             b.count > 0 || b.last_sent.is_none_or(|at| now.duration_since(at) < keep)
@@ -227,7 +227,7 @@ impl ErrorEvents {
 
 /// The error event's `source`: the receiver's prefix and the organization's
 /// name (its id until the name is known).
-pub(crate) fn source(org_id: &str, org_name: Option<&str>, options: &MapOptions) -> String {
+pub fn source(org_id: &str, org_name: Option<&str>, options: &MapOptions) -> String {
     let name = org_name.filter(|n| !n.is_empty()).unwrap_or(org_id);
     metal_cloudevents::source(
         &Context::new(OrganizationRef::new(org_id.to_owned(), name.to_owned())),
@@ -281,7 +281,7 @@ fn cap(message: &str) -> String {
 
 /// The operational errors a sweep ran into. Retryable delivery failures are
 /// Direktiv's own trouble and are not reported to Direktiv.
-pub(crate) fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence> {
+pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence> {
     let mut found = Vec::new();
     if let Some(message) = &report.first_list_error {
         let status = report.first_list_error_status;

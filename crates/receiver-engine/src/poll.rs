@@ -35,7 +35,7 @@ const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// Which kind of list an event was read from (the `level` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Level {
+pub enum Level {
     /// A device's events.
     Device,
     /// A project's events.
@@ -46,10 +46,10 @@ pub(crate) enum Level {
 
 impl Level {
     /// Every level, for creating the metric's labels at 0.
-    pub(crate) const ALL: [Self; 3] = [Self::Device, Self::Project, Self::Organization];
+    pub const ALL: [Self; 3] = [Self::Device, Self::Project, Self::Organization];
 
     /// The label value.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Device => "device",
             Self::Project => "project",
@@ -60,20 +60,20 @@ impl Level {
 
 /// One event list the sweep polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Source {
+pub struct Source {
     /// The tracker's key: `project:<id>`, `device:<id>` or `organization:<id>`.
-    pub(crate) key: String,
+    pub key: String,
     /// What to list.
-    pub(crate) scope: EventScope,
+    pub scope: EventScope,
     /// The project the list belongs to, when it belongs to one.
-    pub(crate) project: Option<ProjectId>,
+    pub project: Option<ProjectId>,
     /// The device the list belongs to, for device lists.
-    pub(crate) device: Option<DeviceId>,
+    pub device: Option<DeviceId>,
 }
 
 impl Source {
     /// The events of a project.
-    pub(crate) fn project(id: &ProjectId) -> Self {
+    pub fn project(id: &ProjectId) -> Self {
         Self {
             key: format!("project:{id}"),
             scope: EventScope::Project(id.clone()),
@@ -83,7 +83,7 @@ impl Source {
     }
 
     /// The events of a device of a project.
-    pub(crate) fn device(id: &DeviceId, project: &ProjectId) -> Self {
+    pub fn device(id: &DeviceId, project: &ProjectId) -> Self {
         Self {
             key: format!("device:{id}"),
             scope: EventScope::Device(id.clone()),
@@ -93,7 +93,7 @@ impl Source {
     }
 
     /// The organization's own events.
-    pub(crate) fn organization(id: &OrganizationId) -> Self {
+    pub fn organization(id: &OrganizationId) -> Self {
         Self {
             key: format!("organization:{id}"),
             scope: EventScope::Organization(id.clone()),
@@ -103,7 +103,7 @@ impl Source {
     }
 
     /// The level of this list.
-    pub(crate) fn level(&self) -> Level {
+    pub fn level(&self) -> Level {
         match self.scope {
             EventScope::Device(_) => Level::Device,
             EventScope::Project(_) => Level::Project,
@@ -116,18 +116,18 @@ impl Source {
 /// floor. Only new events are kept whole (in [`ListPoll::new`]), so a sweep's
 /// memory follows what is new, not what was read.
 #[derive(Debug, Clone)]
-pub(crate) struct Seen {
+pub struct Seen {
     /// When it was created, if the API said.
-    pub(crate) created_at: Option<DateTime<Utc>>,
+    pub created_at: Option<DateTime<Utc>>,
     /// What the tracker said when it was read.
-    pub(crate) verdict: Verdict,
+    pub verdict: Verdict,
     /// Its id, kept for new events only (to learn whether they were settled).
-    pub(crate) new_id: Option<EventId>,
+    pub new_id: Option<EventId>,
 }
 
 /// How reading a list ended.
 #[derive(Debug)]
-pub(crate) enum ListEnd {
+pub enum ListEnd {
     /// The list ended, or a page reached what is already settled: every event
     /// older than those read is settled.
     Complete,
@@ -138,40 +138,40 @@ pub(crate) enum ListEnd {
 
 /// What polling one list found.
 #[derive(Debug)]
-pub(crate) struct ListPoll {
+pub struct ListPoll {
     /// The list.
-    pub(crate) source: Source,
+    pub source: Source,
     /// Every event read, in the API's order.
-    pub(crate) seen: Vec<Seen>,
+    pub seen: Vec<Seen>,
     /// The new events read, whole, in the API's order.
-    pub(crate) new: Vec<Event>,
+    pub new: Vec<Event>,
     /// The new events that could not be decoded (left out of their page by
     /// the client), for the sweep to report and settle once.
-    pub(crate) undecodable: Vec<Undecodable>,
+    pub undecodable: Vec<Undecodable>,
     /// How reading ended.
-    pub(crate) end: ListEnd,
+    pub end: ListEnd,
     /// The error that ended it, if one did.
-    pub(crate) error: Option<metal_events::Error>,
+    pub error: Option<metal_events::Error>,
     /// Pages read.
-    pub(crate) pages: u32,
+    pub pages: u32,
     /// Reading stopped at the page cap: older new events wait for the next sweep.
-    pub(crate) capped: bool,
+    pub capped: bool,
 }
 
 /// How lists are read.
 #[derive(Debug, Clone)]
-pub(crate) struct PollOptions {
+pub struct PollOptions {
     /// `per_page`.
-    pub(crate) per_page: u32,
+    pub per_page: u32,
     /// Pages holding new events read per list per sweep at most.
-    pub(crate) max_pages: u32,
+    pub max_pages: u32,
 }
 
 /// Logged once per process: a list that was not newest first.
 static UNORDERED_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Whether `times` (in list order) are newest first.
-pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
+pub fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
     let mut previous: Option<DateTime<Utc>> = None;
     for time in times {
         if previous.is_some_and(|p| time > p) {
@@ -185,7 +185,7 @@ pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bo
 /// Reads `source` page by page until a page reaches the settled line (the
 /// larger of the baseline and the source's floor), the list ends, the page cap
 /// is hit, an error persists, or `stop` is cancelled.
-pub(crate) async fn poll_list(
+pub async fn poll_list(
     client: &Client,
     tracker: &dyn Tracker,
     metrics: &Metrics,
@@ -400,6 +400,27 @@ pub(crate) async fn poll_list(
                 "page cap reached before the settled part of the list; the rest waits for the next sweep");
             poll.capped = true;
             return poll;
+        }
+    }
+}
+
+/// Which event lists are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Levels {
+    /// `/projects/{id}/events` for every project of the organization.
+    pub project: bool,
+    /// `/devices/{id}/events` for every device of those projects.
+    pub device: bool,
+    /// `/organizations/{id}/events`.
+    pub organization: bool,
+}
+
+impl Default for Levels {
+    fn default() -> Self {
+        Self {
+            project: true,
+            device: true,
+            organization: false,
         }
     }
 }

@@ -13,21 +13,21 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 /// What a secret is replaced with.
-pub(crate) const REDACTED: &str = "[REDACTED]";
+pub const REDACTED: &str = "[REDACTED]";
 
 /// Secrets shorter than this many bytes are not scrubbed: replacing every
 /// occurrence of a two-letter token would mangle every line. The receiver
 /// never prints one itself all the same.
-pub(crate) const MIN_SCRUBBED_LEN: usize = 6;
+pub const MIN_SCRUBBED_LEN: usize = 6;
 
 /// Replaces every occurrence of the configured secrets with [`REDACTED`]: as
 /// written, percent-encoded (any byte as `%XX`, either case, as a proxy
 /// echoing a URL writes it) or backslash-escaped (`\"`, `\\`, `\/`, as JSON and
 /// `Debug` write them). Built once from every configured secret
-/// ([`Settings::secrets`](crate::settings::Settings::secrets)). `Debug` shows
+/// (the receiver binary passes its `Settings::secrets`). `Debug` shows
 /// only how many secrets it holds.
 #[derive(Clone, Default)]
-pub(crate) struct Scrubber {
+pub struct Scrubber {
     /// Longest first, so a secret that contains another is replaced whole.
     secrets: Vec<SecretString>,
 }
@@ -35,7 +35,7 @@ pub(crate) struct Scrubber {
 impl Scrubber {
     /// A scrubber of `secrets`; those shorter than [`MIN_SCRUBBED_LEN`] are
     /// left out.
-    pub(crate) fn new<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) -> Self {
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) -> Self {
         let mut kept: Vec<SecretString> = Vec::new();
         for secret in secrets {
             let text = secret.expose_secret();
@@ -49,7 +49,7 @@ impl Scrubber {
     }
 
     /// `text` with every secret replaced (borrowed when there was none).
-    pub(crate) fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
+    pub fn scrub<'t>(&self, text: &'t str) -> Cow<'t, str> {
         match self.scrub_bytes(text.as_bytes()) {
             Cow::Borrowed(_) => Cow::Borrowed(text),
             // A match starts and ends on character boundaries (it is ASCII
@@ -62,7 +62,7 @@ impl Scrubber {
     }
 
     /// [`Scrubber::scrub`] for bytes (a formatted log line).
-    pub(crate) fn scrub_bytes<'t>(&self, text: &'t [u8]) -> Cow<'t, [u8]> {
+    pub fn scrub_bytes<'t>(&self, text: &'t [u8]) -> Cow<'t, [u8]> {
         if self.secrets.is_empty() {
             return Cow::Borrowed(text);
         }
@@ -154,18 +154,18 @@ fn hex_value(hi: u8, lo: u8) -> Option<u8> {
 /// Standard output through the scrubber, a line at a time: `--dry-run`'s
 /// CloudEvents and `--check`'s summary.
 #[derive(Debug, Clone)]
-pub(crate) struct ScrubbedStdout {
+pub struct ScrubbedStdout {
     scrubber: Arc<Scrubber>,
 }
 
 impl ScrubbedStdout {
     /// Stdout, scrubbed of `scrubber`'s secrets.
-    pub(crate) fn new(scrubber: Arc<Scrubber>) -> Self {
+    pub fn new(scrubber: Arc<Scrubber>) -> Self {
         Self { scrubber }
     }
 
     /// Writes `line` (scrubbed) and a newline, then flushes.
-    pub(crate) fn write_line(&self, line: &str) -> io::Result<()> {
+    pub fn write_line(&self, line: &str) -> io::Result<()> {
         let mut out = io::stdout().lock();
         writeln!(out, "{}", self.scrubber.scrub(line))?;
         out.flush()

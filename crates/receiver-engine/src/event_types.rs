@@ -8,7 +8,7 @@
 /// `provisioning.110`), `?` for exactly one character; everything else
 /// stands for itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct EventTypes {
+pub struct EventTypes {
     /// Never empty unless every type is delivered.
     patterns: Vec<String>,
 }
@@ -16,23 +16,23 @@ pub(crate) struct EventTypes {
 impl EventTypes {
     /// Only types that match at least one of `patterns` (each non-empty).
     /// No pattern at all means every type.
-    pub(crate) fn new(patterns: Vec<String>) -> Self {
+    pub fn new(patterns: Vec<String>) -> Self {
         debug_assert!(patterns.iter().all(|p| !p.is_empty()));
         Self { patterns }
     }
 
     /// Every type is delivered.
-    pub(crate) fn is_all(&self) -> bool {
+    pub fn is_all(&self) -> bool {
         self.patterns.is_empty()
     }
 
     /// The patterns, as configured.
-    pub(crate) fn patterns(&self) -> &[String] {
+    pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
 
     /// Whether an event of type `ty` is delivered.
-    pub(crate) fn matches(&self, ty: &str) -> bool {
+    pub fn matches(&self, ty: &str) -> bool {
         self.is_all() || self.patterns.iter().any(|p| glob_match(p, ty))
     }
 }

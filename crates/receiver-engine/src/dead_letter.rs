@@ -34,14 +34,14 @@ use crate::metrics::Metrics;
 use crate::scrub::Scrubber;
 
 /// What is appended to the state file's name for the default dead-letter file.
-pub(crate) const SUFFIX: &str = ".dead-letter.jsonl";
+pub const SUFFIX: &str = ".dead-letter.jsonl";
 /// Entries kept at most without `state.deadLetterMax`.
-pub(crate) const DEFAULT_MAX: u32 = 1000;
+pub const DEFAULT_MAX: u32 = 1000;
 /// The largest `state.deadLetterMax` accepted.
-pub(crate) const MAX_MAX: u32 = 100_000;
+pub const MAX_MAX: u32 = 100_000;
 
 /// The dead-letter file beside `state_path`: `<state file name>.dead-letter.jsonl`.
-pub(crate) fn default_path(state_path: &Path) -> PathBuf {
+pub fn default_path(state_path: &Path) -> PathBuf {
     let mut name = state_path
         .file_name()
         .map_or_else(|| OsString::from("state.json"), OsString::from);
@@ -51,18 +51,18 @@ pub(crate) fn default_path(state_path: &Path) -> PathBuf {
 
 /// Direktiv's answer to a refused event, as kept and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Answer {
+pub struct Answer {
     /// The HTTP status; `None` when nothing was sent (the event could not be
     /// serialized) or no answer came.
-    pub(crate) status: Option<u16>,
+    pub status: Option<u16>,
     /// The answer's body, trimmed by the sink, or what went wrong.
-    pub(crate) detail: String,
+    pub detail: String,
 }
 
 impl Answer {
     /// The answer kept for a refusal: the one place where Direktiv's text
     /// (upstream text) enters the dead-letter store.
-    pub(crate) fn from_outcome(outcome: &Outcome) -> Self {
+    pub fn from_outcome(outcome: &Outcome) -> Self {
         match outcome {
             Outcome::Permanent { status, body } => Self {
                 status: Some(*status),
@@ -83,20 +83,20 @@ impl Answer {
 /// One refused event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct Entry {
+pub struct Entry {
     /// The CloudEvent id, which is the Metal event id.
-    pub(crate) id: String,
+    pub id: String,
     /// When Direktiv refused it (the last time).
-    pub(crate) refused_at: DateTime<Utc>,
+    pub refused_at: DateTime<Utc>,
     /// What Direktiv answered.
-    pub(crate) answer: Answer,
+    pub answer: Answer,
     /// The structured-mode CloudEvent as it was sent.
-    pub(crate) event: serde_json::Value,
+    pub event: serde_json::Value,
 }
 
 impl Entry {
     /// The entry for `event`, refused now with `answer`.
-    pub(crate) fn new(
+    pub fn new(
         event: &cloudevents::Event,
         answer: Answer,
         refused_at: DateTime<Utc>,
@@ -111,14 +111,14 @@ impl Entry {
     }
 
     /// The CloudEvent to send again.
-    pub(crate) fn cloud_event(&self) -> serde_json::Result<cloudevents::Event> {
+    pub fn cloud_event(&self) -> serde_json::Result<cloudevents::Event> {
         serde_json::from_value(self.event.clone())
     }
 }
 
 /// Where the dead letters live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Location {
+pub enum Location {
     /// A file. With `read_only` (`--dry-run`) it is read at start and never
     /// written: changes stay in memory.
     File {
@@ -134,7 +134,7 @@ pub(crate) enum Location {
 
 /// The refused events, oldest first, and where they are kept.
 #[derive(Debug)]
-pub(crate) struct DeadLetters {
+pub struct DeadLetters {
     location: Location,
     max: usize,
     entries: tokio::sync::Mutex<VecDeque<Entry>>,
@@ -152,7 +152,7 @@ impl DeadLetters {
     /// The path is a symbolic link or not a regular file, cannot be read, or
     /// holds a line that is not a dead letter; each error names the file and
     /// the way out.
-    pub(crate) fn open(
+    pub fn open(
         location: Location,
         max: usize,
         metrics: Arc<Metrics>,
@@ -189,7 +189,7 @@ impl DeadLetters {
     }
 
     /// Where the entries are kept, for log lines.
-    pub(crate) fn location(&self) -> String {
+    pub fn location(&self) -> String {
         match &self.location {
             Location::File {
                 path,
@@ -204,12 +204,12 @@ impl DeadLetters {
     }
 
     /// How many entries are held.
-    pub(crate) async fn held(&self) -> usize {
+    pub async fn held(&self) -> usize {
         self.entries.lock().await.len()
     }
 
     /// The entries held, oldest first.
-    pub(crate) async fn entries(&self) -> Vec<Entry> {
+    pub async fn entries(&self) -> Vec<Entry> {
         self.entries.lock().await.iter().cloned().collect()
     }
 
@@ -219,7 +219,7 @@ impl DeadLetters {
     /// # Errors
     ///
     /// The file could not be written; nothing changed, in memory or on disk.
-    pub(crate) async fn keep(&self, entry: Entry) -> anyhow::Result<()> {
+    pub async fn keep(&self, entry: Entry) -> anyhow::Result<()> {
         let entry = self.scrubbed(entry);
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
@@ -241,7 +241,7 @@ impl DeadLetters {
     /// # Errors
     ///
     /// The file could not be written; nothing changed.
-    pub(crate) async fn settle(
+    pub async fn settle(
         &self,
         resent: &HashSet<String>,
         refused: Vec<Entry>,

@@ -7,7 +7,6 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use direktiv_broadcast::{AuthHeader, Outcome, Sink};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::header_names;
 use crate::dead_letter::Answer;
 use crate::metrics::{FailureReason, HttpCode, Metrics, unix_now};
 use crate::scrub::ScrubbedStdout;
@@ -18,7 +17,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Where CloudEvents go.
 #[derive(Debug)]
-pub(crate) enum Target {
+pub enum Target {
     /// A Direktiv broadcast endpoint.
     Direktiv(Sink),
     /// Standard output, one structured-mode JSON object per line, scrubbed
@@ -28,7 +27,7 @@ pub(crate) enum Target {
 
 /// How delivering one event ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Delivered {
+pub enum Delivered {
     /// Direktiv has it (accepted now, or already had it).
     Acknowledged {
         /// Direktiv said it already had it (409 or history 400).
@@ -62,14 +61,14 @@ pub(crate) enum Delivered {
 
 impl Delivered {
     /// What a cancelled delivery says in a log line.
-    pub(crate) const CANCELLED_REASON: &str = "shutting down";
+    pub const CANCELLED_REASON: &str = "shutting down";
 }
 
 impl Target {
     /// Delivers `event`, retrying retryable failures up to `max_retries` times
     /// with capped exponential backoff and jitter (at least the server's
     /// `Retry-After`). Stops waiting when `stop` is cancelled.
-    pub(crate) async fn deliver(
+    pub async fn deliver(
         &self,
         event: &cloudevents::Event,
         max_retries: u32,
@@ -191,6 +190,16 @@ fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered
             reason: format!("writing to stdout failed: {error}"),
             blocks_all: true,
         },
+    }
+}
+
+/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
+pub fn header_names(headers: &[AuthHeader]) -> String {
+    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        None => "no header".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 /// The main loop's pulse and the readiness flags.
 #[derive(Debug)]
-pub(crate) struct Health {
+pub struct Health {
     /// When the main loop last showed it was alive.
     beat: Mutex<Instant>,
     /// How old the heartbeat may get before the loop counts as stalled.
@@ -24,7 +24,7 @@ pub(crate) struct Health {
 
 impl Health {
     /// A fresh heartbeat, not ready yet. `budget` is [`budget`]'s result.
-    pub(crate) fn new(budget: Duration) -> Self {
+    pub fn new(budget: Duration) -> Self {
         Self {
             beat: Mutex::new(Instant::now()),
             budget,
@@ -34,7 +34,7 @@ impl Health {
     }
 
     /// The main loop is alive now.
-    pub(crate) fn beat(&self) {
+    pub fn beat(&self) {
         *self
             .beat
             .lock()
@@ -42,7 +42,7 @@ impl Health {
     }
 
     /// How long ago the main loop last beat.
-    pub(crate) fn age(&self) -> Duration {
+    pub fn age(&self) -> Duration {
         self.beat
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -50,34 +50,34 @@ impl Health {
     }
 
     /// The heartbeat is younger than the budget.
-    pub(crate) fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         self.age() < self.budget
     }
 
     /// The first sweep completed.
-    pub(crate) fn set_ready(&self) {
+    pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Relaxed);
     }
 
     /// A shutdown began: readiness goes away for good.
-    pub(crate) fn set_stopping(&self) {
+    pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Ready and not shutting down.
-    pub(crate) fn ready(&self) -> bool {
+    pub fn ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed)
     }
 
     /// Shutting down.
-    pub(crate) fn stopping(&self) -> bool {
+    pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
 }
 
 /// How old the heartbeat may get: three poll intervals plus the sweep
 /// timeout (a sweep may take the whole timeout without a beat).
-pub(crate) fn budget(poll_interval: Duration, sweep_timeout: Duration) -> Duration {
+pub fn budget(poll_interval: Duration, sweep_timeout: Duration) -> Duration {
     poll_interval
         .saturating_mul(3)
         .saturating_add(sweep_timeout)

@@ -8,40 +8,40 @@ use metal_events::{DeviceId, OrganizationId, ProjectId};
 
 /// A project being polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ProjectInfo {
+pub struct ProjectInfo {
     /// Its id.
-    pub(crate) id: ProjectId,
+    pub id: ProjectId,
     /// Its name (the id when the API gave none).
-    pub(crate) name: String,
+    pub name: String,
 }
 
 /// A device being polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DeviceInfo {
+pub struct DeviceInfo {
     /// Its id.
-    pub(crate) id: DeviceId,
+    pub id: DeviceId,
     /// Its hostname, when the API gave one.
-    pub(crate) hostname: Option<String>,
+    pub hostname: Option<String>,
     /// The project it belongs to.
-    pub(crate) project: ProjectId,
+    pub project: ProjectId,
 }
 
 /// What the receiver polls: one organization, its projects, their devices.
 #[derive(Debug, Clone)]
-pub(crate) struct Inventory {
+pub struct Inventory {
     /// The organization's id.
-    pub(crate) org_id: OrganizationId,
+    pub org_id: OrganizationId,
     /// The organization's name (the id when the API gave none).
-    pub(crate) org_name: String,
+    pub org_name: String,
     /// Its projects, in the API's order.
-    pub(crate) projects: Vec<ProjectInfo>,
+    pub projects: Vec<ProjectInfo>,
     /// Their devices, by id.
-    pub(crate) devices: HashMap<DeviceId, DeviceInfo>,
+    pub devices: HashMap<DeviceId, DeviceInfo>,
 }
 
 impl Inventory {
     /// The project with this id.
-    pub(crate) fn project(&self, id: &ProjectId) -> Option<&ProjectInfo> {
+    pub fn project(&self, id: &ProjectId) -> Option<&ProjectInfo> {
         self.projects.iter().find(|p| &p.id == id)
     }
 }
