@@ -5,38 +5,25 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use cloudevents::AttributesReader as _;
 use direktiv_broadcast::{Auth, Sink, SinkConfig};
 use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
-use futures_util::{StreamExt, TryStreamExt, stream};
-use metal_events::{Client, ListOptions, OrganizationId, RequestRecord};
+use metal_events::{Client, RequestRecord};
+use receiver_engine::{EngineOptions, Observer, Receiver};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetters, Location};
-use crate::deliver::{Delivered, Target};
-use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
-use crate::future::FutureDated;
+use crate::deliver::Target;
 use crate::health::Health;
-use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::{ApiLabels, EndpointLabel, HttpCode, Metrics};
-use crate::poll::PollOptions;
 use crate::scrub::{ScrubbedStdout, Scrubber};
 use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
-use crate::sweep::{Hooks, Pipeline, SweepReport};
-
-/// What the log says when the Metal API answers 401 or 403.
-const TOKEN_REFUSED: &str = "the Metal API refused the token: check equinix.packetAuthToken, \
-     packetAuthTokenFile or METAL_AUTH_TOKEN";
 
 /// The exit code of `--once` when something found was not delivered.
 pub(crate) const EXIT_UNDELIVERED: u8 = 3;
@@ -45,13 +32,6 @@ pub(crate) const EXIT_UNDELIVERED: u8 = 3;
 /// (systemd) or this directory.
 const DEFAULT_STATE_DIR: &str = "/var/lib/equinix-receiver";
 const STATE_FILE: &str = "state.json";
-
-/// Pages read per list when listing projects and devices at most.
-const INVENTORY_MAX_PAGES: usize = 1000;
-
-/// How often the main loop beats while it waits (between sweeps, or for the
-/// rate-limit gate while loading the inventory).
-const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// How the pipeline runs, from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -62,19 +42,16 @@ pub(crate) struct RunOptions {
     pub(crate) dry_run: bool,
 }
 
-/// Told about each finished sweep, with the metrics.
-pub(crate) type SweepCallback = Arc<dyn Fn(&SweepReport, &Metrics) + Send + Sync>;
-
 /// Told the address the health and metrics server bound.
 pub(crate) type ListenCallback = Arc<dyn Fn(SocketAddr) + Send + Sync>;
 
 /// What the demo (or a test) plugs into a run.
 #[derive(Clone, Default)]
 pub(crate) struct Extras {
-    /// Told about each delivered event.
-    pub(crate) hooks: Option<Arc<dyn Hooks>>,
-    /// Told about each finished sweep.
-    pub(crate) on_sweep: Option<SweepCallback>,
+    /// Told what the engine does.
+    pub(crate) observer: Option<Arc<dyn Observer>>,
+    /// The metrics to record into (the demo reads them as it runs).
+    pub(crate) metrics: Option<Arc<Metrics>>,
     /// Cancelled to stop the run (in addition to SIGINT and SIGTERM).
     pub(crate) stop: Option<CancellationToken>,
     /// Told the address the health and metrics server bound (useful with
@@ -96,7 +73,10 @@ pub(crate) async fn run_with(
     options: RunOptions,
     extras: Extras,
 ) -> anyhow::Result<ExitCode> {
-    let metrics = Arc::new(Metrics::new(settings.equinix.sweep_timeout));
+    let metrics = extras
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(Metrics::new(settings.equinix.sweep_timeout)));
     let health = Arc::new(Health::new(crate::health::budget(
         settings.equinix.poll_interval,
         settings.equinix.sweep_timeout,
@@ -142,7 +122,7 @@ async fn run_pipeline(
     options: &RunOptions,
     extras: &Extras,
     metrics: &Arc<Metrics>,
-    health: &Health,
+    health: &Arc<Health>,
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let scrubber = Arc::new(Scrubber::new(settings.secrets()));
@@ -188,344 +168,55 @@ async fn run_pipeline(
              once Direktiv accepts them");
     }
 
-    let pipeline = Pipeline {
+    let engine = EngineOptions::default()
+        .with_organization_id(settings.equinix.organization_id.clone())
+        .with_poll_interval(settings.equinix.poll_interval)
+        .with_sweep_timeout(settings.equinix.sweep_timeout)
+        .with_inventory_refresh(settings.equinix.inventory_refresh)
+        .with_shutdown_grace(settings.shutdown_grace)
+        .with_levels(settings.equinix.levels)
+        .with_per_page(settings.equinix.per_page)
+        .with_max_pages(settings.equinix.max_pages)
+        .with_api_concurrency(settings.equinix.concurrency)
+        .with_delivery_concurrency(settings.direktiv.concurrency)
+        .with_max_retries(settings.direktiv.max_retries)
+        .with_overlap(settings.state.overlap)
+        .with_error_events(
+            settings
+                .direktiv
+                .event_on_error
+                .then_some(settings.direktiv.error_event_interval),
+        )
+        .with_event_types(settings.equinix.event_types.clone());
+    let mut receiver = Receiver::new(
         client,
         tracker,
-        dead_letters,
         target,
-        metrics: Arc::clone(metrics),
-        poll: PollOptions {
-            per_page: settings.equinix.per_page,
-            max_pages: settings.equinix.max_pages,
-        },
-        levels: settings.equinix.levels,
-        api_concurrency: settings.equinix.concurrency,
-        delivery_concurrency: settings.direktiv.concurrency,
-        max_retries: settings.direktiv.max_retries,
-        overlap: settings.state.overlap,
-        map_options: settings.direktiv.map_options.clone(),
-        event_types: settings.equinix.event_types.clone(),
-        hooks: extras.hooks.clone(),
-        newest_delivered_ms: AtomicI64::new(0),
-        future_dated: FutureDated::default(),
-    };
-
-    let result = main_loop(settings, options, &pipeline, extras, health, stop, scrubber).await;
-
-    // What was acknowledged is recorded; what was not stays new and goes out
-    // after a restart.
-    match pipeline.tracker.persist().await {
-        Ok(()) => tracing::info!(
-            tracked = pipeline.tracker.stats().tracked_ids,
-            "state saved; exiting"
-        ),
-        Err(error) => {
-            pipeline.metrics.state_persist_failures.inc();
-            pipeline.metrics.error(ErrorKind::State);
-            tracing::error!(%error, "could not write the state at exit; events delivered \
-                since the last save may be sent again after a restart");
-        }
-    }
-    result
-}
-
-/// The loop's view of error events: off, or the rate limiter and the org's
-/// name for the source.
-struct ErrorReporting {
-    events: Option<ErrorEvents>,
-    org_id: String,
-    org_name: Option<String>,
-}
-
-impl ErrorReporting {
-    fn note(&mut self, occurrence: Occurrence) {
-        if let Some(events) = &mut self.events {
-            events.note(occurrence, chrono::Utc::now());
-        }
+        settings.direktiv.map_options.clone(),
+        engine,
+    )
+    // The dead letters first: given a store, the receiver keeps it (and the
+    // gauge it set) when the metrics change.
+    .with_dead_letters(dead_letters)
+    .with_metrics(Arc::clone(metrics))
+    .with_health(Arc::clone(health))
+    .with_scrubber(scrubber);
+    if let Some(observer) = &extras.observer {
+        receiver = receiver.with_observer(Arc::clone(observer));
     }
 
-    /// Sends the reports that are due (nothing while shutting down). Each is
-    /// tried once: a failure is Direktiv's own trouble, logged and counted,
-    /// and its occurrences go into the next report.
-    async fn flush(&mut self, pipeline: &Pipeline, stop: &CancellationToken) {
-        let Some(events) = &mut self.events else {
-            return;
-        };
-        if stop.is_cancelled() {
-            return;
-        }
-        let source = crate::error_events::source(
-            &self.org_id,
-            self.org_name.as_deref(),
-            &pipeline.map_options,
-        );
-        let now = Instant::now();
-        for report in events.due(now, chrono::Utc::now(), &source) {
-            match pipeline
-                .target
-                .deliver(&report.event, 0, &pipeline.metrics, stop)
-                .await
-            {
-                Delivered::Acknowledged { .. } => {
-                    pipeline.metrics.error_events_sent.inc();
-                    tracing::debug!(id = report.event.id(), "error event sent");
-                }
-                Delivered::Rejected { reason, .. } | Delivered::Deferred { reason, .. } => {
-                    tracing::warn!(%reason, "could not send an error event to Direktiv; \
-                        it is counted in the next report");
-                    events.requeue(report);
-                }
-                Delivered::Cancelled => {
-                    tracing::warn!(
-                        reason = Delivered::CANCELLED_REASON,
-                        "could not send an error event to Direktiv; \
-                        it is counted in the next report"
-                    );
-                    events.requeue(report);
-                }
-            }
-        }
-        events.prune(now);
+    if !options.once {
+        receiver.run(stop.clone()).await;
+        return Ok(ExitCode::SUCCESS);
     }
-}
-
-async fn main_loop(
-    settings: &Settings,
-    options: &RunOptions,
-    pipeline: &Pipeline,
-    extras: &Extras,
-    health: &Health,
-    stop: &CancellationToken,
-    scrubber: Arc<Scrubber>,
-) -> anyhow::Result<ExitCode> {
-    let org = OrganizationId::new(settings.equinix.organization_id.clone());
-    let interval = settings.equinix.poll_interval;
-    let grace = settings.shutdown_grace;
-    let mut inventory: Option<(Inventory, Instant)> = None;
-    let mut failures = 0u32;
-    let mut errors = ErrorReporting {
-        events: settings
-            .direktiv
-            .event_on_error
-            .then(|| ErrorEvents::new(settings.direktiv.error_event_interval, scrubber)),
-        org_id: settings.equinix.organization_id.clone(),
-        org_name: None,
-    };
-    loop {
-        let started = Instant::now();
-        health.beat();
-
-        // Inventory: at start, on its schedule, and when a list answered 404.
-        let due = inventory
-            .as_ref()
-            .is_none_or(|(_, at)| at.elapsed() >= settings.equinix.inventory_refresh);
-        if due {
-            let loaded = tokio::select! {
-                () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
-                loaded = load_inventory(pipeline, &org, settings, health, stop) => loaded,
-            };
-            health.beat();
-            match loaded {
-                Ok(fresh) => {
-                    if let Some((old, _)) = &inventory {
-                        forget_gone(pipeline, old, &fresh).await;
-                    }
-                    pipeline
-                        .metrics
-                        .inventory_projects
-                        .set(fresh.projects.len() as i64);
-                    pipeline
-                        .metrics
-                        .inventory_devices
-                        .set(fresh.devices.len() as i64);
-                    tracing::info!(org = %fresh.org_name, projects = fresh.projects.len(),
-                        devices = fresh.devices.len(), "inventory loaded");
-                    errors.org_name = Some(fresh.org_name.clone());
-                    inventory = Some((fresh, Instant::now()));
-                }
-                Err(error) => {
-                    // A 429 paused the client's rate gate: the next attempt
-                    // waits for it, like the lists.
-                    let auth = error.is_unauthorized();
-                    let status = error.status().map(|s| s.as_u16());
-                    let kind = if auth {
-                        ErrorKind::Auth
-                    } else {
-                        ErrorKind::of_api_status(status)
-                    };
-                    pipeline.metrics.error(kind);
-                    if auth {
-                        tracing::error!(%error, "{TOKEN_REFUSED}");
-                    } else {
-                        tracing::warn!(%error, "could not list the organization's projects and devices");
-                    }
-                    errors.note(Occurrence {
-                        kind,
-                        target: if auth { "equinix" } else { "inventory" }.to_owned(),
-                        message: format!("loading the inventory: {error}"),
-                        status,
-                        project: None,
-                        device: None,
-                    });
-                    if inventory.is_none() && options.once {
-                        return Err(anyhow::Error::new(error).context("loading the inventory"));
-                    }
-                }
-            }
-        }
-
-        if let Some((current, _)) = &inventory {
-            health.beat();
-            let report = match sweep_within_grace(pipeline, current, settings, stop, grace).await {
-                SweepEnd::Done(report) => {
-                    health.set_ready();
-                    *report
-                }
-                SweepEnd::TimedOut { after } => {
-                    tracing::warn!(
-                        timeout_s = settings.equinix.sweep_timeout.as_secs_f64(),
-                        "the sweep ran out of time; what was not delivered goes out next sweep"
-                    );
-                    pipeline.metrics.sweep_duration.observe(after.as_secs_f64());
-                    pipeline.metrics.sweep_failures.inc();
-                    pipeline.update_lag();
-                    SweepReport {
-                        timed_out: true,
-                        duration: after,
-                        ..SweepReport::default()
-                    }
-                }
-                SweepEnd::GraceOver => {
-                    tracing::warn!(
-                        grace_s = grace.as_secs_f64(),
-                        "shutdownGrace ran out with deliveries in flight; events not \
-                         acknowledged stay new and go out after a restart"
-                    );
-                    return Ok(ExitCode::SUCCESS);
-                }
-            };
-            health.beat();
-            log_sweep(&report, pipeline);
-            if let Some(on_sweep) = &extras.on_sweep {
-                on_sweep(&report, &pipeline.metrics);
-            }
-            for occurrence in crate::error_events::from_sweep(&report, current) {
-                errors.note(occurrence);
-            }
-            if report.stale_inventory
-                && let Some((_, loaded_at)) = inventory.as_mut()
-            {
-                // Refresh before the next sweep.
-                *loaded_at = Instant::now() - settings.equinix.inventory_refresh;
-            }
-            if options.once {
-                errors.flush(pipeline, stop).await;
-                return Ok(if report.all_delivered() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(EXIT_UNDELIVERED)
-                });
-            }
-            failures = if report.auth_failed { failures + 1 } else { 0 };
-        } else {
-            failures += 1;
-        }
-        errors.flush(pipeline, stop).await;
-        if stop.is_cancelled() {
-            return Ok(ExitCode::SUCCESS);
-        }
-
-        // The next sweep starts one interval after this one started; after
-        // repeated failures (no inventory, a refused token) the wait grows,
-        // up to ten intervals, so a broken setup is never hammered. The loop
-        // beats while it waits.
-        let deadline = started + interval * failures.clamp(1, 10);
-        loop {
-            health.beat();
-            let next = (Instant::now() + BEAT_EVERY).min(deadline);
-            tokio::select! {
-                () = stop.cancelled() => return Ok(ExitCode::SUCCESS),
-                () = tokio::time::sleep_until(next) => {}
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-        }
-    }
-}
-
-/// How a sweep ended.
-enum SweepEnd {
-    /// It ran to its end (possibly cut short by a shutdown, within the grace).
-    Done(Box<SweepReport>),
-    /// `equinix.sweepTimeout` ran out.
-    TimedOut {
-        /// How long the sweep ran.
-        after: Duration,
-    },
-    /// A shutdown began and `shutdownGrace` ran out before the sweep ended.
-    GraceOver,
-}
-
-/// Runs one sweep under `equinix.sweepTimeout`; once `stop` is cancelled the
-/// sweep (which starts nothing new) gets at most `grace` more to finish its
-/// in-flight deliveries and save the state.
-async fn sweep_within_grace(
-    pipeline: &Pipeline,
-    inventory: &Inventory,
-    settings: &Settings,
-    stop: &CancellationToken,
-    grace: Duration,
-) -> SweepEnd {
-    let started = Instant::now();
-    let sweep = tokio::time::timeout(
-        settings.equinix.sweep_timeout,
-        pipeline.sweep(inventory, stop),
-    );
-    let grace_over = async {
-        stop.cancelled().await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        ended = sweep => match ended {
-            Ok(report) => SweepEnd::Done(Box::new(report)),
-            Err(_) => SweepEnd::TimedOut {
-                after: started.elapsed(),
-            },
-        },
-        () = grace_over => SweepEnd::GraceOver,
-    }
-}
-
-/// One info line per sweep; nothing per event at info level.
-fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
-    let stats = pipeline.tracker.stats();
-    if report.auth_failed {
-        tracing::error!(
-            lists = report.lists,
-            error = report.first_list_error.as_deref().unwrap_or(""),
-            "{TOKEN_REFUSED}"
-        );
-    }
-    if let Some(problem) = &report.first_delivery_problem {
-        tracing::warn!(deferred = report.deferred, rejected = report.rejected, %problem,
-            "some events were not delivered");
-    }
-    tracing::info!(
-        lists = report.lists,
-        pages = report.pages,
-        list_errors = report.list_errors,
-        new = report.new,
-        delivered = report.delivered,
-        already = report.already,
-        rejected = report.rejected,
-        deferred = report.deferred,
-        unmappable = report.unmappable,
-        filtered = report.filtered,
-        tracked = stats.tracked_ids,
-        duration_ms = report.duration.as_millis() as u64,
-        "sweep done"
-    );
+    let report = receiver
+        .run_once(stop)
+        .await
+        .context("loading the inventory")?;
+    Ok(match report {
+        Some(report) if !report.all_delivered() => ExitCode::from(EXIT_UNDELIVERED),
+        _ => ExitCode::SUCCESS,
+    })
 }
 
 /// The Metal API client, reporting every request to the metrics. The client
@@ -728,118 +419,6 @@ pub(crate) fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Er
     anyhow::Error::new(error).context(format!("opening the state file {}: {hint}", path.display()))
 }
 
-/// Lists the organization, its projects and their devices.
-async fn load_inventory(
-    pipeline: &Pipeline,
-    org: &OrganizationId,
-    settings: &Settings,
-    health: &Health,
-    stop: &CancellationToken,
-) -> Result<Inventory, metal_events::Error> {
-    let client = &pipeline.client;
-    let options = ListOptions::new().with_per_page(settings.equinix.per_page);
-    wait_gate(pipeline.client.rate_gate(), health).await;
-    let organization = client.organization(org).await?;
-    let org_name = organization
-        .name
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| org.to_string());
-    wait_gate(pipeline.client.rate_gate(), health).await;
-    let projects: Vec<ProjectInfo> = client
-        .project_pages(org, &options)
-        .collect_all(INVENTORY_MAX_PAGES)
-        .await?
-        .into_iter()
-        .filter_map(|p| {
-            let id = p.id?;
-            let name = p
-                .name
-                .filter(|n| !n.is_empty())
-                .unwrap_or_else(|| id.to_string());
-            Some(ProjectInfo { id, name })
-        })
-        .collect();
-
-    // Devices are listed for every level: an organization list names a
-    // device only in an event's relationships, and its hostname comes from here.
-    let levels = settings.equinix.levels;
-    let devices = if levels.device || levels.project || levels.organization {
-        stream::iter(projects.iter().map(|project| {
-            let options = options.clone();
-            async move {
-                if stop.is_cancelled() {
-                    return Ok(Vec::new());
-                }
-                wait_gate(pipeline.client.rate_gate(), health).await;
-                let devices = client
-                    .device_pages(&project.id, &options)
-                    .collect_all(INVENTORY_MAX_PAGES)
-                    .await;
-                match devices {
-                    Ok(devices) => Ok(devices
-                        .into_iter()
-                        .filter_map(|d| {
-                            Some(DeviceInfo {
-                                id: d.id?,
-                                hostname: d.hostname,
-                                project: project.id.clone(),
-                            })
-                        })
-                        .collect::<Vec<_>>()),
-                    // A project deleted since it was listed has no devices.
-                    Err(error) if error.is_not_found() => Ok(Vec::new()),
-                    Err(error) => Err(error),
-                }
-            }
-        }))
-        .buffer_unordered(settings.equinix.concurrency.max(1))
-        .try_concat()
-        .await?
-    } else {
-        Vec::new()
-    };
-    Ok(Inventory {
-        org_id: org.clone(),
-        org_name,
-        projects,
-        devices: devices.into_iter().map(|d| (d.id.clone(), d)).collect(),
-    })
-}
-
-/// Waits for the client's rate-limit gate, beating meanwhile: a rate-limit
-/// pause is a wait, not a stall, and must not fail the liveness probe. (The
-/// client waits at it too, before every request; waiting here first keeps
-/// the probe alive.)
-async fn wait_gate(gate: &metal_events::RateGate, health: &Health) {
-    let wait = gate.wait();
-    tokio::pin!(wait);
-    loop {
-        tokio::select! {
-            () = &mut wait => return,
-            () = tokio::time::sleep(BEAT_EVERY) => health.beat(),
-        }
-    }
-}
-
-/// Tells the tracker about lists that are gone, so they stop holding back
-/// pruning.
-async fn forget_gone(pipeline: &Pipeline, old: &Inventory, new: &Inventory) {
-    let gone_devices = old
-        .devices
-        .keys()
-        .filter(|id| !new.devices.contains_key(*id));
-    let gone_projects = old.projects.iter().filter(|p| new.project(&p.id).is_none());
-    let keys: Vec<String> = gone_devices
-        .map(|id| format!("device:{id}"))
-        .chain(gone_projects.map(|p| format!("project:{}", p.id)))
-        .collect();
-    for key in keys {
-        if let Err(error) = pipeline.tracker.forget_source(&key).await {
-            tracing::debug!(%key, %error, "could not forget a source");
-        }
-    }
-}
-
 fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, tracker: &dyn Tracker) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -937,6 +516,8 @@ impl Signals {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     const POD_WITHOUT_PVC: &str = include_str!("../../../fixtures/mountinfo/pod-without-pvc.txt");

@@ -4,8 +4,8 @@
 //!
 //! Nothing here changes how the receiver works: the demo builds
 //! [`Settings`] in code (no YAML, no credentials), runs [`app::run_with`] with
-//! a [`Hooks`] that prints one line per delivered CloudEvent and a sweep
-//! callback that prints a status line every few seconds, and at the end checks
+//! an engine [`Observer`] that prints one line per delivered CloudEvent and a
+//! status line every few seconds, and at the end checks
 //! the simulators against each other: every event the Metal side generated
 //! after the baseline must have reached Direktiv exactly once, or be provably
 //! still pending.
@@ -37,19 +37,20 @@ use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
     MetalSim, MetalSimConfig, MetalSimHandle,
 };
+use receiver_engine::Observer;
 use secrecy::SecretString;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-use crate::app::{self, Extras, RunOptions, SweepCallback};
+use crate::app::{self, Extras, RunOptions};
 use crate::cli::{DemoOptions, EXIT_FAILURE};
 use crate::metrics::Metrics;
 use crate::settings::{
     DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
     StateSettings,
 };
-use crate::sweep::{Hooks, SweepReport};
+use crate::sweep::SweepReport;
 
 /// The simulated fleet.
 const PROJECTS: usize = 3;
@@ -127,20 +128,15 @@ async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow
 
     let stop = CancellationToken::new();
     let first_deliveries = Arc::new(Notify::new());
-    let hooks = Arc::new(DemoHooks {
+    let metrics = Arc::new(Metrics::new(settings.equinix.sweep_timeout));
+    let observer = Arc::new(DemoObserver {
         display: Arc::clone(&display),
         limit: options.events,
         stop: stop.clone(),
+        metal: Arc::clone(&metal),
+        metrics: Arc::clone(&metrics),
+        first_deliveries: Arc::clone(&first_deliveries),
     });
-    let on_sweep: SweepCallback = {
-        let display = Arc::clone(&display);
-        let metal = Arc::clone(&metal);
-        let stop = stop.clone();
-        let first_deliveries = Arc::clone(&first_deliveries);
-        Arc::new(move |report: &SweepReport, metrics: &Metrics| {
-            display.sweep(report, metrics, &metal, &stop, &first_deliveries);
-        })
-    };
     let outage = options.outage.map(|length| {
         tokio::spawn(outage(
             Arc::clone(&direktiv),
@@ -152,8 +148,8 @@ async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow
     });
 
     let extras = Extras {
-        hooks: Some(hooks),
-        on_sweep: Some(on_sweep),
+        observer: Some(observer),
+        metrics: Some(metrics),
         stop: Some(stop.clone()),
         // A temporary directory: throwaway on purpose.
         scratch_state: true,
@@ -299,15 +295,29 @@ async fn outage(
     }
 }
 
-/// Prints each delivered CloudEvent; stops the run after `--demo-events`.
-struct DemoHooks {
+/// Prints each delivered CloudEvent and a line per sweep; stops the run
+/// after `--demo-events`.
+struct DemoObserver {
     display: Arc<Display>,
     limit: Option<u64>,
     stop: CancellationToken,
+    metal: Arc<MetalSimHandle>,
+    metrics: Arc<Metrics>,
+    first_deliveries: Arc<Notify>,
 }
 
-impl Hooks for DemoHooks {
-    fn delivered(&self, event: &cloudevents::Event, already: bool) {
+impl Observer for DemoObserver {
+    fn sweep_ended(&self, report: &SweepReport) {
+        self.display.sweep(
+            report,
+            &self.metrics,
+            &self.metal,
+            &self.stop,
+            &self.first_deliveries,
+        );
+    }
+
+    fn event_delivered(&self, event: &cloudevents::Event, already: bool) {
         let count = self.display.event(event, already);
         if self.limit.is_some_and(|limit| count >= limit) && !self.stop.is_cancelled() {
             self.stop.cancel();

@@ -17,10 +17,9 @@ mod settings;
 mod small_file;
 
 // The engine's modules, under the names the binary's modules use.
-use receiver_engine::{
-    dead_letter, deliver, error_events, event_types, future, health, inventory, metrics, poll,
-    scrub, sweep,
-};
+#[cfg(feature = "demo")]
+use receiver_engine::sweep;
+use receiver_engine::{dead_letter, deliver, event_types, health, metrics, scrub};
 
 use std::io::Write;
 use std::process::ExitCode;

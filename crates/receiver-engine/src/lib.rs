@@ -15,6 +15,16 @@ pub mod future;
 pub mod health;
 pub mod inventory;
 pub mod metrics;
+pub mod observer;
 pub mod poll;
+pub mod receiver;
 pub mod scrub;
 pub mod sweep;
+
+pub use crate::deliver::Target;
+pub use crate::health::Health;
+pub use crate::metrics::Metrics;
+pub use crate::observer::{NoObserver, Observer};
+pub use crate::poll::Levels;
+pub use crate::receiver::{EngineOptions, Receiver};
+pub use crate::sweep::SweepReport;

@@ -23,13 +23,8 @@ use crate::event_types::EventTypes;
 use crate::future::FutureDated;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
+use crate::observer::Observer;
 use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
-
-/// Called as the pipeline works, for the demo's display.
-pub trait Hooks: Send + Sync {
-    /// A CloudEvent was acknowledged by Direktiv.
-    fn delivered(&self, event: &cloudevents::Event, already: bool);
-}
 
 /// Everything a sweep needs, built once from the settings.
 pub struct Pipeline {
@@ -59,8 +54,8 @@ pub struct Pipeline {
     pub map_options: MapOptions,
     /// `equinix.eventTypes`: events of other types are settled unsent.
     pub event_types: EventTypes,
-    /// Called as the pipeline works (the demo's display).
-    pub hooks: Option<Arc<dyn Hooks>>,
+    /// Told what the pipeline does.
+    pub observer: Arc<dyn Observer>,
     /// `created_at` (Unix milliseconds) of the newest event delivered so far.
     pub newest_delivered_ms: AtomicI64,
     /// The lists that showed an event dated in the future.
@@ -499,6 +494,7 @@ impl Pipeline {
             return;
         }
         report.list_errors += 1;
+        self.observer.list_error(&poll.source.key, error);
         report.auth_failed |= error.is_unauthorized();
         let rate_limited = matches!(error, metal_events::Error::RateLimited { .. });
         // Each 429 was counted (`rate_limited`) and its pause logged when it
@@ -565,9 +561,7 @@ impl Pipeline {
                         self.metrics.events_delivered.inc();
                     }
                     self.note_delivered(candidate.event.created_at());
-                    if let Some(hooks) = &self.hooks {
-                        hooks.delivered(&candidate.cloud, *already);
-                    }
+                    self.observer.event_delivered(&candidate.cloud, *already);
                     tracing::debug!(id, ty = ?candidate.event.event_type(), already, "delivered");
                 }
                 Delivered::Rejected { reason, answer } => {
@@ -588,6 +582,7 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    self.observer.event_refused(&candidate.cloud, reason);
                     tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
                         "Direktiv refused the event for good; kept in {}, resend with \
                          --redeliver-refused", self.dead_letters.location());
@@ -597,6 +592,7 @@ impl Pipeline {
                         stop.cancel();
                         self.metrics.error(ErrorKind::DeliveryPermanent);
                     }
+                    self.observer.event_deferred(&candidate.cloud, reason);
                     tracing::debug!(id, %reason, "delivery deferred to the next sweep");
                     let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
                     progress.blocked.insert(group.key.clone());
