@@ -3,9 +3,65 @@
 //! It reads the Metal event lists of an organization (its projects, their
 //! devices, the organization itself), maps each new event to a CloudEvent
 //! ([`metal_cloudevents`]), delivers it to Direktiv ([`direktiv_broadcast`])
-//! and records it in a [`event_dedupe::Tracker`] only once it was
+//! and records it in an [`event_dedupe::Tracker`] only once it was
 //! acknowledged. The `equinix-receiver` binary is glue around it: config,
 //! logging, the HTTP server and signals live there, never here.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use direktiv_broadcast::{Auth, Sink, SinkConfig};
+//! use event_dedupe::{MemoryTracker, TrackerOptions};
+//! use metal_cloudevents::MapOptions;
+//! use metal_events::Client;
+//! use receiver_engine::{EngineOptions, Receiver, Target};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = Client::builder(std::env::var("METAL_AUTH_TOKEN")?.into()).build()?;
+//! let tracker = Arc::new(MemoryTracker::new(TrackerOptions::default()));
+//! let endpoint = "https://direktiv.example/api/v2/namespaces/ops/events/broadcast";
+//! let sink = SinkConfig::new(endpoint.parse()?).with_auth(Auth::new("token"));
+//! let options = EngineOptions::default().with_organization_id("your-org-id".to_owned());
+//! let target = Target::Direktiv(Sink::new(sink)?);
+//! let receiver = Receiver::new(client, tracker, target, MapOptions::default(), options);
+//!
+//! // One sweep, and what it did:
+//! let stop = CancellationToken::new();
+//! if let Some(report) = receiver.run_once(&stop).await? {
+//!     assert!(report.all_delivered());
+//! }
+//! // Or sweep every poll interval until `stop` is cancelled:
+//! receiver.run(stop).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The order of a sweep
+//!
+//! 1. When due (at start, every inventory refresh, after a list answered 404)
+//!    the inventory is listed: the organization, its projects, their devices.
+//! 2. The device lists are read, then the project and organization lists, with
+//!    bounded concurrency; each list stops at the first page that reaches its
+//!    settled line. Every request waits at the client's rate gate.
+//! 3. As soon as a list is read its new events are claimed (each id once, the
+//!    device's context first) and delivered, per device oldest first in one
+//!    lane. Events filtered out by type, or that cannot be mapped, are settled
+//!    unsent; events Direktiv refuses for good are kept as dead letters.
+//! 4. Each event is recorded after acknowledgement; then the floor of every
+//!    fully read list moves and the state is persisted.
+//! 5. The [`Observer`] and the log hear of the sweep; error events go out
+//!    when due; the next sweep starts one poll interval after this one began.
+//!
+//! # Invariants
+//!
+//! - An event is recorded as delivered only after Direktiv acknowledged it.
+//! - A list's floor moves only when the list was fully read.
+//! - An endpoint-wide refusal
+//!   ([`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal))
+//!   stops the sweep's deliveries.
+//! - The engine never depends on a config format, an HTTP server or signals,
+//!   never prints and never installs a logger.
 
 pub mod dead_letter;
 pub mod deliver;

@@ -65,6 +65,7 @@ pub struct Pipeline {
 /// What one sweep did, for the log line, the exit code of `--once` and the
 /// error events.
 #[derive(Debug, Default, Clone)]
+#[non_exhaustive]
 pub struct SweepReport {
     /// Lists polled.
     pub lists: usize,
