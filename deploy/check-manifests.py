@@ -26,10 +26,10 @@ DEPLOY = pathlib.Path(__file__).resolve().parent
 K8S = DEPLOY / "kubernetes"
 OPERATIONS_MD = DEPLOY.parent / "docs" / "operations.md"
 # Every series name the receiver exposes, with its label names: a snapshot
-# the receiver's own unit test (metrics::tests::exposed_metric_names) keeps
+# the engine's own unit test (metrics::tests::exposed_metric_names) keeps
 # equal to what /metrics serves.
-METRIC_NAMES = (DEPLOY.parent / "bins" / "equinix-receiver" / "src" / "snapshots"
-                / "equinix_receiver__metrics__tests__exposed_metric_names.snap")
+METRIC_NAMES = (DEPLOY.parent / "crates" / "receiver-engine" / "src" / "snapshots"
+                / "receiver_engine__metrics__tests__exposed_metric_names.snap")
 METRIC = re.compile(r"\bequinix_receiver_[a-z0-9_]+")
 SEVERITIES = {"critical", "warning", "info"}
 PORT = 9464
