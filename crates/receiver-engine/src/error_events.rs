@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::inventory::Inventory;
 use crate::scrub::Scrubber;
+use crate::source_key::SourceKey;
 use crate::sweep::SweepReport;
 
 /// The CloudEvent type of an error event.
@@ -337,17 +338,16 @@ pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence
 
 /// The project and device a tracker source key names.
 fn involved(key: &str, inventory: &Inventory) -> (Option<String>, Option<String>) {
-    if let Some(id) = key.strip_prefix("device:") {
-        let project = inventory
-            .devices
-            .iter()
-            .find(|(d, _)| d.as_str() == id)
-            .map(|(_, info)| info.project.to_string());
-        (project, Some(id.to_owned()))
-    } else if let Some(id) = key.strip_prefix("project:") {
-        (Some(id.to_owned()), None)
-    } else {
-        (None, None)
+    match SourceKey::parse(key) {
+        Some(SourceKey::Device(id)) => {
+            let project = inventory
+                .devices
+                .get(&id)
+                .map(|info| info.project.to_string());
+            (project, Some(id.to_string()))
+        }
+        Some(SourceKey::Project(id)) => (Some(id.to_string()), None),
+        Some(SourceKey::Organization(_)) | None => (None, None),
     }
 }
 

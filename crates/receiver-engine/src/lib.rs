@@ -75,6 +75,7 @@ pub mod observer;
 pub mod poll;
 pub mod receiver;
 pub mod scrub;
+pub mod source_key;
 pub mod sweep;
 
 pub use crate::deliver::Target;
@@ -83,4 +84,5 @@ pub use crate::metrics::Metrics;
 pub use crate::observer::{NoObserver, Observer};
 pub use crate::poll::Levels;
 pub use crate::receiver::{EngineOptions, Receiver};
+pub use crate::source_key::SourceKey;
 pub use crate::sweep::SweepReport;

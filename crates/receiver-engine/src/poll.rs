@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error_events::ErrorKind;
 use crate::metrics::{LevelLabel, Metrics};
+use crate::source_key::SourceKey;
 
 /// Retries of one page (after 0.5 s, then 1 s, plus jitter; after a 429, the
 /// client's rate-limit gate's pause instead) before the list is given up for this
@@ -61,7 +62,7 @@ impl Level {
 /// One event list the sweep polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
-    /// The tracker's key: `project:<id>`, `device:<id>` or `organization:<id>`.
+    /// The tracker's key: a [`SourceKey`] as written.
     pub key: String,
     /// What to list.
     pub scope: EventScope,
@@ -75,7 +76,7 @@ impl Source {
     /// The events of a project.
     pub fn project(id: &ProjectId) -> Self {
         Self {
-            key: format!("project:{id}"),
+            key: SourceKey::Project(id.clone()).to_string(),
             scope: EventScope::Project(id.clone()),
             project: Some(id.clone()),
             device: None,
@@ -85,7 +86,7 @@ impl Source {
     /// The events of a device of a project.
     pub fn device(id: &DeviceId, project: &ProjectId) -> Self {
         Self {
-            key: format!("device:{id}"),
+            key: SourceKey::Device(id.clone()).to_string(),
             scope: EventScope::Device(id.clone()),
             project: Some(project.clone()),
             device: Some(id.clone()),
@@ -95,7 +96,7 @@ impl Source {
     /// The organization's own events.
     pub fn organization(id: &OrganizationId) -> Self {
         Self {
-            key: format!("organization:{id}"),
+            key: SourceKey::Organization(id.clone()).to_string(),
             scope: EventScope::Organization(id.clone()),
             project: None,
             device: None,

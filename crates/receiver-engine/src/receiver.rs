@@ -26,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::observer::{NoObserver, Observer};
 use crate::poll::{Levels, PollOptions};
 use crate::scrub::Scrubber;
+use crate::source_key::SourceKey;
 use crate::sweep::{Pipeline, SweepReport};
 
 /// What the log says when the Metal API answers 401 or 403.
@@ -743,8 +744,8 @@ async fn forget_gone(pipeline: &Pipeline, old: &Inventory, new: &Inventory) {
         .filter(|id| !new.devices.contains_key(*id));
     let gone_projects = old.projects.iter().filter(|p| new.project(&p.id).is_none());
     let keys: Vec<String> = gone_devices
-        .map(|id| format!("device:{id}"))
-        .chain(gone_projects.map(|p| format!("project:{}", p.id)))
+        .map(|id| SourceKey::Device(id.clone()).to_string())
+        .chain(gone_projects.map(|p| SourceKey::Project(p.id.clone()).to_string()))
         .collect();
     for key in keys {
         if let Err(error) = pipeline.tracker.forget_source(&key).await {

@@ -25,6 +25,7 @@ use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::observer::Observer;
 use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
+use crate::source_key::SourceKey;
 
 /// Everything a sweep needs, built once from the settings.
 pub struct Pipeline {
@@ -414,7 +415,7 @@ impl Pipeline {
                     Ok(cloud) => {
                         let key = context.device.as_ref().map_or_else(
                             || poll.source.key.clone(),
-                            |d| format!("device:{}", d.id),
+                            |d| SourceKey::Device(d.id.clone()).to_string(),
                         );
                         report.new += 1;
                         groups
