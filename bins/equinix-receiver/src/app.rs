@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::Target;
 use crate::health::Health;
-use crate::metrics::{ApiLabels, EndpointLabel, HttpCode, Metrics};
+use crate::metrics::Metrics;
 use crate::scrub::{ScrubbedStdout, Scrubber};
 use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
@@ -223,21 +223,7 @@ async fn run_pipeline(
 /// keeps the rate-limit gate itself (429s and `X-RateLimit-Remaining: 0`).
 fn metal_client(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let metrics = Arc::clone(metrics);
-    let observer = move |record: &RequestRecord| {
-        let endpoint = record.endpoint.as_str();
-        let code = HttpCode(record.status.map(|s| s.as_u16()));
-        metrics
-            .api_requests
-            .get_or_create(&ApiLabels { endpoint, code })
-            .inc();
-        metrics
-            .api_request_duration
-            .get_or_create(&EndpointLabel { endpoint })
-            .observe(record.duration.as_secs_f64());
-        if let Some(limit) = record.rate_limit {
-            metrics.observe_rate_limit(&limit, std::time::SystemTime::now());
-        }
-    };
+    let observer = move |record: &RequestRecord| metrics.observe_request(record);
     let e = &settings.equinix;
     Client::builder(e.token.clone())
         .base_url(e.api_url.as_str())

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use metal_events::{Endpoint, RateLimit};
+use metal_events::{Endpoint, RateLimit, RequestRecord};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
@@ -529,6 +529,23 @@ impl Metrics {
         self.delivery_failures
             .get_or_create(&FailureLabels { reason, code })
             .inc();
+    }
+
+    /// Counts one Metal API request the client reports (give it to
+    /// [`metal_events::ClientBuilder::observer`]): its endpoint and status, its
+    /// latency and the rate-limit headers of its answer.
+    pub fn observe_request(&self, record: &RequestRecord) {
+        let endpoint = record.endpoint.as_str();
+        let code = HttpCode(record.status.map(|s| s.as_u16()));
+        self.api_requests
+            .get_or_create(&ApiLabels { endpoint, code })
+            .inc();
+        self.api_request_duration
+            .get_or_create(&EndpointLabel { endpoint })
+            .observe(record.duration.as_secs_f64());
+        if let Some(limit) = record.rate_limit {
+            self.observe_rate_limit(&limit, SystemTime::now());
+        }
     }
 
     /// Keeps the rate-limit headers an API answer carried; those it did not

@@ -560,37 +560,43 @@ impl Receiver {
         // device only in an event's relationships, and its hostname comes from here.
         let levels = self.options.levels;
         let devices = if levels.device || levels.project || levels.organization {
-            stream::iter(projects.iter().map(|project| {
-                let options = options.clone();
-                async move {
-                    if stop.is_cancelled() {
-                        return Ok(Vec::new());
-                    }
-                    wait_gate(pipeline.client.rate_gate(), health).await;
-                    let devices = client
-                        .device_pages(&project.id, &options)
-                        .collect_all(INVENTORY_MAX_PAGES)
-                        .await;
-                    match devices {
-                        Ok(devices) => Ok(devices
-                            .into_iter()
-                            .filter_map(|d| {
-                                Some(DeviceInfo {
-                                    id: d.id?,
-                                    hostname: d.hostname,
-                                    project: project.id.clone(),
+            // Collected first: a stream over a closure that borrows would make
+            // the run's future not `Send` for `tokio::spawn` (rust#102211).
+            let lookups: Vec<_> = projects
+                .iter()
+                .map(|project| {
+                    let options = options.clone();
+                    async move {
+                        if stop.is_cancelled() {
+                            return Ok(Vec::new());
+                        }
+                        wait_gate(pipeline.client.rate_gate(), health).await;
+                        let devices = client
+                            .device_pages(&project.id, &options)
+                            .collect_all(INVENTORY_MAX_PAGES)
+                            .await;
+                        match devices {
+                            Ok(devices) => Ok(devices
+                                .into_iter()
+                                .filter_map(|d| {
+                                    Some(DeviceInfo {
+                                        id: d.id?,
+                                        hostname: d.hostname,
+                                        project: project.id.clone(),
+                                    })
                                 })
-                            })
-                            .collect::<Vec<_>>()),
-                        // A project deleted since it was listed has no devices.
-                        Err(error) if error.is_not_found() => Ok(Vec::new()),
-                        Err(error) => Err(error),
+                                .collect::<Vec<_>>()),
+                            // A project deleted since it was listed has no devices.
+                            Err(error) if error.is_not_found() => Ok(Vec::new()),
+                            Err(error) => Err(error),
+                        }
                     }
-                }
-            }))
-            .buffer_unordered(self.options.api_concurrency.max(1))
-            .try_concat()
-            .await?
+                })
+                .collect();
+            stream::iter(lookups)
+                .buffer_unordered(self.options.api_concurrency.max(1))
+                .try_concat()
+                .await?
         } else {
             Vec::new()
         };

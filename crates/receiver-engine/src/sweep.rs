@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use event_dedupe::{Tracker, Verdict};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, stream};
 use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
 use metal_events::{Client, Event, EventId};
@@ -233,13 +234,17 @@ impl Pipeline {
         let (progress, lanes) = (&progress, &lanes);
         let poll_stop = stop.child_token();
         let delivery_stop = stop.child_token();
+        // Borrowed once here: closures that copy these references (rather than
+        // borrow their own captures) keep the sweep's future `Send` for
+        // `tokio::spawn`.
+        let (poll_stop, delivery_stop) = (&poll_stop, &delivery_stop);
         let (groups_tx, mut groups_rx) = tokio::sync::mpsc::unbounded_channel::<Group>();
 
         let polling = async move {
             let mut polls = Vec::with_capacity(lists);
             for phase in [device_lists, other_lists] {
                 let mut read = stream::iter(phase)
-                    .map(|source| self.poll_one(source, &poll_stop))
+                    .map(move |source| self.poll_one(source, poll_stop))
                     .buffer_unordered(self.api_concurrency.max(1));
                 while let Some(mut poll) = read.next().await {
                     for group in self.claim(&mut poll, inventory, progress).await {
@@ -252,10 +257,26 @@ impl Pipeline {
             drop(groups_tx);
             polls
         };
-        let groups = stream::poll_fn(move |cx| groups_rx.poll_recv(cx));
-        let delivering = groups.for_each_concurrent(self.delivery_concurrency.max(1), |group| {
-            self.deliver_group(group, &delivery_stop, progress, lanes)
-        });
+        // At most `delivery_concurrency` groups at once, taken as they come.
+        // (A loop rather than `for_each_concurrent`, whose closure would make
+        // the sweep's future not `Send` for `tokio::spawn`.)
+        let delivering = async move {
+            let limit = self.delivery_concurrency.max(1);
+            let mut running = FuturesUnordered::new();
+            let mut open = true;
+            loop {
+                tokio::select! {
+                    group = groups_rx.recv(), if open && running.len() < limit => match group {
+                        Some(group) => {
+                            running.push(self.deliver_group(group, delivery_stop, progress, lanes));
+                        }
+                        None => open = false,
+                    },
+                    Some(()) = running.next(), if !running.is_empty() => {}
+                    else => break,
+                }
+            }
+        };
         let (polls, ()) = tokio::join!(polling, delivering);
 
         let Progress {
