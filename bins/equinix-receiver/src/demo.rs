@@ -549,11 +549,16 @@ impl Display {
             line.push_str(&format!(
                 "; {} lists failed ({})",
                 report.list_errors,
-                short(report.first_list_error.as_deref().unwrap_or("?"))
+                short(
+                    report
+                        .first_list_error
+                        .as_ref()
+                        .map_or("?", |problem| problem.message.as_str())
+                )
             ));
         }
         if let Some(problem) = &report.first_delivery_problem {
-            line.push_str(&format!("; waiting: {}", short(problem)));
+            line.push_str(&format!("; waiting: {}", short(&problem.message)));
         }
         line
     }

@@ -48,6 +48,8 @@ pub enum Delivered {
     Deferred {
         /// Why, for the log.
         reason: String,
+        /// Direktiv's HTTP status, when it answered.
+        status: Option<u16>,
         /// The refusal concerns every event
         /// ([`Outcome::is_endpoint_refusal`]), or stdout cannot be written:
         /// stop delivering for this sweep.
@@ -104,6 +106,7 @@ impl Target {
                     let Some(delay) = backoff.next() else {
                         return Delivered::Deferred {
                             reason: format!("{}; retries ran out", delivery.outcome),
+                            status: delivery.status,
                             blocks_all: false,
                         };
                     };
@@ -128,6 +131,7 @@ impl Target {
                     return if delivery.outcome.is_endpoint_refusal() {
                         Delivered::Deferred {
                             reason,
+                            status: delivery.status,
                             blocks_all: true,
                         }
                     } else {
@@ -188,6 +192,7 @@ fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered
         Ok(()) => Delivered::Acknowledged { already: false },
         Err(error) => Delivered::Deferred {
             reason: format!("writing to stdout failed: {error}"),
+            status: None,
             blocks_all: true,
         },
     }

@@ -284,8 +284,8 @@ fn cap(message: &str) -> String {
 /// Direktiv's own trouble and are not reported to Direktiv.
 pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence> {
     let mut found = Vec::new();
-    if let Some(message) = &report.first_list_error {
-        let status = report.first_list_error_status;
+    if let Some(problem) = &report.first_list_error {
+        let status = problem.status;
         // A 404 means the inventory is stale (a device went away): not an error.
         if status != Some(404) {
             let kind = if report.auth_failed {
@@ -293,32 +293,30 @@ pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence
             } else {
                 ErrorKind::of_api_status(status)
             };
-            let key = report.first_list_error_source.clone().unwrap_or_default();
-            let (project, device) = involved(&key, inventory);
+            let (project, device) = involved(problem.source.as_ref(), inventory);
             // A refused token concerns every list: one target for all of them.
-            let target = if kind == ErrorKind::Auth || key.is_empty() {
-                "equinix".to_owned()
-            } else {
-                key
+            let target = match &problem.source {
+                Some(source) if kind != ErrorKind::Auth => source.to_string(),
+                _ => "equinix".to_owned(),
             };
             found.push(Occurrence {
                 kind,
                 target,
-                message: message.clone(),
+                message: problem.message.clone(),
                 status,
                 project,
                 device,
             });
         }
     }
-    if report.delivery_problem_permanent
-        && let Some(message) = &report.first_delivery_problem
+    if let Some(problem) = &report.first_delivery_problem
+        && problem.is_permanent()
     {
         found.push(Occurrence {
             kind: ErrorKind::DeliveryPermanent,
             target: "direktiv".to_owned(),
-            message: message.clone(),
-            status: leading_status(message),
+            message: problem.message.clone(),
+            status: problem.status,
             project: None,
             device: None,
         });
@@ -336,13 +334,13 @@ pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence
     found
 }
 
-/// The project and device a tracker source key names.
-fn involved(key: &str, inventory: &Inventory) -> (Option<String>, Option<String>) {
-    match SourceKey::parse(key) {
+/// The project and device a tracker source names.
+fn involved(key: Option<&SourceKey>, inventory: &Inventory) -> (Option<String>, Option<String>) {
+    match key {
         Some(SourceKey::Device(id)) => {
             let project = inventory
                 .devices
-                .get(&id)
+                .get(id)
                 .map(|info| info.project.to_string());
             (project, Some(id.to_string()))
         }
@@ -351,20 +349,13 @@ fn involved(key: &str, inventory: &Inventory) -> (Option<String>, Option<String>
     }
 }
 
-/// The first three-digit HTTP status in a delivery problem's text, if any.
-fn leading_status(message: &str) -> Option<u16> {
-    message
-        .split(|c: char| !c.is_ascii_digit())
-        .find(|part| part.len() == 3)
-        .and_then(|part| part.parse().ok())
-        .filter(|status| (100..600).contains(status))
-}
-
 #[cfg(test)]
 mod tests {
     use cloudevents::AttributesReader;
+    use metal_events::{DeviceId, ProjectId};
 
     use super::*;
+    use crate::sweep::{DeliveryProblem, DeliveryProblemKind, ListProblem};
 
     fn occurrence(kind: ErrorKind, target: &str) -> Occurrence {
         Occurrence {
@@ -510,12 +501,49 @@ mod tests {
     }
 
     #[test]
-    fn statuses_in_delivery_problems_are_found() {
+    fn a_delivery_problem_reports_the_status_direktiv_gave_not_digits_in_its_text() {
+        let inventory = Inventory {
+            org_id: metal_events::OrganizationId::new("org-1".to_owned()),
+            org_name: "ACME".to_owned(),
+            projects: Vec::new(),
+            devices: std::collections::HashMap::new(),
+        };
+        // Never sent: no status, whatever numbers the reason holds.
+        let unsent = SweepReport {
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::Refused,
+                None,
+                "could not be sent: key must be a string at line 404 column 2".to_owned(),
+            )),
+            ..SweepReport::default()
+        };
+        let found = from_sweep(&unsent, &inventory);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].status, None);
         assert_eq!(
-            leading_status("Direktiv answered 401 Unauthorized: bad token"),
-            Some(401)
+            found[0].message,
+            "could not be sent: key must be a string at line 404 column 2"
         );
-        assert_eq!(leading_status("connection refused"), None);
+        // The status comes from the answer, not the text.
+        let refused = SweepReport {
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::EndpointRefused,
+                Some(401),
+                "Direktiv answered 401 Unauthorized; the token was sent in 120 headers".to_owned(),
+            )),
+            ..SweepReport::default()
+        };
+        assert_eq!(from_sweep(&refused, &inventory)[0].status, Some(401));
+        // A refused event that could not be kept is not reported as refused.
+        let kept_failed = SweepReport {
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::KeepFailed,
+                Some(400),
+                "could not keep a refused event: disk full".to_owned(),
+            )),
+            ..SweepReport::default()
+        };
+        assert!(from_sweep(&kept_failed, &inventory).is_empty());
     }
 
     #[test]
@@ -527,11 +555,17 @@ mod tests {
             devices: std::collections::HashMap::new(),
         };
         let report = SweepReport {
-            first_list_error: Some("GET /projects/p1/events answered 429".to_owned()),
-            first_list_error_status: Some(429),
-            first_list_error_source: Some("project:p1".to_owned()),
-            first_delivery_problem: Some("Direktiv answered 403 Forbidden".to_owned()),
-            delivery_problem_permanent: true,
+            first_list_error: Some(ListProblem::new(
+                Some(SourceKey::Project(ProjectId::new("p1".to_owned()))),
+                Some(429),
+                "GET /projects/p1/events answered 429".to_owned(),
+                false,
+            )),
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::EndpointRefused,
+                Some(403),
+                "Direktiv answered 403 Forbidden".to_owned(),
+            )),
             persist_error: Some("disk full".to_owned()),
             ..SweepReport::default()
         };
@@ -550,10 +584,17 @@ mod tests {
 
         // Retryable delivery trouble and 404s are not reported.
         let quiet = SweepReport {
-            first_list_error: Some("GET /devices/d9/events answered 404".to_owned()),
-            first_list_error_status: Some(404),
-            first_delivery_problem: Some("Direktiv answered 503; retries ran out".to_owned()),
-            delivery_problem_permanent: false,
+            first_list_error: Some(ListProblem::new(
+                Some(SourceKey::Device(DeviceId::new("d9".to_owned()))),
+                Some(404),
+                "GET /devices/d9/events answered 404".to_owned(),
+                false,
+            )),
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::Deferred,
+                Some(503),
+                "Direktiv answered 503; retries ran out".to_owned(),
+            )),
             ..SweepReport::default()
         };
         assert!(from_sweep(&quiet, &inventory).is_empty());

@@ -85,4 +85,4 @@ pub use crate::observer::{NoObserver, Observer};
 pub use crate::poll::Levels;
 pub use crate::receiver::{EngineOptions, Receiver};
 pub use crate::source_key::SourceKey;
-pub use crate::sweep::SweepReport;
+pub use crate::sweep::{DeliveryProblem, DeliveryProblemKind, ListProblem, SweepReport};

@@ -701,11 +701,15 @@ fn log_sweep(report: &SweepReport, pipeline: &Pipeline) {
     if report.auth_failed {
         tracing::error!(
             lists = report.lists,
-            error = report.first_list_error.as_deref().unwrap_or(""),
+            error = report
+                .first_list_error
+                .as_ref()
+                .map_or("", |problem| problem.message.as_str()),
             "{TOKEN_REFUSED}"
         );
     }
     if let Some(problem) = &report.first_delivery_problem {
+        let problem = &problem.message;
         tracing::warn!(deferred = report.deferred, rejected = report.rejected, %problem,
             "some events were not delivered");
     }

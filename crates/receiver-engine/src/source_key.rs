@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use metal_events::{DeviceId, OrganizationId, ProjectId};
+use metal_events::{DeviceId, EventScope, OrganizationId, ProjectId};
 
 /// Which event list a tracker source is: written `project:<id>`,
 /// `device:<id>` or `organization:<id>` in the state file, the logs and the
@@ -19,6 +19,17 @@ pub enum SourceKey {
 }
 
 impl SourceKey {
+    /// The key of the list `scope` names; `None` for `GET /events`, which
+    /// no tracker source reads.
+    pub fn of_scope(scope: &EventScope) -> Option<Self> {
+        match scope {
+            EventScope::Project(id) => Some(Self::Project(id.clone())),
+            EventScope::Device(id) => Some(Self::Device(id.clone())),
+            EventScope::Organization(id) => Some(Self::Organization(id.clone())),
+            _ => None,
+        }
+    }
+
     /// The key written as `key`, or `None` when it names no known list.
     pub fn parse(key: &str) -> Option<Self> {
         let (kind, id) = key.split_once(':')?;

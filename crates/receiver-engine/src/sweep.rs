@@ -82,11 +82,7 @@ pub struct SweepReport {
     /// new events wait for the next sweep.
     pub capped_lists: usize,
     /// The first list error, for the log and the error event.
-    pub first_list_error: Option<String>,
-    /// The status of that error, when the API answered.
-    pub first_list_error_status: Option<u16>,
-    /// The tracker key of the list that failed first (`device:<id>`, ...).
-    pub first_list_error_source: Option<String>,
+    pub first_list_error: Option<ListProblem>,
     /// The API refused the token (401 or 403).
     pub auth_failed: bool,
     /// A list answered 404: the inventory is stale.
@@ -103,9 +99,7 @@ pub struct SweepReport {
     /// Left for the next sweep.
     pub deferred: usize,
     /// The first reason delivery was deferred or rejected.
-    pub first_delivery_problem: Option<String>,
-    /// Whether that problem was a permanent refusal.
-    pub delivery_problem_permanent: bool,
+    pub first_delivery_problem: Option<DeliveryProblem>,
     /// Events without id or type (they cannot become CloudEvents), and
     /// events the client could not decode.
     pub unmappable: usize,
@@ -118,6 +112,87 @@ pub struct SweepReport {
     pub duration: Duration,
     /// `equinix.sweepTimeout` ran out before the sweep ended.
     pub timed_out: bool,
+}
+
+/// A list that could not be read, as the sweep found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ListProblem {
+    /// The list, when it is one a tracker source names (`GET /events` is
+    /// not).
+    pub source: Option<SourceKey>,
+    /// The API's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong, for the log and the error event.
+    pub message: String,
+    /// The API refused the token (401 or 403).
+    pub unauthorized: bool,
+}
+
+/// Why an event was not delivered, or was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryProblemKind {
+    /// Retries ran out: the event goes out next sweep.
+    Deferred,
+    /// Direktiv refused this event for good: it was dead-lettered.
+    Refused,
+    /// The endpoint refuses every event (see
+    /// [`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal)),
+    /// or stdout cannot be written: the sweep's deliveries stopped.
+    EndpointRefused,
+    /// An event Direktiv refused could not be kept in the dead-letter
+    /// store: it stays new and is tried again next sweep.
+    KeepFailed,
+}
+
+/// The first delivery problem of a sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeliveryProblem {
+    /// What kind of problem.
+    pub kind: DeliveryProblemKind,
+    /// Direktiv's HTTP status, when it answered.
+    pub status: Option<u16>,
+    /// What went wrong, for the log and the error event.
+    pub message: String,
+}
+
+impl DeliveryProblem {
+    /// A problem of `kind`.
+    pub fn new(kind: DeliveryProblemKind, status: Option<u16>, message: String) -> Self {
+        Self {
+            kind,
+            status,
+            message,
+        }
+    }
+
+    /// Direktiv refused for good (the event, or every event): an operator
+    /// must act, so it becomes an error event.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.kind,
+            DeliveryProblemKind::Refused | DeliveryProblemKind::EndpointRefused
+        )
+    }
+}
+
+impl ListProblem {
+    /// A problem reading the list `source`.
+    pub fn new(
+        source: Option<SourceKey>,
+        status: Option<u16>,
+        message: String,
+        unauthorized: bool,
+    ) -> Self {
+        Self {
+            source,
+            status,
+            message,
+            unauthorized,
+        }
+    }
 }
 
 impl SweepReport {
@@ -530,9 +605,12 @@ impl Pipeline {
             });
         }
         if report.first_list_error.is_none() {
-            report.first_list_error = Some(error.to_string());
-            report.first_list_error_status = error.status().map(|s| s.as_u16());
-            report.first_list_error_source = Some(poll.source.key.clone());
+            report.first_list_error = Some(ListProblem::new(
+                SourceKey::of_scope(&poll.source.scope),
+                error.status().map(|s| s.as_u16()),
+                error.to_string(),
+                error.is_unauthorized(),
+            ));
         }
         if rate_limited {
             tracing::debug!(source = %poll.source.key, %error, "rate limited on every attempt");
@@ -600,8 +678,11 @@ impl Pipeline {
                         let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
                         let report = &mut progress.report;
                         if report.first_delivery_problem.is_none() {
-                            report.first_delivery_problem =
-                                Some(format!("could not keep a refused event: {error:#}"));
+                            report.first_delivery_problem = Some(DeliveryProblem::new(
+                                DeliveryProblemKind::KeepFailed,
+                                answer.status,
+                                format!("could not keep a refused event: {error:#}"),
+                            ));
                         }
                         continue;
                     }
@@ -610,7 +691,11 @@ impl Pipeline {
                         "Direktiv refused the event for good; kept in {}, resend with \
                          --redeliver-refused", self.dead_letters.location());
                 }
-                Delivered::Deferred { reason, blocks_all } => {
+                Delivered::Deferred {
+                    reason,
+                    status,
+                    blocks_all,
+                } => {
                     if *blocks_all {
                         stop.cancel();
                         self.metrics.error(ErrorKind::DeliveryPermanent);
@@ -621,8 +706,13 @@ impl Pipeline {
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
                     if report.first_delivery_problem.is_none() {
-                        report.first_delivery_problem = Some(reason.clone());
-                        report.delivery_problem_permanent = *blocks_all;
+                        let kind = if *blocks_all {
+                            DeliveryProblemKind::EndpointRefused
+                        } else {
+                            DeliveryProblemKind::Deferred
+                        };
+                        report.first_delivery_problem =
+                            Some(DeliveryProblem::new(kind, *status, reason.clone()));
                     }
                     return;
                 }
@@ -656,11 +746,14 @@ impl Pipeline {
             match outcome {
                 Delivered::Acknowledged { already: false } => report.delivered += 1,
                 Delivered::Acknowledged { already: true } => report.already += 1,
-                Delivered::Rejected { reason, .. } => {
+                Delivered::Rejected { reason, answer } => {
                     report.rejected += 1;
                     if report.first_delivery_problem.is_none() {
-                        report.first_delivery_problem = Some(reason);
-                        report.delivery_problem_permanent = true;
+                        report.first_delivery_problem = Some(DeliveryProblem::new(
+                            DeliveryProblemKind::Refused,
+                            answer.status,
+                            reason,
+                        ));
                     }
                 }
                 Delivered::Deferred { .. } | Delivered::Cancelled => {
