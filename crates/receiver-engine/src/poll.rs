@@ -1,5 +1,31 @@
 //! Polling one event list: read pages newest first, ask the tracker about
 //! each event, and stop as soon as a page reaches what is already settled.
+//!
+//! Reading a list is a state machine (in the shape of kube-runtime's
+//! `watcher`): a `State` enum and one pure transition, `next(state, input)`,
+//! which returns the next state and an `Effect`. A small driver in
+//! [`poll_list`] does the IO a state asks for (fetch and check a page, or
+//! wait) and turns what happened into an `Input`:
+//!
+//! | State | Input | Next state | Effect |
+//! |---|---|---|---|
+//! | start | list has a settled line, `per_page` > 10 | `Probing` | first page of 10 events |
+//! | start | otherwise | `Reading` | first page of `per_page` |
+//! | `Probing`, `Reading` | page reaches the settled line (list newest first so far) | `Done(Complete)` | |
+//! | `Probing`, `Reading` | the last page, or no page | `Done(Complete)` | |
+//! | `Probing` | page does not reach the line | `Reading` | `Restart`: page 1 again at `per_page` |
+//! | `Reading` | page; page cap reached | `Done(Partial)` | `Capped` |
+//! | `Reading` | page | `Reading`, fresh attempts | |
+//! | `Probing`, `Reading` | 429, an attempt left | the same, one attempt used | (the client's rate gate pauses) |
+//! | `Probing`, `Reading` | retryable error, an attempt left | `Backoff { wait, then }` | `Retry` (logged) |
+//! | `Probing`, `Reading` | other error, or no attempt left | `Done(Partial)` | `Fail`: the list's error |
+//! | `Backoff` | waited | `then`: the same page again | |
+//! | any but `Done` | cancelled, or a tracker lookup failed | `Done(Partial)` | |
+//!
+//! A page has `PAGE_RETRIES` + 1 attempts. The page cap counts pages
+//! holding a new event (`max_pages`) and all pages (ten times that); a list
+//! that is not newest first never reaches its settled line, so it is read to
+//! the cap or its end.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -183,6 +209,208 @@ pub fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
     true
 }
 
+/// The attempts left for the page being read, with the wait before each
+/// retry (after 0.5 s, then 1 s, plus jitter).
+#[derive(Debug)]
+struct Attempts(backon::ExponentialBackoff);
+
+impl Attempts {
+    /// A fresh page's attempts.
+    fn new() -> Self {
+        Self(
+            ExponentialBuilder::default()
+                .with_min_delay(PAGE_BACKOFF)
+                .with_factor(2.0)
+                .with_jitter()
+                .with_max_times(PAGE_RETRIES)
+                .build(),
+        )
+    }
+
+    /// Uses one attempt: the wait before it, or `None` when none is left.
+    fn take(&mut self) -> Option<Duration> {
+        self.0.next()
+    }
+}
+
+/// Where reading one list is (see the module doc for the transitions).
+#[derive(Debug)]
+enum State {
+    /// Reading the first, small page of a list that has a settled line.
+    Probing {
+        /// The attempts left for this page.
+        attempts: Attempts,
+    },
+    /// Reading full pages.
+    Reading {
+        /// The attempts left for the next page.
+        attempts: Attempts,
+        /// Pages read so far at the full size that held a new event.
+        pages_with_new: u32,
+    },
+    /// Waiting before asking for the same page again.
+    Backoff {
+        /// How long.
+        wait: Duration,
+        /// The state that asks again.
+        then: Box<State>,
+    },
+    /// Reading ended.
+    Done(ListEnd),
+}
+
+impl State {
+    /// Where reading starts: with a probe when the list has a settled line
+    /// and the page size is larger than the probe's.
+    fn start(probe: bool) -> Self {
+        if probe {
+            Self::Probing {
+                attempts: Attempts::new(),
+            }
+        } else {
+            Self::reading(0)
+        }
+    }
+
+    /// The attempts left for the page a reading state asks for.
+    fn attempts(&mut self) -> Option<&mut Attempts> {
+        match self {
+            Self::Probing { attempts } | Self::Reading { attempts, .. } => Some(attempts),
+            Self::Backoff { .. } | Self::Done(_) => None,
+        }
+    }
+
+    /// Reading full pages, with a fresh page's attempts.
+    fn reading(pages_with_new: u32) -> Self {
+        Self::Reading {
+            attempts: Attempts::new(),
+            pages_with_new,
+        }
+    }
+}
+
+/// What the driver found by doing what a state asks.
+#[derive(Debug)]
+enum Input {
+    /// A page was read and its events checked with the tracker.
+    Page(PageRead),
+    /// The list has no more pages.
+    End,
+    /// Asking for the page failed.
+    Failed(metal_events::Error),
+    /// The wait before a retry is over.
+    Waited,
+    /// `stop` was cancelled.
+    Cancelled,
+    /// Something the list cannot be read on without failed (a tracker
+    /// lookup); the driver logged it.
+    Broken,
+}
+
+/// What one page told.
+#[derive(Debug, Clone, Copy)]
+struct PageRead {
+    /// It held an event the tracker did not know.
+    any_new: bool,
+    /// The list is newest first so far and this page reached its settled line.
+    settled: bool,
+    /// It was the list's last page.
+    last: bool,
+    /// Pages read from this list in this sweep, this one and the probe included.
+    pages: u32,
+}
+
+/// What the driver does besides moving to the next state.
+#[derive(Debug)]
+enum Effect {
+    /// Nothing more.
+    None,
+    /// Read the list again from page 1 at the full page size, forgetting
+    /// what the probe read (page offsets depend on the page size).
+    Restart,
+    /// The page failed and is asked for again after a wait (logged).
+    Retry(metal_events::Error),
+    /// The page failed for good: the list's error.
+    Fail(metal_events::Error),
+    /// The page cap ended reading.
+    Capped,
+}
+
+/// The one transition of reading a list: where `input` takes `state`.
+fn next(state: State, input: Input, max_pages: u32) -> (State, Effect) {
+    match (state, input) {
+        (State::Backoff { then, .. }, Input::Waited) => (*then, Effect::None),
+        (
+            State::Probing { .. } | State::Reading { .. } | State::Backoff { .. },
+            Input::Cancelled | Input::Broken,
+        ) => (State::Done(ListEnd::Partial), Effect::None),
+        (State::Probing { .. } | State::Reading { .. }, Input::End) => {
+            (State::Done(ListEnd::Complete), Effect::None)
+        }
+        (State::Probing { .. } | State::Reading { .. }, Input::Page(page))
+            if page.settled || page.last =>
+        {
+            (State::Done(ListEnd::Complete), Effect::None)
+        }
+        // More is new than the probe held.
+        (State::Probing { .. }, Input::Page(_)) => (State::reading(0), Effect::Restart),
+        (State::Reading { pages_with_new, .. }, Input::Page(page)) => {
+            let pages_with_new = pages_with_new + u32::from(page.any_new);
+            if pages_with_new >= max_pages || page.pages >= max_pages.saturating_mul(10) {
+                (State::Done(ListEnd::Partial), Effect::Capped)
+            } else {
+                (State::reading(pages_with_new), Effect::None)
+            }
+        }
+        (mut state @ (State::Probing { .. } | State::Reading { .. }), Input::Failed(error)) => {
+            match state.attempts().and_then(Attempts::take) {
+                // Every 429 pauses every request of the client (at least a
+                // second, longer on repeats) and uses one of the page's
+                // attempts, so a server that keeps answering 429, even with
+                // `Retry-After: 0`, gets a handful of requests per list and
+                // sweep, not a storm.
+                Some(_) if matches!(error, metal_events::Error::RateLimited { .. }) => {
+                    (state, Effect::None)
+                }
+                Some(wait) if error.is_retryable() => (
+                    State::Backoff {
+                        wait,
+                        then: Box::new(state),
+                    },
+                    Effect::Retry(error),
+                ),
+                _ => (State::Done(ListEnd::Partial), Effect::Fail(error)),
+            }
+        }
+        // Nothing else happens: a state only receives what it asked for.
+        (state, _) => (state, Effect::None),
+    }
+}
+
+/// Waits `wait` before a retry, unless `stop` is cancelled first.
+async fn back_off(wait: Duration, stop: &CancellationToken) -> Input {
+    tokio::select! {
+        () = stop.cancelled() => Input::Cancelled,
+        () = tokio::time::sleep(wait) => Input::Waited,
+    }
+}
+
+/// Whether the pages read so far are newest first, and the oldest time among them.
+#[derive(Debug)]
+struct Order {
+    ordered: bool,
+    oldest: Option<DateTime<Utc>>,
+}
+
+impl Order {
+    fn new() -> Self {
+        Self {
+            ordered: true,
+            oldest: None,
+        }
+    }
+}
+
 /// Reads `source` page by page until a page reaches the settled line (the
 /// larger of the baseline and the source's floor), the list ends, the page cap
 /// is hit, an error persists, or `stop` is cancelled.
@@ -218,8 +446,8 @@ pub async fn poll_list(
     // Never past our own clock: reading more of a list is safe, stopping
     // early at a line in the future skips what happens before it.
     let settled_line = floor.max(baseline).map(|line| line.min(now));
-    let mut probing = settled_line.is_some() && options.per_page > PROBE_PER_PAGE;
-    let mut pager = if probing {
+    let mut state = State::start(settled_line.is_some() && options.per_page > PROBE_PER_PAGE);
+    let mut pager = if matches!(state, State::Probing { .. }) {
         let probe = ListOptions::new().with_per_page(PROBE_PER_PAGE);
         client.lazy_event_pages(&poll.source.scope, &probe)
     } else {
@@ -232,59 +460,87 @@ pub async fn poll_list(
             level: poll.source.level(),
         })
         .clone();
+    let mut order = Order::new();
 
-    let mut pages_with_new = 0u32;
-    let page_backoff = || {
-        ExponentialBuilder::default()
-            .with_min_delay(PAGE_BACKOFF)
-            .with_factor(2.0)
-            .with_jitter()
-            .with_max_times(PAGE_RETRIES)
-            .build()
-    };
-    let mut backoff = page_backoff();
-    let mut ordered = true;
-    let mut oldest_so_far: Option<DateTime<Utc>> = None;
     loop {
+        let input = match &state {
+            State::Done(_) => break,
+            State::Backoff { wait, .. } => back_off(*wait, stop).await,
+            State::Probing { .. } | State::Reading { .. } => {
+                let reading = ReadPage {
+                    tracker,
+                    metrics,
+                    received: &received,
+                    settled_line,
+                    stop,
+                };
+                reading.read(&mut pager, &mut poll, &mut order).await
+            }
+        };
+        let (next_state, effect) = next(state, input, options.max_pages);
+        state = next_state;
+        match effect {
+            Effect::None => {}
+            Effect::Restart => {
+                pager = client.lazy_event_pages(&poll.source.scope, &list_options);
+                poll.seen.clear();
+                poll.new.clear();
+                poll.undecodable.clear();
+                order = Order::new();
+            }
+            Effect::Retry(error) => {
+                tracing::debug!(source = %poll.source.key, %error, "retrying the page");
+            }
+            Effect::Fail(error) => poll.error = Some(error),
+            Effect::Capped => {
+                tracing::warn!(source = %poll.source.key, pages = poll.pages,
+                    "page cap reached before the settled part of the list; the rest waits for the next sweep");
+                poll.capped = true;
+            }
+        }
+    }
+    if let State::Done(end) = state {
+        poll.end = end;
+    }
+    poll
+}
+
+/// What reading one page needs besides the pager.
+struct ReadPage<'a> {
+    tracker: &'a dyn Tracker,
+    metrics: &'a Metrics,
+    received: &'a prometheus_client::metrics::counter::Counter,
+    settled_line: Option<DateTime<Utc>>,
+    stop: &'a CancellationToken,
+}
+
+impl ReadPage<'_> {
+    /// Asks for the next page, checks its events with the tracker and adds
+    /// them to `poll`.
+    async fn read(
+        &self,
+        pager: &mut metal_events::Pager<metal_events::LazyEvent>,
+        poll: &mut ListPoll,
+        order: &mut Order,
+    ) -> Input {
         // The client waits at its rate gate before each request.
         let page = tokio::select! {
-            () = stop.cancelled() => return poll,
+            () = self.stop.cancelled() => return Input::Cancelled,
             page = pager.next_page() => page,
         };
         let page = match page {
             Ok(Some(page)) => page,
-            Ok(None) => {
-                poll.end = ListEnd::Complete;
-                return poll;
-            }
+            Ok(None) => return Input::End,
             Err(error) => {
                 if let metal_events::Error::RateLimited { .. } = &error {
-                    // Every 429 pauses every request of the client (at least
-                    // a second, longer on repeats) and uses one of the
-                    // page's attempts, so a server that keeps answering 429,
-                    // even with `Retry-After: 0`, gets a handful of requests
-                    // per list and sweep, not a storm.
-                    metrics.error(ErrorKind::RateLimited);
-                    if backoff.next().is_some() {
-                        continue;
-                    }
-                    poll.error = Some(error);
-                    return poll;
+                    self.metrics.error(ErrorKind::RateLimited);
                 }
-                if let Some(wait) = backoff.next().filter(|_| error.is_retryable()) {
-                    tracing::debug!(source = %poll.source.key, %error, "retrying the page");
-                    tokio::select! {
-                        () = stop.cancelled() => return poll,
-                        () = tokio::time::sleep(wait) => continue,
-                    }
-                }
-                poll.error = Some(error);
-                return poll;
+                return Input::Failed(error);
             }
         };
-        backoff = page_backoff();
         poll.pages += 1;
-        received.inc_by((page.items.len() + page.skipped.len()) as u64);
+        self.received
+            .inc_by((page.items.len() + page.skipped.len()) as u64);
 
         // Events the client could not decode are asked about too: one
         // settled before is not reported again.
@@ -300,33 +556,34 @@ pub async fn poll_list(
                 created_at: s.created_at,
             }))
             .collect();
-        let verdicts = match tracker.check_many(&poll.source.key, &keys).await {
+        let verdicts = match self.tracker.check_many(&poll.source.key, &keys).await {
             Ok(verdicts) => verdicts,
             Err(error) => {
                 tracing::error!(source = %poll.source.key, %error, "the dedupe state failed a lookup");
-                metrics.error(ErrorKind::State);
-                return poll;
+                self.metrics.error(ErrorKind::State);
+                return Input::Broken;
             }
         };
         drop(keys);
         let (verdicts, skipped_verdicts) = verdicts.split_at(page.items.len());
 
-        let times = oldest_so_far
+        let times = order
+            .oldest
             .into_iter()
             .chain(page.items.iter().filter_map(|e| e.created_at()));
-        if ordered && !newest_first(times) {
-            ordered = false;
+        if order.ordered && !newest_first(times) {
+            order.ordered = false;
             if !UNORDERED_LOGGED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(source = %poll.source.key,
                     "an event list is not newest first; reading such lists to the page cap");
             }
         }
-        oldest_so_far = page
+        order.oldest = page
             .items
             .iter()
             .filter_map(|e| e.created_at())
             .min()
-            .or(oldest_so_far);
+            .or(order.oldest);
 
         let any_new = verdicts.iter().chain(skipped_verdicts).any(|v| v.is_new());
         let reached_settled = verdicts
@@ -335,7 +592,10 @@ pub async fn poll_list(
             .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
             || page.items.iter().any(|e| {
                 e.created_at()
-                    .zip(settled_line.and_then(|line| line.checked_sub_signed(STOP_GRACE)))
+                    .zip(
+                        self.settled_line
+                            .and_then(|line| line.checked_sub_signed(STOP_GRACE)),
+                    )
                     .is_some_and(|(at, stop)| at < stop)
             });
         for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
@@ -365,43 +625,17 @@ pub async fn poll_list(
                         // Cannot happen: the page decoded as events.
                         tracing::error!(source = %poll.source.key, %error,
                             "an event of the page could not be decoded");
-                        return poll;
+                        return Input::Broken;
                     }
                 }
             }
         }
-        if any_new {
-            pages_with_new += 1;
-        }
-
-        if ordered && reached_settled {
-            poll.end = ListEnd::Complete;
-            return poll;
-        }
-        if pager.is_finished() {
-            poll.end = ListEnd::Complete;
-            return poll;
-        }
-        if probing {
-            // More is new than the probe held: read the list again from page
-            // 1 at the full page size (page offsets depend on the size).
-            probing = false;
-            pager = client.lazy_event_pages(&poll.source.scope, &list_options);
-            poll.seen.clear();
-            poll.new.clear();
-            poll.undecodable.clear();
-            pages_with_new = 0;
-            ordered = true;
-            oldest_so_far = None;
-            continue;
-        }
-        if pages_with_new >= options.max_pages || poll.pages >= options.max_pages.saturating_mul(10)
-        {
-            tracing::warn!(source = %poll.source.key, pages = poll.pages,
-                "page cap reached before the settled part of the list; the rest waits for the next sweep");
-            poll.capped = true;
-            return poll;
-        }
+        Input::Page(PageRead {
+            any_new,
+            settled: order.ordered && reached_settled,
+            last: pager.is_finished(),
+            pages: poll.pages,
+        })
     }
 }
 
@@ -431,6 +665,250 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    const MAX_PAGES: u32 = 3;
+
+    fn page(any_new: bool, settled: bool, pages: u32) -> Input {
+        Input::Page(PageRead {
+            any_new,
+            settled,
+            last: false,
+            pages,
+        })
+    }
+
+    fn server_error() -> metal_events::Error {
+        metal_events::Error::Status {
+            status: metal_events::StatusCode::BAD_GATEWAY,
+            path: "/projects/p/events".into(),
+            message: None,
+            body: String::new(),
+        }
+    }
+
+    fn rate_limited() -> metal_events::Error {
+        metal_events::Error::RateLimited {
+            path: "/projects/p/events".into(),
+            retry_after: None,
+            rate_limit: None,
+            message: None,
+        }
+    }
+
+    fn step(state: State, input: Input) -> (State, Effect) {
+        next(state, input, MAX_PAGES)
+    }
+
+    #[test]
+    fn a_probe_that_reaches_the_settled_line_ends_complete() {
+        let (state, effect) = step(State::start(true), page(true, true, 1));
+        assert!(matches!(state, State::Done(ListEnd::Complete)), "{state:?}");
+        assert!(matches!(effect, Effect::None));
+    }
+
+    #[test]
+    fn a_probe_that_does_not_reach_it_rereads_full_pages_from_page_1() {
+        let start = State::start(true);
+        assert!(matches!(start, State::Probing { .. }));
+        let (state, effect) = step(start, page(true, false, 1));
+        assert!(
+            matches!(
+                state,
+                State::Reading {
+                    pages_with_new: 0,
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+        assert!(matches!(effect, Effect::Restart));
+    }
+
+    #[test]
+    fn without_a_settled_line_reading_starts_at_full_pages() {
+        assert!(matches!(
+            State::start(false),
+            State::Reading {
+                pages_with_new: 0,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn the_last_page_or_no_page_ends_complete() {
+        let last = Input::Page(PageRead {
+            any_new: true,
+            settled: false,
+            last: true,
+            pages: 1,
+        });
+        for input in [last, Input::End] {
+            let (state, _) = step(State::start(false), input);
+            assert!(matches!(state, State::Done(ListEnd::Complete)), "{state:?}");
+        }
+    }
+
+    #[test]
+    fn a_retryable_error_backs_off_then_asks_for_the_same_page() {
+        let (state, effect) = step(State::reading(1), Input::Failed(server_error()));
+        let State::Backoff { wait, then } = state else {
+            panic!("not backing off: {state:?}");
+        };
+        assert!(matches!(effect, Effect::Retry(_)));
+        assert!(wait >= PAGE_BACKOFF && wait <= PAGE_BACKOFF * 2, "{wait:?}");
+        let (state, effect) = step(State::Backoff { wait, then }, Input::Waited);
+        // The same reading state (the pager was not advanced), its count kept.
+        assert!(
+            matches!(
+                state,
+                State::Reading {
+                    pages_with_new: 1,
+                    ..
+                }
+            ),
+            "{state:?}"
+        );
+        assert!(matches!(effect, Effect::None));
+    }
+
+    #[test]
+    fn retries_running_out_end_partial_with_the_error() {
+        let mut state = State::reading(0);
+        for _ in 0..PAGE_RETRIES {
+            let (backoff, _) = step(state, Input::Failed(server_error()));
+            let (reading, _) = step(backoff, Input::Waited);
+            state = reading;
+        }
+        let (state, effect) = step(state, Input::Failed(server_error()));
+        assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+        let Effect::Fail(error) = effect else {
+            panic!("no error: {effect:?}");
+        };
+        assert_eq!(error.status(), Some(metal_events::StatusCode::BAD_GATEWAY));
+    }
+
+    #[test]
+    fn a_permanent_error_ends_partial_at_once() {
+        let error = metal_events::Error::Status {
+            status: metal_events::StatusCode::FORBIDDEN,
+            path: "/projects/p/events".into(),
+            message: None,
+            body: String::new(),
+        };
+        let (state, effect) = step(State::start(true), Input::Failed(error));
+        assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+        assert!(matches!(effect, Effect::Fail(_)));
+    }
+
+    #[test]
+    fn a_429_uses_an_attempt_without_a_backoff_of_its_own() {
+        let mut state = State::reading(0);
+        for _ in 0..PAGE_RETRIES {
+            let (next_state, effect) = step(state, Input::Failed(rate_limited()));
+            // The client's rate gate pauses; the page is asked for again at once.
+            assert!(
+                matches!(next_state, State::Reading { .. }),
+                "{next_state:?}"
+            );
+            assert!(matches!(effect, Effect::None));
+            state = next_state;
+        }
+        let (state, effect) = step(state, Input::Failed(rate_limited()));
+        assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+        assert!(matches!(
+            effect,
+            Effect::Fail(metal_events::Error::RateLimited { .. })
+        ));
+    }
+
+    #[test]
+    fn a_page_read_gives_the_next_page_fresh_attempts() {
+        let (state, _) = step(State::reading(0), Input::Failed(rate_limited()));
+        let (state, _) = step(state, Input::Failed(rate_limited()));
+        let (mut state, _) = step(state, page(false, false, 1));
+        for _ in 0..PAGE_RETRIES {
+            (state, _) = step(state, Input::Failed(rate_limited()));
+            assert!(matches!(state, State::Reading { .. }), "{state:?}");
+        }
+    }
+
+    #[test]
+    fn the_page_cap_ends_partial_and_capped() {
+        let mut state = State::reading(0);
+        for pages in 1..MAX_PAGES {
+            (state, _) = step(state, page(true, false, pages));
+            assert!(matches!(state, State::Reading { .. }), "{state:?}");
+        }
+        let (state, effect) = step(state, page(true, false, MAX_PAGES));
+        assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+        assert!(matches!(effect, Effect::Capped));
+    }
+
+    #[test]
+    fn pages_without_new_events_are_capped_at_ten_times_the_cap() {
+        let mut state = State::reading(0);
+        for pages in 1..MAX_PAGES * 10 {
+            (state, _) = step(state, page(false, false, pages));
+            assert!(matches!(state, State::Reading { .. }), "{state:?}");
+        }
+        let (state, effect) = step(state, page(false, false, MAX_PAGES * 10));
+        assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+        assert!(matches!(effect, Effect::Capped));
+    }
+
+    #[test]
+    fn a_list_not_newest_first_reads_to_the_cap() {
+        // The driver reports `settled: false` for every page once a list was
+        // seen out of order, even when a page reached the line.
+        let mut state = State::start(false);
+        let mut pages = 0;
+        while !matches!(state, State::Done(_)) {
+            pages += 1;
+            let effect;
+            (state, effect) = step(state, page(true, false, pages));
+            if matches!(state, State::Done(_)) {
+                assert!(matches!(effect, Effect::Capped));
+            }
+        }
+        assert_eq!(pages, MAX_PAGES);
+        assert!(matches!(state, State::Done(ListEnd::Partial)));
+    }
+
+    #[test]
+    fn cancellation_or_a_failed_lookup_ends_partial_from_every_state() {
+        let backoff = || State::Backoff {
+            wait: PAGE_BACKOFF,
+            then: Box::new(State::reading(0)),
+        };
+        for input in [|| Input::Cancelled, || Input::Broken] {
+            for state in [State::start(true), State::start(false), backoff()] {
+                let (state, effect) = step(state, input());
+                assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
+                assert!(matches!(effect, Effect::None));
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_backoff_waits_its_time_unless_cancelled() {
+        let stop = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        let input = back_off(Duration::from_millis(700), &stop).await;
+        assert!(matches!(input, Input::Waited), "{input:?}");
+        assert_eq!(started.elapsed(), Duration::from_millis(700));
+
+        let waiting = tokio::spawn({
+            let stop = stop.clone();
+            async move { back_off(Duration::from_secs(60), &stop).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiting.is_finished());
+        stop.cancel();
+        let input = waiting.await.unwrap();
+        assert!(matches!(input, Input::Cancelled), "{input:?}");
+        assert!(started.elapsed() < Duration::from_secs(60));
+    }
 
     #[test]
     fn newest_first_allows_ties_and_rejects_a_rise() {
