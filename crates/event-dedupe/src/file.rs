@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
+use crate::atomic::{FileMode, RENAME_STEP, TEMP_RANDOM};
 use crate::error::{Error, Result};
 use crate::options::{Baseline, TrackerOptions};
 use crate::state::{Core, FORMAT_VERSION, State, hold_future};
@@ -539,8 +540,6 @@ fn is_temp_name(name: &std::ffi::OsStr, state: &std::ffi::OsStr) -> bool {
         })
 }
 
-/// Random characters in a temporary file's name.
-const TEMP_RANDOM: usize = 6;
 
 /// Removes temporary files an interrupted write left. Called with the lock
 /// held; removing a link removes the link, never what it points to.
@@ -719,63 +718,17 @@ fn encode(state: &State, path: &Path) -> Result<Vec<u8>> {
     })
 }
 
-/// A new temporary file (created exclusively, unpredictable name), locked,
-/// written, fsynced, renamed over the state file; then the directory is
-/// fsynced. Returns the new state file, still locked.
+/// [`crate::write_atomic`] of the state file (what the umask allows), whose
+/// new file is returned still locked; errors name the state file.
 fn write_atomic(paths: &Paths, bytes: &[u8]) -> Result<File> {
-    let step = |step: &'static str| {
-        move |source| Error::Write {
-            path: paths.path.clone(),
-            step,
-            source,
-        }
-    };
-    let mut prefix = paths.real.file_name().unwrap_or_default().to_os_string();
-    prefix.push(".");
-    let mut builder = tempfile::Builder::new();
-    builder
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .rand_bytes(TEMP_RANDOM);
-    #[cfg(unix)]
-    {
-        // As `File::create` would: the umask decides.
-        use std::os::unix::fs::PermissionsExt as _;
-        builder.permissions(fs::Permissions::from_mode(0o666));
-    }
-    let mut tmp = builder
-        .tempfile_in(&paths.dir)
-        .map_err(step("creating the temporary file"))?;
-    tmp.as_file()
-        .try_lock()
-        .map_err(|e| match e {
-            TryLockError::Error(e) => e,
-            TryLockError::WouldBlock => io::Error::from(io::ErrorKind::WouldBlock),
-        })
-        .map_err(step("locking the temporary file"))?;
-    tmp.write_all(bytes)
-        .map_err(step("writing the temporary file"))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(step("syncing the temporary file"))?;
-    // On failure the temporary file is removed when dropped.
-    let file = tmp
-        .persist(&paths.real)
-        .map_err(|e| e.error)
-        .map_err(step("renaming the temporary file over the state file"))?;
-    sync_dir(&paths.dir).map_err(step("syncing the directory"))?;
-    Ok(file)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    // Windows cannot open a directory as a file; the rename is durable enough there.
-    Ok(())
+    crate::atomic::write_atomic(&paths.real, bytes, FileMode::Umask).map_err(|e| Error::Write {
+        path: paths.path.clone(),
+        step: match e.step {
+            RENAME_STEP => "renaming the temporary file over the state file",
+            step => step,
+        },
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

@@ -125,6 +125,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+mod atomic;
 mod clock;
 #[cfg(feature = "conformance")]
 pub mod conformance;
@@ -139,6 +140,7 @@ mod state;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use atomic::{FileMode, WriteError, write_atomic};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use file::{FileOptions, FileTracker};

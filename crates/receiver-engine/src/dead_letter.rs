@@ -21,15 +21,16 @@ use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context as _, bail};
 use chrono::{DateTime, Utc};
 use direktiv_broadcast::Outcome;
+use event_dedupe::FileMode;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::scrub::Scrubber;
 
@@ -157,7 +158,7 @@ impl DeadLetters {
         max: usize,
         metrics: Arc<Metrics>,
         scrubber: Arc<Scrubber>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let max = max.max(1);
         let mut entries = match &location {
             Location::File { path, .. } => load(path)?,
@@ -172,8 +173,7 @@ impl DeadLetters {
         {
             // The bound was lowered: write the trimmed list now, so the
             // drop is reported once.
-            write_atomic(path, &encode(&entries)?)
-                .with_context(|| format!("writing the dead-letter file {}", path.display()))?;
+            write_atomic(path, &encode(&entries)?)?;
         }
         let held = entries.len();
         let store = Self {
@@ -219,7 +219,7 @@ impl DeadLetters {
     /// # Errors
     ///
     /// The file could not be written; nothing changed, in memory or on disk.
-    pub async fn keep(&self, entry: Entry) -> anyhow::Result<()> {
+    pub async fn keep(&self, entry: Entry) -> Result<()> {
         let entry = self.scrubbed(entry);
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
@@ -245,7 +245,7 @@ impl DeadLetters {
         &self,
         resent: &HashSet<String>,
         refused: Vec<Entry>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<()> {
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
         next.retain(|e| !resent.contains(&e.id));
@@ -273,7 +273,7 @@ impl DeadLetters {
     }
 
     /// Writes `entries` to the file (nothing in memory or with `read_only`).
-    async fn write(&self, entries: &VecDeque<Entry>) -> anyhow::Result<()> {
+    async fn write(&self, entries: &VecDeque<Entry>) -> Result<()> {
         let Location::File {
             path,
             read_only: false,
@@ -283,11 +283,9 @@ impl DeadLetters {
         };
         let bytes = encode(entries)?;
         let path = path.clone();
-        let shown = path.display().to_string();
         tokio::task::spawn_blocking(move || write_atomic(&path, &bytes))
             .await
-            .context("the dead-letter writer stopped")?
-            .with_context(|| format!("writing the dead-letter file {shown}"))
+            .map_err(Error::DeadLetterTask)?
     }
 
     /// Warns about and counts entries dropped past the bound.
@@ -310,10 +308,10 @@ impl DeadLetters {
 }
 
 /// The file's contents: one JSON object per line.
-fn encode(entries: &VecDeque<Entry>) -> anyhow::Result<Vec<u8>> {
+fn encode(entries: &VecDeque<Entry>) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     for entry in entries {
-        serde_json::to_writer(&mut bytes, entry).context("encoding a dead letter")?;
+        serde_json::to_writer(&mut bytes, entry).map_err(Error::Encode)?;
         bytes.push(b'\n');
     }
     Ok(bytes)
@@ -326,34 +324,31 @@ fn trim(entries: &mut VecDeque<Entry>, max: usize) -> Vec<Entry> {
 }
 
 /// Reads the file: nothing when it does not exist.
-fn load(path: &Path) -> anyhow::Result<VecDeque<Entry>> {
-    let shown = path.display();
+fn load(path: &Path) -> Result<VecDeque<Entry>> {
+    let read = |source| Error::DeadLetterRead {
+        path: path.to_path_buf(),
+        source,
+    };
     let meta = match fs::symlink_metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(VecDeque::new()),
-        Err(e) => {
-            return Err(e).with_context(|| format!("reading the dead-letter file {shown}"));
-        }
+        Err(e) => return Err(read(e)),
     };
     if meta.file_type().is_symlink() {
-        bail!(
-            "the dead-letter file {shown} is a symbolic link, which is never followed: replace it \
-             with a regular file (or remove it), or point state.deadLetterPath at a file"
-        );
+        return Err(Error::DeadLetterSymlink {
+            path: path.to_path_buf(),
+        });
     }
     if !meta.is_file() {
-        bail!(
-            "the dead-letter file {shown} is not a regular file: remove it, or point \
-             state.deadLetterPath at a file"
-        );
+        return Err(Error::DeadLetterNotAFile {
+            path: path.to_path_buf(),
+        });
     }
-    let bytes = fs::read(path).with_context(|| format!("reading the dead-letter file {shown}"))?;
-    let corrupt = |line: usize, why: String| {
-        anyhow::anyhow!(
-            "the dead-letter file {shown} is corrupt at line {line} ({why}): fix or delete that \
-             line, or move the file aside (its events can then only be resent by hand); the \
-             receiver never empties it by itself"
-        )
+    let bytes = fs::read(path).map_err(read)?;
+    let corrupt = |line: usize, why: String| Error::DeadLetterCorrupt {
+        path: path.to_path_buf(),
+        line,
+        why,
     };
     let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(1, format!("not UTF-8: {e}")))?;
     let mut entries: VecDeque<Entry> = VecDeque::new();
@@ -372,33 +367,15 @@ fn load(path: &Path) -> anyhow::Result<VecDeque<Entry>> {
     Ok(entries)
 }
 
-/// A temporary file created exclusively beside `path`, fsync, rename over
-/// `path`, fsync the directory.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut prefix = path.file_name().unwrap_or_default().to_os_string();
-    prefix.push(".");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    Ok(())
+/// Replaces the file with `bytes` through [`event_dedupe::write_atomic`]
+/// (which owns file durability), readable by its owner only.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    event_dedupe::write_atomic(path, bytes, FileMode::Private)
+        .map(drop)
+        .map_err(|e| Error::DeadLetterWrite {
+            path: path.to_path_buf(),
+            source: e.source,
+        })
 }
 
 #[cfg(test)]

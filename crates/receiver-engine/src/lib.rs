@@ -65,6 +65,7 @@
 
 pub mod dead_letter;
 pub mod deliver;
+mod error;
 pub mod error_events;
 pub mod event_types;
 pub mod future;
@@ -79,6 +80,7 @@ pub mod source_key;
 pub mod sweep;
 
 pub use crate::deliver::Target;
+pub use crate::error::{Error, Result};
 pub use crate::health::Health;
 pub use crate::metrics::Metrics;
 pub use crate::observer::{NoObserver, Observer};

@@ -672,7 +672,7 @@ impl Pipeline {
                     if let Err(error) = self.dead_letter(&candidate.cloud, answer).await {
                         self.metrics.error(ErrorKind::State);
                         tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
-                            error = format!("{error:#}"),
+                            error = crate::error::chain(&error),
                             "Direktiv refused the event for good and it could not be kept; \
                              it stays new and is tried again next sweep");
                         let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
@@ -681,7 +681,7 @@ impl Pipeline {
                             report.first_delivery_problem = Some(DeliveryProblem::new(
                                 DeliveryProblemKind::KeepFailed,
                                 answer.status,
-                                format!("could not keep a refused event: {error:#}"),
+                                format!("could not keep a refused event: {}", crate::error::chain(&error)),
                             ));
                         }
                         continue;
@@ -768,8 +768,9 @@ impl Pipeline {
         &self,
         event: &cloudevents::Event,
         answer: &crate::dead_letter::Answer,
-    ) -> anyhow::Result<()> {
-        let entry = crate::dead_letter::Entry::new(event, answer.clone(), Utc::now())?;
+    ) -> crate::Result<()> {
+        let entry = crate::dead_letter::Entry::new(event, answer.clone(), Utc::now())
+            .map_err(crate::Error::Encode)?;
         self.dead_letters.keep(entry).await
     }
 
