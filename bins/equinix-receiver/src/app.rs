@@ -12,16 +12,14 @@ use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
 use metal_events::{Client, RequestRecord};
-use receiver_engine::{EngineOptions, Observer, Receiver};
+use receiver_engine::{
+    DeadLetterLocation as Location, DeadLetters, EngineOptions, Health, Metrics, Observer,
+    Receiver, ScrubbedStdout, Scrubber, Target,
+};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DeadLetters, Location};
-use crate::deliver::Target;
-use crate::health::Health;
-use crate::metrics::Metrics;
-use crate::scrub::{ScrubbedStdout, Scrubber};
 use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
 
@@ -77,7 +75,7 @@ pub(crate) async fn run_with(
         .metrics
         .clone()
         .unwrap_or_else(|| Arc::new(Metrics::new(settings.equinix.sweep_timeout)));
-    let health = Arc::new(Health::new(crate::health::budget(
+    let health = Arc::new(Health::new(Health::budget(
         settings.equinix.poll_interval,
         settings.equinix.sweep_timeout,
     )));
@@ -321,7 +319,7 @@ fn open_dead_letters(
     let path = state
         .dead_letter_path
         .clone()
-        .unwrap_or_else(|| crate::dead_letter::default_path(&state_file));
+        .unwrap_or_else(|| DeadLetters::default_path(&state_file));
     let location = if dry_run {
         if configured || state_file.is_file() {
             Location::File {

@@ -37,7 +37,7 @@ use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
     MetalSim, MetalSimConfig, MetalSimHandle,
 };
-use receiver_engine::Observer;
+use receiver_engine::{DeadLetters, EventTypes, Metrics, Observer, SweepReport};
 use secrecy::SecretString;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -45,12 +45,10 @@ use url::Url;
 
 use crate::app::{self, Extras, RunOptions};
 use crate::cli::{DemoOptions, EXIT_FAILURE};
-use crate::metrics::Metrics;
 use crate::settings::{
     DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
     StateSettings,
 };
-use crate::sweep::SweepReport;
 
 /// The simulated fleet.
 const PROJECTS: usize = 3;
@@ -222,7 +220,7 @@ fn settings(
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
             max_response_size: metal_events::DEFAULT_MAX_RESPONSE_SIZE,
-            event_types: crate::event_types::EventTypes::default(),
+            event_types: EventTypes::default(),
         },
         direktiv: DirektivSettings {
             endpoint,
@@ -245,7 +243,7 @@ fn settings(
             path: Some(state_dir.join("state.json")),
             overlap: Duration::from_secs(600),
             dead_letter_path: None,
-            dead_letter_max: crate::dead_letter::DEFAULT_MAX,
+            dead_letter_max: DeadLetters::DEFAULT_MAX,
             reset_corrupt: false,
         },
         log: LogSettings {

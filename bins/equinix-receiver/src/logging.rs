@@ -14,8 +14,8 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::scrub::Scrubber;
 use crate::settings::{LogFormat, LogSettings};
+use receiver_engine::Scrubber;
 
 /// A layer that receives events beside the log (the demo's display), with
 /// its own filter: `log.level` and `RUST_LOG` do not apply to it.

@@ -16,16 +16,12 @@ mod server;
 mod settings;
 mod small_file;
 
-// The engine's modules, under the names the binary's modules use.
-#[cfg(feature = "demo")]
-use receiver_engine::sweep;
-use receiver_engine::{dead_letter, deliver, event_types, health, metrics, scrub};
-
 use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use receiver_engine::{ScrubbedStdout, Scrubber};
 
 use crate::cli::{Cli, EXIT_CONFIG, EXIT_FAILURE, Mode};
 
@@ -64,7 +60,7 @@ async fn main() -> ExitCode {
     };
 
     // Every configured secret is kept out of what leaves the process.
-    let scrubber = Arc::new(scrub::Scrubber::new(loaded.settings.secrets()));
+    let scrubber = Arc::new(Scrubber::new(loaded.settings.secrets()));
     if cli.check {
         return check_ok(&loaded, &scrubber);
     }
@@ -89,13 +85,13 @@ async fn main() -> ExitCode {
 
 /// `--check` succeeded: warnings on stderr, a one-line summary on stdout,
 /// both scrubbed.
-fn check_ok(loaded: &config::Loaded, scrubber: &Arc<scrub::Scrubber>) -> ExitCode {
+fn check_ok(loaded: &config::Loaded, scrubber: &Arc<Scrubber>) -> ExitCode {
     let mut stderr = std::io::stderr().lock();
     for warning in &loaded.warnings {
         let _ = writeln!(stderr, "warning: {}", scrubber.scrub(warning));
     }
     let summary = format!("config OK: {}", config::summary(&loaded.settings));
-    match scrub::ScrubbedStdout::new(Arc::clone(scrubber)).write_line(&summary) {
+    match ScrubbedStdout::new(Arc::clone(scrubber)).write_line(&summary) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::from(EXIT_FAILURE),
     }

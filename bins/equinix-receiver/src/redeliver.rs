@@ -11,13 +11,13 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use chrono::Utc;
 use event_dedupe::{FileOptions, FileTracker};
+use receiver_engine::{
+    DeadLetter as Entry, DeadLetterLocation as Location, DeadLetters, Delivered, Metrics, Scrubber,
+    Target,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{EXIT_UNDELIVERED, sink, state_error, state_path};
-use crate::dead_letter::{self, DeadLetters, Entry, Location};
-use crate::deliver::{Delivered, Target};
-use crate::metrics::Metrics;
-use crate::scrub::Scrubber;
 use crate::settings::Settings;
 
 /// What one redelivery did: the numbers of its summary line.
@@ -65,7 +65,7 @@ pub(crate) async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
         .state
         .dead_letter_path
         .clone()
-        .unwrap_or_else(|| dead_letter::default_path(&state));
+        .unwrap_or_else(|| DeadLetters::default_path(&state));
     let none_kept = matches!(std::fs::symlink_metadata(&path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     let summary = if none_kept {

@@ -21,13 +21,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use receiver_engine::{Health, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-
-use crate::health::Health;
-use crate::metrics::Metrics;
 
 /// The content type of `/metrics` (OpenMetrics text, which Prometheus reads).
 pub(crate) const METRICS_CONTENT_TYPE: &str =

@@ -12,8 +12,8 @@ use metal_cloudevents::MapOptions;
 use secrecy::SecretString;
 use url::Url;
 
-use crate::event_types::EventTypes;
-pub(crate) use receiver_engine::poll::Levels;
+use receiver_engine::EventTypes;
+pub(crate) use receiver_engine::Levels;
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]

@@ -219,6 +219,22 @@ impl FromStr for AuthHeader {
     }
 }
 
+/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
+///
+/// ```
+/// use direktiv_broadcast::{AuthHeader, header_names};
+/// let both = [AuthHeader::DirektivToken, AuthHeader::DirektivApiKey];
+/// assert_eq!(header_names(&both), "Direktiv-Token and Direktiv-Api-Key");
+/// ```
+pub fn header_names(headers: &[AuthHeader]) -> String {
+    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
+    match names.split_last() {
+        None => "no header".to_owned(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

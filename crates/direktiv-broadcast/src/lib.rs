@@ -56,7 +56,9 @@ mod outcome;
 mod sink;
 mod trace;
 
-pub use config::{Auth, AuthHeader, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SinkConfig};
+pub use config::{
+    Auth, AuthHeader, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, SinkConfig, header_names,
+};
 pub use endpoint::{ApiGeneration, endpoint_v1, endpoint_v2};
 pub use error::{Error, Result};
 pub use outcome::{Delivery, HISTORY_CONFLICT_MARKER, MAX_BODY_BYTES, Outcome, RetryReason};

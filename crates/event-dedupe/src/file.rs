@@ -540,7 +540,6 @@ fn is_temp_name(name: &std::ffi::OsStr, state: &std::ffi::OsStr) -> bool {
         })
 }
 
-
 /// Removes temporary files an interrupted write left. Called with the lock
 /// held; removing a link removes the link, never what it points to.
 fn remove_leftover_temp_files(paths: &Paths) -> Result<()> {

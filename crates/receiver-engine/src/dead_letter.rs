@@ -35,20 +35,7 @@ use crate::metrics::Metrics;
 use crate::scrub::Scrubber;
 
 /// What is appended to the state file's name for the default dead-letter file.
-pub const SUFFIX: &str = ".dead-letter.jsonl";
-/// Entries kept at most without `state.deadLetterMax`.
-pub const DEFAULT_MAX: u32 = 1000;
-/// The largest `state.deadLetterMax` accepted.
-pub const MAX_MAX: u32 = 100_000;
-
-/// The dead-letter file beside `state_path`: `<state file name>.dead-letter.jsonl`.
-pub fn default_path(state_path: &Path) -> PathBuf {
-    let mut name = state_path
-        .file_name()
-        .map_or_else(|| OsString::from("state.json"), OsString::from);
-    name.push(SUFFIX);
-    state_path.with_file_name(name)
-}
+const SUFFIX: &str = ".dead-letter.jsonl";
 
 /// Direktiv's answer to a refused event, as kept and shown.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +132,20 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
+    /// Entries kept at most without `state.deadLetterMax`.
+    pub const DEFAULT_MAX: u32 = 1000;
+    /// The largest `state.deadLetterMax` accepted.
+    pub const MAX_MAX: u32 = 100_000;
+
+    /// The dead-letter file beside `state_path`: `<state file name>.dead-letter.jsonl`.
+    pub fn default_path(state_path: &Path) -> PathBuf {
+        let mut name = state_path
+            .file_name()
+            .map_or_else(|| OsString::from("state.json"), OsString::from);
+        name.push(SUFFIX);
+        state_path.with_file_name(name)
+    }
+
     /// Opens the store, reading the file when there is one, and sets the
     /// `dead_letter_events` gauge. Holds at most `max` entries.
     ///
@@ -241,11 +242,7 @@ impl DeadLetters {
     /// # Errors
     ///
     /// The file could not be written; nothing changed.
-    pub async fn settle(
-        &self,
-        resent: &HashSet<String>,
-        refused: Vec<Entry>,
-    ) -> Result<()> {
+    pub async fn settle(&self, resent: &HashSet<String>, refused: Vec<Entry>) -> Result<()> {
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
         next.retain(|e| !resent.contains(&e.id));
@@ -447,7 +444,7 @@ mod tests {
     #[test]
     fn the_default_file_sits_beside_the_state() {
         assert_eq!(
-            default_path(Path::new("/var/lib/r/state.json")),
+            DeadLetters::default_path(Path::new("/var/lib/r/state.json")),
             Path::new("/var/lib/r/state.json.dead-letter.jsonl")
         );
     }

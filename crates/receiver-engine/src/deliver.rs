@@ -165,7 +165,7 @@ fn auth_hint(headers: &[AuthHeader]) -> String {
          (direktiv.token, direktiv.tokenFile or DIREKTIV_TOKEN), and set direktiv.authHeader \
          to the one header your Direktiv reads (Direktiv-Api-Key from 2025, Direktiv-Token \
          before, apikey in the oldest releases, Authorization behind a proxy)",
-        header_names(headers)
+        direktiv_broadcast::header_names(headers)
     )
 }
 
@@ -195,16 +195,6 @@ fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered
             status: None,
             blocks_all: true,
         },
-    }
-}
-
-/// Header names for people: `Direktiv-Token and Direktiv-Api-Key`.
-pub fn header_names(headers: &[AuthHeader]) -> String {
-    let names: Vec<String> = headers.iter().map(ToString::to_string).collect();
-    match names.split_last() {
-        None => "no header".to_owned(),
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::source_key::SourceKey;
 use crate::sweep::SweepReport;
 
 /// The CloudEvent type of an error event.
-pub const ERROR_EVENT_TYPE: &str = "equinix.receiver.error";
+pub(crate) const ERROR_EVENT_TYPE: &str = "equinix.receiver.error";
 
 /// The longest message an error event carries.
 const MAX_MESSAGE: usize = 500;
@@ -40,7 +40,7 @@ const MAX_MESSAGE: usize = 500;
 /// What kind of operational error happened (the `kind` in the event data and
 /// the label of `equinix_receiver_errors_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ErrorKind {
+pub(crate) enum ErrorKind {
     /// The Metal API failed (5xx, timeouts, bad answers).
     EquinixApi,
     /// The Metal API refused the token (401 or 403).
@@ -55,7 +55,7 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for creating the metric's labels at 0.
-    pub const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 5] = [
         Self::EquinixApi,
         Self::Auth,
         Self::RateLimited,
@@ -64,7 +64,7 @@ impl ErrorKind {
     ];
 
     /// The name in the event data and in metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EquinixApi => "equinix_api",
             Self::Auth => "auth",
@@ -75,7 +75,7 @@ impl ErrorKind {
     }
 
     /// The kind of a Metal API failure from its status.
-    pub fn of_api_status(status: Option<u16>) -> Self {
+    pub(crate) fn of_api_status(status: Option<u16>) -> Self {
         match status {
             Some(401 | 403) => Self::Auth,
             Some(429) => Self::RateLimited,
@@ -86,7 +86,7 @@ impl ErrorKind {
 
 /// One occurrence of an operational error.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Occurrence {
+pub(crate) struct Occurrence {
     /// What kind.
     pub kind: ErrorKind,
     /// What it concerns, for the rate limit: `equinix`, `inventory`,
@@ -118,7 +118,7 @@ struct Bucket {
 /// A report ready to send; hand it back with [`ErrorEvents::requeue`] when
 /// sending failed.
 #[derive(Debug)]
-pub struct Report {
+pub(crate) struct Report {
     key: (ErrorKind, String),
     count: u64,
     since: DateTime<Utc>,
@@ -128,7 +128,7 @@ pub struct Report {
 
 /// The rate limiter and builder of error events. Owned by the main loop.
 #[derive(Debug)]
-pub struct ErrorEvents {
+pub(crate) struct ErrorEvents {
     interval: Duration,
     buckets: BTreeMap<(ErrorKind, String), Bucket>,
     scrubber: Arc<Scrubber>,
@@ -137,7 +137,7 @@ pub struct ErrorEvents {
 impl ErrorEvents {
     /// At most one report per kind and target per `interval`; every text
     /// scrubbed by `scrubber`.
-    pub fn new(interval: Duration, scrubber: Arc<Scrubber>) -> Self {
+    pub(crate) fn new(interval: Duration, scrubber: Arc<Scrubber>) -> Self {
         Self {
             interval: interval.max(Duration::from_millis(1)),
             buckets: BTreeMap::new(),
@@ -146,7 +146,7 @@ impl ErrorEvents {
     }
 
     /// Counts one occurrence, its texts scrubbed of every secret.
-    pub fn note(&mut self, occurrence: Occurrence, now: DateTime<Utc>) {
+    pub(crate) fn note(&mut self, occurrence: Occurrence, now: DateTime<Utc>) {
         let scrub = |text: String| match self.scrubber.scrub(&text) {
             std::borrow::Cow::Borrowed(_) => text,
             std::borrow::Cow::Owned(scrubbed) => scrubbed,
@@ -175,7 +175,7 @@ impl ErrorEvents {
     /// The reports due now: every key with occurrences whose last report is
     /// at least an interval old (or that was never reported). Their counts
     /// start again from zero.
-    pub fn due(&mut self, now: Instant, wall: DateTime<Utc>, source: &str) -> Vec<Report> {
+    pub(crate) fn due(&mut self, now: Instant, wall: DateTime<Utc>, source: &str) -> Vec<Report> {
         let interval = self.interval;
         let mut reports = Vec::new();
         for (key, bucket) in &mut self.buckets {
@@ -207,7 +207,7 @@ impl ErrorEvents {
 
     /// Puts back the occurrences of a report that could not be sent, so the
     /// next report of its key counts them.
-    pub fn requeue(&mut self, report: Report) {
+    pub(crate) fn requeue(&mut self, report: Report) {
         if let Some(bucket) = self.buckets.get_mut(&report.key) {
             if bucket.count == 0 || report.since < bucket.since {
                 bucket.since = report.since;
@@ -218,7 +218,7 @@ impl ErrorEvents {
 
     /// Forgets keys that have been quiet for a long time, so the map stays
     /// small when devices come and go.
-    pub fn prune(&mut self, now: Instant) {
+    pub(crate) fn prune(&mut self, now: Instant) {
         let keep = self.interval.saturating_mul(10);
         self.buckets.retain(|_, b| {
             b.count > 0 || b.last_sent.is_none_or(|at| now.duration_since(at) < keep)
@@ -228,7 +228,7 @@ impl ErrorEvents {
 
 /// The error event's `source`: the receiver's prefix and the organization's
 /// name (its id until the name is known).
-pub fn source(org_id: &str, org_name: Option<&str>, options: &MapOptions) -> String {
+pub(crate) fn source(org_id: &str, org_name: Option<&str>, options: &MapOptions) -> String {
     let name = org_name.filter(|n| !n.is_empty()).unwrap_or(org_id);
     metal_cloudevents::source(
         &Context::new(OrganizationRef::new(org_id.to_owned(), name.to_owned())),
@@ -282,7 +282,7 @@ fn cap(message: &str) -> String {
 
 /// The operational errors a sweep ran into. Retryable delivery failures are
 /// Direktiv's own trouble and are not reported to Direktiv.
-pub fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence> {
+pub(crate) fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occurrence> {
     let mut found = Vec::new();
     if let Some(problem) = &report.first_list_error {
         let status = problem.status;

@@ -11,21 +11,21 @@ use crate::metrics::Metrics;
 
 /// Whether `created_at` lies past `now` plus the tolerance the dedupe state
 /// grants for clock skew ([`event_dedupe::is_future_dated`]).
-pub fn is_future(created_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+pub(crate) fn is_future(created_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
     created_at.is_some_and(|at| event_dedupe::is_future_dated(at, now))
 }
 
 /// The lists that have shown a future-dated event, so each is reported once
 /// per process, not on every sweep.
 #[derive(Debug, Default)]
-pub struct FutureDated {
+pub(crate) struct FutureDated {
     reported: Mutex<HashSet<String>>,
 }
 
 impl FutureDated {
     /// Counts a new event of `list` if it is dated in the future, and warns
     /// the first time a list shows one. Returns whether it was.
-    pub fn note(
+    pub(crate) fn note(
         &self,
         list: &str,
         id: &str,

@@ -23,7 +23,15 @@ pub struct Health {
 }
 
 impl Health {
-    /// A fresh heartbeat, not ready yet. `budget` is [`budget`]'s result.
+    /// How old the heartbeat may get: three poll intervals plus the sweep
+    /// timeout (a sweep may take the whole timeout without a beat).
+    pub fn budget(poll_interval: Duration, sweep_timeout: Duration) -> Duration {
+        poll_interval
+            .saturating_mul(3)
+            .saturating_add(sweep_timeout)
+    }
+
+    /// A fresh heartbeat, not ready yet. `budget` is [`Health::budget`]'s result.
     pub fn new(budget: Duration) -> Self {
         Self {
             beat: Mutex::new(Instant::now()),
@@ -75,14 +83,6 @@ impl Health {
     }
 }
 
-/// How old the heartbeat may get: three poll intervals plus the sweep
-/// timeout (a sweep may take the whole timeout without a beat).
-pub fn budget(poll_interval: Duration, sweep_timeout: Duration) -> Duration {
-    poll_interval
-        .saturating_mul(3)
-        .saturating_add(sweep_timeout)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +92,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn alive_until_the_heartbeat_is_older_than_the_budget() {
-        let budget = budget(INTERVAL, SWEEP_TIMEOUT);
+        let budget = Health::budget(INTERVAL, SWEEP_TIMEOUT);
         assert_eq!(budget, Duration::from_secs(330));
         let health = Health::new(budget);
         assert!(health.alive(), "a fresh heartbeat is alive");
@@ -107,7 +107,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn regular_beats_keep_it_alive_for_ever() {
-        let health = Health::new(budget(INTERVAL, SWEEP_TIMEOUT));
+        let health = Health::new(Health::budget(INTERVAL, SWEEP_TIMEOUT));
         for _ in 0..1000 {
             tokio::time::advance(INTERVAL).await;
             health.beat();
@@ -130,6 +130,6 @@ mod tests {
 
     #[test]
     fn a_huge_interval_does_not_overflow_the_budget() {
-        assert_eq!(budget(Duration::MAX, Duration::MAX), Duration::MAX);
+        assert_eq!(Health::budget(Duration::MAX, Duration::MAX), Duration::MAX);
     }
 }

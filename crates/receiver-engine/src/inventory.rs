@@ -8,7 +8,7 @@ use metal_events::{DeviceId, OrganizationId, ProjectId};
 
 /// A project being polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProjectInfo {
+pub(crate) struct ProjectInfo {
     /// Its id.
     pub id: ProjectId,
     /// Its name (the id when the API gave none).
@@ -17,7 +17,7 @@ pub struct ProjectInfo {
 
 /// A device being polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceInfo {
+pub(crate) struct DeviceInfo {
     /// Its id.
     pub id: DeviceId,
     /// Its hostname, when the API gave one.
@@ -28,7 +28,7 @@ pub struct DeviceInfo {
 
 /// What the receiver polls: one organization, its projects, their devices.
 #[derive(Debug, Clone)]
-pub struct Inventory {
+pub(crate) struct Inventory {
     /// The organization's id.
     pub org_id: OrganizationId,
     /// The organization's name (the id when the API gave none).
@@ -41,7 +41,7 @@ pub struct Inventory {
 
 impl Inventory {
     /// The project with this id.
-    pub fn project(&self, id: &ProjectId) -> Option<&ProjectInfo> {
+    pub(crate) fn project(&self, id: &ProjectId) -> Option<&ProjectInfo> {
         self.projects.iter().find(|p| &p.id == id)
     }
 }

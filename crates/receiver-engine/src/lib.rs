@@ -63,28 +63,33 @@
 //! - The engine never depends on a config format, an HTTP server or signals,
 //!   never prints and never installs a logger.
 
-pub mod dead_letter;
-pub mod deliver;
+mod dead_letter;
+mod deliver;
 mod error;
-pub mod error_events;
-pub mod event_types;
-pub mod future;
-pub mod health;
-pub mod inventory;
-pub mod metrics;
-pub mod observer;
-pub mod poll;
-pub mod receiver;
-pub mod scrub;
-pub mod source_key;
-pub mod sweep;
+mod error_events;
+mod event_types;
+mod future;
+mod health;
+mod inventory;
+mod metrics;
+mod observer;
+mod poll;
+mod receiver;
+mod scrub;
+mod source_key;
+mod sweep;
 
-pub use crate::deliver::Target;
+pub use crate::dead_letter::{
+    Answer as DirektivAnswer, DeadLetters, Entry as DeadLetter, Location as DeadLetterLocation,
+};
+pub use crate::deliver::{Delivered, Target};
 pub use crate::error::{Error, Result};
+pub use crate::event_types::EventTypes;
 pub use crate::health::Health;
 pub use crate::metrics::Metrics;
 pub use crate::observer::{NoObserver, Observer};
 pub use crate::poll::Levels;
 pub use crate::receiver::{EngineOptions, Receiver};
+pub use crate::scrub::{ScrubbedStdout, Scrubber};
 pub use crate::source_key::SourceKey;
 pub use crate::sweep::{DeliveryProblem, DeliveryProblemKind, ListProblem, SweepReport};

@@ -27,7 +27,7 @@ use crate::poll::Level;
 /// The `code` label: the HTTP status of an answer, or `error` when no answer
 /// came (connection refused, timeout, broken transfer).
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct HttpCode(pub Option<u16>);
+pub(crate) struct HttpCode(pub Option<u16>);
 
 /// The `code`s every endpoint's request counter starts with: the normal
 /// answer, and no answer.
@@ -35,7 +35,7 @@ const KNOWN_API_CODES: [HttpCode; 2] = [HttpCode(Some(200)), HttpCode(None)];
 
 /// The `reason` label of a delivery failure.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum FailureReason {
+pub(crate) enum FailureReason {
     /// Worth another try: no answer, 408, 429 or 5xx.
     Retryable,
     /// Sending again will not help: other 4xx, redirects, unsendable events.
@@ -44,10 +44,10 @@ pub enum FailureReason {
 
 impl FailureReason {
     /// Every reason.
-    pub const ALL: [Self; 2] = [Self::Retryable, Self::Permanent];
+    pub(crate) const ALL: [Self; 2] = [Self::Retryable, Self::Permanent];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Retryable => "retryable",
             Self::Permanent => "permanent",
@@ -111,7 +111,7 @@ impl EncodeLabelValue for Level {
 
 /// The `endpoint` and `code` labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ApiLabels {
+pub(crate) struct ApiLabels {
     /// Which kind of list or object ([`Endpoint::as_str`]).
     pub endpoint: &'static str,
     /// The HTTP status, or `error` when no answer came.
@@ -120,21 +120,21 @@ pub struct ApiLabels {
 
 /// The `endpoint` label alone.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabel {
+pub(crate) struct EndpointLabel {
     /// Which kind of list or object.
     pub endpoint: &'static str,
 }
 
 /// The `level` label: which kind of list an event was read from.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LevelLabel {
+pub(crate) struct LevelLabel {
     /// `project`, `device` or `organization`.
     pub level: Level,
 }
 
 /// The `reason` and `code` labels of a delivery failure.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FailureLabels {
+pub(crate) struct FailureLabels {
     /// `retryable` or `permanent`.
     pub reason: FailureReason,
     /// Direktiv's HTTP status, or `error` when no answer came.
@@ -143,7 +143,7 @@ pub struct FailureLabels {
 
 /// The `kind` label of an operational error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub(crate) struct KindLabel {
     /// `equinix_api`, `auth`, `rate_limited`, `delivery_permanent`, `state`.
     pub kind: ErrorKind,
 }
@@ -196,7 +196,7 @@ impl Collector for RateLimitGauges {
 /// The buckets of `sweep_duration_seconds`: from 50 ms, doubling, until one
 /// is above `sweep_timeout`, so that a sweep that ran out of time lands in
 /// the largest finite bucket rather than only in `+Inf`.
-pub fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
+pub(crate) fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
     const FIRST: f64 = 0.05;
     // 0.05 s doubled 40 times is 1,700 years: enough for any timeout.
     const MAX_BUCKETS: u16 = 41;
@@ -208,7 +208,7 @@ pub fn sweep_buckets(sweep_timeout: Duration) -> Vec<f64> {
 }
 
 /// Now, in Unix seconds, for the `_timestamp_seconds` gauges.
-pub fn unix_now() -> f64 {
+pub(crate) fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -227,11 +227,11 @@ pub struct Metrics {
     /// Unix time at which the last sweep without errors finished: `equinix_receiver_last_successful_sweep_timestamp_seconds`.
     pub last_successful_sweep: Gauge<f64, AtomicU64>,
     /// Equinix Metal API requests by endpoint and HTTP status (`error`: no answer): `equinix_receiver_api_requests`.
-    pub api_requests: Family<ApiLabels, Counter>,
+    pub(crate) api_requests: Family<ApiLabels, Counter>,
     /// Equinix Metal API request latency by endpoint: `equinix_receiver_api_request_duration_seconds`.
-    pub api_request_duration: Family<EndpointLabel, Histogram>,
+    pub(crate) api_request_duration: Family<EndpointLabel, Histogram>,
     /// Events read from the API by list level, before dedupe: `equinix_receiver_events_received`.
-    pub events_received: Family<LevelLabel, Counter>,
+    pub(crate) events_received: Family<LevelLabel, Counter>,
     /// Events read that were already delivered or settled: `equinix_receiver_events_duplicate`.
     pub events_duplicate: Counter,
     /// Events read that are older than the state's baseline (never sent): `equinix_receiver_events_before_baseline`.
@@ -247,7 +247,7 @@ pub struct Metrics {
     /// New events not sent because their type matches no pattern of `equinix.eventTypes`: `equinix_receiver_events_filtered`.
     pub events_filtered: Counter,
     /// Failed delivery attempts by reason and HTTP status: `equinix_receiver_delivery_failures`.
-    pub delivery_failures: Family<FailureLabels, Counter>,
+    pub(crate) delivery_failures: Family<FailureLabels, Counter>,
     /// Delivery attempts that were retries: `equinix_receiver_delivery_retries`.
     pub delivery_retries: Counter,
     /// Unix time at which Direktiv last acknowledged an event (0: not yet): `equinix_receiver_last_successful_delivery_timestamp_seconds`.
@@ -270,7 +270,7 @@ pub struct Metrics {
     /// Devices of those projects being polled: `equinix_receiver_inventory_devices`.
     pub inventory_devices: Gauge,
     /// Operational errors by kind: `equinix_receiver_errors`.
-    pub errors: Family<KindLabel, Counter>,
+    pub(crate) errors: Family<KindLabel, Counter>,
     /// equinix.receiver.error CloudEvents sent to Direktiv: `equinix_receiver_error_events_sent`.
     pub error_events_sent: Counter,
     /// Failed writes of the state file: `equinix_receiver_state_persist_failures`.
@@ -520,12 +520,12 @@ impl Metrics {
     }
 
     /// Counts one operational error of a kind.
-    pub fn error(&self, kind: ErrorKind) {
+    pub(crate) fn error(&self, kind: ErrorKind) {
         self.errors.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// Counts one failed delivery attempt.
-    pub fn delivery_failure(&self, reason: FailureReason, code: HttpCode) {
+    pub(crate) fn delivery_failure(&self, reason: FailureReason, code: HttpCode) {
         self.delivery_failures
             .get_or_create(&FailureLabels { reason, code })
             .inc();

@@ -62,7 +62,7 @@ const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// Which kind of list an event was read from (the `level` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Level {
+pub(crate) enum Level {
     /// A device's events.
     Device,
     /// A project's events.
@@ -73,10 +73,10 @@ pub enum Level {
 
 impl Level {
     /// Every level, for creating the metric's labels at 0.
-    pub const ALL: [Self; 3] = [Self::Device, Self::Project, Self::Organization];
+    pub(crate) const ALL: [Self; 3] = [Self::Device, Self::Project, Self::Organization];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Device => "device",
             Self::Project => "project",
@@ -87,7 +87,7 @@ impl Level {
 
 /// One event list the sweep polls.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Source {
+pub(crate) struct Source {
     /// The tracker's key: a [`SourceKey`] as written.
     pub key: String,
     /// What to list.
@@ -100,7 +100,7 @@ pub struct Source {
 
 impl Source {
     /// The events of a project.
-    pub fn project(id: &ProjectId) -> Self {
+    pub(crate) fn project(id: &ProjectId) -> Self {
         Self {
             key: SourceKey::Project(id.clone()).to_string(),
             scope: EventScope::Project(id.clone()),
@@ -110,7 +110,7 @@ impl Source {
     }
 
     /// The events of a device of a project.
-    pub fn device(id: &DeviceId, project: &ProjectId) -> Self {
+    pub(crate) fn device(id: &DeviceId, project: &ProjectId) -> Self {
         Self {
             key: SourceKey::Device(id.clone()).to_string(),
             scope: EventScope::Device(id.clone()),
@@ -120,7 +120,7 @@ impl Source {
     }
 
     /// The organization's own events.
-    pub fn organization(id: &OrganizationId) -> Self {
+    pub(crate) fn organization(id: &OrganizationId) -> Self {
         Self {
             key: SourceKey::Organization(id.clone()).to_string(),
             scope: EventScope::Organization(id.clone()),
@@ -130,7 +130,7 @@ impl Source {
     }
 
     /// The level of this list.
-    pub fn level(&self) -> Level {
+    pub(crate) fn level(&self) -> Level {
         match self.scope {
             EventScope::Device(_) => Level::Device,
             EventScope::Project(_) => Level::Project,
@@ -143,7 +143,7 @@ impl Source {
 /// floor. Only new events are kept whole (in [`ListPoll::new`]), so a sweep's
 /// memory follows what is new, not what was read.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     /// When it was created, if the API said.
     pub created_at: Option<DateTime<Utc>>,
     /// What the tracker said when it was read.
@@ -154,7 +154,7 @@ pub struct Seen {
 
 /// How reading a list ended.
 #[derive(Debug)]
-pub enum ListEnd {
+pub(crate) enum ListEnd {
     /// The list ended, or a page reached what is already settled: every event
     /// older than those read is settled.
     Complete,
@@ -165,7 +165,7 @@ pub enum ListEnd {
 
 /// What polling one list found.
 #[derive(Debug)]
-pub struct ListPoll {
+pub(crate) struct ListPoll {
     /// The list.
     pub source: Source,
     /// Every event read, in the API's order.
@@ -187,7 +187,7 @@ pub struct ListPoll {
 
 /// How lists are read.
 #[derive(Debug, Clone)]
-pub struct PollOptions {
+pub(crate) struct PollOptions {
     /// `per_page`.
     pub per_page: u32,
     /// Pages holding new events read per list per sweep at most.
@@ -198,7 +198,7 @@ pub struct PollOptions {
 static UNORDERED_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Whether `times` (in list order) are newest first.
-pub fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
+pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
     let mut previous: Option<DateTime<Utc>> = None;
     for time in times {
         if previous.is_some_and(|p| time > p) {
@@ -414,7 +414,7 @@ impl Order {
 /// Reads `source` page by page until a page reaches the settled line (the
 /// larger of the baseline and the source's floor), the list ends, the page cap
 /// is hit, an error persists, or `stop` is cancelled.
-pub async fn poll_list(
+pub(crate) async fn poll_list(
     client: &Client,
     tracker: &dyn Tracker,
     metrics: &Metrics,

@@ -15,12 +15,12 @@ use metal_events::{Client, ListOptions, OrganizationId};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::dead_letter::{DEFAULT_MAX, DeadLetters, Location};
+use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::{Delivered, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::event_types::EventTypes;
 use crate::future::FutureDated;
-use crate::health::{Health, budget};
+use crate::health::Health;
 use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::Metrics;
 use crate::observer::{NoObserver, Observer};
@@ -191,7 +191,7 @@ impl Receiver {
         let metrics = Arc::new(Metrics::new(options.sweep_timeout));
         let scrubber = Arc::new(Scrubber::default());
         let dead_letters = memory_dead_letters(&metrics, &scrubber);
-        let health = Arc::new(Health::new(budget(
+        let health = Arc::new(Health::new(Health::budget(
             options.poll_interval,
             options.sweep_timeout,
         )));
@@ -611,7 +611,7 @@ impl Receiver {
 
 /// A dead-letter store in memory that holds the default number of events.
 fn memory_dead_letters(metrics: &Arc<Metrics>, scrubber: &Arc<Scrubber>) -> Arc<DeadLetters> {
-    let max = usize::try_from(DEFAULT_MAX).unwrap_or(usize::MAX);
+    let max = usize::try_from(DeadLetters::DEFAULT_MAX).unwrap_or(usize::MAX);
     let store = DeadLetters::open(
         Location::Memory,
         max,

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 
 /// What a secret is replaced with.
-pub const REDACTED: &str = "[REDACTED]";
+pub(crate) const REDACTED: &str = "[REDACTED]";
 
 /// Secrets shorter than this many bytes are not scrubbed: replacing every
 /// occurrence of a two-letter token would mangle every line. The receiver
 /// never prints one itself all the same.
-pub const MIN_SCRUBBED_LEN: usize = 6;
+pub(crate) const MIN_SCRUBBED_LEN: usize = 6;
 
-/// Replaces every occurrence of the configured secrets with [`REDACTED`]: as
+/// Replaces every occurrence of the configured secrets with `[REDACTED]`: as
 /// written, percent-encoded (any byte as `%XX`, either case, as a proxy
 /// echoing a URL writes it) or backslash-escaped (`\"`, `\\`, `\/`, as JSON and
 /// `Debug` write them). Built once from every configured secret
@@ -33,7 +33,7 @@ pub struct Scrubber {
 }
 
 impl Scrubber {
-    /// A scrubber of `secrets`; those shorter than [`MIN_SCRUBBED_LEN`] are
+    /// A scrubber of `secrets`; those shorter than 6 bytes are
     /// left out.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a SecretString>) -> Self {
         let mut kept: Vec<SecretString> = Vec::new();

@@ -29,7 +29,7 @@ use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_li
 use crate::source_key::SourceKey;
 
 /// Everything a sweep needs, built once from the settings.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// The Metal API client (its rate gate included).
     pub client: Client,
     /// What was delivered or settled, and the floors of the lists.
@@ -244,7 +244,7 @@ type Lanes = Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
 
 /// The lists the levels ask for, device lists first so that an event listed
 /// by both a device and its project is claimed with the device's context.
-pub fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
+pub(crate) fn sources(inventory: &Inventory, levels: Levels) -> Vec<Source> {
     let mut sources = Vec::new();
     if levels.device {
         let mut devices: Vec<_> = inventory.devices.values().collect();
@@ -289,7 +289,7 @@ fn context(inventory: &Inventory, source: &Source, event: &Event) -> Context {
 impl Pipeline {
     /// Runs one sweep over `inventory`. Stops starting requests and deliveries
     /// when `stop` is cancelled; what was not delivered stays new.
-    pub async fn sweep(&self, inventory: &Inventory, stop: &CancellationToken) -> SweepReport {
+    pub(crate) async fn sweep(&self, inventory: &Inventory, stop: &CancellationToken) -> SweepReport {
         let started = Instant::now();
         let now = Utc::now();
         self.metrics.sweeps.inc();
@@ -681,7 +681,10 @@ impl Pipeline {
                             report.first_delivery_problem = Some(DeliveryProblem::new(
                                 DeliveryProblemKind::KeepFailed,
                                 answer.status,
-                                format!("could not keep a refused event: {}", crate::error::chain(&error)),
+                                format!(
+                                    "could not keep a refused event: {}",
+                                    crate::error::chain(&error)
+                                ),
                             ));
                         }
                         continue;
@@ -785,7 +788,7 @@ impl Pipeline {
     }
 
     /// Sets `delivery_lag_seconds` from the newest delivered event.
-    pub fn update_lag(&self) {
+    pub(crate) fn update_lag(&self) {
         let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
         if newest > 0 {
             let lag = Utc::now().timestamp_millis().saturating_sub(newest).max(0) as f64 / 1000.0;

@@ -3,7 +3,7 @@
 
 use super::units::format_duration;
 use crate::settings::Settings;
-use receiver_engine::deliver::header_names;
+use direktiv_broadcast::header_names;
 
 /// A one-line summary of the settings for `--check`, without secrets.
 pub(crate) fn summary(settings: &Settings) -> String {
