@@ -289,7 +289,11 @@ fn context(inventory: &Inventory, source: &Source, event: &Event) -> Context {
 impl Pipeline {
     /// Runs one sweep over `inventory`. Stops starting requests and deliveries
     /// when `stop` is cancelled; what was not delivered stays new.
-    pub(crate) async fn sweep(&self, inventory: &Inventory, stop: &CancellationToken) -> SweepReport {
+    pub(crate) async fn sweep(
+        &self,
+        inventory: &Inventory,
+        stop: &CancellationToken,
+    ) -> SweepReport {
         let started = Instant::now();
         let now = Utc::now();
         self.metrics.sweeps.inc();

@@ -45,11 +45,6 @@ pub(crate) const P1_SOURCE: &str =
 pub(crate) const P2_SOURCE: &str =
     "direktiv/listener/equinix/Direktiv%20Labs%20GmbH/Direktiv%20EKS%20Project";
 
-/// The organization as `GET /organizations/{id}` answers it.
-pub(crate) fn organization_json() -> Value {
-    fixture_json("receiver/organization.json")
-}
-
 pub(crate) fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures")
@@ -122,10 +117,6 @@ pub(crate) fn device_events_path(device: &str) -> String {
     format!("/metal/v1/devices/{device}/events")
 }
 
-pub(crate) fn org_events_path() -> String {
-    format!("/metal/v1/organizations/{ORG}/events")
-}
-
 pub(crate) fn project_events_path(project: &str) -> String {
     format!("/metal/v1/projects/{project}/events")
 }
@@ -159,13 +150,6 @@ impl Reply {
     pub(crate) fn body(mut self, body: &str) -> Self {
         self.body = Some(body.as_bytes().to_vec());
         self
-    }
-
-    /// A 200 whose JSON body is these bytes, as they are (UTF-8 or not).
-    pub(crate) fn raw_json(body: &[u8]) -> Self {
-        let mut reply = Self::new(200).header("content-type", "application/json");
-        reply.body = Some(body.to_vec());
-        reply
     }
 
     /// A Metal error answer: `{"errors": [message]}`.
@@ -251,24 +235,9 @@ impl Metal {
         self.lock().fixed.insert(path.to_owned(), answer);
     }
 
-    /// `path` is served from its list again.
-    pub(crate) fn unfix(&self, path: &str) {
-        self.lock().fixed.remove(path);
-    }
-
-    /// `path` answers 404 from now on.
-    pub(crate) fn gone(&self, path: &str) {
-        self.lock().gone.push(path.to_owned());
-    }
-
     /// Every request answered so far.
     pub(crate) fn hits(&self) -> Vec<Hit> {
         self.lock().hits.clone()
-    }
-
-    /// Requests to `path` so far.
-    pub(crate) fn hits_to(&self, path: &str) -> Vec<Hit> {
-        self.hits().into_iter().filter(|h| h.path == path).collect()
     }
 
     pub(crate) fn clear_hits(&self) {
@@ -682,72 +651,4 @@ pub(crate) fn by_id<'a>(events: &'a [Value], id: &str) -> &'a Value {
         .iter()
         .find(|e| e["id"] == id)
         .unwrap_or_else(|| panic!("no event {id} among {events:#?}"))
-}
-
-/// A front for the Metal mock at `upstream`: a request for `endless_path`
-/// gets a 200 whose chunked body never ends (until the client hangs up);
-/// every other request is passed on and its answer relayed. Returns the
-/// front's base URL (`http://127.0.0.1:<port>`).
-pub(crate) async fn endless_front(upstream: String, endless_path: String) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("a free port");
-    let address = listener.local_addr().expect("an address");
-    let http = reqwest::Client::new();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let (upstream, endless_path, http) =
-                (upstream.clone(), endless_path.clone(), http.clone());
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match socket.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&head).into_owned();
-                let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
-                if target.split('?').next() == Some(endless_path.as_str()) {
-                    let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
-                                 transfer-encoding: chunked\r\n\r\n";
-                    let mut frame = format!("{:x}\r\n", 16 * 1024).into_bytes();
-                    frame.extend(std::iter::repeat_n(b' ', 16 * 1024));
-                    frame.extend_from_slice(b"\r\n");
-                    if socket.write_all(start.as_bytes()).await.is_ok() {
-                        while socket.write_all(&frame).await.is_ok() {}
-                    }
-                    return;
-                }
-                let token = head
-                    .lines()
-                    .find_map(|line| {
-                        let (name, value) = line.split_once(':')?;
-                        name.eq_ignore_ascii_case("x-auth-token")
-                            .then(|| value.trim().to_owned())
-                    })
-                    .unwrap_or_default();
-                let Ok(answer) = http
-                    .get(format!("{upstream}{target}"))
-                    .header("x-auth-token", token)
-                    .send()
-                    .await
-                else {
-                    return;
-                };
-                let status = answer.status().as_u16();
-                let body = answer.bytes().await.unwrap_or_default();
-                let start = format!(
-                    "HTTP/1.1 {status} Relayed\r\ncontent-type: application/json\r\n\
-                     content-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = socket.write_all(start.as_bytes()).await;
-                let _ = socket.write_all(&body).await;
-            });
-        }
-    });
-    format!("http://{address}")
 }

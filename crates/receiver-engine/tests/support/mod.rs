@@ -1,0 +1,875 @@
+//! The harness of the engine's in-process tests: a wiremock Metal API that
+//! serves paged, newest-first event lists from a store the test can change
+//! between runs, a wiremock Direktiv whose answers the test scripts, a state
+//! file in a temporary directory, and a [`Receiver`] built as the binary
+//! builds it, watched through an [`Observer`].
+
+#![allow(dead_code, reason = "each test file uses part of the harness")]
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use direktiv_broadcast::{Auth, Sink, SinkConfig};
+use event_dedupe::{Baseline, FileOptions, FileTracker};
+use metal_cloudevents::MapOptions;
+use metal_events::Client;
+use receiver_engine::{EngineOptions, Observer, Receiver, SweepReport, Target};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wiremock::matchers::{any, method, path, path_regex};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub(crate) const ORG: &str = "ed49fa53-743f-43aa-836b-e24f88f94d9c";
+pub(crate) const ORG_NAME: &str = "Direktiv Labs GmbH";
+/// "Edge Fleet #2": devices D1 and D2.
+pub(crate) const P1: &str = "ca9259c5-dfae-41ab-bc35-982473f59a3f";
+pub(crate) const P1_NAME: &str = "Edge Fleet #2";
+/// "Direktiv EKS Project": device D3.
+pub(crate) const P2: &str = "d894d0eb-2b6c-4741-b106-c7cb76018d32";
+pub(crate) const P2_NAME: &str = "Direktiv EKS Project";
+pub(crate) const D1: &str = "9c0a0bb8-4456-4cf9-b2e3-f56cc2c4f39f";
+pub(crate) const D1_HOST: &str = "edge-fra-02";
+pub(crate) const D2: &str = "0caf4d6d-fafc-470b-86b1-d889eb838afa";
+pub(crate) const D2_HOST: &str = "c3-small-x86-01";
+pub(crate) const D3: &str = "7f3e2a91-1b4c-4d0e-8f6a-2c9d5e4b3a10";
+pub(crate) const D3_HOST: &str = "c3-small-x86-02";
+/// A project of another organization that the token can also see.
+pub(crate) const OTHER_PROJECT: &str = "5b1e6f0a-3c1d-4e27-9a0b-7f4f6d2c8e11";
+
+pub(crate) const METAL_TOKEN: &str = "metal-e2e-token-0123456789";
+pub(crate) const DIREKTIV_TOKEN: &str = "direktiv-e2e-token-9876543210";
+pub(crate) const BROADCAST: &str = "/api/v2/namespaces/ops/events/broadcast";
+
+/// `source` of events of P1 and P2.
+pub(crate) const P1_SOURCE: &str =
+    "direktiv/listener/equinix/Direktiv%20Labs%20GmbH/Edge%20Fleet%20%232";
+pub(crate) const P2_SOURCE: &str =
+    "direktiv/listener/equinix/Direktiv%20Labs%20GmbH/Direktiv%20EKS%20Project";
+
+/// The organization as `GET /organizations/{id}` answers it.
+pub(crate) fn organization_json() -> Value {
+    fixture_json("receiver/organization.json")
+}
+
+pub(crate) fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+fn fixture_json(name: &str) -> Value {
+    let text = std::fs::read_to_string(fixture(name)).expect("fixture exists");
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+pub(crate) fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `seconds` ago, whole seconds (as the API writes times).
+pub(crate) fn ago(seconds: i64) -> DateTime<Utc> {
+    let now = Utc::now().timestamp();
+    DateTime::from_timestamp(now - seconds, 0).expect("valid time")
+}
+
+/// A device event in the spec's shape (relationships name the device).
+pub(crate) fn device_event(id: &str, ty: &str, device: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "id": id,
+        "type": ty,
+        "body": format!("{ty} on {{{{device}}}}"),
+        "state": null,
+        "interpolated": format!("{ty} on device {device}"),
+        "relationships": [{ "href": format!("#{device}") }],
+        "created_at": rfc3339(at),
+        "modified_by": {
+            "id": "3e6b1c2a-9d8f-4e7a-b6c5-d4e3f2a1b0c9",
+            "full_name": "Jane Operator",
+            "email": "jane@example.com",
+            "href": "/metal/v1/users/3e6b1c2a-9d8f-4e7a-b6c5-d4e3f2a1b0c9"
+        },
+        "ip": "203.0.113.24",
+        "href": format!("/metal/v1/events/{id}")
+    })
+}
+
+/// A project-level event: no device among its relationships.
+pub(crate) fn project_event(id: &str, ty: &str, project: &str, at: DateTime<Utc>) -> Value {
+    json!({
+        "id": id,
+        "type": ty,
+        "body": "{{actor}} updated the project",
+        "state": null,
+        "interpolated": "Jane Operator updated the project",
+        "relationships": [{ "href": format!("/metal/v1/projects/{project}") }],
+        "created_at": rfc3339(at),
+        "href": format!("/metal/v1/events/{id}")
+    })
+}
+
+/// The fixture event with fields the spec does not list (device D1).
+pub(crate) fn unknown_fields_event(at: DateTime<Utc>) -> Value {
+    let mut event = fixture_json("receiver/event-unknown-fields.json");
+    event["created_at"] = json!(rfc3339(at));
+    event
+}
+
+/// A deterministic uuid-shaped event id.
+pub(crate) fn eid(n: u32) -> String {
+    format!("e0000000-0000-4000-8000-{n:012}")
+}
+
+pub(crate) fn device_events_path(device: &str) -> String {
+    format!("/metal/v1/devices/{device}/events")
+}
+
+pub(crate) fn org_events_path() -> String {
+    format!("/metal/v1/organizations/{ORG}/events")
+}
+
+pub(crate) fn project_events_path(project: &str) -> String {
+    format!("/metal/v1/projects/{project}/events")
+}
+
+/// An answer a test scripts: a status, headers and a body.
+#[derive(Debug, Clone)]
+pub(crate) struct Reply {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+impl Reply {
+    pub(crate) fn new(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            body: None,
+        }
+    }
+
+    pub(crate) fn ok() -> Self {
+        Self::new(200)
+    }
+
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub(crate) fn body(mut self, body: &str) -> Self {
+        self.body = Some(body.as_bytes().to_vec());
+        self
+    }
+
+    /// A 200 whose JSON body is these bytes, as they are (UTF-8 or not).
+    pub(crate) fn raw_json(body: &[u8]) -> Self {
+        let mut reply = Self::new(200).header("content-type", "application/json");
+        reply.body = Some(body.to_vec());
+        reply
+    }
+
+    /// A Metal error answer: `{"errors": [message]}`.
+    pub(crate) fn metal_error(status: u16, message: &str) -> Self {
+        Self::new(status)
+            .header("content-type", "application/json")
+            .body(&json!({ "errors": [message] }).to_string())
+    }
+
+    /// A JSON answer.
+    pub(crate) fn json(status: u16, body: &Value) -> Self {
+        Self::new(status)
+            .header("content-type", "application/json")
+            .body(&body.to_string())
+    }
+
+    fn template(&self) -> ResponseTemplate {
+        let mut template = ResponseTemplate::new(self.status);
+        for (name, value) in &self.headers {
+            template = template.insert_header(name.as_str(), value.as_str());
+        }
+        if let Some(body) = &self.body {
+            template = template.set_body_raw(body.clone(), "application/json");
+        }
+        template
+    }
+}
+
+/// A request the Metal mock answered, with the moment it arrived.
+#[derive(Debug, Clone)]
+pub(crate) struct Hit {
+    pub(crate) path: String,
+    pub(crate) query: String,
+    pub(crate) at: Instant,
+    pub(crate) status: u16,
+}
+
+#[derive(Default)]
+struct MetalState {
+    /// Event lists by path, in any order (served newest first).
+    lists: HashMap<String, Vec<Value>>,
+    /// One-shot answers by path, used before the list.
+    scripted: HashMap<String, VecDeque<Reply>>,
+    /// Paths that answer 404 for good.
+    gone: Vec<String>,
+    /// Paths that answer every request with this reply.
+    fixed: HashMap<String, Reply>,
+    hits: Vec<Hit>,
+}
+
+/// The Metal API's event lists and inventory, shared with the mock server.
+#[derive(Clone, Default)]
+pub(crate) struct Metal(Arc<Mutex<MetalState>>);
+
+impl Metal {
+    fn lock(&self) -> std::sync::MutexGuard<'_, MetalState> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds events to the list at `path`.
+    pub(crate) fn add(&self, path: &str, events: impl IntoIterator<Item = Value>) {
+        self.lock()
+            .lists
+            .entry(path.to_owned())
+            .or_default()
+            .extend(events);
+    }
+
+    /// The next request to `path` gets `answer` instead of the list.
+    pub(crate) fn script(&self, path: &str, answer: Reply) {
+        self.lock()
+            .scripted
+            .entry(path.to_owned())
+            .or_default()
+            .push_back(answer);
+    }
+
+    /// Every request to `path` gets `answer` from now on (after any
+    /// scripted one).
+    pub(crate) fn fixed(&self, path: &str, answer: Reply) {
+        self.lock().fixed.insert(path.to_owned(), answer);
+    }
+
+    /// `path` is served from its list again.
+    pub(crate) fn unfix(&self, path: &str) {
+        self.lock().fixed.remove(path);
+    }
+
+    /// `path` answers 404 from now on.
+    pub(crate) fn gone(&self, path: &str) {
+        self.lock().gone.push(path.to_owned());
+    }
+
+    /// Every request answered so far.
+    pub(crate) fn hits(&self) -> Vec<Hit> {
+        self.lock().hits.clone()
+    }
+
+    /// Requests to `path` so far.
+    pub(crate) fn hits_to(&self, path: &str) -> Vec<Hit> {
+        self.hits().into_iter().filter(|h| h.path == path).collect()
+    }
+
+    pub(crate) fn clear_hits(&self) {
+        self.lock().hits.clear();
+    }
+}
+
+/// Serves inventory fixtures and paged event lists from [`Metal`].
+struct MetalResponder {
+    state: Metal,
+}
+
+impl Respond for MetalResponder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let path = request.url.path().to_owned();
+        let query = request.url.query().unwrap_or("").to_owned();
+        let mut state = self.state.lock();
+        let reply = if request
+            .headers
+            .get("x-auth-token")
+            .and_then(|v| v.to_str().ok())
+            != Some(METAL_TOKEN)
+        {
+            Reply::metal_error(401, "Invalid authentication token")
+        } else if let Some(answer) = state.scripted.get_mut(&path).and_then(VecDeque::pop_front) {
+            answer
+        } else if state.gone.contains(&path) {
+            Reply::metal_error(404, "Not found")
+        } else if let Some(answer) = state.fixed.get(&path) {
+            answer.clone()
+        } else if path == format!("/metal/v1/organizations/{ORG}") {
+            Reply::json(200, &fixture_json("receiver/organization.json"))
+        } else if path == format!("/metal/v1/organizations/{ORG}/projects") {
+            Reply::json(200, &fixture_json("receiver/projects.json"))
+        } else if path == format!("/metal/v1/projects/{P1}/devices") {
+            Reply::json(200, &fixture_json("receiver/devices-edge-fleet.json"))
+        } else if path == format!("/metal/v1/projects/{P2}/devices") {
+            Reply::json(200, &fixture_json("receiver/devices-eks.json"))
+        } else {
+            let events = state.lists.get(&path).cloned().unwrap_or_default();
+            Reply::json(200, &page_of(&path, &query, events))
+        };
+        state.hits.push(Hit {
+            path,
+            query,
+            at: Instant::now(),
+            status: reply.status,
+        });
+        reply.template()
+    }
+}
+
+/// One page of `events`, newest first, with `meta` as the API writes it.
+fn page_of(path: &str, query: &str, mut events: Vec<Value>) -> Value {
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let page = param("page").unwrap_or(1).max(1);
+    let per_page = param("per_page").unwrap_or(10).max(1);
+    events.sort_by(|a, b| {
+        b["created_at"]
+            .as_str()
+            .cmp(&a["created_at"].as_str())
+            .then_with(|| b["id"].as_str().cmp(&a["id"].as_str()))
+    });
+    let total = events.len();
+    let last_page = total.div_ceil(per_page).max(1);
+    let items: Vec<Value> = events
+        .into_iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .collect();
+    let href = |n: usize| json!({ "href": format!("{path}?page={n}&per_page={per_page}") });
+    json!({
+        "events": items,
+        "meta": {
+            "first": href(1),
+            "previous": if page > 1 { href(page - 1) } else { Value::Null },
+            "self": href(page),
+            "next": if page < last_page { href(page + 1) } else { Value::Null },
+            "last": href(last_page),
+            "total": total,
+            "current_page": page,
+            "last_page": last_page
+        }
+    })
+}
+
+/// How Direktiv answers: given the event (parsed body) and how many times
+/// this id was sent before (0 for the first attempt).
+pub(crate) type Answer = Arc<dyn Fn(&Value, usize) -> Reply + Send + Sync>;
+
+/// A request Direktiv received.
+#[derive(Debug, Clone)]
+pub(crate) struct Post {
+    pub(crate) event: Value,
+    pub(crate) content_type: Option<String>,
+    /// The `Direktiv-Token` header.
+    pub(crate) token: Option<String>,
+    /// The `Direktiv-Api-Key` header.
+    pub(crate) api_key: Option<String>,
+    /// The old `apikey` header.
+    pub(crate) apikey: Option<String>,
+    /// The `Authorization` header.
+    pub(crate) authorization: Option<String>,
+    pub(crate) traceparent: Option<String>,
+    pub(crate) status: u16,
+}
+
+#[derive(Default)]
+struct DirektivState {
+    posts: Vec<Post>,
+    /// The one header this Direktiv reads the token from; without the
+    /// token there it answers 401 whatever the script says.
+    reads: Option<&'static str>,
+}
+
+/// The broadcast endpoint's script and log.
+#[derive(Clone)]
+pub(crate) struct Direktiv {
+    state: Arc<Mutex<DirektivState>>,
+    answer: Arc<Mutex<Answer>>,
+}
+
+impl Direktiv {
+    /// From now on, Direktiv answers with `answer`.
+    pub(crate) fn answer(&self, answer: impl Fn(&Value, usize) -> Reply + Send + Sync + 'static) {
+        *self.answer.lock().expect("lock") = Arc::new(answer);
+    }
+
+    /// From now on, Direktiv reads the token from `header` only (as each
+    /// Direktiv release does) and answers 401 when it is not there.
+    pub(crate) fn reads_token_from(&self, header: &'static str) {
+        self.state.lock().expect("lock").reads = Some(header);
+    }
+
+    /// Every request received.
+    pub(crate) fn posts(&self) -> Vec<Post> {
+        self.state.lock().expect("lock").posts.clone()
+    }
+
+    /// The events Direktiv accepted (2xx), in the order they arrived.
+    pub(crate) fn accepted(&self) -> Vec<Value> {
+        self.posts()
+            .into_iter()
+            .filter(|p| (200..300).contains(&p.status))
+            .map(|p| p.event)
+            .collect()
+    }
+
+    /// Ids of the accepted events, in arrival order.
+    pub(crate) fn accepted_ids(&self) -> Vec<String> {
+        self.accepted()
+            .iter()
+            .map(|e| e["id"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub(crate) fn clear(&self) {
+        self.state.lock().expect("lock").posts.clear();
+    }
+}
+
+struct DirektivResponder(Direktiv);
+
+impl Respond for DirektivResponder {
+    fn respond(&self, request: &Request) -> ResponseTemplate {
+        let header = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let event: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let answer = Arc::clone(&self.0.answer.lock().expect("lock"));
+        let mut state = self.0.state.lock().expect("lock");
+        let earlier = state
+            .posts
+            .iter()
+            .filter(|p| p.event["id"].as_str() == Some(id.as_str()))
+            .count();
+        let reply = match state.reads {
+            Some(name) if header(name).as_deref() != Some(DIREKTIV_TOKEN) => {
+                Reply::new(401).body(r#"{"error":"unauthorized"}"#)
+            }
+            _ => answer(&event, earlier),
+        };
+        state.posts.push(Post {
+            event,
+            content_type: header("content-type"),
+            token: header("direktiv-token"),
+            api_key: header("direktiv-api-key"),
+            apikey: header("apikey"),
+            authorization: header("authorization"),
+            traceparent: header("traceparent"),
+            status: reply.status,
+        });
+        reply.template()
+    }
+}
+
+/// Both mock servers, the state directory, and the config.
+pub(crate) struct World {
+    pub(crate) metal_server: MockServer,
+    pub(crate) direktiv_server: MockServer,
+    pub(crate) metal: Metal,
+    pub(crate) direktiv: Direktiv,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl World {
+    /// Starts both servers: every known Metal route is served from the
+    /// store, `/projects` and any other route must never be requested, and
+    /// Direktiv accepts everything until told otherwise.
+    pub(crate) async fn start() -> Self {
+        let metal_server = MockServer::start().await;
+        let direktiv_server = MockServer::start().await;
+        let metal = Metal::default();
+        let direktiv = Direktiv {
+            state: Arc::default(),
+            answer: Arc::new(Mutex::new(Arc::new(|_: &Value, _| Reply::ok()))),
+        };
+
+        // Listing every project the token can see is the old receiver's
+        // first fault: it must never happen.
+        Mock::given(method("GET"))
+            .and(path("/metal/v1/projects"))
+            .respond_with(Reply::json(200, &fixture_json("receiver/all-projects.json")).template())
+            .expect(0)
+            .named("GET /projects (another organization's projects)")
+            .with_priority(1)
+            .mount(&metal_server)
+            .await;
+        let known = [
+            format!("^/metal/v1/organizations/{ORG}$"),
+            format!("^/metal/v1/organizations/{ORG}/(projects|events)$"),
+            format!("^/metal/v1/projects/({P1}|{P2})/(devices|events)$"),
+            format!("^/metal/v1/devices/({D1}|{D2}|{D3})/events$"),
+        ];
+        for pattern in known {
+            Mock::given(method("GET"))
+                .and(path_regex(pattern))
+                .respond_with(MetalResponder {
+                    state: metal.clone(),
+                })
+                .with_priority(2)
+                .mount(&metal_server)
+                .await;
+        }
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(599))
+            .expect(0)
+            .named("an unexpected Metal API route")
+            .with_priority(u8::MAX)
+            .mount(&metal_server)
+            .await;
+
+        Mock::given(method("POST"))
+            .and(path(BROADCAST))
+            .respond_with(DirektivResponder(direktiv.clone()))
+            .with_priority(1)
+            .mount(&direktiv_server)
+            .await;
+        Mock::given(any())
+            .respond_with(ResponseTemplate::new(599))
+            .expect(0)
+            .named("an unexpected Direktiv route")
+            .with_priority(u8::MAX)
+            .mount(&direktiv_server)
+            .await;
+
+        Self {
+            metal_server,
+            direktiv_server,
+            metal,
+            direktiv,
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    pub(crate) fn api_url(&self) -> String {
+        format!("{}/metal/v1", self.metal_server.uri())
+    }
+
+    pub(crate) fn endpoint(&self) -> String {
+        format!("{}{BROADCAST}", self.direktiv_server.uri())
+    }
+
+    pub(crate) fn state_path(&self) -> PathBuf {
+        self.dir.path().join("state.json")
+    }
+
+    /// A receiver as the binary builds it from [`Setup`]: the state in a
+    /// [`FileTracker`] at [`World::state_path`] (reopened for each receiver,
+    /// as a restart does), the Direktiv token sent in both headers.
+    pub(crate) async fn receiver(&self, setup: &Setup) -> (Receiver, Arc<Recorder>) {
+        let mut client = Client::builder(SecretString::from(METAL_TOKEN.to_owned())).base_url(
+            setup
+                .api_url
+                .clone()
+                .unwrap_or_else(|| self.api_url())
+                .as_str(),
+        );
+        if let Some(timeout) = setup.request_timeout {
+            client = client.timeout(timeout);
+        }
+        if let Some(bytes) = setup.max_response_size {
+            client = client.max_response_size(bytes);
+        }
+        let mut options = FileOptions::default();
+        options.tracker.baseline = setup.baseline;
+        let tracker = FileTracker::open(&self.state_path(), options)
+            .await
+            .expect("the state opens");
+        let sink = SinkConfig::new(self.endpoint().parse().expect("a URL"))
+            .with_auth(Auth::new(DIREKTIV_TOKEN));
+        let recorder = Arc::new(Recorder::default());
+        let receiver = Receiver::new(
+            client.build().expect("a client"),
+            Arc::new(tracker),
+            Target::Direktiv(Sink::new(sink).expect("a sink")),
+            MapOptions::default(),
+            setup.options.clone(),
+        )
+        .with_observer(Arc::clone(&recorder) as Arc<dyn Observer>);
+        (receiver, recorder)
+    }
+
+    /// One sweep with `setup`, as `--once` runs it; the state is saved and
+    /// released when it returns.
+    pub(crate) async fn try_once(&self, setup: &Setup) -> Result<Swept, metal_events::Error> {
+        let (receiver, recorder) = self.receiver(setup).await;
+        let report = receiver
+            .run_once(&CancellationToken::new())
+            .await?
+            .expect("nothing stops the sweep");
+        Ok(Swept { report, recorder })
+    }
+
+    /// [`World::try_once`] for a run whose inventory loads.
+    pub(crate) async fn once(&self, setup: &Setup) -> Swept {
+        self.try_once(setup).await.expect("the inventory loads")
+    }
+
+    /// Checks every `.expect(n)` of both servers.
+    pub(crate) async fn verify(&self) {
+        self.metal_server.verify().await;
+        self.direktiv_server.verify().await;
+    }
+}
+
+/// The accepted event with this id; panics when there is none.
+pub(crate) fn by_id<'a>(events: &'a [Value], id: &str) -> &'a Value {
+    events
+        .iter()
+        .find(|e| e["id"] == id)
+        .unwrap_or_else(|| panic!("no event {id} among {events:#?}"))
+}
+
+/// A front for the Metal mock at `upstream`: a request for `endless_path`
+/// gets a 200 whose chunked body never ends (until the client hangs up);
+/// every other request is passed on and its answer relayed. Returns the
+/// front's base URL (`http://127.0.0.1:<port>`).
+pub(crate) async fn endless_front(upstream: String, endless_path: String) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a free port");
+    let address = listener.local_addr().expect("an address");
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (upstream, endless_path, http) =
+                (upstream.clone(), endless_path.clone(), http.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                if target.split('?').next() == Some(endless_path.as_str()) {
+                    let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                 transfer-encoding: chunked\r\n\r\n";
+                    let mut frame = format!("{:x}\r\n", 16 * 1024).into_bytes();
+                    frame.extend(std::iter::repeat_n(b' ', 16 * 1024));
+                    frame.extend_from_slice(b"\r\n");
+                    if socket.write_all(start.as_bytes()).await.is_ok() {
+                        while socket.write_all(&frame).await.is_ok() {}
+                    }
+                    return;
+                }
+                let token = head
+                    .lines()
+                    .find_map(|line| {
+                        let (name, value) = line.split_once(':')?;
+                        name.eq_ignore_ascii_case("x-auth-token")
+                            .then(|| value.trim().to_owned())
+                    })
+                    .unwrap_or_default();
+                let Ok(answer) = http
+                    .get(format!("{upstream}{target}"))
+                    .header("x-auth-token", token)
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let status = answer.status().as_u16();
+                let body = answer.bytes().await.unwrap_or_default();
+                let start = format!(
+                    "HTTP/1.1 {status} Relayed\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = socket.write_all(start.as_bytes()).await;
+                let _ = socket.write_all(&body).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+/// What a receiver is built with: the typed form of the config lines the
+/// binary's tests wrote. The default is the binary's defaults with
+/// `perPage: 10` and `direktiv.maxRetries: 2`.
+#[derive(Debug, Clone)]
+pub(crate) struct Setup {
+    pub(crate) baseline: Baseline,
+    pub(crate) options: EngineOptions,
+    pub(crate) request_timeout: Option<Duration>,
+    pub(crate) max_response_size: Option<u64>,
+    /// Another base URL for the Metal API (a front for the mock).
+    pub(crate) api_url: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            baseline: Baseline::Now,
+            options: EngineOptions::default()
+                .with_organization_id(ORG.to_owned())
+                .with_per_page(10)
+                .with_max_retries(2),
+            request_timeout: None,
+            max_response_size: None,
+            api_url: None,
+        }
+    }
+}
+
+impl Setup {
+    /// `startFrom: all`: every event the API lists is new.
+    pub(crate) fn all() -> Self {
+        Self {
+            baseline: Baseline::All,
+            ..Self::default()
+        }
+    }
+
+    /// The same setup with its engine options changed by `change`.
+    pub(crate) fn with(mut self, change: impl FnOnce(EngineOptions) -> EngineOptions) -> Self {
+        self.options = change(self.options);
+        self
+    }
+}
+
+/// What one sweep did: its report and what the observer heard.
+#[derive(Debug)]
+pub(crate) struct Swept {
+    pub(crate) report: SweepReport,
+    pub(crate) recorder: Arc<Recorder>,
+}
+
+impl Swept {
+    /// Everything was delivered (the binary's `--once` exits 0), showing the
+    /// report when not.
+    pub(crate) fn assert_all_delivered(&self) -> &Self {
+        assert!(self.report.all_delivered(), "{:#?}", self.report);
+        self
+    }
+
+    /// Something was not delivered (the binary's `--once` exits 3).
+    pub(crate) fn assert_not_all_delivered(&self) -> &Self {
+        assert!(!self.report.all_delivered(), "{:#?}", self.report);
+        self
+    }
+}
+
+/// Records what the engine tells its [`Observer`].
+#[derive(Debug, Default)]
+pub(crate) struct Recorder {
+    events: Mutex<Heard>,
+}
+
+/// What a [`Recorder`] heard.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Heard {
+    /// Ids Direktiv acknowledged, with whether it already had them.
+    pub(crate) delivered: Vec<(String, bool)>,
+    /// Ids refused for good, with the reason.
+    pub(crate) refused: Vec<(String, String)>,
+    /// Ids deferred, with the reason.
+    pub(crate) deferred: Vec<(String, String)>,
+    /// Lists that could not be read: their source key and the error.
+    pub(crate) list_errors: Vec<(String, String)>,
+}
+
+impl Recorder {
+    pub(crate) fn heard(&self) -> Heard {
+        self.events.lock().expect("lock").clone()
+    }
+}
+
+impl Observer for Recorder {
+    fn event_delivered(&self, event: &cloudevents::Event, already: bool) {
+        use cloudevents::AttributesReader as _;
+        let id = event.id().to_owned();
+        self.events
+            .lock()
+            .expect("lock")
+            .delivered
+            .push((id, already));
+    }
+
+    fn event_deferred(&self, event: &cloudevents::Event, reason: &str) {
+        use cloudevents::AttributesReader as _;
+        let entry = (event.id().to_owned(), reason.to_owned());
+        self.events.lock().expect("lock").deferred.push(entry);
+    }
+
+    fn event_refused(&self, event: &cloudevents::Event, reason: &str) {
+        use cloudevents::AttributesReader as _;
+        let entry = (event.id().to_owned(), reason.to_owned());
+        self.events.lock().expect("lock").refused.push(entry);
+    }
+
+    fn list_error(&self, source: &str, error: &metal_events::Error) {
+        let entry = (source.to_owned(), error.to_string());
+        self.events.lock().expect("lock").list_errors.push(entry);
+    }
+}
+
+/// The log lines the engine writes while the guard is held, in the
+/// default text format (the level, then the message and fields). The
+/// engine's tasks run on the test's thread (`#[tokio::test]` is
+/// single-threaded), so they all write here.
+#[derive(Clone, Default)]
+pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Starts capturing, until the guard is dropped.
+    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let logs = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish();
+        (logs.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("lock")).into_owned()
+    }
+
+    /// Forgets what was written so far.
+    pub(crate) fn clear(&self) {
+        self.0.lock().expect("lock").clear();
+    }
+}
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
