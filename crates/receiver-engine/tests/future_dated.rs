@@ -3,44 +3,46 @@
 //! it must not become its lists' floor: that would settle every later event
 //! of the device and its project before it happens, silently and for good.
 
-mod pipeline_support;
+mod support;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use pipeline_support::*;
 use serde_json::Value;
+use support::*;
 
 /// Run 1 reads `future` in the device's and the project's lists; then an
 /// event of now appears beside it, and run 2 must deliver it.
 async fn a_later_event_is_delivered_after(future: Value) {
     let world = World::start().await;
+    let (logs, _guard) = Logs::capture();
     let future_id = future["id"].as_str().unwrap().to_owned();
     for list in [device_events_path(D1), project_events_path(P1)] {
         world.metal.add(&list, [future.clone()]);
     }
-    let first = world.once(&[], &[]).await;
-    first.assert_code(0);
+    world.once(&Setup::default()).await.assert_all_delivered();
     assert_eq!(world.direktiv.accepted_ids(), vec![future_id.clone()]);
+    let text = logs.text();
     assert!(
-        first.stderr.contains("dated in the future") && first.stderr.contains(&future_id),
-        "a warning names the event:\n{}",
-        first.stderr
+        text.lines().any(|l| l.contains("WARN")
+            && l.contains("dated in the future")
+            && l.contains(&future_id)),
+        "a warning names the event:\n{text}"
     );
+    logs.clear();
 
     let now = device_event(&eid(2), "power.off", D1, ago(0));
     for list in [device_events_path(D1), project_events_path(P1)] {
         world.metal.add(&list, [now.clone()]);
     }
-    let second = world.once(&[], &[]).await;
-    second.assert_code(0);
+    world.once(&Setup::default()).await.assert_all_delivered();
     assert_eq!(
         world.direktiv.accepted_ids(),
         vec![future_id, eid(2)],
         "the event of now is delivered, the future one not again"
     );
     assert!(
-        !second.stderr.contains("dated in the future"),
+        !logs.text().contains("dated in the future"),
         "the future event is not reported again:\n{}",
-        second.stderr
+        logs.text()
     );
     world.verify().await;
 }
@@ -67,7 +69,7 @@ async fn an_event_dated_past_the_year_9999_goes_out_without_a_time() {
     event["created_at"] = "9999-12-31T23:59:59-05:00".into();
     let world = World::start().await;
     world.metal.add(&device_events_path(D1), [event.clone()]);
-    world.once(&[], &[]).await.assert_code(0);
+    world.once(&Setup::default()).await.assert_all_delivered();
     let accepted = world.direktiv.accepted();
     assert_eq!(accepted.len(), 1, "{accepted:#?}");
     assert!(accepted[0].get("time").is_none(), "{:#}", accepted[0]);
@@ -81,7 +83,7 @@ async fn an_event_dated_past_the_year_9999_goes_out_without_a_time() {
         &device_events_path(D1),
         [device_event(&eid(2), "power.off", D1, ago(0))],
     );
-    world.once(&[], &[]).await.assert_code(0);
+    world.once(&Setup::default()).await.assert_all_delivered();
     assert_eq!(world.direktiv.accepted_ids(), vec![eid(1), eid(2)]);
     world.verify().await;
 }

@@ -7,10 +7,21 @@
 //! Found by the latency benchmark (bins/bench): one project-level event of
 //! 2,941 never reached Direktiv.
 
-mod pipeline_support;
+mod support;
 
 use chrono::TimeDelta;
-use pipeline_support::*;
+use receiver_engine::Levels;
+use support::*;
+
+/// `setup` with `perPage: 100` and `levels: [project]`.
+fn project_lists(setup: Setup) -> Setup {
+    let project = Levels {
+        project: true,
+        device: false,
+        organization: false,
+    };
+    setup.with(|o| o.with_per_page(100).with_levels(project))
+}
 
 #[tokio::test]
 async fn events_of_the_floors_second_that_appear_after_the_read_are_all_delivered() {
@@ -32,8 +43,8 @@ async fn events_of_the_floors_second_that_appear_after_the_read_are_all_delivere
             floor_second,
         )],
     );
-    let equinix = ["startFrom: all", "perPage: 100", "levels: [project]"];
-    world.once(&equinix, &[]).await.assert_code(0);
+    let equinix = project_lists(Setup::all());
+    world.once(&equinix).await.assert_all_delivered();
     assert_eq!(world.direktiv.accepted_ids(), vec![settled_a.clone()]);
 
     // Later in that same second two more events were created (visible only
@@ -57,8 +68,8 @@ async fn events_of_the_floors_second_that_appear_after_the_read_are_all_delivere
     // The probe page (10 events) holds the nine newer events and `late_b`,
     // which sits at the floor; `late_c` is the 11th. Two runs: the second
     // shows the event is not merely late but never read again.
-    world.once(&equinix, &[]).await.assert_code(0);
-    world.once(&equinix, &[]).await.assert_code(0);
+    world.once(&equinix).await.assert_all_delivered();
+    world.once(&equinix).await.assert_all_delivered();
 
     let got = world.direktiv.accepted_ids();
     for id in newer.iter().chain([&late_b, &late_c]) {
@@ -84,8 +95,8 @@ fn stored_baseline(world: &World) -> chrono::DateTime<chrono::Utc> {
 #[tokio::test]
 async fn an_event_of_the_first_starts_second_created_after_the_start_is_delivered() {
     let world = World::start().await;
-    let equinix = ["startFrom: now", "perPage: 100", "levels: [project]"];
-    world.once(&equinix, &[]).await.assert_code(0);
+    let equinix = project_lists(Setup::default());
+    world.once(&equinix).await.assert_all_delivered();
     let baseline = stored_baseline(&world);
 
     // Created after the first start (the run ended before it was listed),
@@ -96,7 +107,7 @@ async fn an_event_of_the_first_starts_second_created_after_the_start_is_delivere
         &project_events_path(P1),
         [project_event(&late, "project.updated", P1, second)],
     );
-    world.once(&equinix, &[]).await.assert_code(0);
+    world.once(&equinix).await.assert_all_delivered();
 
     assert_eq!(
         world.direktiv.accepted_ids(),
