@@ -37,6 +37,26 @@
 //! # }
 //! ```
 //!
+//! # The public API
+//!
+//! Everything public is at the crate root:
+//!
+//! - Build and run: [`Receiver`] (from a [`metal_events::Client`], an
+//!   `Arc<dyn` [`event_dedupe::Tracker`]`>`, a [`Target`], the
+//!   [`MapOptions`](metal_cloudevents::MapOptions) and [`EngineOptions`] with
+//!   its [`Levels`] and [`EventTypes`]); [`Receiver::run`] until a token fires,
+//!   [`Receiver::run_once`] for one sweep.
+//! - Watch: the [`Observer`] trait ([`NoObserver`] watches nothing), the
+//!   [`SweepReport`] with its problems as values ([`ListProblem`] with its
+//!   [`SourceKey`], [`DeliveryProblem`] of a [`DeliveryProblemKind`]), the
+//!   [`Health`] and the [`Metrics`] it records.
+//! - Share with the program around it: the [`Scrubber`] of secrets (and
+//!   [`ScrubbedStdout`], the dry run's output), the [`DeadLetters`] store of
+//!   refused events ([`DeadLetter`], [`DirektivAnswer`],
+//!   [`DeadLetterLocation`]) and [`Target::deliver`] with its [`Delivered`]
+//!   answer, which `--redeliver-refused` uses.
+//! - [`Error`]: what can fail outside a sweep (today, the dead-letter store).
+//!
 //! # The order of a sweep
 //!
 //! 1. When due (at start, every inventory refresh, after a list answered 404)
