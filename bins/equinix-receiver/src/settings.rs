@@ -33,7 +33,7 @@ pub(crate) struct Settings {
 }
 
 impl Settings {
-    /// Every configured secret, for the [`Scrubber`](crate::scrub::Scrubber)
+    /// Every configured secret, for the [`Scrubber`](receiver_engine::Scrubber)
     /// that keeps them out of logs and forwarded text. A new secret (a
     /// database password) is added here.
     pub(crate) fn secrets(&self) -> Vec<&SecretString> {
