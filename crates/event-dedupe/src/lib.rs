@@ -86,6 +86,12 @@
 //! tracker whose `persist` does nothing) it previews what the owner would
 //! decide, beside the owner.
 //!
+//! # Writing a file crash-safely
+//!
+//! [`write_atomic`] is the one crash-safe write, used by [`FileTracker`] and
+//! open to any file kept beside the state: an exclusively created temporary
+//! file in the same directory, fsync, rename, directory fsync.
+//!
 //! # Example
 //!
 //! ```
