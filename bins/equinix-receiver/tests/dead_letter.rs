@@ -19,8 +19,6 @@ use serde_json::Value;
 
 /// The gauge of dead letters held, as Prometheus prints it.
 const GAUGE: &str = "equinix_receiver_dead_letter_events";
-/// The counter of events refused for good and kept.
-const REFUSED: &str = "equinix_receiver_events_refused_total";
 /// The most a wait in these tests may take.
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -412,87 +410,6 @@ async fn a_corrupt_dead_letter_file_is_a_clear_error_and_is_left_alone() {
         assert_eq!(std::fs::read_to_string(&file).unwrap(), garbage, "{args:?}");
     }
     assert!(world.direktiv.posts().is_empty());
-}
-
-#[tokio::test]
-async fn a_refused_event_that_cannot_be_kept_stays_new_until_it_can() {
-    let world = World::start().await;
-    let dir = world.dir.path().join("refused");
-    std::fs::create_dir(&dir).unwrap();
-    let file = dir.join("refused.jsonl");
-    let (bad, fine) = (eid(1), eid(2));
-    refuse_two(&world, &bad, "none");
-    let text = world
-        .config(&["startFrom: all", "pollInterval: 200ms"], &[])
-        .replace(
-            "state:\n",
-            &format!("state:\n  deadLetterPath: {}\n", file.display()),
-        );
-    let mut service = Service::start(&text, world.dir.path()).await;
-    service
-        .wait_for("a first sweep", |s| {
-            s.logs().contains("sweep done").then_some(())
-        })
-        .await;
-
-    // The dead-letter directory turns into a file: nothing can be written.
-    std::fs::remove_dir(&dir).unwrap();
-    std::fs::write(&dir, "in the way").unwrap();
-    world.metal.add(
-        &device_events_path(D1),
-        [
-            device_event(&bad, "provisioning.109", D1, ago(40)),
-            device_event(&fine, "provisioning.110", D1, ago(30)),
-        ],
-    );
-    let tries = |world: &World| {
-        world
-            .direktiv
-            .posts()
-            .iter()
-            .filter(|p| p.event["id"] == bad.as_str())
-            .count()
-    };
-    service
-        .wait_for("the refused event tried on two sweeps", |_| {
-            (tries(&world) >= 2).then_some(())
-        })
-        .await;
-    let logs = service.logs();
-    assert!(
-        logs.contains("could not be kept") && logs.contains("stays new"),
-        "{logs}"
-    );
-    assert_eq!(
-        world.direktiv.accepted_ids(),
-        std::slice::from_ref(&fine),
-        "the rest went on"
-    );
-
-    // Writable again: the next refusal is kept, and then it is settled.
-    std::fs::remove_file(&dir).unwrap();
-    std::fs::create_dir(&dir).unwrap();
-    service
-        .wait_for("the dead letter", |_| {
-            file.exists().then(|| dead_letters(&file))
-        })
-        .await;
-    assert_eq!(ids_of(&dead_letters(&file)), set(&[&bad]));
-    assert_eq!(service.metric(GAUGE).await, 1.0);
-    assert_eq!(service.metric(REFUSED).await, 1.0, "kept once");
-    assert!(
-        service
-            .metric("equinix_receiver_errors_total{kind=\"state\"}")
-            .await
-            >= 1.0
-    );
-    let settled = tries(&world);
-    let sweeps = |s: &Service| s.logs().matches("sweep done").count();
-    let seen = sweeps(&service);
-    service
-        .wait_for("two more sweeps", |s| (sweeps(s) >= seen + 2).then_some(()))
-        .await;
-    assert_eq!(tries(&world), settled, "a kept event was sent again");
 }
 
 #[tokio::test]
