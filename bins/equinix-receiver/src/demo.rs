@@ -222,7 +222,7 @@ fn settings(
             request_timeout: Duration::from_secs(5),
             sweep_timeout: Duration::from_secs(60),
             max_response_size: metal_events::DEFAULT_MAX_RESPONSE_SIZE,
-            event_types: crate::event_types::EventTypes::default(),
+            event_types: receiver_engine::event_types::EventTypes::default(),
         },
         direktiv: DirektivSettings {
             endpoint,

@@ -6,20 +6,18 @@
 
 mod app;
 mod cli;
-mod config;
 #[cfg(feature = "demo")]
 mod demo;
 mod logging;
-mod mountinfo;
 mod redeliver;
 mod server;
-mod settings;
-mod small_file;
 
-// The engine's modules, under the names the binary's modules use.
+// The libraries' modules, under the names the binary's modules use.
+use receiver_config as config;
+use receiver_config::{mountinfo, settings};
 #[cfg(feature = "demo")]
 use receiver_engine::sweep;
-use receiver_engine::{dead_letter, deliver, event_types, health, metrics, scrub};
+use receiver_engine::{dead_letter, deliver, health, metrics, scrub};
 
 use std::io::Write;
 use std::process::ExitCode;

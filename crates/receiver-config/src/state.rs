@@ -55,9 +55,9 @@ impl Walker<'_> {
         }
         let dead_letter_max = self.integer(
             &dead_letter_max,
-            crate::dead_letter::DEFAULT_MAX,
+            receiver_engine::dead_letter::DEFAULT_MAX,
             1,
-            crate::dead_letter::MAX_MAX,
+            receiver_engine::dead_letter::MAX_MAX,
         );
         StateSettings {
             path,

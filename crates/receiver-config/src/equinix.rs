@@ -13,7 +13,7 @@ use super::tree::{Node, Value};
 use super::units::format_duration;
 use super::urls::{plain_http_warning, trim_trailing_slash};
 use super::walker::Walker;
-use crate::event_types::EventTypes;
+use receiver_engine::event_types::EventTypes;
 use crate::settings::{EquinixSettings, Levels};
 
 /// The default Equinix Metal API base URL.
