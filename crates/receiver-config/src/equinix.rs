@@ -13,8 +13,8 @@ use super::tree::{Node, Value};
 use super::units::format_duration;
 use super::urls::{plain_http_warning, trim_trailing_slash};
 use super::walker::Walker;
-use receiver_engine::event_types::EventTypes;
 use crate::settings::{EquinixSettings, Levels};
+use receiver_engine::event_types::EventTypes;
 
 /// The default Equinix Metal API base URL.
 pub(super) const DEFAULT_API_URL: &str = "https://api.equinix.com/metal/v1";
