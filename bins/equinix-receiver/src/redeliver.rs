@@ -10,7 +10,7 @@ use event_dedupe::{FileOptions, FileTracker};
 use receiver_engine::{Redelivery, redeliver};
 
 use crate::app::{EXIT_UNDELIVERED, sink, state_error, state_path};
-use crate::dead_letter::{self, DeadLetters, Location};
+use crate::dead_letter::{DeadLetters, Location};
 use crate::deliver::Target;
 use crate::metrics::Metrics;
 use crate::scrub::Scrubber;
@@ -26,11 +26,7 @@ use crate::settings::Settings;
 /// read, the sink cannot be built, or the store cannot be written.
 pub(crate) async fn run(settings: &Settings) -> anyhow::Result<ExitCode> {
     let (state, _) = state_path(&settings.state);
-    let path = settings
-        .state
-        .dead_letter_path
-        .clone()
-        .unwrap_or_else(|| dead_letter::default_path(&state));
+    let path = settings.state.dead_letter_file(&state);
     let none_kept = matches!(std::fs::symlink_metadata(&path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound);
     let summary = if none_kept {

@@ -98,6 +98,19 @@ pub fn on_container_root(mountinfo: &str, dir: &Path) -> bool {
     })
 }
 
+/// The directory of `state_file`, canonical, when it lies on a container's
+/// own root filesystem ([`on_container_root`]); `None` when it does not or
+/// cannot be resolved. The file works all the same: it survives a restart of
+/// the process, only not a new container.
+pub fn state_dir_on_container_root(mountinfo: &str, state_file: &Path) -> Option<PathBuf> {
+    let dir = state_file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = std::fs::canonicalize(dir).ok()?;
+    on_container_root(mountinfo, &dir).then_some(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,8 +2,9 @@
 //! become once every problem has been ruled out. Each component is built from
 //! these; nothing downstream reads the raw YAML.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use direktiv_broadcast::AuthHeader;
@@ -127,6 +128,36 @@ pub struct StateSettings {
     pub reset_corrupt: bool,
 }
 
+/// The state's directory when neither `state.path` nor `$STATE_DIRECTORY`
+/// says where.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/equinix-receiver";
+/// The state file's name in a state directory.
+pub const STATE_FILE: &str = "state.json";
+
+impl StateSettings {
+    /// The state file: `state.path`, else [`STATE_FILE`] in `state_directory`
+    /// (`$STATE_DIRECTORY`, which systemd sets), else in
+    /// [`DEFAULT_STATE_DIR`]. The second value says whether `state.path`
+    /// configured it.
+    pub fn file(&self, state_directory: Option<&OsStr>) -> (PathBuf, bool) {
+        match &self.path {
+            Some(path) => (path.clone(), true),
+            None => {
+                let dir = state_directory.map_or(Path::new(DEFAULT_STATE_DIR), Path::new);
+                (dir.join(STATE_FILE), false)
+            }
+        }
+    }
+
+    /// The dead-letter file: `state.deadLetterPath`, else beside
+    /// `state_file` (`<state file>.dead-letter.jsonl`).
+    pub fn dead_letter_file(&self, state_file: &Path) -> PathBuf {
+        self.dead_letter_path
+            .clone()
+            .unwrap_or_else(|| receiver_engine::dead_letter::default_path(state_file))
+    }
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
@@ -153,4 +184,48 @@ pub struct ServerSettings {
     pub enabled: bool,
     /// `server.listen`, default `0.0.0.0:9464`.
     pub listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(path: Option<&str>, dead_letter_path: Option<&str>) -> StateSettings {
+        StateSettings {
+            path: path.map(PathBuf::from),
+            overlap: Duration::from_secs(600),
+            dead_letter_path: dead_letter_path.map(PathBuf::from),
+            dead_letter_max: 1000,
+            reset_corrupt: false,
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_the_configured_one_else_in_the_state_directory() {
+        let dir = Some(OsStr::new("/run/state"));
+        let configured = state(Some("/data/s.json"), None);
+        assert_eq!(configured.file(dir), (PathBuf::from("/data/s.json"), true));
+        let default = state(None, None);
+        assert_eq!(
+            default.file(dir),
+            (PathBuf::from("/run/state/state.json"), false)
+        );
+        assert_eq!(
+            default.file(None),
+            (PathBuf::from("/var/lib/equinix-receiver/state.json"), false)
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_file_is_the_configured_one_else_beside_the_state() {
+        let state_file = Path::new("/data/s.json");
+        assert_eq!(
+            state(None, None).dead_letter_file(state_file),
+            Path::new("/data/s.json.dead-letter.jsonl")
+        );
+        assert_eq!(
+            state(None, Some("/dl.jsonl")).dead_letter_file(state_file),
+            Path::new("/dl.jsonl")
+        );
+    }
 }
