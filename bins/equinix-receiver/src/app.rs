@@ -1,7 +1,6 @@
 //! The running receiver: builds every component from [`Settings`], then runs
 //! sweeps on a fixed cadence until it is told to stop.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,9 +37,6 @@ pub(crate) struct RunOptions {
     pub(crate) dry_run: bool,
 }
 
-/// Told the address the health and metrics server bound.
-pub(crate) type ListenCallback = Arc<dyn Fn(SocketAddr) + Send + Sync>;
-
 /// What the demo (or a test) plugs into a run.
 #[derive(Clone, Default)]
 pub(crate) struct Extras {
@@ -50,9 +46,6 @@ pub(crate) struct Extras {
     pub(crate) metrics: Option<Arc<Metrics>>,
     /// Cancelled to stop the run (in addition to SIGINT and SIGTERM).
     pub(crate) stop: Option<CancellationToken>,
-    /// Told the address the health and metrics server bound (useful with
-    /// `server.listen: 127.0.0.1:0`).
-    pub(crate) on_listen: Option<ListenCallback>,
     /// The state is scratch on purpose (the demo's temporary directory): no
     /// warning that it lies on the container's own filesystem.
     pub(crate) scratch_state: bool,
@@ -89,9 +82,6 @@ pub(crate) async fn run_with(
         )
         .await?;
         tracing::info!(address = %server.addr(), "serving /healthz, /readyz and /metrics on http://{}", server.addr());
-        if let Some(on_listen) = &extras.on_listen {
-            on_listen(server.addr());
-        }
         Some(server)
     } else {
         None

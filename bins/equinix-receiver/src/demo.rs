@@ -2,13 +2,14 @@
 //! simulated Direktiv on loopback, the real pipeline between them over HTTP,
 //! and a display a person can follow.
 //!
-//! Nothing here changes how the receiver works: the demo builds
-//! [`Settings`] in code (no YAML, no credentials), runs [`app::run_with`] with
-//! an engine [`Observer`] that prints one line per delivered CloudEvent and a
-//! status line every few seconds, and at the end checks
-//! the simulators against each other ([`metal_sim::Audit`]): every event the
-//! Metal side generated after the baseline must have reached Direktiv exactly
-//! once, or be provably still pending.
+//! Nothing here changes how the receiver works: the demo writes the
+//! simulators' config in code (no file, no credentials), loads it into
+//! [`Settings`] like any config, runs [`app::run_with`] with an engine
+//! [`Observer`] that prints one line per delivered CloudEvent and a status
+//! line every few seconds, and at the end checks the simulators against each
+//! other ([`metal_sim::Audit`]): every event the Metal side generated after
+//! the baseline must have reached Direktiv exactly once, or be provably still
+//! pending.
 //!
 //! The display goes to stdout, the receiver's warnings included as short
 //! lines ([`warnings`]); nothing goes to stderr unless `RUST_LOG` asks for the
@@ -146,7 +147,6 @@ async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow
         stop: Some(stop.clone()),
         // A temporary directory: throwaway on purpose.
         scratch_state: true,
-        ..Extras::default()
     };
     let result = app::run_with(settings, RunOptions::default(), extras).await;
     display.end_warnings();
