@@ -1,4 +1,4 @@
-//! `--redeliver-refused`: the engine's [`redeliver`] on the dead-letter store
+//! `--redeliver-refused`: the engine's [`redeliver()`] on the dead-letter store
 //! of the configured state, while holding the state's lock so that no
 //! receiver changes the store meanwhile. Makes no Metal API request.
 
