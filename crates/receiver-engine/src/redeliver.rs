@@ -106,7 +106,62 @@ pub async fn redeliver(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use cloudevents::EventBuilder as _;
+    use wiremock::matchers::{body_string_contains, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
     use super::*;
+    use crate::dead_letter::{Answer, Location};
+
+    fn event(id: &str) -> cloudevents::Event {
+        cloudevents::EventBuilderV10::new()
+            .id(id)
+            .source("equinix-metal")
+            .ty("com.equinix.metal.test")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn accepted_events_leave_the_store_refused_ones_stay_and_an_endpoint_refusal_stops() {
+        let server = MockServer::start().await;
+        for (id, code) in [("e-1", 200), ("e-2", 422), ("e-3", 401)] {
+            Mock::given(method("POST"))
+                .and(body_string_contains(format!("\"{id}\"")))
+                .respond_with(ResponseTemplate::new(code))
+                .expect(1)
+                .mount(&server)
+                .await;
+        }
+        let base = url::Url::parse(&server.uri()).unwrap();
+        let endpoint = direktiv_broadcast::endpoint_v2(&base, "ops").unwrap();
+        let sink = direktiv_broadcast::Sink::new(direktiv_broadcast::SinkConfig::new(endpoint));
+        let target = Target::Direktiv(sink.unwrap());
+        let metrics = Arc::new(Metrics::new(Duration::from_secs(60)));
+        let store =
+            DeadLetters::open(Location::Memory, 10, Arc::clone(&metrics), Arc::default()).unwrap();
+        let before = Answer {
+            status: Some(400),
+            detail: "bad".to_owned(),
+        };
+        for id in ["e-1", "e-2", "e-3", "e-4"] {
+            let entry = Entry::new(&event(id), before.clone(), Utc::now()).unwrap();
+            store.keep(entry).await.unwrap();
+        }
+
+        let done = redeliver(&store, &target, 0, &metrics).await.unwrap();
+
+        assert_eq!(done.to_string(), "redelivered 1, still refused 1, left 2");
+        assert!(!done.is_complete());
+        let kept = store.entries().await;
+        let ids: Vec<&str> = kept.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e-2", "e-3", "e-4"]);
+        assert_eq!(kept[0].answer.status, Some(422), "the new answer is kept");
+        assert_eq!(kept[1].answer, before, "what was not tried is unchanged");
+    }
 
     #[test]
     fn the_summary_says_what_happened_and_is_complete_only_when_nothing_is_kept() {
