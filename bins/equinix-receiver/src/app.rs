@@ -1,7 +1,6 @@
 //! The running receiver: builds every component from [`Settings`], then runs
 //! sweeps on a fixed cadence until it is told to stop.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -20,16 +19,12 @@ use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::mountinfo::state_dir_on_container_root;
 use crate::server::{Limits, Server};
 use crate::settings::{Settings, StateSettings};
 
 /// The exit code of `--once` when something found was not delivered.
 pub(crate) const EXIT_UNDELIVERED: u8 = 3;
-
-/// Where the state lives when `state.path` is not set: `$STATE_DIRECTORY`
-/// (systemd) or this directory.
-const DEFAULT_STATE_DIR: &str = "/var/lib/equinix-receiver";
-const STATE_FILE: &str = "state.json";
 
 /// How the pipeline runs, from the command line.
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,9 +35,6 @@ pub(crate) struct RunOptions {
     pub(crate) dry_run: bool,
 }
 
-/// Told the address the health and metrics server bound.
-pub(crate) type ListenCallback = Arc<dyn Fn(SocketAddr) + Send + Sync>;
-
 /// What the demo (or a test) plugs into a run.
 #[derive(Clone, Default)]
 pub(crate) struct Extras {
@@ -52,9 +44,6 @@ pub(crate) struct Extras {
     pub(crate) metrics: Option<Arc<Metrics>>,
     /// Cancelled to stop the run (in addition to SIGINT and SIGTERM).
     pub(crate) stop: Option<CancellationToken>,
-    /// Told the address the health and metrics server bound (useful with
-    /// `server.listen: 127.0.0.1:0`).
-    pub(crate) on_listen: Option<ListenCallback>,
     /// The state is scratch on purpose (the demo's temporary directory): no
     /// warning that it lies on the container's own filesystem.
     pub(crate) scratch_state: bool,
@@ -91,9 +80,6 @@ pub(crate) async fn run_with(
         )
         .await?;
         tracing::info!(address = %server.addr(), "serving /healthz, /readyz and /metrics on http://{}", server.addr());
-        if let Some(on_listen) = &extras.on_listen {
-            on_listen(server.addr());
-        }
         Some(server)
     } else {
         None
@@ -248,17 +234,10 @@ pub(crate) fn sink(settings: &Settings) -> anyhow::Result<Sink> {
     Sink::new(config).context("setting up delivery to Direktiv (direktiv.*)")
 }
 
-/// The state path: `state.path`, else `$STATE_DIRECTORY/state.json`, else the
-/// default directory. The second value says whether it was configured.
+/// The state file ([`StateSettings::file`]) under this process's
+/// `$STATE_DIRECTORY`. The second value says whether it was configured.
 pub(crate) fn state_path(state: &StateSettings) -> (PathBuf, bool) {
-    match &state.path {
-        Some(path) => (path.clone(), true),
-        None => {
-            let dir = std::env::var_os("STATE_DIRECTORY")
-                .map_or_else(|| PathBuf::from(DEFAULT_STATE_DIR), PathBuf::from);
-            (dir.join(STATE_FILE), false)
-        }
-    }
+    state.file(std::env::var_os("STATE_DIRECTORY").as_deref())
 }
 
 /// Opens the dedupe state. A configured path must work; the default location
@@ -316,10 +295,7 @@ fn open_dead_letters(
 ) -> anyhow::Result<DeadLetters> {
     let state_file = state_path(state).0;
     let configured = state.dead_letter_path.is_some();
-    let path = state
-        .dead_letter_path
-        .clone()
-        .unwrap_or_else(|| DeadLetters::default_path(&state_file));
+    let path = state.dead_letter_file(&state_file);
     let location = if dry_run {
         if configured || state_file.is_file() {
             Location::File {
@@ -343,23 +319,12 @@ fn open_dead_letters(
 }
 
 /// Whether the state file's directory lies on the container's own root
-/// filesystem ([`crate::mountinfo::on_container_root`]), with a loud warning
-/// when it does. The file is used all the same: it survives a restart of the
-/// process, only not a new container.
+/// filesystem ([`state_dir_on_container_root`]), with a loud warning when it
+/// does. The file is used all the same.
 fn state_on_container_root(path: &Path, mountinfo: Option<&str>) -> bool {
-    let Some(mountinfo) = mountinfo else {
+    let Some(dir) = mountinfo.and_then(|text| state_dir_on_container_root(text, path)) else {
         return false;
     };
-    let dir = path
-        .parent()
-        .filter(|dir| !dir.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let Ok(dir) = std::fs::canonicalize(dir) else {
-        return false;
-    };
-    if !crate::mountinfo::on_container_root(mountinfo, &dir) {
-        return false;
-    }
     tracing::warn!(path = %path.display(),
         "NO PERSISTENT STATE: the state directory {} lies on the container's own filesystem, \
          not on a volume, so the state is lost with the container (a new pod, an upgrade) and \
@@ -503,6 +468,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::settings::STATE_FILE;
 
     const POD_WITHOUT_PVC: &str = include_str!("../../../fixtures/mountinfo/pod-without-pvc.txt");
     const BARE_METAL: &str = include_str!("../../../fixtures/mountinfo/bare-metal-ext4.txt");

@@ -2,13 +2,14 @@
 //! simulated Direktiv on loopback, the real pipeline between them over HTTP,
 //! and a display a person can follow.
 //!
-//! Nothing here changes how the receiver works: the demo builds
-//! [`Settings`] in code (no YAML, no credentials), runs [`app::run_with`] with
-//! an engine [`Observer`] that prints one line per delivered CloudEvent and a
-//! status line every few seconds, and at the end checks
-//! the simulators against each other: every event the Metal side generated
-//! after the baseline must have reached Direktiv exactly once, or be provably
-//! still pending.
+//! Nothing here changes how the receiver works: the demo writes the
+//! simulators' config in code (no file, no credentials), loads it into
+//! [`Settings`] like any config, runs [`app::run_with`] with an engine
+//! [`Observer`] that prints one line per delivered CloudEvent and a status
+//! line every few seconds, and at the end checks the simulators against each
+//! other ([`metal_sim::Audit`]): every event the Metal side generated after
+//! the baseline must have reached Direktiv exactly once, or be provably still
+//! pending.
 //!
 //! The display goes to stdout, the receiver's warnings included as short
 //! lines ([`warnings`]); nothing goes to stderr unless `RUST_LOG` asks for the
@@ -20,7 +21,6 @@
 
 mod warnings;
 
-use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,24 +31,18 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context as _;
 use chrono::{DateTime, Local, SubsecRound as _, Utc};
 use cloudevents::AttributesReader as _;
-use direktiv_broadcast::AuthHeader;
-use event_dedupe::Baseline;
 use metal_sim::{
-    DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
-    MetalSim, MetalSimConfig, MetalSimHandle,
+    Audit, DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, MetalFaults,
+    MetalSim, MetalSimConfig, MetalSimHandle, expected_events,
 };
-use receiver_engine::{DeadLetters, EventTypes, Metrics, Observer, SweepReport};
-use secrecy::SecretString;
+use receiver_engine::{Metrics, Observer, SweepReport};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use url::Url;
 
 use crate::app::{self, Extras, RunOptions};
 use crate::cli::{DemoOptions, EXIT_FAILURE};
-use crate::settings::{
-    DirektivSettings, EquinixSettings, Levels, LogFormat, LogSettings, ServerSettings, Settings,
-    StateSettings,
-};
+use crate::config;
+use crate::settings::{LogFormat, LogSettings, Settings};
 
 /// The simulated fleet.
 const PROJECTS: usize = 3;
@@ -151,7 +145,6 @@ async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow
         stop: Some(stop.clone()),
         // A temporary directory: throwaway on purpose.
         scratch_state: true,
-        ..Extras::default()
     };
     let result = app::run_with(settings, RunOptions::default(), extras).await;
     display.end_warnings();
@@ -162,7 +155,7 @@ async fn run_with_display(options: DemoOptions, display: Arc<Display>) -> anyhow
         let _ = outage.await;
     }
     metal.set_events_per_second(0.0);
-    let summary = Summary::compute(&metal, &direktiv, baseline, display.last_clean_sweep());
+    let summary = Audit::compute(&metal, &direktiv, baseline, display.last_clean_sweep());
     metal.shutdown().await;
     direktiv.shutdown().await;
     let code = result?;
@@ -191,71 +184,65 @@ fn metal_faults(api_faults: bool) -> MetalFaults {
     faults
 }
 
-/// The receiver's settings for the two simulators: what a config file would
-/// say, with a short poll interval and a state file in a temporary directory.
+/// The receiver's settings for the two simulators: a config file the loader
+/// checks like any other (so every other key has its documented default),
+/// with a short poll interval and a state file in a temporary directory.
 fn settings(
     metal: &MetalSimHandle,
     direktiv: &DirektivSimHandle,
     baseline: DateTime<Utc>,
     state_dir: &Path,
 ) -> anyhow::Result<Settings> {
-    let api_url = Url::parse(&metal.base_url()).context("the simulated Metal API's URL")?;
-    let endpoint = Url::parse(&direktiv.endpoint_url()).context("the simulated Direktiv's URL")?;
-    Ok(Settings {
-        equinix: EquinixSettings {
-            organization_id: metal.org_id(),
-            token: SecretString::from(metal.token().to_owned()),
-            api_url,
-            poll_interval: POLL_INTERVAL,
-            per_page: 100,
-            max_pages: 10,
-            concurrency: 8,
-            levels: Levels {
-                project: true,
-                device: true,
-                organization: true,
-            },
-            start_from: Baseline::At(baseline),
-            inventory_refresh: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(5),
-            sweep_timeout: Duration::from_secs(60),
-            max_response_size: metal_events::DEFAULT_MAX_RESPONSE_SIZE,
-            event_types: EventTypes::default(),
-        },
-        direktiv: DirektivSettings {
-            endpoint,
-            token: direktiv
-                .token()
-                .map(|token| SecretString::from(token.to_owned())),
-            auth_headers: vec![AuthHeader::DirektivToken],
-            insecure_skip_verify: false,
-            ca_file: None,
-            timeout: Duration::from_secs(5),
-            concurrency: 8,
-            // Few retries within a sweep, so an outage shows as pending
-            // events sweep after sweep rather than as one long sweep.
-            max_retries: 2,
-            event_on_error: false,
-            error_event_interval: Duration::from_secs(300),
-            map_options: metal_cloudevents::MapOptions::default(),
-        },
-        state: StateSettings {
-            path: Some(state_dir.join("state.json")),
-            overlap: Duration::from_secs(600),
-            dead_letter_path: None,
-            dead_letter_max: DeadLetters::DEFAULT_MAX,
-            reset_corrupt: false,
-        },
-        log: LogSettings {
-            format: LogFormat::Text,
-            level: "warn".to_owned(),
-        },
-        server: ServerSettings {
-            enabled: false,
-            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        },
-        shutdown_grace: Duration::from_secs(5),
-    })
+    let direktiv_token = direktiv
+        .token()
+        .map_or_else(String::new, |token| format!("token: \"{token}\""));
+    // Few retries within a sweep, so an outage shows as pending events sweep
+    // after sweep rather than as one long sweep.
+    let yaml = format!(
+        "equinix:
+  organizationId: \"{org}\"
+  packetAuthToken: \"{metal_token}\"
+  apiUrl: \"{api_url}\"
+  pollInterval: {poll}s
+  levels: [project, device, organization]
+  startFrom: \"{start}\"
+  inventoryRefresh: 1m
+  timeout: 5s
+  sweepTimeout: 1m
+direktiv:
+  endpoint: \"{endpoint}\"
+  {direktiv_token}
+  authHeader: Direktiv-Token
+  timeout: 5s
+  maxRetries: 2
+state:
+  path: \"{state}\"
+server:
+  enabled: false
+log:
+  level: warn
+shutdownGrace: 5s
+",
+        org = metal.org_id(),
+        metal_token = metal.token(),
+        api_url = metal.base_url(),
+        poll = POLL_INTERVAL.as_secs(),
+        start = baseline.to_rfc3339(),
+        endpoint = direktiv.endpoint_url(),
+        state = state_dir.join("state.json").display(),
+    );
+    // No environment: a `METAL_AUTH_TOKEN` of the shell must not apply here.
+    match config::load_bytes(yaml.as_bytes(), &|_| None, config::Overrides::default()) {
+        Ok(loaded) => Ok(loaded.settings),
+        Err(problems) => Err(anyhow::anyhow!(
+            "the demo's settings: {}",
+            problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+    }
 }
 
 /// Takes Direktiv down for `length`, a moment after the first deliveries.
@@ -561,7 +548,7 @@ impl Display {
         line
     }
 
-    fn summary(&self, summary: &Summary, metal: &MetalSimHandle, direktiv: &DirektivSimHandle) {
+    fn summary(&self, summary: &Audit, metal: &MetalSimHandle, direktiv: &DirektivSimHandle) {
         let metal_stats = metal.stats();
         let direktiv_stats = direktiv.stats();
         let faults: u64 = metal_stats.faults.values().sum();
@@ -641,127 +628,9 @@ fn short(text: &str) -> String {
     }
 }
 
-/// The events the receiver must deliver: those of the configured
-/// organization created at or after the baseline (the demo polls every level).
-fn expected_events(metal: &MetalSimHandle, baseline: DateTime<Utc>) -> Vec<metal_sim::EventRecord> {
-    let org = metal.org_id();
-    metal
-        .events()
-        .into_iter()
-        .filter(|e| e.organization_id == org && e.created_at >= baseline)
-        .filter(|e| {
-            matches!(
-                e.scope,
-                EventScope::Device | EventScope::Project | EventScope::Organization
-            )
-        })
-        .collect()
-}
-
-/// The closing check, from the simulators alone.
-#[derive(Debug, Default)]
-struct Summary {
-    /// Events the receiver had to deliver.
-    expected: usize,
-    /// ... of which from the history.
-    recent: usize,
-    /// ... of which generated while the demo ran.
-    generated: usize,
-    /// Expected events Direktiv accepted.
-    accepted: usize,
-    /// Ids Direktiv accepted more than once.
-    duplicates: usize,
-    /// Accepted events that were not expected.
-    unexpected: usize,
-    /// Expected events not accepted, that appeared after the last clean sweep began.
-    pending: usize,
-    /// Expected events not accepted although a clean sweep began after they appeared.
-    lost: Vec<String>,
-}
-
-impl Summary {
-    fn compute(
-        metal: &MetalSimHandle,
-        direktiv: &DirektivSimHandle,
-        baseline: DateTime<Utc>,
-        last_clean_sweep: Option<SystemTime>,
-    ) -> Self {
-        let expected = expected_events(metal, baseline);
-        let generated: HashSet<String> = metal.new_events().into_iter().map(|e| e.id).collect();
-        let mut accepted: HashMap<String, usize> = HashMap::new();
-        for id in direktiv.accepted_ids() {
-            *accepted.entry(id).or_default() += 1;
-        }
-        let mut summary = Self {
-            expected: expected.len(),
-            generated: expected
-                .iter()
-                .filter(|e| generated.contains(&e.id))
-                .count(),
-            duplicates: accepted.values().filter(|n| **n > 1).count(),
-            ..Self::default()
-        };
-        summary.recent = summary.expected - summary.generated;
-        let expected_ids: HashSet<&str> = expected.iter().map(|e| e.id.as_str()).collect();
-        summary.unexpected = accepted
-            .keys()
-            .filter(|id| !expected_ids.contains(id.as_str()))
-            .count();
-        for event in &expected {
-            if accepted.contains_key(&event.id) {
-                summary.accepted += 1;
-            } else if last_clean_sweep.is_some_and(|clean| event.visible_at < clean) {
-                summary.lost.push(event.id.clone());
-            } else {
-                summary.pending += 1;
-            }
-        }
-        summary
-    }
-
-    /// Nothing lost, nothing twice, nothing unexpected.
-    fn is_sound(&self) -> bool {
-        self.lost.is_empty() && self.duplicates == 0 && self.unexpected == 0
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_summary_calls_an_event_lost_only_when_a_clean_sweep_should_have_sent_it() {
-        let metal = MetalSim::start(MetalSimConfig::default()).await.unwrap();
-        let direktiv = DirektivSim::start(DirektivSimConfig::default())
-            .await
-            .unwrap();
-        let baseline = (Utc::now() - START_BACK).trunc_subsecs(0);
-        let recent = expected_events(&metal, baseline).len();
-        metal.emit_events(3);
-        let old_only = Summary::compute(&metal, &direktiv, Utc::now() + START_BACK, None);
-        assert_eq!(
-            (old_only.expected, old_only.pending),
-            (0, 0),
-            "{old_only:?}"
-        );
-
-        // No clean sweep yet: nothing Direktiv lacks can be called lost.
-        let early = Summary::compute(&metal, &direktiv, baseline, None);
-        assert_eq!(
-            (early.expected, early.generated, early.recent),
-            (recent + 3, 3, recent)
-        );
-        assert_eq!((early.accepted, early.pending), (0, recent + 3));
-        assert!(early.lost.is_empty() && early.is_sound(), "{early:?}");
-
-        // A clean sweep began after every event appeared: each one is lost.
-        let clean = SystemTime::now() + Duration::from_secs(1);
-        let late = Summary::compute(&metal, &direktiv, baseline, Some(clean));
-        assert_eq!((late.pending, late.lost.len()), (0, recent + 3));
-        assert!(!late.is_sound());
-        metal.shutdown().await;
-        direktiv.shutdown().await;
-    }
 
     #[test]
     fn short_cuts_long_problems_to_one_line() {

@@ -6,15 +6,15 @@
 
 mod app;
 mod cli;
-mod config;
 #[cfg(feature = "demo")]
 mod demo;
 mod logging;
-mod mountinfo;
 mod redeliver;
 mod server;
-mod settings;
-mod small_file;
+
+// The config library's modules, under the names the binary's modules use.
+use receiver_config as config;
+use receiver_config::{mountinfo, settings};
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -22,6 +22,7 @@
 //! // ... run a receiver, then check exactly-once delivery:
 //! let delivered = direktiv.accepted_ids();
 //! assert!(new.iter().all(|e| delivered.iter().filter(|id| **id == e.id).count() == 1));
+//! // or the whole run since a baseline at once (`Audit::is_sound`).
 //!
 //! metal.shutdown().await;
 //! direktiv.shutdown().await;
@@ -29,12 +30,14 @@
 //! # }
 //! ```
 
+mod audit;
 mod direktiv;
 mod metal;
 mod server;
 mod util;
 mod world;
 
+pub use audit::{Audit, expected_events};
 pub use direktiv::{
     AcceptedEvent, DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle,
     DirektivStats, Generation, Mode,

@@ -75,6 +75,16 @@ pub enum Error {
     /// A dead letter could not be encoded as JSON.
     #[error("encoding a dead letter")]
     Encode(#[source] serde_json::Error),
+
+    /// A kept dead letter is not a CloudEvent (`--redeliver-refused`).
+    #[error("reading the refused event {id}")]
+    DeadLetterEvent {
+        /// The dead letter's event id.
+        id: String,
+        /// Why its event could not be read.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// `Result` with the engine's [`Error`].

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
 
-use crate::config::format_byte_size;
+use crate::units::format_byte_size;
 
 /// Why a file could not be read; `Display` is a phrase that follows the
 /// file's name ("`/run/token` is a directory, not a regular file").

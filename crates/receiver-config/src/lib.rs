@@ -1,24 +1,59 @@
-//! The config loader: a YAML file, the environment and the command-line flags
-//! become validated [`Settings`], or a list of every problem found.
+//! The equinix-receiver's `config.yaml`: a loader that turns the file, the
+//! environment and the command-line flags into validated [`Settings`], or into
+//! a list of every problem found, each with its key, its line and, for a
+//! misspelt key, a suggestion.
+//!
+//! ```
+//! use receiver_config::{Overrides, load_bytes};
+//!
+//! let yaml = "\
+//! equinix:
+//!   organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00
+//!   packetAuthToken: metal-token
+//! direktiv:
+//!   endpoint: https://direktiv.example/api/namespaces/ops/broadcast
+//!   timout: 5s
+//! ";
+//! // The environment is a function: here, an empty one.
+//! let problems = load_bytes(yaml.as_bytes(), &|_| None, Overrides::default()).unwrap_err();
+//! assert_eq!(
+//!     problems[0].to_string(),
+//!     "direktiv.timout (line 6): unknown key: did you mean `direktiv.timeout`?"
+//! );
+//!
+//! let fixed = yaml.replace("timout", "timeout");
+//! let loaded = load_bytes(fixed.as_bytes(), &|_| None, Overrides::default()).unwrap();
+//! assert_eq!(loaded.settings.direktiv.timeout.as_secs(), 5);
+//! println!("config OK: {}", receiver_config::summary(&loaded.settings));
+//! ```
 //!
 //! The file is parsed into a generic tree of nodes that remember their line
-//! ([`tree`]), then each section is read by its own file through a section
-//! reader that records the keys asked for ([`section`]), so one pass reports
+//! (`tree`), then each section is read by its own file through a section
+//! reader that records the keys asked for (`section`), so one pass reports
 //! every unknown key, wrong type and bad value at once instead of stopping at
 //! the first.
 //!
 //! Secrets come from, in order of precedence: the environment
 //! (`METAL_AUTH_TOKEN`, `DIREKTIV_TOKEN`), a token file (`*TokenFile`, `tokenFile`)
-//! and the inline value ([`secrets`]). The environment is passed in as a
-//! function so tests never touch the process environment.
+//! and the inline value (`secrets`). The environment is passed in as a
+//! function so tests never touch the process environment. Files the config
+//! names are read only when they are regular files under a size cap.
+//!
+//! The crate reads and validates; it never opens the state, connects
+//! anywhere, logs or prints. [`mountinfo`] answers whether a directory lies
+//! on a container's throw-away root filesystem, for the durability check of
+//! `state.path`.
 
 mod direktiv;
 mod equinix;
 mod file;
 mod log;
+pub mod mountinfo;
 mod secrets;
 mod section;
 mod server;
+pub mod settings;
+mod small_file;
 mod state;
 mod summary;
 #[cfg(test)]
@@ -32,20 +67,19 @@ mod walker;
 use std::fmt;
 use std::path::Path;
 
-pub(crate) use self::summary::summary;
-pub(crate) use self::units::format_byte_size;
+pub use self::settings::Settings;
+pub use self::summary::summary;
 use self::walker::Walker;
-use crate::settings::Settings;
 
 /// One thing wrong with the config, with the key it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Problem {
+pub struct Problem {
     /// The dotted key path (`direktiv.endpoint`), or `None` for the file itself.
-    pub(crate) key: Option<String>,
+    pub key: Option<String>,
     /// The 1-based line in the file, when known.
-    pub(crate) line: Option<u64>,
+    pub line: Option<u64>,
     /// What is wrong and how to fix it.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 impl fmt::Display for Problem {
@@ -61,26 +95,26 @@ impl fmt::Display for Problem {
 
 /// What the command line adds to the config file.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Overrides {
+pub struct Overrides {
     /// `--reset-state`: start fresh when the state file is corrupt.
-    pub(crate) reset_state: bool,
+    pub reset_state: bool,
 }
 
 /// A loaded config: the settings, and warnings worth logging at startup.
 #[derive(Debug)]
-pub(crate) struct Loaded {
+pub struct Loaded {
     /// The validated settings.
-    pub(crate) settings: Settings,
+    pub settings: Settings,
     /// Things that are allowed but probably not what was meant. They never
     /// contain a secret.
-    pub(crate) warnings: Vec<String>,
+    pub warnings: Vec<String>,
 }
 
 /// Reads and validates the config file at `path`.
 ///
 /// `env` looks up an environment variable (`|name| std::env::var(name).ok()`
 /// in production). Every problem found is returned, not only the first.
-pub(crate) fn load_file(
+pub fn load_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
     overrides: Overrides,
@@ -91,7 +125,7 @@ pub(crate) fn load_file(
 }
 
 /// Validates a config given as bytes (the contents of the file).
-pub(crate) fn load_bytes(
+pub fn load_bytes(
     bytes: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
     overrides: Overrides,

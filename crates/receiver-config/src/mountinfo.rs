@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 /// Where Linux lists the mounts this process sees.
-pub(crate) const PATH: &str = "/proc/self/mountinfo";
+pub const PATH: &str = "/proc/self/mountinfo";
 
 /// Filesystem types of a container's root: overlayfs (Docker, containerd,
 /// CRI-O, Podman) and its FUSE implementation (rootless Podman).
@@ -91,11 +91,24 @@ pub(crate) fn containing<'a>(mounts: &'a [Mount], path: &Path) -> Option<&'a Mou
 /// directory survives a restart of the process, not a new container (a pod
 /// rescheduled, an image upgraded). A volume, a PersistentVolumeClaim or a
 /// host path is a mount of its own and is not.
-pub(crate) fn on_container_root(mountinfo: &str, dir: &Path) -> bool {
+pub fn on_container_root(mountinfo: &str, dir: &Path) -> bool {
     let mounts = parse(mountinfo);
     containing(&mounts, dir).is_some_and(|mount| {
         mount.mount_point == Path::new("/") && OVERLAY_TYPES.contains(&mount.fs_type.as_str())
     })
+}
+
+/// The directory of `state_file`, canonical, when it lies on a container's
+/// own root filesystem ([`on_container_root`]); `None` when it does not or
+/// cannot be resolved. The file works all the same: it survives a restart of
+/// the process, only not a new container.
+pub fn state_dir_on_container_root(mountinfo: &str, state_file: &Path) -> Option<PathBuf> {
+    let dir = state_file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let dir = std::fs::canonicalize(dir).ok()?;
+    on_container_root(mountinfo, &dir).then_some(dir)
 }
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 //! become once every problem has been ruled out. Each component is built from
 //! these; nothing downstream reads the raw YAML.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use direktiv_broadcast::AuthHeader;
@@ -13,30 +14,30 @@ use secrecy::SecretString;
 use url::Url;
 
 use receiver_engine::EventTypes;
-pub(crate) use receiver_engine::Levels;
+pub use receiver_engine::Levels;
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]
-pub(crate) struct Settings {
+pub struct Settings {
     /// The Equinix Metal side.
-    pub(crate) equinix: EquinixSettings,
+    pub equinix: EquinixSettings,
     /// The Direktiv side.
-    pub(crate) direktiv: DirektivSettings,
+    pub direktiv: DirektivSettings,
     /// Where the dedupe state lives.
-    pub(crate) state: StateSettings,
+    pub state: StateSettings,
     /// Logging.
-    pub(crate) log: LogSettings,
+    pub log: LogSettings,
     /// The health and metrics server.
-    pub(crate) server: ServerSettings,
+    pub server: ServerSettings,
     /// How long in-flight deliveries may take to finish after SIGTERM.
-    pub(crate) shutdown_grace: Duration,
+    pub shutdown_grace: Duration,
 }
 
 impl Settings {
     /// Every configured secret, for the [`Scrubber`](receiver_engine::Scrubber)
     /// that keeps them out of logs and forwarded text. A new secret (a
     /// database password) is added here.
-    pub(crate) fn secrets(&self) -> Vec<&SecretString> {
+    pub fn secrets(&self) -> Vec<&SecretString> {
         let mut secrets = vec![&self.equinix.token];
         secrets.extend(&self.direktiv.token);
         secrets
@@ -45,91 +46,121 @@ impl Settings {
 
 /// The Equinix Metal side (`equinix.*`).
 #[derive(Debug, Clone)]
-pub(crate) struct EquinixSettings {
+pub struct EquinixSettings {
     /// `equinix.organizationId`.
-    pub(crate) organization_id: String,
+    pub organization_id: String,
     /// `equinix.packetAuthToken`, `packetAuthTokenFile` or `METAL_AUTH_TOKEN`.
-    pub(crate) token: SecretString,
+    pub token: SecretString,
     /// `equinix.apiUrl`, default `https://api.equinix.com/metal/v1`.
-    pub(crate) api_url: Url,
+    pub api_url: Url,
     /// `equinix.pollInterval`, default 10 s: sweeps start this far apart.
-    pub(crate) poll_interval: Duration,
+    pub poll_interval: Duration,
     /// `equinix.perPage`, default 100, at most 1000.
-    pub(crate) per_page: u32,
+    pub per_page: u32,
     /// `equinix.maxPages`, default 10: pages read per list per sweep at most.
-    pub(crate) max_pages: u32,
+    pub max_pages: u32,
     /// `equinix.concurrency`, default 8: API requests in flight at most.
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
     /// `equinix.levels`, default project and device.
-    pub(crate) levels: Levels,
+    pub levels: Levels,
     /// `equinix.startFrom`, default `now`: the baseline of a new state.
-    pub(crate) start_from: Baseline,
+    pub start_from: Baseline,
     /// `equinix.inventoryRefresh`, default 5 min.
-    pub(crate) inventory_refresh: Duration,
+    pub inventory_refresh: Duration,
     /// `equinix.timeout`, default 30 s: one API request at most.
-    pub(crate) request_timeout: Duration,
+    pub request_timeout: Duration,
     /// `equinix.sweepTimeout`, default 5 min: one sweep at most.
-    pub(crate) sweep_timeout: Duration,
+    pub sweep_timeout: Duration,
     /// `equinix.maxResponseSize`, default 32 MiB: the largest answer body
     /// read from the Metal API.
-    pub(crate) max_response_size: u64,
+    pub max_response_size: u64,
     /// `equinix.eventTypes`, default every type: which events are delivered.
-    pub(crate) event_types: EventTypes,
+    pub event_types: EventTypes,
 }
 
 /// The Direktiv side (`direktiv.*`).
 #[derive(Debug, Clone)]
-pub(crate) struct DirektivSettings {
+pub struct DirektivSettings {
     /// `direktiv.endpoint`: the full broadcast URL.
-    pub(crate) endpoint: Url,
+    pub endpoint: Url,
     /// The token, from `token`, `tokenFile`, `DIREKTIV_TOKEN` or `apikey`.
     /// `None` sends no auth header.
-    pub(crate) token: Option<SecretString>,
+    pub token: Option<SecretString>,
     /// The headers the token goes in: the one `direktiv.authHeader` names;
     /// `apikey` when only `direktiv.apikey` was given; else
     /// `Direktiv-Token` and `Direktiv-Api-Key` ([`Auth::DEFAULT_HEADERS`]).
     ///
     /// [`Auth::DEFAULT_HEADERS`]: direktiv_broadcast::Auth::DEFAULT_HEADERS
-    pub(crate) auth_headers: Vec<AuthHeader>,
+    pub auth_headers: Vec<AuthHeader>,
     /// `direktiv.insecureSkipVerify`, default false.
-    pub(crate) insecure_skip_verify: bool,
+    pub insecure_skip_verify: bool,
     /// `direktiv.caFile`: an extra PEM bundle to trust.
-    pub(crate) ca_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
     /// `direktiv.timeout`, default 10 s: one delivery request at most.
-    pub(crate) timeout: Duration,
+    pub timeout: Duration,
     /// `direktiv.concurrency`, default 8: deliveries in flight at most.
-    pub(crate) concurrency: usize,
+    pub concurrency: usize,
     /// `direktiv.maxRetries`, default 5: retries of one event within a sweep.
-    pub(crate) max_retries: u32,
+    pub max_retries: u32,
     /// `direktiv.event-on-error`, default false.
-    pub(crate) event_on_error: bool,
+    pub event_on_error: bool,
     /// `direktiv.errorEventInterval`, default 5 min.
-    pub(crate) error_event_interval: Duration,
+    pub error_event_interval: Duration,
     /// `direktiv.typePrefix` (default none) and `direktiv.sourcePrefix`
     /// (default `direktiv/listener/equinix`), validated.
-    pub(crate) map_options: MapOptions,
+    pub map_options: MapOptions,
 }
 
 /// Where the dedupe state lives (`state.*`).
 #[derive(Debug, Clone)]
-pub(crate) struct StateSettings {
+pub struct StateSettings {
     /// `state.path`; `None` when not configured (the default location is
     /// tried, and memory is used with a loud warning when it is not writable).
-    pub(crate) path: Option<PathBuf>,
+    pub path: Option<PathBuf>,
     /// `state.overlap`, default 10 min: how long ids are kept below a floor.
-    pub(crate) overlap: Duration,
+    pub overlap: Duration,
     /// `state.deadLetterPath`; `None` puts the dead-letter file beside the
     /// state file (`<state file>.dead-letter.jsonl`).
-    pub(crate) dead_letter_path: Option<PathBuf>,
+    pub dead_letter_path: Option<PathBuf>,
     /// `state.deadLetterMax`, default 1,000: refused events kept at most.
-    pub(crate) dead_letter_max: u32,
+    pub dead_letter_max: u32,
     /// `--reset-state`: start fresh when the state file is corrupt.
-    pub(crate) reset_corrupt: bool,
+    pub reset_corrupt: bool,
+}
+
+/// The state's directory when neither `state.path` nor `$STATE_DIRECTORY`
+/// says where.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/equinix-receiver";
+/// The state file's name in a state directory.
+pub const STATE_FILE: &str = "state.json";
+
+impl StateSettings {
+    /// The state file: `state.path`, else [`STATE_FILE`] in `state_directory`
+    /// (`$STATE_DIRECTORY`, which systemd sets), else in
+    /// [`DEFAULT_STATE_DIR`]. The second value says whether `state.path`
+    /// configured it.
+    pub fn file(&self, state_directory: Option<&OsStr>) -> (PathBuf, bool) {
+        match &self.path {
+            Some(path) => (path.clone(), true),
+            None => {
+                let dir = state_directory.map_or(Path::new(DEFAULT_STATE_DIR), Path::new);
+                (dir.join(STATE_FILE), false)
+            }
+        }
+    }
+
+    /// The dead-letter file: `state.deadLetterPath`, else beside
+    /// `state_file` (`<state file>.dead-letter.jsonl`).
+    pub fn dead_letter_file(&self, state_file: &Path) -> PathBuf {
+        self.dead_letter_path
+            .clone()
+            .unwrap_or_else(|| receiver_engine::DeadLetters::default_path(state_file))
+    }
 }
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) enum LogFormat {
+pub enum LogFormat {
     /// Human-readable lines.
     #[default]
     Text,
@@ -139,18 +170,62 @@ pub(crate) enum LogFormat {
 
 /// Logging (`log.*`).
 #[derive(Debug, Clone)]
-pub(crate) struct LogSettings {
+pub struct LogSettings {
     /// `log.format`, default `text`.
-    pub(crate) format: LogFormat,
+    pub format: LogFormat,
     /// `log.level`, default `info`: a level or a tracing filter directive.
-    pub(crate) level: String,
+    pub level: String,
 }
 
 /// The health and metrics server (`server.*`).
 #[derive(Debug, Clone)]
-pub(crate) struct ServerSettings {
+pub struct ServerSettings {
     /// `server.enabled`, default true.
-    pub(crate) enabled: bool,
+    pub enabled: bool,
     /// `server.listen`, default `0.0.0.0:9464`.
-    pub(crate) listen: SocketAddr,
+    pub listen: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(path: Option<&str>, dead_letter_path: Option<&str>) -> StateSettings {
+        StateSettings {
+            path: path.map(PathBuf::from),
+            overlap: Duration::from_secs(600),
+            dead_letter_path: dead_letter_path.map(PathBuf::from),
+            dead_letter_max: 1000,
+            reset_corrupt: false,
+        }
+    }
+
+    #[test]
+    fn the_state_file_is_the_configured_one_else_in_the_state_directory() {
+        let dir = Some(OsStr::new("/run/state"));
+        let configured = state(Some("/data/s.json"), None);
+        assert_eq!(configured.file(dir), (PathBuf::from("/data/s.json"), true));
+        let default = state(None, None);
+        assert_eq!(
+            default.file(dir),
+            (PathBuf::from("/run/state/state.json"), false)
+        );
+        assert_eq!(
+            default.file(None),
+            (PathBuf::from("/var/lib/equinix-receiver/state.json"), false)
+        );
+    }
+
+    #[test]
+    fn the_dead_letter_file_is_the_configured_one_else_beside_the_state() {
+        let state_file = Path::new("/data/s.json");
+        assert_eq!(
+            state(None, None).dead_letter_file(state_file),
+            Path::new("/data/s.json.dead-letter.jsonl")
+        );
+        assert_eq!(
+            state(None, Some("/dl.jsonl")).dead_letter_file(state_file),
+            Path::new("/dl.jsonl")
+        );
+    }
 }

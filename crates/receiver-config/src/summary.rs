@@ -6,7 +6,7 @@ use crate::settings::Settings;
 use direktiv_broadcast::header_names;
 
 /// A one-line summary of the settings for `--check`, without secrets.
-pub(crate) fn summary(settings: &Settings) -> String {
+pub fn summary(settings: &Settings) -> String {
     let e = &settings.equinix;
     let d = &settings.direktiv;
     let mut levels = Vec::new();

@@ -158,7 +158,7 @@ fn defaults_match_the_settings_documentation() {
 
 #[test]
 fn the_full_example_sets_every_key() {
-    let text = include_str!("../../../../fixtures/config/full.yaml");
+    let text = include_str!("../../../fixtures/config/full.yaml");
     let env = |_: &str| None;
     // The example's token files do not exist here: drop those two lines.
     let text: String = text
@@ -199,7 +199,7 @@ fn the_full_example_sets_every_key() {
     assert!(s.state.reset_corrupt);
     assert_eq!(s.shutdown_grace, Duration::from_secs(25));
     // Every known key appears in the example.
-    let full = include_str!("../../../../fixtures/config/full.yaml");
+    let full = include_str!("../../../fixtures/config/full.yaml");
     for key in all_keys() {
         let leaf = key.rsplit('.').next().unwrap();
         assert!(full.contains(&format!("{leaf}:")), "full.yaml lacks {key}");
@@ -208,7 +208,7 @@ fn the_full_example_sets_every_key() {
 
 #[test]
 fn every_key_is_documented() {
-    let docs = include_str!("../../../../docs/configuration.md");
+    let docs = include_str!("../../../docs/configuration.md");
     for key in all_keys() {
         assert!(
             docs.contains(&format!("`{key}`")),
