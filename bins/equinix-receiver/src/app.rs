@@ -516,6 +516,7 @@ mod tests {
             reset_corrupt: false,
             dead_letter_path: None,
             dead_letter_max: 1000,
+            postgres: None,
         }
     }
 

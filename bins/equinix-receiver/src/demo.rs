@@ -247,6 +247,7 @@ fn settings(
             dead_letter_path: None,
             dead_letter_max: crate::dead_letter::DEFAULT_MAX,
             reset_corrupt: false,
+            postgres: None,
         },
         log: LogSettings {
             format: LogFormat::Text,

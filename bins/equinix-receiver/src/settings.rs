@@ -39,6 +39,10 @@ impl Settings {
     pub(crate) fn secrets(&self) -> Vec<&SecretString> {
         let mut secrets = vec![&self.equinix.token];
         secrets.extend(&self.direktiv.token);
+        if let Some(postgres) = &self.state.postgres {
+            secrets.push(&postgres.url);
+            secrets.extend(&postgres.passwords);
+        }
         secrets
     }
 }
@@ -125,6 +129,22 @@ pub(crate) struct StateSettings {
     pub(crate) dead_letter_max: u32,
     /// `--reset-state`: start fresh when the state file is corrupt.
     pub(crate) reset_corrupt: bool,
+    /// `state.postgres.*`: the state and the leader lease in PostgreSQL
+    /// (high availability); `None` keeps the state in a file.
+    pub(crate) postgres: Option<PostgresSettings>,
+}
+
+/// The shared state and the leader lease (`state.postgres.*`).
+#[derive(Debug, Clone)]
+pub(crate) struct PostgresSettings {
+    /// `STATE_POSTGRES_URL`, `state.postgres.urlFile` or `state.postgres.url`.
+    pub(crate) url: SecretString,
+    /// The URL's password as written and percent-decoded, for the scrubber.
+    pub(crate) passwords: Vec<SecretString>,
+    /// `state.postgres.leaseDuration`, default 15 s, at least 2 s.
+    pub(crate) lease_duration: Duration,
+    /// `state.postgres.schema`, default `equinix_receiver`.
+    pub(crate) schema: String,
 }
 
 /// Log output format.
