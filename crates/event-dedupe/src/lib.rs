@@ -133,6 +133,8 @@ mod file;
 mod floor;
 mod memory;
 mod options;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod read_only;
 mod state;
 
