@@ -164,7 +164,9 @@ impl Database {
         let ping = Arc::new(Conn::new(inner.clone()));
         {
             let mut conn = ping.get("connecting").await?;
-            migrations::run(&inner, conn.client()).await.inspect_err(|_| conn.discard())?;
+            migrations::run(&inner, conn.client())
+                .await
+                .inspect_err(|_| conn.discard())?;
         }
         Ok(Self { inner, ping })
     }

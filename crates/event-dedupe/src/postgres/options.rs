@@ -307,7 +307,10 @@ mod tests {
         ] {
             let err = options(url).unwrap_err().to_string();
             assert!(!err.contains("s3cret"), "{url}: {err}");
-            assert!(err.starts_with("invalid PostgreSQL options"), "{url}: {err}");
+            assert!(
+                err.starts_with("invalid PostgreSQL options"),
+                "{url}: {err}"
+            );
         }
         let err = options("postgres://user:pw@db/x?sslmode=maybe").unwrap_err();
         assert!(err.to_string().contains("sslmode \"maybe\""), "{err}");
@@ -325,7 +328,15 @@ mod tests {
         let o = options("postgres://u@db/x").unwrap();
         assert_eq!(o.schema(), DEFAULT_SCHEMA);
         assert!(o.clone().with_schema("receiver_2").is_ok());
-        for bad in ["", "Upper", "a-b", "a\"b", "pg_catalog", "1st", &"x".repeat(64)] {
+        for bad in [
+            "",
+            "Upper",
+            "a-b",
+            "a\"b",
+            "pg_catalog",
+            "1st",
+            &"x".repeat(64),
+        ] {
             assert!(o.clone().with_schema(bad).is_err(), "{bad:?}");
         }
     }

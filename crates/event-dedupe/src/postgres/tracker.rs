@@ -630,7 +630,9 @@ pub(crate) async fn import(db: Arc<Inner>, path: &Path) -> Result<ImportReport> 
     .map_err(fail)?;
     let current: i64 = tx
         .query_one(
-            &format!("SELECT generation FROM {schema}.leases WHERE organization_id = $1 FOR UPDATE"),
+            &format!(
+                "SELECT generation FROM {schema}.leases WHERE organization_id = $1 FOR UPDATE"
+            ),
             &[&org],
         )
         .await
