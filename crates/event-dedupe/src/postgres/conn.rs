@@ -42,15 +42,23 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// The connection slot if nobody uses it now (to give a connection up
+    /// after a request was cut short).
+    pub(crate) fn try_get(&self) -> std::result::Result<ConnGuard<'_>, tokio::sync::TryLockError> {
+        Ok(ConnGuard {
+            slot: self.client.try_lock()?,
+        })
+    }
+}
+
 impl ConnGuard<'_> {
     /// The client.
+    /// The client. Only [`Conn::get`] hands out a guard used this way, and
+    /// it hands out a filled slot.
     pub(crate) fn client(&mut self) -> &mut Client {
-        match self.slot.as_mut() {
-            Some(client) => client,
-            // `Conn::get` only hands out a filled slot, and `discard` takes
-            // the guard's use away with it.
-            None => unreachable!("a ConnGuard always holds a client"),
-        }
+        self.slot
+            .get_or_insert_with(|| unreachable!("Conn::get fills the slot"))
     }
 
     /// Gives the connection up (a request timed out: its state is unknown).
