@@ -441,7 +441,7 @@ fn state_on_container_root(path: &Path, mountinfo: Option<&str>) -> bool {
         "NO PERSISTENT STATE: the state directory {} lies on the container's own filesystem, \
          not on a volume, so the state is lost with the container (a new pod, an upgrade) and \
          events that happen meanwhile will be missed. Mount a volume there: a \
-         PersistentVolumeClaim (deploy/kubernetes/pvc.yaml) or a Docker named volume",
+         PersistentVolumeClaim (deploy/kubernetes/base/pvc.yaml) or a Docker named volume",
         dir.display());
     true
 }
