@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use event_dedupe::postgres::{DEFAULT_SCHEMA, PostgresOptions};
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
@@ -17,8 +18,6 @@ use crate::settings::{PostgresSettings, StateSettings};
 const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 /// The shortest lease: renewals every third of it must fit a slow database.
 const MIN_LEASE: Duration = Duration::from_secs(2);
-/// `state.postgres.schema` without the key.
-const DEFAULT_SCHEMA: &str = "equinix_receiver";
 /// What a database URL looks like, for messages.
 const URL_EXAMPLE: &str =
     "postgres://equinix_receiver:<password>@postgres.example:5432/equinix_receiver?sslmode=require";
@@ -120,36 +119,39 @@ impl Walker<'_> {
         let schema = self
             .optional_string(&schema)
             .unwrap_or_else(|| DEFAULT_SCHEMA.to_owned());
-        if !is_identifier(&schema) {
+        // The store's own rules, checked here so that a bad value is a config
+        // error (exit 78), not a failure at start.
+        let example = SecretString::from("postgres://localhost/x");
+        if let Err(error) = PostgresOptions::new(example, "x").and_then(|o| o.with_schema(&schema))
+        {
             self.problem(
                 "state.postgres.schema",
                 schema_line,
-                format!(
-                    "`{schema}` is not a plain PostgreSQL name: use lower-case letters, digits \
-                     and `_`, at most 63, not starting with a digit (the default is \
-                     `{DEFAULT_SCHEMA}`)"
-                ),
+                format!("{error} (the default is `{DEFAULT_SCHEMA}`)"),
             );
         }
         let (url, _) = self
             .secret(STATE_POSTGRES_URL_ENV, &url_file, &url)
             .ok()??;
-        let parsed = Url::parse(url.expose_secret())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.has_host());
-        let Some(parsed) = parsed else {
-            // The URL itself is never shown: it may hold the password.
+        // The store reads the URL (libpq's `sslmode` and all); its messages
+        // never show the password, and the URL is never repeated.
+        let checked = PostgresOptions::new(url.clone(), "x")
+            .err()
+            .map(|e| e.to_string());
+        let parsed = Url::parse(url.expose_secret()).ok();
+        if let Some(why) = checked.or_else(|| parsed.is_none().then(String::new)) {
             self.problem(
                 "state.postgres.url",
                 0,
                 format!(
                     "the database URL (from STATE_POSTGRES_URL, state.postgres.urlFile or \
-                     state.postgres.url) is not a `postgres://` URL with a host: write it like \
-                     `{URL_EXAMPLE}`"
+                     state.postgres.url) is not usable{}{why}: write it like `{URL_EXAMPLE}`",
+                    if why.is_empty() { "" } else { ": " }
                 ),
             );
             return None;
-        };
+        }
+        let parsed = parsed?;
         let mut passwords = Vec::new();
         if let Some(written) = parsed.password() {
             passwords.push(SecretString::from(written.to_owned()));
@@ -165,16 +167,6 @@ impl Walker<'_> {
             schema,
         })
     }
-}
-
-/// A schema name that needs no quoting: `[a-z_][a-z0-9_]*`, at most 63 bytes.
-fn is_identifier(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 63
 }
 
 #[cfg(test)]
@@ -239,9 +231,9 @@ mod tests {
             ),
             (
                 "    schema: Bad-Name\n",
-                "state.postgres.schema (line 9): `Bad-Name` is not a plain",
+                "state.postgres.schema (line 9): invalid PostgreSQL options: schema \"Bad-Name\"",
             ),
-            ("    schema: 1abc\n", "is not a plain PostgreSQL name"),
+            ("    schema: pg_x\n", "is not a plain identifier"),
             ("    lease: 3s\n", "state.postgres.lease"),
         ];
         for (line, expected) in cases {
@@ -269,7 +261,11 @@ mod tests {
     #[test]
     fn the_password_is_never_shown_and_is_scrubbed() {
         // Not a postgres URL: the problem says so without the URL.
-        for bad in ["mysql://u:s3cr3t-pw@db/x", "postgres:s3cr3t-pw"] {
+        for bad in [
+            "mysql://u:s3cr3t-pw@db/x",
+            "postgres:s3cr3t-pw",
+            "postgres://u:s3cr3t-pw@db/x?sslmode=sometimes",
+        ] {
             let err = load_with_env(MINIMAL, &[(STATE_POSTGRES_URL_ENV, bad)]).unwrap_err();
             let text = err.iter().map(ToString::to_string).collect::<String>();
             assert!(text.contains("postgres://"), "{text}");
