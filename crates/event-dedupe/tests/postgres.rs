@@ -816,3 +816,76 @@ async fn errors_never_show_the_password() {
         assert!(!shown.contains("hunter2"), "{shown}");
     }
 }
+
+/// The rows of a table with the transaction that last wrote each.
+async fn versions(pg: &Pg, table: &str) -> Vec<(String, String)> {
+    let key = if table == "delivered" {
+        "event_id"
+    } else {
+        "source"
+    };
+    pg.admin
+        .query(
+            &format!(
+                "SELECT {key}, xmin::text FROM \"{}\".{table} ORDER BY 1",
+                pg.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_writes_its_own_rows_only() {
+    let Some(pg) = pg("batch").await else {
+        return;
+    };
+    let db = pg.db("org").await;
+    let (options, clock) = options_at_t0();
+    let t = db.tracker(Generation(0), options).await.unwrap();
+    for i in 0..2_000 {
+        t.record_delivered("device:a", &format!("e{i}"), Some(at(1)))
+            .await
+            .unwrap();
+    }
+    for i in 0..50 {
+        t.advance_floor(&format!("device:{i}"), at(1))
+            .await
+            .unwrap();
+    }
+    t.persist().await.unwrap();
+    let (ids, sources) = (
+        versions(&pg, "delivered").await,
+        versions(&pg, "sources").await,
+    );
+    assert_eq!((ids.len(), sources.len()), (2_000, 50));
+
+    // The next batch: two deliveries and one source's floor.
+    clock.advance(TimeDelta::minutes(10));
+    t.record_delivered("device:a", "new-1", Some(at(2)))
+        .await
+        .unwrap();
+    t.record_delivered("device:a", "new-2", Some(at(2)))
+        .await
+        .unwrap();
+    t.advance_floor("device:7", at(2)).await.unwrap();
+    t.persist().await.unwrap();
+    let (ids_after, sources_after) = (
+        versions(&pg, "delivered").await,
+        versions(&pg, "sources").await,
+    );
+    let written = |before: &[(String, String)], after: &[(String, String)]| {
+        after
+            .iter()
+            .filter(|row| !before.contains(row))
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(written(&ids, &ids_after), ["new-1", "new-2"]);
+    assert_eq!(written(&sources, &sources_after), ["device:7"]);
+    pg.done().await;
+}

@@ -14,7 +14,7 @@
 //! - **Fencing.** Every write of a [`PostgresTracker`] runs in one transaction
 //!   that first locks the organization's lease row and compares its generation
 //!   with the tracker's: when a newer leader exists the write is refused with
-//!   [`Error::Fenced`](crate::Error::Fenced) and nothing changes, so a paused
+//!   [`Error::Fenced`] and nothing changes, so a paused
 //!   or partitioned old leader never moves the state backwards. A refused
 //!   write also tells this process's [`Elector::lead`], which ends the term at
 //!   once.
