@@ -223,6 +223,30 @@ impl Replica {
     }
 }
 
+/// The status `GET path` gets from the server at `addr`.
+fn status(addr: &str, path: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits up to `limit` for `GET /readyz` of `replica` to answer `code`.
+async fn wait_ready(replica: &Replica, code: u16, limit: Duration) {
+    let started = Instant::now();
+    while status(&replica.metrics, "/readyz") != Some(code) {
+        assert!(
+            started.elapsed() < limit,
+            "{}: /readyz never answered {code}",
+            replica.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The replica that leads now, waiting up to `limit` for exactly one.
 async fn leader(replicas: &[Replica], skip: &HashSet<String>, limit: Duration) -> usize {
     let started = Instant::now();
@@ -344,8 +368,34 @@ async fn three_replicas_fail_over_without_loss_and_never_deliver_two_at_once() {
     }
     let mut failovers: Vec<(&str, Duration)> = Vec::new();
     let none = HashSet::new();
-    leader(&replicas, &none, Duration::from_secs(20)).await;
+    let first = leader(&replicas, &none, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The standbys are live and ready (they reach the database) and say they
+    // do not lead; the leader counts its one gain.
+    for (i, replica) in replicas.iter().enumerate() {
+        let text = scrape(&replica.metrics).expect("metrics");
+        let leading = metric_value(&text, "equinix_receiver_leader");
+        let transitions = metric_value(&text, "equinix_receiver_lease_transitions_total");
+        assert_eq!(
+            leading,
+            Some(if i == first { 1.0 } else { 0.0 }),
+            "{}",
+            replica.name
+        );
+        assert_eq!(
+            transitions,
+            Some(if i == first { 1.0 } else { 0.0 }),
+            "{}",
+            replica.name
+        );
+        assert_eq!(
+            status(&replica.metrics, "/healthz"),
+            Some(200),
+            "{}",
+            replica.name
+        );
+        wait_ready(replica, 200, Duration::from_secs(5)).await;
+    }
 
     // The leader SIGKILLed three times, each replaced by a new replica.
     for _ in 0..3 {
@@ -385,9 +435,12 @@ async fn three_replicas_fail_over_without_loss_and_never_deliver_two_at_once() {
         "partition",
         failover(&world, &replicas[i].name, fault, Duration::from_secs(20)).await,
     ));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Cut off, the old leader stands by and is not ready; reconnected, it is.
+    wait_ready(&replicas[i], 503, Duration::from_secs(10)).await;
+    assert_eq!(status(&replicas[i].metrics, "/healthz"), Some(200));
     replicas[i].proxy.restore();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_ready(&replicas[i], 200, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
     // No new events; everything produced reaches Direktiv.
     world.metal.set_events_per_second(0.0);
