@@ -41,7 +41,8 @@ Exit codes:
   3   with --once: some events were not delivered (they are retried on the next run);
       with --redeliver-refused: some refused events are still kept (refused again, or
       not tried because Direktiv refused every event or was unreachable)
-  78  bad config (EX_CONFIG); nothing was requested
+  78  bad config (EX_CONFIG); nothing was requested (also --once, --dry-run,
+      --redeliver-refused or --reset-state with state.postgres)
   130 a second SIGINT/SIGTERM (Ctrl-C) while shutting down: exits at once, without waiting
       for deliveries in flight or saving the state (the next start uses the last saved one)
 

@@ -134,6 +134,12 @@ async fn import_state_copies_a_file_state_once_and_never_shows_the_password() {
         "{stderr}"
     );
 
+    // The modes that work on a state file are refused with state.postgres.
+    let once = receiver(&["--once", config.to_str().unwrap()], &db.url);
+    let (_, stderr) = text(&once);
+    assert_eq!(once.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("--once works on a state file"), "{stderr}");
+
     // The password shows nowhere: not in --check, not in a failure.
     let secret_url = format!(
         "postgres://postgres:{PASSWORD}@127.0.0.1:{}/test",
@@ -340,6 +346,7 @@ fn terms(replica: &Replica) -> Vec<Term> {
     terms
 }
 
+#[expect(clippy::print_stdout, reason = "the figures for docs/reliability.md")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_fail_over_without_loss_and_never_deliver_two_at_once() {
     let Some(db) = TestDb::get("ha chaos").await else {
