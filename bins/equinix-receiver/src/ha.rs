@@ -23,6 +23,8 @@ use crate::settings::{PostgresSettings, Settings};
 /// How long sends stay held back after the process was paused: ample time
 /// for the elector, whose deadline passed meanwhile, to step down.
 const PAUSE_HOLD: Duration = Duration::from_secs(1);
+/// How long a term whose state could not be loaded waits before it ends.
+const RETRY_TERM: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reach the database at start.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -114,15 +116,25 @@ pub(crate) async fn run(
         .lead(stop.clone(), |term| {
             let (db, tracker_options, guard) =
                 (db.clone(), tracker_options.clone(), Arc::clone(&guard));
+            let metrics = Arc::clone(metrics);
             async move {
                 let tracker = match db.tracker(term.generation, tracker_options).await {
                     Ok(tracker) => tracker,
                     Err(error) => {
                         tracing::warn!(%error, generation = %term.generation,
                             "could not load the state for this term; standing by");
+                        // Not at once: the next campaign would likely fail alike.
+                        tokio::select! {
+                            () = term.lost.cancelled() => {}
+                            () = tokio::time::sleep(RETRY_TERM) => {}
+                        }
                         return;
                     }
                 };
+                let tracked = tracker.stats().tracked_ids;
+                metrics
+                    .tracked_events
+                    .set(i64::try_from(tracked).unwrap_or(i64::MAX));
                 let gate = Arc::clone(&guard);
                 let receiver =
                     build(Arc::new(tracker)).with_send_gate(Arc::new(move || gate.allows()));
