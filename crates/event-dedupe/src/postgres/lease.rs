@@ -383,7 +383,7 @@ impl Elector {
             };
             let generation = lease.generation;
             fenced.borrow_and_update();
-            tracing::info!(%organization, identity = %self.identity, %generation, "became the leader");
+            tracing::debug!(%organization, identity = %self.identity, %generation, "became the leader");
             self.emit(LeaderEvent::Gained(generation));
             let lost = CancellationToken::new();
             let mut work = pin!(term(Term {
@@ -420,7 +420,7 @@ impl Elector {
             {
                 tracing::warn!(%organization, %error, "could not release the lease; it expires on its own");
             }
-            tracing::info!(%organization, identity = %self.identity, %generation, %reason, "stopped being the leader");
+            tracing::debug!(%organization, identity = %self.identity, %generation, %reason, "stopped being the leader");
             self.emit(LeaderEvent::Lost { generation, reason });
             if stop.is_cancelled() {
                 return;
