@@ -545,12 +545,14 @@ async fn a_leader_cut_off_from_the_database_steps_down_in_time_and_resumes() {
     let (elector, log) = observe(Elector::new(db, "a".into(), lease));
     let stop = CancellationToken::new();
     let terms = Arc::new(Mutex::new(Vec::new()));
+    let first_term = Arc::new(Mutex::new(None));
     let lead = tokio::spawn({
-        let (stop, terms) = (stop.clone(), terms.clone());
+        let (stop, terms, first) = (stop.clone(), terms.clone(), first_term.clone());
         async move {
             elector
                 .lead(stop, move |term| {
                     let terms = terms.clone();
+                    first.lock().unwrap().get_or_insert_with(|| term.clone());
                     async move {
                         term.lost.cancelled().await;
                         terms
@@ -566,8 +568,14 @@ async fn a_leader_cut_off_from_the_database_steps_down_in_time_and_resumes() {
         *e == LeaderEvent::Gained(Generation(1))
     })
     .await;
-    // Some renewals go through first.
+    // Some renewals go through first, each moving the term's deadline.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    {
+        let term = first_term.lock().unwrap();
+        let term = term.as_ref().unwrap();
+        assert!(term.is_current());
+        assert!(term.deadline() > Instant::now() + Duration::from_millis(500));
+    }
     let cut = Instant::now();
     proxy.cut.send_replace(true);
     wait_for(&log, Duration::from_secs(3), |e| {
@@ -581,6 +589,7 @@ async fn a_leader_cut_off_from_the_database_steps_down_in_time_and_resumes() {
     })
     .await;
     let ended = terms.lock().unwrap()[0].1;
+    assert!(!first_term.lock().unwrap().as_ref().unwrap().is_current());
     assert!(
         ended - cut < lease,
         "the term ended {:?} after the cut, before the lease could expire ({lease:?})",
@@ -887,5 +896,42 @@ async fn a_batch_writes_its_own_rows_only() {
     };
     assert_eq!(written(&ids, &ids_after), ["new-1", "new-2"]);
     assert_eq!(written(&sources, &sources_after), ["device:7"]);
+    pg.done().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_term_paused_past_its_deadline_is_not_current_before_lost_fires() {
+    let Some(pg) = pg("paused").await else {
+        return;
+    };
+    let db = pg.db("org").await;
+    let elector = Elector::new(db, "a".into(), Duration::from_secs(2));
+    let stop = CancellationToken::new();
+    let seen = Arc::new(Mutex::new(None));
+    let record = seen.clone();
+    let end = stop.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        elector.lead(stop, move |term| {
+            let (record, end) = (record.clone(), end.clone());
+            async move {
+                let before = term.is_current();
+                // The whole process stalls past the lease (as under SIGSTOP):
+                // no task runs, the elector cannot cancel `lost`.
+                std::thread::sleep(Duration::from_millis(2_500));
+                let lost_yet = term.lost.is_cancelled();
+                *record.lock().unwrap() = Some((before, lost_yet, term.is_current()));
+                end.cancel();
+                term.lost.cancelled().await;
+            }
+        }),
+    )
+    .await
+    .expect("lead returns when stopped");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        Some((true, false, false)),
+        "(current before, lost fired, current after the stall)"
+    );
     pg.done().await;
 }

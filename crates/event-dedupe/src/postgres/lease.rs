@@ -50,6 +50,26 @@ pub struct Term {
     /// Fires at step-down (lost lease, failed renewals, a fenced write, or
     /// `stop`): stop polling and delivering at once, then return.
     pub lost: CancellationToken,
+    /// This process's deadline for the lease, moved by each renewal.
+    deadline: Arc<Mutex<Instant>>,
+}
+
+impl Term {
+    /// Whether this term may still act: [`Term::lost`] has not fired and
+    /// the lease's local deadline (the send time of the last successful
+    /// renewal plus the lease duration, minus the safety margin) has not
+    /// passed on this process's monotonic clock. Ask right before each send:
+    /// after the process was paused (SIGSTOP, a stalled host), its tasks may
+    /// run before the elector gets to cancel `lost`, and this answers `false`
+    /// for them.
+    pub fn is_current(&self) -> bool {
+        !self.lost.is_cancelled() && Instant::now() < self.deadline()
+    }
+
+    /// The lease's local deadline as of the last renewal.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Why leadership ended.
@@ -386,12 +406,14 @@ impl Elector {
             tracing::debug!(%organization, identity = %self.identity, %generation, "became the leader");
             self.emit(LeaderEvent::Gained(generation));
             let lost = CancellationToken::new();
+            let deadline = Arc::new(Mutex::new(lease.deadline));
             let mut work = pin!(term(Term {
                 generation,
                 lost: lost.clone(),
+                deadline: deadline.clone(),
             }));
             let (reason, held) = tokio::select! {
-                (reason, held) = self.keep(lease, &stop, &mut fenced) => {
+                (reason, held) = self.keep(lease, &deadline, &stop, &mut fenced) => {
                     lost.cancel();
                     work.await;
                     (reason, held)
@@ -466,6 +488,7 @@ impl Elector {
     async fn keep(
         &self,
         mut lease: Lease,
+        deadline: &Mutex<Instant>,
         stop: &CancellationToken,
         fenced: &mut watch::Receiver<Generation>,
     ) -> (LossReason, Option<Lease>) {
@@ -493,6 +516,7 @@ impl Elector {
             };
             match renewal {
                 Ok(Some(renewed)) => {
+                    *deadline.lock().unwrap_or_else(PoisonError::into_inner) = renewed.deadline;
                     lease = renewed;
                     next = Instant::now() + self.renew_interval();
                 }
