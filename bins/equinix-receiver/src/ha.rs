@@ -12,7 +12,7 @@ use event_dedupe::postgres::{
     Database, Elector, LeaderEvent, LossReason, PostgresOptions, replica_identity,
 };
 use event_dedupe::{Tracker, TrackerOptions};
-use receiver_engine::{PauseGuard, Receiver};
+use receiver_engine::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::Health;
@@ -20,9 +20,6 @@ use crate::metrics::Metrics;
 use crate::scrub::ScrubbedStdout;
 use crate::settings::{PostgresSettings, Settings};
 
-/// How long sends stay held back after the process was paused: ample time
-/// for the elector, whose deadline passed meanwhile, to step down.
-const PAUSE_HOLD: Duration = Duration::from_secs(1);
 /// How long a term whose state could not be loaded waits before it ends.
 const RETRY_TERM: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts to reach the database at start.
@@ -94,10 +91,8 @@ pub(crate) async fn run(
     tracing::info!(replica = %identity, %organization, lease_s = postgres.lease_duration.as_secs_f64(),
         "high availability: standing by for the lease of the organization");
 
-    let guard = Arc::new(PauseGuard::new(PAUSE_HOLD));
     let pulse = tokio::spawn(pulse(
         db.clone(),
-        Arc::clone(&guard),
         Arc::clone(health),
         postgres.lease_duration / 3,
         stop.clone(),
@@ -114,8 +109,7 @@ pub(crate) async fn run(
 
     elector
         .lead(stop.clone(), |term| {
-            let (db, tracker_options, guard) =
-                (db.clone(), tracker_options.clone(), Arc::clone(&guard));
+            let (db, tracker_options) = (db.clone(), tracker_options.clone());
             let metrics = Arc::clone(metrics);
             async move {
                 let tracker = match db.tracker(term.generation, tracker_options).await {
@@ -135,9 +129,11 @@ pub(crate) async fn run(
                 metrics
                     .tracked_events
                     .set(i64::try_from(tracked).unwrap_or(i64::MAX));
-                let gate = Arc::clone(&guard);
+                // Asked right before each send: a resumed leader's tasks may
+                // run before the elector gets to cancel `lost`.
+                let current = term.clone();
                 let receiver =
-                    build(Arc::new(tracker)).with_send_gate(Arc::new(move || gate.allows()));
+                    build(Arc::new(tracker)).with_send_gate(Arc::new(move || current.is_current()));
                 lead_term(&receiver, &term.lost, stop).await;
             }
         })
@@ -193,28 +189,18 @@ async fn connect(
     }
 }
 
-/// The standby's pulse: ticks the pause guard, beats the heartbeat and,
-/// while standing by, asks the database every `every` whether it answers.
-async fn pulse(
-    db: Database,
-    guard: Arc<PauseGuard>,
-    health: Arc<Health>,
-    every: Duration,
-    stop: CancellationToken,
-) {
-    let ticking = guard.run(stop.clone());
-    let pinging = async {
-        loop {
-            if health.standby() {
-                health.beat();
-                health.set_database_reachable(db.ping().await.is_ok());
-            }
-            tokio::time::sleep(every).await;
+/// The standby's pulse: while standing by, beats the heartbeat and asks the
+/// database every `every` whether it answers.
+async fn pulse(db: Database, health: Arc<Health>, every: Duration, stop: CancellationToken) {
+    loop {
+        if health.standby() {
+            health.beat();
+            health.set_database_reachable(db.ping().await.is_ok());
         }
-    };
-    tokio::select! {
-        () = ticking => {}
-        () = pinging => {}
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
     }
 }
 

@@ -279,7 +279,8 @@ impl Receiver {
 
     /// Asks `gate` right before each send to Direktiv (events and error
     /// events); when it says no, the event is not sent and stays new. A
-    /// leading replica passes [`PauseGuard::allows`](crate::pause::PauseGuard::allows).
+    /// leading replica (high availability) passes whether its lease is still
+    /// its own.
     #[must_use]
     pub fn with_send_gate(mut self, gate: SendGate) -> Self {
         self.pipeline.send_gate = Some(gate);
