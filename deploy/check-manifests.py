@@ -16,6 +16,7 @@ Needs PyYAML only.
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,9 @@ import tempfile
 import yaml
 
 DEPLOY = pathlib.Path(__file__).resolve().parent
-K8S = DEPLOY / "kubernetes"
+K8S = DEPLOY / "kubernetes" / "base"
+# The high-availability overlay (docs/ha.md).
+HA = DEPLOY / "kubernetes" / "ha"
 OPERATIONS_MD = DEPLOY.parent / "docs" / "operations.md"
 # Every series name the receiver exposes, with its label names: a snapshot
 # the engine's own unit test (metrics::tests::exposed_metric_names) keeps
@@ -321,6 +324,61 @@ if receiver:
         check(result.returncode == 0,
               "configmap: config.yaml passes `equinix-receiver --check` "
               f"(exit {result.returncode}: {result.stderr.strip()})")
+
+# --- The high-availability overlay, as kustomize renders it (when kubectl is
+# there): two replicas spread over nodes, no volume claim, a
+# PodDisruptionBudget, the URL from the Secret, state.postgres in the config.
+def rendered(path):
+    result = subprocess.run(["kubectl", "kustomize", str(path)], capture_output=True, text=True, check=False)
+    check(result.returncode == 0, f"kustomize build {path.name}: {result.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(result.stdout) if d] if result.returncode == 0 else []
+
+
+if shutil.which("kubectl"):
+    check({d["kind"] for d in rendered(K8S.parent)} == {"ConfigMap", "PersistentVolumeClaim", "Deployment", "Service"},
+          "deploy/kubernetes: renders the base")
+    ha = {d["kind"]: d for d in rendered(HA)}
+    check("PersistentVolumeClaim" not in ha, "ha: no PersistentVolumeClaim")
+    ha_spec = dig(ha, "Deployment", "spec", default={})
+    ha_pod = dig(ha_spec, "template", "spec", default={})
+    check(ha_spec.get("replicas") == 2, "ha: replicas 2")
+    check(dig(ha_spec, "strategy", "type") == "RollingUpdate", "ha: a rolling update keeps a replica up")
+    spread = ha_pod.get("topologySpreadConstraints", [])
+    check(any(s.get("topologyKey") == "kubernetes.io/hostname"
+              and subset(dig(s, "labelSelector", "matchLabels"), ha_spec["template"]["metadata"]["labels"])
+              for s in spread), "ha: replicas spread over nodes")
+    check(not any("persistentVolumeClaim" in v for v in ha_pod.get("volumes", [])), "ha: no volume claim mounted")
+    ha_c = (ha_pod.get("containers") or [{}])[0]
+    check(not any(m["mountPath"] == STATE_DIR for m in ha_c.get("volumeMounts", [])), "ha: no state volume")
+    pg_secret = yaml.safe_load((HA / "secret-postgres.yaml").read_text())
+    ref = dig({e["name"]: e for e in ha_c.get("env", [])}, "STATE_POSTGRES_URL", "valueFrom", "secretKeyRef",
+              default={})
+    check(ref.get("name") == pg_secret["metadata"]["name"] and ref.get("key") in pg_secret["stringData"],
+          "ha: STATE_POSTGRES_URL from secret-postgres.yaml's Secret")
+    pdb = ha.get("PodDisruptionBudget", {})
+    check(dig(pdb, "spec", "minAvailable") == 1
+          and subset(dig(pdb, "spec", "selector", "matchLabels"), ha_spec["template"]["metadata"]["labels"]),
+          "ha: a PodDisruptionBudget keeps one replica")
+    ha_config = yaml.safe_load(dig(ha, "ConfigMap", "data", "config.yaml", default="") or "{}")
+    check("path" not in ha_config.get("state", {}) and "postgres" in ha_config.get("state", {}),
+          "ha: config.yaml keeps the state in PostgreSQL, not in a file")
+    if receiver:
+        text = dig(ha, "ConfigMap", "data", "config.yaml", default="")
+        text = text.replace("<equinix organization id>", "ed49fa53-743f-43aa-836b-e24f88f94d9c")
+        text = text.replace("<direktiv-url>", "direktiv.example.com").replace("<namespace>", "ops")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = pathlib.Path(tmp) / "config.yaml"
+            path.write_text(text)
+            env = dict(os.environ, METAL_AUTH_TOKEN="metal-token-from-secret",
+                       DIREKTIV_TOKEN="direktiv-token-from-secret",
+                       STATE_POSTGRES_URL="postgres://receiver:secret-pw@postgres:5432/receiver?sslmode=require")
+            result = subprocess.run([receiver, "--check", str(path)], env=env,
+                                    capture_output=True, text=True, check=False)
+            check(result.returncode == 0 and "secret-pw" not in result.stdout + result.stderr,
+                  "ha: config.yaml passes `equinix-receiver --check` with the URL from the environment "
+                  f"(exit {result.returncode}: {result.stderr.strip()})")
+else:
+    print("note: kubectl not found; the ha overlay is not rendered nor checked")
 
 for f in failures:
     print(f"FAIL {f}")

@@ -61,25 +61,29 @@ step "yamllint $YAMLLINT_VERSION --strict: deploy/"
 # servicemonitor.yaml and prometheusrule.yaml are CRDs with no bundled schema
 # (kubernetes-validate would only warn and pass); check-manifests.py checks
 # them instead.
-MANIFESTS=(configmap.yaml secret.yaml pvc.yaml deployment.yaml service.yaml)
+MANIFESTS=(base/configmap.yaml base/secret.yaml base/pvc.yaml base/deployment.yaml base/service.yaml
+  ha/pdb.yaml ha/secret-postgres.yaml)
 for version in "${KUBERNETES_VERSIONS[@]}"; do
   step "kubernetes-validate $KUBERNETES_VALIDATE_VERSION --strict -k $version: ${MANIFESTS[*]}"
   (cd "$K8S" && "$BIN/kubernetes-validate" --strict -k "$version" "${MANIFESTS[@]}")
 done
 
 if command -v kubectl >/dev/null 2>&1; then
-  step "kubectl kustomize deploy/kubernetes, then kubernetes-validate --strict on its output"
-  kubectl kustomize "$K8S" >"$WORK/kustomized.yaml"
-  "$BIN/kubernetes-validate" --strict "$WORK/kustomized.yaml"
+  # The single replica (base/) and the high-availability overlay (ha/).
+  for dir in "$K8S" "$K8S/ha"; do
+    step "kubectl kustomize ${dir#"$DEPLOY/"}, then kubernetes-validate --strict on its output"
+    kubectl kustomize "$dir" >"$WORK/kustomized.yaml"
+    "$BIN/kubernetes-validate" --strict "$WORK/kustomized.yaml"
+  done
 else
   step "kubectl not found: kustomize rendering skipped (check-manifests.py still checks the Kustomization)"
 fi
 
 # promtool reads a plain rule file: the PrometheusRule's spec is one.
 if command -v promtool >/dev/null 2>&1; then
-  step "promtool check rules, then test rules (prometheusrule-test.yaml): deploy/kubernetes/prometheusrule.yaml"
+  step "promtool check rules, then test rules (prometheusrule-test.yaml): deploy/kubernetes/base/prometheusrule.yaml"
   "$BIN/python" -c 'import sys, yaml; yaml.safe_dump(yaml.safe_load(open(sys.argv[1]))["spec"], sys.stdout)' \
-    "$K8S/prometheusrule.yaml" >"$WORK/rules.yaml"
+    "$K8S/base/prometheusrule.yaml" >"$WORK/rules.yaml"
   cp "$DEPLOY/prometheusrule-test.yaml" "$WORK/"
   promtool check rules "$WORK/rules.yaml"
   promtool test rules "$WORK/prometheusrule-test.yaml"

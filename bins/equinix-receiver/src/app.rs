@@ -10,6 +10,7 @@ use direktiv_broadcast::{Auth, Sink, SinkConfig};
 use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
+use metal_cloudevents::MapOptions;
 use metal_events::{Client, RequestRecord};
 use receiver_engine::{
     DeadLetterLocation as Location, DeadLetters, EngineOptions, Health, Metrics, Observer,
@@ -100,7 +101,8 @@ pub(crate) async fn run_with(
 }
 
 /// Everything after the server is up: open the state, build the pipeline,
-/// run the loop, persist the state.
+/// run the loop, persist the state. With `state.postgres`, the same for each
+/// term of leadership ([`crate::ha`]).
 async fn run_pipeline(
     settings: &Settings,
     options: &RunOptions,
@@ -110,7 +112,33 @@ async fn run_pipeline(
     stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let scrubber = Arc::new(Scrubber::new(settings.secrets()));
-    let client = metal_client(settings, metrics)?;
+    metrics.tls_insecure_skip_verify.set(i64::from(
+        settings.direktiv.insecure_skip_verify && !options.dry_run,
+    ));
+    if let Some(postgres) = &settings.state.postgres {
+        // The state outlives every replica; refused events stay in memory
+        // unless state.deadLetterPath is set.
+        metrics.state_persistent.set(1);
+        let dead_letters = open_dead_letters(
+            &settings.state,
+            false,
+            false,
+            metrics,
+            Arc::clone(&scrubber),
+        )?;
+        let parts = Parts::new(settings, extras, metrics, health, scrubber, dead_letters)?;
+        let sink = sink(settings)?;
+        log_startup(
+            settings,
+            options,
+            true,
+            &settings.equinix.start_from.to_string(),
+        );
+        let build =
+            |tracker: Arc<dyn Tracker>| parts.receiver(tracker, Target::Direktiv(sink.clone()));
+        crate::ha::run(settings, postgres, metrics, health, stop, &build).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // Where the state's directory is mounted (Linux only; elsewhere the file
     // counts as persistent).
     let mountinfo = if extras.scratch_state {
@@ -125,17 +153,14 @@ async fn run_pipeline(
         mountinfo.as_deref(),
     )
     .await?;
-    let dead_letters = Arc::new(open_dead_letters(
+    let dead_letters = open_dead_letters(
         &settings.state,
         persistent,
         options.dry_run,
         metrics,
         Arc::clone(&scrubber),
-    )?);
+    )?;
     metrics.state_persistent.set(i64::from(persistent));
-    metrics.tls_insecure_skip_verify.set(i64::from(
-        settings.direktiv.insecure_skip_verify && !options.dry_run,
-    ));
     metrics
         .tracked_events
         .set(i64::try_from(tracker.stats().tracked_ids).unwrap_or(i64::MAX));
@@ -144,50 +169,15 @@ async fn run_pipeline(
     } else {
         Target::Direktiv(sink(settings)?)
     };
-    log_startup(settings, options, persistent, tracker.as_ref());
-    let held = dead_letters.held().await;
-    if held > 0 {
-        tracing::warn!(held, file = %dead_letters.location(),
-            "events Direktiv refused for good are kept; resend them with --redeliver-refused \
-             once Direktiv accepts them");
-    }
-
-    let engine = EngineOptions::default()
-        .with_organization_id(settings.equinix.organization_id.clone())
-        .with_poll_interval(settings.equinix.poll_interval)
-        .with_sweep_timeout(settings.equinix.sweep_timeout)
-        .with_inventory_refresh(settings.equinix.inventory_refresh)
-        .with_shutdown_grace(settings.shutdown_grace)
-        .with_levels(settings.equinix.levels)
-        .with_per_page(settings.equinix.per_page)
-        .with_max_pages(settings.equinix.max_pages)
-        .with_api_concurrency(settings.equinix.concurrency)
-        .with_delivery_concurrency(settings.direktiv.concurrency)
-        .with_max_retries(settings.direktiv.max_retries)
-        .with_overlap(settings.state.overlap)
-        .with_error_events(
-            settings
-                .direktiv
-                .event_on_error
-                .then_some(settings.direktiv.error_event_interval),
-        )
-        .with_event_types(settings.equinix.event_types.clone());
-    let mut receiver = Receiver::new(
-        client,
-        tracker,
-        target,
-        settings.direktiv.map_options.clone(),
-        engine,
-    )
-    // The dead letters first: given a store, the receiver keeps it (and the
-    // gauge it set) when the metrics change.
-    .with_dead_letters(dead_letters)
-    .with_metrics(Arc::clone(metrics))
-    .with_health(Arc::clone(health))
-    .with_scrubber(scrubber);
-    if let Some(observer) = &extras.observer {
-        receiver = receiver.with_observer(Arc::clone(observer));
-    }
+    log_startup(
+        settings,
+        options,
+        persistent,
+        &tracker.baseline().to_string(),
+    );
+    let parts = Parts::new(settings, extras, metrics, health, scrubber, dead_letters)?;
+    parts.warn_held().await;
+    let receiver = parts.receiver(tracker, target);
 
     if !options.once {
         receiver.run(stop.clone()).await;
@@ -201,6 +191,92 @@ async fn run_pipeline(
         Some(report) if !report.all_delivered() => ExitCode::from(EXIT_UNDELIVERED),
         _ => ExitCode::SUCCESS,
     })
+}
+
+/// What every receiver of a run shares: the Metal client, the dead letters,
+/// the engine's options and the hooks.
+struct Parts<'a> {
+    extras: &'a Extras,
+    metrics: &'a Arc<Metrics>,
+    health: &'a Arc<Health>,
+    scrubber: Arc<Scrubber>,
+    client: Client,
+    dead_letters: Arc<DeadLetters>,
+    map_options: MapOptions,
+    engine: EngineOptions,
+}
+
+impl<'a> Parts<'a> {
+    fn new(
+        settings: &Settings,
+        extras: &'a Extras,
+        metrics: &'a Arc<Metrics>,
+        health: &'a Arc<Health>,
+        scrubber: Arc<Scrubber>,
+        dead_letters: DeadLetters,
+    ) -> anyhow::Result<Self> {
+        let engine = EngineOptions::default()
+            .with_organization_id(settings.equinix.organization_id.clone())
+            .with_poll_interval(settings.equinix.poll_interval)
+            .with_sweep_timeout(settings.equinix.sweep_timeout)
+            .with_inventory_refresh(settings.equinix.inventory_refresh)
+            .with_shutdown_grace(settings.shutdown_grace)
+            .with_levels(settings.equinix.levels)
+            .with_per_page(settings.equinix.per_page)
+            .with_max_pages(settings.equinix.max_pages)
+            .with_api_concurrency(settings.equinix.concurrency)
+            .with_delivery_concurrency(settings.direktiv.concurrency)
+            .with_max_retries(settings.direktiv.max_retries)
+            .with_overlap(settings.state.overlap)
+            .with_error_events(
+                settings
+                    .direktiv
+                    .event_on_error
+                    .then_some(settings.direktiv.error_event_interval),
+            )
+            .with_event_types(settings.equinix.event_types.clone());
+        Ok(Self {
+            extras,
+            metrics,
+            health,
+            scrubber,
+            client: metal_client(settings, metrics)?,
+            dead_letters: Arc::new(dead_letters),
+            map_options: settings.direktiv.map_options.clone(),
+            engine,
+        })
+    }
+
+    /// Warns about refused events waiting in the dead-letter file.
+    async fn warn_held(&self) {
+        let held = self.dead_letters.held().await;
+        if held > 0 {
+            tracing::warn!(held, file = %self.dead_letters.location(),
+                "events Direktiv refused for good are kept; resend them with --redeliver-refused \
+                 once Direktiv accepts them");
+        }
+    }
+
+    /// A receiver that records into `tracker` and delivers to `target`.
+    fn receiver(&self, tracker: Arc<dyn Tracker>, target: Target) -> Receiver {
+        let mut receiver = Receiver::new(
+            self.client.clone(),
+            tracker,
+            target,
+            self.map_options.clone(),
+            self.engine.clone(),
+        )
+        // The dead letters first: given a store, the receiver keeps it (and the
+        // gauge it set) when the metrics change.
+        .with_dead_letters(Arc::clone(&self.dead_letters))
+        .with_metrics(Arc::clone(self.metrics))
+        .with_health(Arc::clone(self.health))
+        .with_scrubber(Arc::clone(&self.scrubber));
+        if let Some(observer) = &self.extras.observer {
+            receiver = receiver.with_observer(Arc::clone(observer));
+        }
+        receiver
+    }
 }
 
 /// The Metal API client, reporting every request to the metrics. The client
@@ -329,7 +405,7 @@ fn state_on_container_root(path: &Path, mountinfo: Option<&str>) -> bool {
         "NO PERSISTENT STATE: the state directory {} lies on the container's own filesystem, \
          not on a volume, so the state is lost with the container (a new pod, an upgrade) and \
          events that happen meanwhile will be missed. Mount a volume there: a \
-         PersistentVolumeClaim (deploy/kubernetes/pvc.yaml) or a Docker named volume",
+         PersistentVolumeClaim (deploy/kubernetes/base/pvc.yaml) or a Docker named volume",
         dir.display());
     true
 }
@@ -368,12 +444,12 @@ pub(crate) fn state_error(path: &Path, error: event_dedupe::Error) -> anyhow::Er
     anyhow::Error::new(error).context(format!("opening the state file {}: {hint}", path.display()))
 }
 
-fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, tracker: &dyn Tracker) {
+fn log_startup(settings: &Settings, options: &RunOptions, persistent: bool, baseline: &str) {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         config = %crate::config::summary(settings),
         api = %settings.equinix.api_url,
-        baseline = %tracker.baseline(),
+        baseline,
         persistent,
         event_on_error = settings.direktiv.event_on_error,
         server = %if settings.server.enabled && !options.once {
@@ -480,6 +556,7 @@ mod tests {
             reset_corrupt: false,
             dead_letter_path: None,
             dead_letter_max: 1000,
+            postgres: None,
         }
     }
 

@@ -17,6 +17,8 @@ Examples:
   equinix-receiver --once --dry-run config.yaml  print what one sweep would send
   equinix-receiver --redeliver-refused config.yaml
                                                  send the events Direktiv refused again
+  equinix-receiver --import-state state.json config.yaml
+                                                 copy a file state into state.postgres once
   equinix-receiver --demo                        run the built-in local demo
   equinix-receiver --demo --demo-outage 10       ... with Direktiv down for 10 s
 
@@ -24,18 +26,23 @@ Environment:
   METAL_AUTH_TOKEN  the Equinix Metal API token; wins over equinix.packetAuthTokenFile
                     and equinix.packetAuthToken
   DIREKTIV_TOKEN    the Direktiv token; wins over direktiv.tokenFile and direktiv.token
+  STATE_POSTGRES_URL
+                    the PostgreSQL URL of high availability (docs/ha.md); wins over
+                    state.postgres.urlFile and state.postgres.url
   RUST_LOG          a log filter that overrides log.level (e.g. info,equinix_receiver=debug)
   STATE_DIRECTORY   where the state file goes when state.path is not set
                     (default /var/lib/equinix-receiver)
 
 Exit codes:
   0   success (with --once: everything found was delivered)
-  1   failure at run time (with --demo: also when an event was lost or sent twice)
+  1   failure at run time (with --demo: also when an event was lost or sent twice; with
+      --import-state: the file could not be read or the database refused it)
   2   bad command-line usage (also --demo in a build without the demo, such as the image)
   3   with --once: some events were not delivered (they are retried on the next run);
       with --redeliver-refused: some refused events are still kept (refused again, or
       not tried because Direktiv refused every event or was unreachable)
-  78  bad config (EX_CONFIG); nothing was requested
+  78  bad config (EX_CONFIG); nothing was requested (also --once, --dry-run,
+      --redeliver-refused or --reset-state with state.postgres)
   130 a second SIGINT/SIGTERM (Ctrl-C) while shutting down: exits at once, without waiting
       for deliveries in flight or saving the state (the next start uses the last saved one)
 
@@ -80,6 +87,15 @@ pub(crate) struct Cli {
     /// request.
     #[arg(long, conflicts_with_all = ["once", "dry_run", "check", "demo", "reset_state"])]
     pub(crate) redeliver_refused: bool,
+
+    /// Copy an existing state file (the state.json of a single replica) into the PostgreSQL
+    /// database of state.postgres once, then exit: 0 when copied (or already there, identical),
+    /// 1 when the file cannot be read or the database already holds another state for the
+    /// organization, 78 when the config has no state.postgres. Stop the single replica first.
+    /// Makes no Metal API or Direktiv request (docs/ha.md).
+    #[arg(long, value_name = "STATE_FILE",
+          conflicts_with_all = ["once", "dry_run", "check", "demo", "reset_state", "redeliver_refused"])]
+    pub(crate) import_state: Option<PathBuf>,
 
     /// Start with a fresh state when the state file is corrupt (bad JSON, an unknown version,
     /// a time outside the years 0000 to 9999): it is renamed to `<path>.corrupt-<time>`.
@@ -304,6 +320,19 @@ mod tests {
         }
     }
 
+    #[test]
+    fn import_state_takes_a_file_and_goes_alone() {
+        let cli = parse(&["--import-state", "state.json", "c.yaml"]).unwrap();
+        assert_eq!(cli.import_state.as_deref(), Some(Path::new("state.json")));
+        assert!(matches!(cli.mode(), Ok(Mode::Config(p)) if p == Path::new("c.yaml")));
+        for other in ["--once", "--dry-run", "--check", "--redeliver-refused"] {
+            assert!(
+                parse(&["--import-state", "s.json", other, "c.yaml"]).is_err(),
+                "{other} was accepted with --import-state"
+            );
+        }
+    }
+
     #[cfg(not(feature = "demo"))]
     #[test]
     fn without_the_demo_feature_demo_is_a_usage_error() {
@@ -393,6 +422,8 @@ mod tests {
             "--demo-api-faults",
             "--redeliver-refused",
             "some refused events are still kept",
+            "--import-state",
+            "STATE_POSTGRES_URL",
         ] {
             assert!(help.contains(needle), "help lacks {needle}:\n{help}");
         }

@@ -8,6 +8,7 @@ mod app;
 mod cli;
 #[cfg(feature = "demo")]
 mod demo;
+mod ha;
 mod logging;
 mod redeliver;
 mod server;
@@ -61,17 +62,27 @@ async fn main() -> ExitCode {
 
     // Every configured secret is kept out of what leaves the process.
     let scrubber = Arc::new(Scrubber::new(loaded.settings.secrets()));
+    let scrubber_for_logs = Arc::clone(&scrubber);
     if cli.check {
         return check_ok(&loaded, &scrubber);
     }
 
     let rust_log = std::env::var("RUST_LOG").ok();
-    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref(), scrubber) {
+    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref(), scrubber_for_logs) {
         report(&[format!("{err:#}")]);
         return ExitCode::from(EXIT_CONFIG);
     }
     for warning in &loaded.warnings {
         tracing::warn!("{warning}");
+    }
+    if let Some(message) = ha_conflict(&cli, &loaded.settings) {
+        tracing::error!("{message}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    if let (Some(path), Some(postgres)) = (&cli.import_state, &loaded.settings.state.postgres) {
+        let stdout = ScrubbedStdout::new(Arc::clone(&scrubber));
+        let imported = ha::import(&loaded.settings, postgres, path, &stdout).await;
+        return finish(imported.map(|()| ExitCode::SUCCESS));
     }
     if cli.redeliver_refused {
         return finish(redeliver::run(&loaded.settings).await);
@@ -81,6 +92,35 @@ async fn main() -> ExitCode {
         dry_run: cli.dry_run,
     };
     finish(app::run(loaded.settings, options).await)
+}
+
+/// The flags that need a state file, or `--import-state` without a database:
+/// what is wrong (exit 78).
+fn ha_conflict(cli: &Cli, settings: &settings::Settings) -> Option<String> {
+    let postgres = settings.state.postgres.is_some();
+    if cli.import_state.is_some() && !postgres {
+        return Some(
+            "--import-state copies into the database of state.postgres, and the config has \
+             none: set state.postgres.url (or STATE_POSTGRES_URL) and leave out state.path \
+             (docs/ha.md)"
+                .to_owned(),
+        );
+    }
+    let flag = [
+        (cli.once, "--once"),
+        (cli.dry_run, "--dry-run"),
+        (cli.redeliver_refused, "--redeliver-refused"),
+        (cli.reset_state, "--reset-state"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag));
+    match flag {
+        Some(flag) if postgres => Some(format!(
+            "{flag} works on a state file, and this config keeps the state in PostgreSQL \
+             (state.postgres): run the replicas without it (docs/ha.md)"
+        )),
+        _ => None,
+    }
 }
 
 /// `--check` succeeded: warnings on stderr, a one-line summary on stdout,

@@ -1,4 +1,5 @@
-//! The error type of the crate: every variant names the state file it is about.
+//! The error type of the crate: a file store's errors name the state file, a
+//! database store's the operation (never the password).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -110,11 +111,64 @@ pub enum Error {
         /// Why it did not finish.
         reason: String,
     },
+
+    /// The database could not be reached or refused a request (feature
+    /// `postgres`). The message never contains the password.
+    #[error("PostgreSQL: {operation} failed: {reason}")]
+    Database {
+        /// What was being done, such as `connecting` or `writing the state`.
+        operation: String,
+        /// The server's or the connection's message, the password scrubbed.
+        reason: String,
+    },
+
+    /// A state write was refused because a newer leader exists: its lease
+    /// generation is greater than the writer's. Step down at once.
+    #[error(
+        "state write refused: this replica writes as lease generation {ours}, but generation \
+         {current} exists (another replica became the leader)"
+    )]
+    Fenced {
+        /// The writer's generation.
+        ours: i64,
+        /// The generation in the database.
+        current: i64,
+    },
+
+    /// The database schema could not be created or brought up to date.
+    #[error("PostgreSQL schema migration {version} failed: {reason}")]
+    Migration {
+        /// The migration that failed (0: the table of migrations itself).
+        version: i32,
+        /// Why, the password scrubbed.
+        reason: String,
+    },
+
+    /// Connection options that cannot work (a malformed URL, a bad schema
+    /// name). The message never contains the password.
+    #[error("invalid PostgreSQL options: {reason}")]
+    InvalidOptions {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// Importing a state file was refused: the organization already holds a
+    /// different state in the database.
+    #[error(
+        "not importing state file {path}: {reason}; the database already holds this \
+         organization's state, so importing would move it backwards or mix two histories"
+    )]
+    ImportRefused {
+        /// The state file.
+        path: PathBuf,
+        /// What the database holds.
+        reason: String,
+    },
 }
 
 impl Error {
-    /// The state file this error is about.
-    pub fn path(&self) -> &Path {
+    /// The state file this error is about (`None` for database errors).
+    pub fn path(&self) -> Option<&Path> {
         match self {
             Self::Locked { path, .. }
             | Self::Lock { path, .. }
@@ -123,8 +177,25 @@ impl Error {
             | Self::Corrupt { path, .. }
             | Self::UnsupportedVersion { path, .. }
             | Self::Write { path, .. }
-            | Self::Task { path, .. } => path,
+            | Self::Task { path, .. }
+            | Self::ImportRefused { path, .. } => Some(path),
+            Self::Database { .. }
+            | Self::Fenced { .. }
+            | Self::Migration { .. }
+            | Self::InvalidOptions { .. } => None,
         }
+    }
+
+    /// Whether a newer leader fenced this write ([`Error::Fenced`]): step down.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
+    }
+
+    /// Whether trying the same thing again later may succeed: a failed write
+    /// (the state in memory is intact) or an unreachable database. Never a
+    /// fenced write, corrupt contents or invalid options.
+    pub fn is_retryable(&self) -> bool {
+        self.is_write() || matches!(self, Self::Database { .. })
     }
 
     /// Whether the file's contents are unusable (corrupt, wrong version, not a

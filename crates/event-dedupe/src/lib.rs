@@ -91,6 +91,43 @@
 //! [`write_atomic`] is the one crash-safe write, used by [`FileTracker`] and
 //! open to any file kept beside the state: an exclusively created temporary
 //! file in the same directory, fsync, rename, directory fsync.
+//! # PostgreSQL (feature `postgres`)
+//!
+//! The module `postgres` keeps one organization's state in PostgreSQL for
+//! several replicas, of which one at a time leads: `postgres::Database`
+//! connects and migrates, `postgres::Elector` holds the organization's lease
+//! (expiry by the database's clock, a generation per term), and
+//! `postgres::PostgresTracker` writes only what changed, each write fenced by
+//! its generation. It passes the same conformance suite as the other stores.
+//!
+//! ```no_run
+//! # #[cfg(feature = "postgres")]
+//! # async fn run() -> event_dedupe::Result<()> {
+//! use std::time::Duration;
+//! use event_dedupe::TrackerOptions;
+//! use event_dedupe::postgres::{Database, Elector, PostgresOptions, replica_identity};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let url = "postgres://receiver:secret@db:5432/direktiv?sslmode=require";
+//! let options = PostgresOptions::new(url.to_owned().into(), "org-1")?;
+//! let db = Database::connect(&options).await?;
+//! let elector = Elector::new(db.clone(), replica_identity(), Duration::from_secs(15));
+//! elector
+//!     .lead(CancellationToken::new(), |term| {
+//!         let db = db.clone();
+//!         async move {
+//!             let Ok(tracker) = db.tracker(term.generation, TrackerOptions::new()).await else {
+//!                 return;
+//!             };
+//!             // Poll and deliver with `tracker` until `term.lost` fires.
+//!             term.lost.cancelled().await;
+//!             drop(tracker);
+//!         }
+//!     })
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # Example
 //!
@@ -140,6 +177,8 @@ mod file;
 mod floor;
 mod memory;
 mod options;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod read_only;
 mod state;
 

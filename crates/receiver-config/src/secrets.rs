@@ -13,6 +13,8 @@ use crate::small_file::{self, SmallFileError};
 pub(super) const METAL_TOKEN_ENV: &str = "METAL_AUTH_TOKEN";
 /// The environment variable that holds the Direktiv token.
 pub(super) const DIREKTIV_TOKEN_ENV: &str = "DIREKTIV_TOKEN";
+/// The environment variable that holds the PostgreSQL URL (`state.postgres`).
+pub(super) const STATE_POSTGRES_URL_ENV: &str = "STATE_POSTGRES_URL";
 /// A token file larger than this is refused (a token is under 100 bytes).
 const MAX_TOKEN_FILE_BYTES: u64 = 64 * 1024;
 

@@ -281,7 +281,7 @@ mod tests {
             ),
             (
                 "state",
-                "`path`, `overlap`, `deadLetterPath`, `deadLetterMax`",
+                "`path`, `overlap`, `deadLetterPath`, `deadLetterMax`, `postgres`",
             ),
             ("log", "`format`, `level`"),
             ("server", "`enabled`, `listen`"),

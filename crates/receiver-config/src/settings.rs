@@ -40,6 +40,10 @@ impl Settings {
     pub fn secrets(&self) -> Vec<&SecretString> {
         let mut secrets = vec![&self.equinix.token];
         secrets.extend(&self.direktiv.token);
+        if let Some(postgres) = &self.state.postgres {
+            secrets.push(&postgres.url);
+            secrets.extend(&postgres.passwords);
+        }
         secrets
     }
 }
@@ -126,6 +130,22 @@ pub struct StateSettings {
     pub dead_letter_max: u32,
     /// `--reset-state`: start fresh when the state file is corrupt.
     pub reset_corrupt: bool,
+    /// `state.postgres.*`: the state and the leader lease in PostgreSQL
+    /// (high availability); `None` keeps the state in a file.
+    pub postgres: Option<PostgresSettings>,
+}
+
+/// The shared state and the leader lease (`state.postgres.*`).
+#[derive(Debug, Clone)]
+pub struct PostgresSettings {
+    /// `STATE_POSTGRES_URL`, `state.postgres.urlFile` or `state.postgres.url`.
+    pub url: SecretString,
+    /// The URL's password as written and percent-decoded, for the scrubber.
+    pub passwords: Vec<SecretString>,
+    /// `state.postgres.leaseDuration`, default 15 s, at least 2 s.
+    pub lease_duration: Duration,
+    /// `state.postgres.schema`, default `equinix_receiver`.
+    pub schema: String,
 }
 
 /// The state's directory when neither `state.path` nor `$STATE_DIRECTORY`

@@ -1,6 +1,8 @@
 //! The one-line summary `--check` prints, and header names for people:
 //! neither ever shows a secret.
 
+use secrecy::ExposeSecret as _;
+
 use super::units::format_duration;
 use crate::settings::Settings;
 use direktiv_broadcast::header_names;
@@ -30,10 +32,23 @@ pub fn summary(settings: &Settings) -> String {
         (Some(_), [header]) => format!("auth header {header}"),
         (Some(_), headers) => format!("auth headers {}", header_names(headers)),
     };
-    let state = settings.state.path.as_ref().map_or_else(
-        || "default location".to_owned(),
-        |p| p.display().to_string(),
-    );
+    let state = match (&settings.state.postgres, &settings.state.path) {
+        // Only the host and the database: never the user or the password.
+        (Some(pg), _) => url::Url::parse(pg.url.expose_secret()).map_or_else(
+            |_| "postgres".to_owned(),
+            |url| {
+                format!(
+                    "postgres {}{} (schema {}, lease {})",
+                    url.host_str().unwrap_or_default(),
+                    url.path(),
+                    pg.schema,
+                    format_duration(pg.lease_duration)
+                )
+            },
+        ),
+        (None, Some(path)) => path.display().to_string(),
+        (None, None) => "default location".to_owned(),
+    };
     let mut summary = format!(
         "organization {}, levels {}, poll every {}, deliver to {} ({auth}), state {state}",
         e.organization_id,

@@ -15,6 +15,11 @@ use crate::scrub::ScrubbedStdout;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// Asked right before each send: `false` holds the send back. A replica
+/// that leads (high availability) closes it when it may have lost its lease
+/// without knowing yet, such as right after the process was paused.
+pub type SendGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// Where CloudEvents go.
 #[derive(Debug)]
 pub enum Target {
@@ -77,6 +82,21 @@ impl Target {
         metrics: &Metrics,
         stop: &CancellationToken,
     ) -> Delivered {
+        self.deliver_gated(event, max_retries, metrics, stop, None)
+            .await
+    }
+
+    /// [`Target::deliver`], asking `gate` before every attempt: when it says
+    /// no, nothing is sent and the delivery ends as
+    /// [`Delivered::Cancelled`] (the event stays new).
+    pub async fn deliver_gated(
+        &self,
+        event: &cloudevents::Event,
+        max_retries: u32,
+        metrics: &Metrics,
+        stop: &CancellationToken,
+        gate: Option<&SendGate>,
+    ) -> Delivered {
         let sink = match self {
             Self::Direktiv(sink) => sink,
             Self::Stdout(stdout) => return print_event(stdout, event),
@@ -89,6 +109,9 @@ impl Target {
             .with_max_times(max_retries as usize)
             .build();
         loop {
+            if stop.is_cancelled() || gate.is_some_and(|gate| !gate()) {
+                return Delivered::Cancelled;
+            }
             let delivery = sink.send(event).await;
             let code = HttpCode(delivery.status);
             if delivery.outcome.is_acknowledged() {
@@ -233,6 +256,25 @@ mod tests {
         stop.cancel();
         let outcome = target.deliver(&event(), 100, &metrics, &stop).await;
         assert_eq!(outcome, Delivered::Cancelled);
+    }
+
+    #[tokio::test]
+    async fn a_closed_gate_sends_nothing_and_an_open_one_sends() {
+        let (server, target) = direktiv_answering(200).await;
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        let closed: SendGate = std::sync::Arc::new(|| false);
+        let outcome = target
+            .deliver_gated(&event(), 3, &metrics, &stop, Some(&closed))
+            .await;
+        assert_eq!(outcome, Delivered::Cancelled);
+        assert!(server.received_requests().await.unwrap().is_empty());
+        let open: SendGate = std::sync::Arc::new(|| true);
+        let outcome = target
+            .deliver_gated(&event(), 3, &metrics, &stop, Some(&open))
+            .await;
+        assert_eq!(outcome, Delivered::Acknowledged { already: false });
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 
     #[tokio::test]

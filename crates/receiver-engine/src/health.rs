@@ -1,7 +1,8 @@
 //! Liveness and readiness: the main loop's heartbeat and the ready flag that
 //! `/healthz` and `/readyz` answer from. Neither looks at Equinix or Direktiv:
 //! a liveness probe must not restart a healthy receiver because a dependency
-//! is down.
+//! is down. A standby replica (high availability) is ready while it can reach
+//! its database, so that it is counted as available to take over.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +21,11 @@ pub struct Health {
     ready: AtomicBool,
     /// A shutdown has begun.
     stopping: AtomicBool,
+    /// A standby replica: it does not poll, and is ready while its database
+    /// answers.
+    standby: AtomicBool,
+    /// The standby's database answered its last request.
+    database_reachable: AtomicBool,
 }
 
 impl Health {
@@ -38,6 +44,8 @@ impl Health {
             budget,
             ready: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
+            standby: AtomicBool::new(false),
+            database_reachable: AtomicBool::new(false),
         }
     }
 
@@ -72,9 +80,33 @@ impl Health {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
-    /// Ready and not shutting down.
+    /// This replica waits for the lease (`true`) or holds it (`false`, as
+    /// without high availability). A standby beats on its own loop's pulse
+    /// (the caller's [`Health::beat`]) and is ready while its database
+    /// answers; a leader is ready after its first sweep.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::Relaxed);
+    }
+
+    /// Whether the standby's database answered its last request.
+    pub fn set_database_reachable(&self, reachable: bool) {
+        self.database_reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// Ready and not shutting down: after the first sweep, or, for a
+    /// standby, while its database answers.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && !self.stopping.load(Ordering::Relaxed)
+        let ready = if self.standby.load(Ordering::Relaxed) {
+            self.database_reachable.load(Ordering::Relaxed)
+        } else {
+            self.ready.load(Ordering::Relaxed)
+        };
+        ready && !self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// A standby (see [`Health::set_standby`]).
+    pub fn standby(&self) -> bool {
+        self.standby.load(Ordering::Relaxed)
     }
 
     /// Shutting down.
@@ -126,6 +158,26 @@ mod tests {
         assert!(health.stopping());
         health.set_ready();
         assert!(!health.ready(), "a late sweep does not make it ready again");
+    }
+
+    #[test]
+    fn a_standby_is_ready_while_its_database_answers() {
+        let health = Health::new(Duration::from_secs(1));
+        health.set_standby(true);
+        assert!(!health.ready(), "not before the database answered");
+        health.set_database_reachable(true);
+        assert!(health.ready());
+        health.set_database_reachable(false);
+        assert!(!health.ready(), "not while the database is unreachable");
+        health.set_database_reachable(true);
+        // Leading: ready only after its first sweep.
+        health.set_standby(false);
+        assert!(!health.ready());
+        health.set_ready();
+        assert!(health.ready());
+        health.set_standby(true);
+        health.set_stopping();
+        assert!(!health.ready(), "not while shutting down");
     }
 
     #[test]

@@ -103,7 +103,7 @@ mod sweep;
 pub use crate::dead_letter::{
     Answer as DirektivAnswer, DeadLetters, Entry as DeadLetter, Location as DeadLetterLocation,
 };
-pub use crate::deliver::{Delivered, Target};
+pub use crate::deliver::{Delivered, SendGate, Target};
 pub use crate::error::{Error, Result};
 pub use crate::event_types::EventTypes;
 pub use crate::health::Health;

@@ -281,6 +281,10 @@ pub struct Metrics {
     pub events_refused: Counter,
     /// Refused events dropped from the full dead-letter store (oldest first): `equinix_receiver_dead_letter_dropped`.
     pub dead_letter_dropped: Counter,
+    /// 1 while this replica holds its organization's lease (high availability), else 0: `equinix_receiver_leader`.
+    pub leader: Gauge,
+    /// Gains and losses of the organization's lease by this replica: `equinix_receiver_lease_transitions`.
+    pub lease_transitions: Counter,
     registry: Registry,
 }
 
@@ -329,6 +333,8 @@ impl Metrics {
             dead_letter_events: Gauge::default(),
             events_refused: Counter::default(),
             dead_letter_dropped: Counter::default(),
+            leader: Gauge::default(),
+            lease_transitions: Counter::default(),
             registry,
         };
         metrics.create_known_labels();
@@ -515,6 +521,16 @@ impl Metrics {
             "dead_letter_dropped",
             "Refused events dropped from the full dead-letter store (oldest first)",
             self.dead_letter_dropped.clone(),
+        );
+        r.register(
+            "leader",
+            "1 while this replica holds its organization's lease (high availability), else 0",
+            self.leader.clone(),
+        );
+        r.register(
+            "lease_transitions",
+            "Gains and losses of the organization's lease by this replica",
+            self.lease_transitions.clone(),
         );
         self
     }

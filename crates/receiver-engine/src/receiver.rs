@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{DeadLetters, Location};
-use crate::deliver::{Delivered, Target};
+use crate::deliver::{Delivered, SendGate, Target};
 use crate::error_events::{ErrorEvents, ErrorKind, Occurrence};
 use crate::event_types::EventTypes;
 use crate::future::FutureDated;
@@ -215,6 +215,7 @@ impl Receiver {
             observer: Arc::new(NoObserver),
             newest_delivered_ms: AtomicI64::new(0),
             future_dated: FutureDated::default(),
+            send_gate: None,
         };
         Self {
             pipeline,
@@ -273,6 +274,16 @@ impl Receiver {
     #[must_use]
     pub fn with_observer(mut self, observer: Arc<dyn Observer>) -> Self {
         self.pipeline.observer = observer;
+        self
+    }
+
+    /// Asks `gate` right before each send to Direktiv (events and error
+    /// events); when it says no, the event is not sent and stays new. A
+    /// leading replica (high availability) passes whether its lease is still
+    /// its own.
+    #[must_use]
+    pub fn with_send_gate(mut self, gate: SendGate) -> Self {
+        self.pipeline.send_gate = Some(gate);
         self
     }
 
@@ -669,7 +680,13 @@ impl ErrorReporting {
         for report in events.due(now, chrono::Utc::now(), &source) {
             match pipeline
                 .target
-                .deliver(&report.event, 0, &pipeline.metrics, stop)
+                .deliver_gated(
+                    &report.event,
+                    0,
+                    &pipeline.metrics,
+                    stop,
+                    pipeline.send_gate.as_ref(),
+                )
                 .await
             {
                 Delivered::Acknowledged { .. } => {

@@ -18,7 +18,7 @@ use metal_events::{Client, Event, EventId};
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::DeadLetters;
-use crate::deliver::{Delivered, Target};
+use crate::deliver::{Delivered, SendGate, Target};
 use crate::error_events::ErrorKind;
 use crate::event_types::EventTypes;
 use crate::future::FutureDated;
@@ -62,6 +62,8 @@ pub(crate) struct Pipeline {
     pub newest_delivered_ms: AtomicI64,
     /// The lists that showed an event dated in the future.
     pub future_dated: FutureDated,
+    /// Asked before each send (`None`: always open).
+    pub send_gate: Option<SendGate>,
 }
 
 /// What one sweep did, for the log line, the exit code of `--once` and the
@@ -656,7 +658,13 @@ impl Pipeline {
             let id = candidate.event.id().map_or("", |id| id.as_str());
             let outcome = self
                 .target
-                .deliver(&candidate.cloud, self.max_retries, &self.metrics, stop)
+                .deliver_gated(
+                    &candidate.cloud,
+                    self.max_retries,
+                    &self.metrics,
+                    stop,
+                    self.send_gate.as_ref(),
+                )
                 .await;
             match &outcome {
                 Delivered::Acknowledged { already } => {

@@ -2,6 +2,8 @@
 //! loopback, the built receiver as a child process, and the accounting that
 //! proves nothing was lost.
 
+#![allow(dead_code, reason = "each test binary uses part of it")]
+
 use crate::process_support::send_signal;
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -88,6 +90,13 @@ impl World {
         self.extra.entry(section).or_default().push(line.to_owned());
     }
 
+    /// Whether a line added to `section` starts with `prefix`.
+    fn extra_has(&self, section: &str, prefix: &str) -> bool {
+        self.extra
+            .get(section)
+            .is_some_and(|lines| lines.iter().any(|l| l.starts_with(prefix)))
+    }
+
     /// The state file.
     pub(crate) fn state_path(&self) -> PathBuf {
         self.dir.path().join("state").join("state.json")
@@ -132,7 +141,15 @@ impl World {
                     "maxRetries: 2".to_owned(),
                 ],
             ),
-            ("state", vec![format!("path: {}", state.display())]),
+            // `state.postgres` (high availability) replaces the file.
+            (
+                "state",
+                if self.extra_has("state", "postgres:") {
+                    Vec::new()
+                } else {
+                    vec![format!("path: {}", state.display())]
+                },
+            ),
             (
                 "log",
                 vec!["format: json".to_owned(), "level: info".to_owned()],

@@ -1,0 +1,243 @@
+//! The PostgreSQL store and leader election (feature `postgres`): several
+//! replicas share one organization's state in a database, and one of them at a
+//! time, the holder of the organization's lease, polls and writes.
+//!
+//! - [`PostgresOptions`]: where and as whom (a libpq-style URL), the schema and
+//!   the organization.
+//! - [`Database`]: connects, runs the versioned migrations, hands out a
+//!   [`PostgresTracker`] for a lease [`Generation`], imports a file state once.
+//! - [`Elector`]: the lease (one row per organization, expiry by the
+//!   database's clock) and the whole campaign, [`Elector::lead`].
+//!
+//! # Invariants
+//!
+//! - **Fencing.** Every write of a [`PostgresTracker`] runs in one transaction
+//!   that first locks the organization's lease row and compares its generation
+//!   with the tracker's: when a newer leader exists the write is refused with
+//!   [`Error::Fenced`] and nothing changes, so a paused
+//!   or partitioned old leader never moves the state backwards. A refused
+//!   write also tells this process's [`Elector::lead`], which ends the term at
+//!   once.
+//! - **The database's clock.** A lease's expiry is computed with the
+//!   database's `now()`, never a replica's clock. The holder judges its own
+//!   deadline on its monotonic clock, counted from the moment a renewal was
+//!   *sent*, minus a safety margin: it stops before the database can consider
+//!   the lease expired.
+
+mod conn;
+mod lease;
+mod migrations;
+mod options;
+mod tls;
+mod tracker;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::options::TrackerOptions;
+
+use conn::Conn;
+pub use lease::{Elector, Generation, LeaderEvent, Lease, LossReason, Term, replica_identity};
+pub use options::{DEFAULT_SCHEMA, PostgresOptions};
+pub use tracker::PostgresTracker;
+
+/// What [`Database::import_state`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportReport {
+    /// `false` when the database already held exactly this state (a second
+    /// run): nothing was written.
+    pub imported: bool,
+    /// Delivered event ids in the state (dated and undated).
+    pub delivered_ids: usize,
+    /// Sources with a floor in the state.
+    pub sources: usize,
+}
+
+/// The database: connects, runs the versioned, idempotent migrations, and
+/// hands out trackers and electors. Cheap to clone; each tracker and each
+/// elector uses a connection of its own, so a long write never delays a
+/// lease renewal.
+#[derive(Clone, Debug)]
+pub struct Database {
+    inner: Arc<Inner>,
+    ping: Arc<Conn>,
+}
+
+/// What every connection of one [`Database`] shares.
+pub(crate) struct Inner {
+    pub(crate) options: PostgresOptions,
+    /// The TLS connector (`None` with `sslmode=disable`).
+    pub(crate) tls: Option<tls::RustlsConnect>,
+    /// The greatest generation whose write was fenced in this process: a
+    /// term of that generation (or older) must end.
+    pub(crate) fenced: watch::Sender<Generation>,
+}
+
+impl Inner {
+    /// The schema, quoted for SQL (validated: a plain identifier).
+    pub(crate) fn schema(&self) -> String {
+        format!("\"{}\"", self.options.schema())
+    }
+
+    /// `Error::Database` for `operation`, the password scrubbed.
+    pub(crate) fn db_error(&self, operation: &str, error: &tokio_postgres::Error) -> Error {
+        Error::Database {
+            operation: operation.to_owned(),
+            reason: self.options.scrub(&describe(error)),
+        }
+    }
+
+    /// Reports that a write of `generation` was fenced.
+    pub(crate) fn report_fenced(&self, generation: Generation) {
+        self.fenced.send_if_modified(|fenced| {
+            let newer = generation > *fenced;
+            if newer {
+                *fenced = generation;
+            }
+            newer
+        });
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A tokio-postgres error with what the server said (its severity, message,
+/// detail and hint) or the chain of causes.
+fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{}: {}", db.severity(), db.message());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(" ({detail})"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let shown = cause.to_string();
+        if !text.contains(&shown) {
+            text.push_str(": ");
+            text.push_str(&shown);
+        }
+        source = std::error::Error::source(cause);
+    }
+    text
+}
+
+impl Database {
+    /// Connects and brings the schema up to date (under an advisory lock, so
+    /// replicas starting together migrate once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the server cannot be reached or refuses us,
+    /// [`Error::Migration`] when the schema cannot be brought up to date (or
+    /// was migrated by a newer receiver), [`Error::InvalidOptions`] when the
+    /// TLS settings cannot be used.
+    pub async fn connect(options: &PostgresOptions) -> Result<Self> {
+        let (fenced, _) = watch::channel(Generation(i64::MIN));
+        let tls = match options.encrypt {
+            options::Encrypt::Never => None,
+            options::Encrypt::IfOffered | options::Encrypt::Always => Some(
+                tls::RustlsConnect::new(options.verify, options.root_cert.as_deref())
+                    .map_err(|reason| Error::InvalidOptions { reason })?,
+            ),
+        };
+        let inner = Arc::new(Inner {
+            options: options.clone(),
+            tls,
+            fenced,
+        });
+        let ping = Arc::new(Conn::new(inner.clone()));
+        {
+            let mut conn = ping.get("connecting").await?;
+            migrations::run(&inner, conn.client())
+                .await
+                .inspect_err(|_| conn.discard())?;
+        }
+        Ok(Self { inner, ping })
+    }
+
+    /// The options this database was opened with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.inner.options
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// The tracker of this organization's state, whose every write carries
+    /// `generation` and is refused with [`Error::Fenced`] when a newer lease
+    /// generation exists. Loads the whole state (creating it, with the
+    /// options' baseline, when the organization has none).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Fenced`] when a newer generation already exists,
+    /// [`Error::Database`] when the database cannot be reached.
+    pub async fn tracker(
+        &self,
+        generation: Generation,
+        options: TrackerOptions,
+    ) -> Result<PostgresTracker> {
+        PostgresTracker::load(self.inner.clone(), generation, options).await
+    }
+
+    /// Copies a file state (the [`FileTracker`](crate::FileTracker)'s JSON)
+    /// into the database once; refuses when the organization already has state
+    /// (unless it is identical, then it does nothing), so a double run does
+    /// nothing wrong. Writes as the current lease generation, in one
+    /// transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ImportRefused`] when the organization already holds a different
+    /// state; the file's own errors ([`Error::Corrupt`], [`Error::Read`], ...);
+    /// [`Error::Database`].
+    pub async fn import_state(&self, path: &Path) -> Result<ImportReport> {
+        tracker::import(self.inner.clone(), path).await
+    }
+
+    /// Whether the database answers (a `SELECT 1` on a connection of its own).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when it does not.
+    pub async fn ping(&self) -> Result<()> {
+        let mut conn = self.ping.get("pinging").await?;
+        let timeout = self.inner.options.request_timeout();
+        match tokio::time::timeout(timeout, conn.client().simple_query("SELECT 1")).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => {
+                conn.check_closed();
+                Err(self.inner.db_error("pinging", &error))
+            }
+            Err(_) => {
+                conn.discard();
+                Err(timed_out("pinging", timeout))
+            }
+        }
+    }
+}
+
+/// `Error::Database` for a request that got no answer in time.
+pub(crate) fn timed_out(operation: &str, after: std::time::Duration) -> Error {
+    Error::Database {
+        operation: operation.to_owned(),
+        reason: format!("no answer within {after:?}"),
+    }
+}
