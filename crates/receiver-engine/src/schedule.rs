@@ -87,14 +87,13 @@ pub(crate) struct Cadence {
 }
 
 impl Cadence {
-    /// The cadence, each interval at least the one before it.
+    /// The cadence, each interval at least the one before it. A maximum
+    /// equal to `poll` turns the schedule off: every list every pass,
+    /// whatever `covered` says.
     pub(crate) fn new(poll: Duration, max: Duration, covered: Duration) -> Self {
         let max = max.max(poll);
-        Self {
-            poll,
-            max,
-            covered: covered.max(max),
-        }
+        let covered = if max == poll { poll } else { covered.max(max) };
+        Self { poll, max, covered }
     }
 
     fn band(&self, interval: Duration) -> Band {
@@ -289,7 +288,12 @@ impl Schedule {
     /// Brings the schedule in line with a freshly loaded inventory: new
     /// lists are due at once (a device that appeared is hot), gone ones
     /// leave, and a device whose `state` or `updated_at` changed is hot.
-    pub(crate) fn sync(&mut self, inventory: &Inventory, levels: crate::poll::Levels, now: Instant) {
+    pub(crate) fn sync(
+        &mut self,
+        inventory: &Inventory,
+        levels: crate::poll::Levels,
+        now: Instant,
+    ) {
         let fresh = sources(inventory, levels);
         let mut kept = HashMap::with_capacity(fresh.len());
         for source in fresh {
@@ -367,7 +371,9 @@ impl Schedule {
         let Some(state) = self.lists.get_mut(&seen.key) else {
             return None;
         };
-        let staleness = state.last_read.map(|last| now.saturating_duration_since(last));
+        let staleness = state
+            .last_read
+            .map(|last| now.saturating_duration_since(last));
         state.last_read = Some(now);
         let level = state.source.level();
         let project = state.source.project.clone();
@@ -388,7 +394,11 @@ impl Schedule {
                         .as_ref()
                         .and_then(|p| self.coverage.get(p))
                         .is_some_and(|c| c.covered);
-                    let cap = if covered { cadence.covered } else { cadence.max };
+                    let cap = if covered {
+                        cadence.covered
+                    } else {
+                        cadence.max
+                    };
                     (state.interval * 2).min(cap).max(cadence.poll)
                 };
                 state.next_due = now + state.interval;
@@ -654,13 +664,29 @@ mod tests {
         let inventory = inventory(1, 1);
         let (mut schedule, start) = started(&inventory);
         let mut reads = BTreeMap::new();
-        run(&mut schedule, &World::default(), start, 0, 300, None, &mut reads);
+        run(
+            &mut schedule,
+            &World::default(),
+            start,
+            0,
+            300,
+            None,
+            &mut reads,
+        );
         // 20, 40, then every 60 s.
-        assert_eq!(reads_of(&reads, "device:p0-d0"), [0, 20, 60, 120, 180, 240, 300]);
+        assert_eq!(
+            reads_of(&reads, "device:p0-d0"),
+            [0, 20, 60, 120, 180, 240, 300]
+        );
         assert_eq!(reads_of(&reads, "project:p0").len(), 31, "every pass");
         assert_eq!(
             schedule.bands(),
-            [(Band::Hot, 1), (Band::Cooling, 0), (Band::Max, 1), (Band::Covered, 0)]
+            [
+                (Band::Hot, 1),
+                (Band::Cooling, 0),
+                (Band::Max, 1),
+                (Band::Covered, 0)
+            ]
         );
     }
 
@@ -683,11 +709,17 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_maximum_equal_to_the_poll_interval_every_list_is_read_every_pass() {
         let inventory = inventory(2, 3);
-        let mut schedule = Schedule::new(Cadence::new(POLL, POLL, POLL), Duration::from_secs(600));
+        let mut schedule =
+            Schedule::new(Cadence::new(POLL, POLL, COVERED), Duration::from_secs(600));
         let start = Instant::now();
         schedule.sync(&inventory, Levels::default(), start);
+        let mut world = World::default();
+        // Covered projects too: `coveredPollInterval` does not apply.
+        world.device_event("p0-d0", "e0", 0, true);
+        world.device_event("p1-d0", "e1", 0, true);
         let mut reads = BTreeMap::new();
-        run(&mut schedule, &World::default(), start, 0, 100, None, &mut reads);
+        run(&mut schedule, &world, start, 0, 100, None, &mut reads);
+        assert!(schedule.is_covered(&ProjectId::new("p0".to_owned())));
         assert_eq!(reads.len(), 8);
         assert!(reads.values().all(|r| r.len() == 11), "{reads:?}");
     }
@@ -730,7 +762,12 @@ mod tests {
         );
         assert_eq!(
             schedule.bands(),
-            [(Band::Hot, 1), (Band::Cooling, 0), (Band::Max, 0), (Band::Covered, 2)]
+            [
+                (Band::Hot, 1),
+                (Band::Cooling, 0),
+                (Band::Max, 0),
+                (Band::Covered, 2)
+            ]
         );
     }
 
@@ -770,7 +807,10 @@ mod tests {
         world.device_event("p0-d0", "e1", 5, false);
         let mut reads = BTreeMap::new();
         run(&mut schedule, &world, start, 0, 100, None, &mut reads);
-        assert!(!schedule.is_covered(&project), "e1 is missing from the project list");
+        assert!(
+            !schedule.is_covered(&project),
+            "e1 is missing from the project list"
+        );
         world.device_event("p0-d0", "e2", 105, true);
         run(&mut schedule, &world, start, 110, 130, None, &mut reads);
         assert!(schedule.is_covered(&project), "e2 is in both");
@@ -781,7 +821,15 @@ mod tests {
         let mut inventory = inventory(1, 2);
         let (mut schedule, start) = started(&inventory);
         let mut reads = BTreeMap::new();
-        run(&mut schedule, &World::default(), start, 0, 200, None, &mut reads);
+        run(
+            &mut schedule,
+            &World::default(),
+            start,
+            0,
+            200,
+            None,
+            &mut reads,
+        );
         let now = start + Duration::from_secs(205);
         assert!(schedule.due(now, None).iter().all(|s| s.device.is_none()));
 
@@ -816,11 +864,23 @@ mod tests {
         let inventory = inventory(1, 20);
         let (mut schedule, start) = started(&inventory);
         let mut reads = BTreeMap::new();
-        run(&mut schedule, &World::default(), start, 0, 600, Some(3), &mut reads);
+        run(
+            &mut schedule,
+            &World::default(),
+            start,
+            0,
+            600,
+            Some(3),
+            &mut reads,
+        );
         // Every list is read; the budget is spent every pass.
         assert_eq!(reads.len(), 21);
         let counts: Vec<usize> = reads.values().map(Vec::len).collect();
-        assert_eq!(counts.iter().sum::<usize>(), 61 * 3, "the budget, every pass");
+        assert_eq!(
+            counts.iter().sum::<usize>(),
+            61 * 3,
+            "the budget, every pass"
+        );
         // No list waits more than one round of all lists (21 lists at 3 a
         // pass: 7 passes) past its due time: the project list, due every
         // pass, does not crowd the device lists out.
@@ -836,7 +896,11 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         assert_eq!(pass_budget(None, None, POLL, now), None);
         assert_eq!(pass_budget(Some(5.0), None, POLL, now), Some(50));
-        assert_eq!(pass_budget(Some(0.01), None, POLL, now), Some(1), "at least one");
+        assert_eq!(
+            pass_budget(Some(0.01), None, POLL, now),
+            Some(1),
+            "at least one"
+        );
         // 300 left until the window resets in 60 s: six passes.
         let limit = RateLimit::new(Some(1000), Some(300), Some(60));
         assert_eq!(pass_budget(None, Some(limit), POLL, now), Some(50));
