@@ -147,21 +147,22 @@ struct Coverage {
     watched_from: Option<DateTime<Utc>>,
     /// When the last complete read began.
     last_read: Option<DateTime<Utc>>,
-    /// Ids the project's list showed, with their time.
+    /// Ids the project's list showed, with when it last showed them.
     shown: HashMap<EventId, DateTime<Utc>>,
     /// Ids device lists showed, not yet compared with a project read made
-    /// after their time.
-    pending: HashMap<EventId, DateTime<Utc>>,
-    /// Ids already compared: each device event counts once.
+    /// after their time: the event's time, and when a device list showed it.
+    pending: HashMap<EventId, (DateTime<Utc>, DateTime<Utc>)>,
+    /// Ids already compared (each device event counts once), with when.
     judged: HashMap<EventId, DateTime<Utc>>,
 }
 
 impl Coverage {
-    /// Compares the device event `id` of `at` with the project's list, once
-    /// per id: `Some(true)` the list showed it, `Some(false)` it did not
-    /// though it was read after `at`; `None` when judged before, or not
-    /// known yet (then it is kept pending).
-    fn judge(&mut self, id: &EventId, at: DateTime<Utc>) -> Option<bool> {
+    /// Compares the device event `id` of `at`, which a device list showed
+    /// at `observed`, with the project's list, once per id: `Some(true)`
+    /// the list showed it, `Some(false)` it did not though it was read
+    /// after `at`; `None` when judged before, or not known yet (then it is
+    /// kept pending).
+    fn judge(&mut self, id: &EventId, at: DateTime<Utc>, observed: DateTime<Utc>) -> Option<bool> {
         if self.judged.contains_key(id) {
             return None;
         }
@@ -176,27 +177,29 @@ impl Coverage {
         match verdict {
             Some(_) => {
                 self.pending.remove(id);
-                self.judged.insert(id.clone(), at);
+                self.judged.insert(id.clone(), observed);
             }
             None => {
-                self.pending.insert(id.clone(), at);
+                self.pending.insert(id.clone(), (at, observed));
             }
         }
         verdict
     }
 
-    /// Forgets ids older than `keep` before the last read.
-    fn prune(&mut self, keep: Duration) {
-        let Some(last) = self.last_read else { return };
+    /// Forgets what was observed more than `keep` before `now`. An event
+    /// is forgotten only once it was last seen that long ago, and so was
+    /// created before then: device events older than that tell nothing
+    /// any more.
+    fn prune(&mut self, now: DateTime<Utc>, keep: Duration) {
         let Some(oldest) = chrono::TimeDelta::from_std(keep)
             .ok()
-            .and_then(|keep| last.checked_sub_signed(keep))
+            .and_then(|keep| now.checked_sub_signed(keep))
         else {
             return;
         };
-        self.shown.retain(|_, at| *at >= oldest);
-        self.pending.retain(|_, at| *at >= oldest);
-        self.judged.retain(|_, at| *at >= oldest);
+        self.shown.retain(|_, seen| *seen >= oldest);
+        self.pending.retain(|_, (_, seen)| *seen >= oldest);
+        self.judged.retain(|_, seen| *seen >= oldest);
         self.watched_from = self.watched_from.map(|from| from.max(oldest));
     }
 }
@@ -432,27 +435,29 @@ impl Schedule {
         let coverage = self.coverage.entry(project.clone()).or_default();
         coverage
             .shown
-            .extend(seen.ids.iter().map(|(id, at)| (id.clone(), *at)));
+            .extend(seen.ids.iter().map(|(id, _)| (id.clone(), seen.read_at)));
         if seen.end == ReadEnd::Complete {
             coverage.watched_from.get_or_insert(seen.read_at);
             coverage.last_read = Some(seen.read_at);
         }
-        coverage.prune(keep);
         let pending: Vec<_> = coverage.pending.drain().collect();
         let verdicts: Vec<bool> = pending
             .iter()
-            .filter_map(|(id, at)| coverage.judge(id, *at))
+            .filter_map(|(id, (at, observed))| coverage.judge(id, *at, *observed))
             .collect();
+        coverage.prune(seen.read_at, keep);
         self.learn(project, &verdicts);
     }
 
     fn learn_from_device(&mut self, project: &ProjectId, seen: &ListSeen) {
+        let keep = self.keep_ids;
         let coverage = self.coverage.entry(project.clone()).or_default();
         let verdicts: Vec<bool> = seen
             .ids
             .iter()
-            .filter_map(|(id, at)| coverage.judge(id, *at))
+            .filter_map(|(id, at)| coverage.judge(id, *at, seen.read_at))
             .collect();
+        coverage.prune(seen.read_at, keep);
         self.learn(project, &verdicts);
     }
 
