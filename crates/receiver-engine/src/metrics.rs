@@ -242,7 +242,7 @@ pub struct Metrics {
     pub sweeps: Counter,
     /// Sweeps that ended with an error (no API answer, wrong token, timeout): `equinix_receiver_sweep_failures`.
     pub sweep_failures: Counter,
-    /// Wall time of one sweep: poll every list, deliver what is new: `equinix_receiver_sweep_duration_seconds`.
+    /// Wall time of one sweep: read the lists that are due, deliver what is new: `equinix_receiver_sweep_duration_seconds`.
     pub sweep_duration: Histogram,
     /// Unix time at which the last sweep without errors finished: `equinix_receiver_last_successful_sweep_timestamp_seconds`.
     pub last_successful_sweep: Gauge<f64, AtomicU64>,
@@ -402,7 +402,7 @@ impl Metrics {
         );
         r.register(
             "sweep_duration_seconds",
-            "Wall time of one sweep: poll every list, deliver what is new",
+            "Wall time of one sweep: read the lists that are due, deliver what is new",
             self.sweep_duration.clone(),
         );
         r.register(
