@@ -371,9 +371,7 @@ impl Schedule {
     /// list was read before (`None` the first time).
     pub(crate) fn on_read(&mut self, seen: &ListSeen, now: Instant) -> Option<Duration> {
         let cadence = self.cadence;
-        let Some(state) = self.lists.get_mut(&seen.key) else {
-            return None;
-        };
+        let state = self.lists.get_mut(&seen.key)?;
         let staleness = state
             .last_read
             .map(|last| now.saturating_duration_since(last));

@@ -214,7 +214,6 @@ async fn idle_requests(world: World) -> (f64, u64) {
 async fn an_idle_fleet_costs_a_fraction_of_the_requests_in_both_worlds() {
     let (own_only, covered_own) = idle_requests(World::ProjectListsOwnOnly).await;
     let (shows, covered_shows) = idle_requests(World::ProjectListsShowDevices).await;
-    println!("lists read per list and sweep: own-only {own_only:.3}, shows devices {shows:.3}");
     // Every sweep reads 3 of 43 lists (the projects and the organization);
     // a quiet device list once per 10 sweeps where project lists show only
     // their own events: (3 + 40 / 10) / 43 = 0.16 (sweeps that take longer

@@ -311,6 +311,34 @@ impl Walker<'_> {
     }
 }
 
+impl Walker<'_> {
+    /// A duration no shorter than `floor` (the key named, and its value);
+    /// `default` when unset.
+    fn at_least(
+        &mut self,
+        field: &Field<'_>,
+        default: Duration,
+        (floor_key, floor): (&str, Duration),
+        fix: &str,
+    ) -> Duration {
+        let value = self.duration(field, default, false);
+        if value < floor {
+            let line = field.node.map_or(0, |n| n.line);
+            self.problem(
+                &field.path,
+                line,
+                format!(
+                    "{} is shorter than `{floor_key}` ({}): {fix}",
+                    format_duration(value),
+                    format_duration(floor)
+                ),
+            );
+            return floor;
+        }
+        value
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::tests::{load, minimal_with, problems};
@@ -355,33 +383,5 @@ mod tests {
               remove it, or write `*` for every type"
             ]
         );
-    }
-}
-
-impl Walker<'_> {
-    /// A duration no shorter than `floor` (the key named, and its value);
-    /// `default` when unset.
-    fn at_least(
-        &mut self,
-        field: &Field<'_>,
-        default: Duration,
-        (floor_key, floor): (&str, Duration),
-        fix: &str,
-    ) -> Duration {
-        let value = self.duration(field, default, false);
-        if value < floor {
-            let line = field.node.map_or(0, |n| n.line);
-            self.problem(
-                &field.path,
-                line,
-                format!(
-                    "{} is shorter than `{floor_key}` ({}): {fix}",
-                    format_duration(value),
-                    format_duration(floor)
-                ),
-            );
-            return floor;
-        }
-        value
     }
 }
