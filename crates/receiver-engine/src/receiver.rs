@@ -58,7 +58,9 @@ pub struct EngineOptions {
     /// sweep).
     pub max_poll_interval: Duration,
     /// The same, in a project whose list shows its devices' events (default
-    /// 10 min; at least `max_poll_interval`).
+    /// 10 min; at least `max_poll_interval`). Keep both well under the
+    /// tracker's `source_expiry` (default 6 h): a list whose floor does not
+    /// move for that long is forgotten.
     pub covered_poll_interval: Duration,
     /// One sweep at most (default 5 min).
     pub sweep_timeout: Duration,

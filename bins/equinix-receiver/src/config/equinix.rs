@@ -23,6 +23,10 @@ const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// The default of `equinix.coveredPollInterval` (when `maxPollInterval` is
 /// shorter).
 const DEFAULT_COVERED_POLL_INTERVAL: Duration = Duration::from_secs(600);
+/// The longest `maxPollInterval` and `coveredPollInterval`: half the
+/// tracker's source expiry (6 h), which forgets a list whose floor does not
+/// move for that long.
+const MAX_LIST_INTERVAL: Duration = Duration::from_secs(3 * 60 * 60);
 
 impl Walker<'_> {
     pub(super) fn equinix(&mut self, node: Option<&Node>) -> Option<EquinixSettings> {
@@ -334,6 +338,21 @@ impl Walker<'_> {
                 ),
             );
             return floor;
+        }
+        if value > MAX_LIST_INTERVAL && field.node.is_some() {
+            let line = field.node.map_or(0, |n| n.line);
+            self.problem(
+                &field.path,
+                line,
+                format!(
+                    "{} is longer than {}: a list left unread for the state's source expiry \
+                     ({}) would be forgotten, and events it shows later could be settled unsent",
+                    format_duration(value),
+                    format_duration(MAX_LIST_INTERVAL),
+                    format_duration(event_dedupe::TrackerOptions::default().source_expiry)
+                ),
+            );
+            return MAX_LIST_INTERVAL.max(floor);
         }
         value
     }

@@ -272,6 +272,8 @@ fn bad_values_are_each_reported() {
             "coveredPollInterval: 30s",
             "30s is shorter than `equinix.maxPollInterval` (1m)",
         ),
+        ("equinix", "coveredPollInterval: 4h", "4h is longer than 3h"),
+        ("equinix", "maxPollInterval: 5h", "source expiry (6h)"),
         ("equinix", "requestRate: 0", "must be greater than zero"),
         ("equinix", "requestRate: -2.5", "must be greater than zero"),
         ("equinix", "requestRate: \"5\"", "without quotes"),
