@@ -206,6 +206,13 @@ async fn idle_requests(world: World) -> (f64, u64) {
     let swept = running.metric("equinix_receiver_sweeps_total") - sweeps;
     let read = running.list_requests() - requests;
     let covered = running.metric("equinix_receiver_lists{band=\"covered\"}") as u64;
+    // Every list is in one band; reads of known lists say how stale they were.
+    let banded: f64 = ["hot", "cooling", "max", "covered"]
+        .iter()
+        .map(|band| running.metric(&format!("equinix_receiver_lists{{band=\"{band}\"}}")))
+        .sum();
+    assert_eq!(banded, lists, "{world:?}");
+    assert!(running.metric("equinix_receiver_list_staleness_seconds_count") > 0.0);
     running.stop().await;
     (read as f64 / (swept * lists), covered)
 }
