@@ -136,6 +136,14 @@ struct ListState {
     mark: Option<DeviceMark>,
 }
 
+impl ListState {
+    /// Read every `poll` from now on, starting with the pass at `now`.
+    fn make_hot(&mut self, poll: Duration, now: Instant) {
+        self.interval = poll;
+        self.next_due = self.next_due.min(now);
+    }
+}
+
 /// What the scheduler knows of one project's list.
 #[derive(Debug, Default)]
 struct Coverage {
@@ -308,7 +316,7 @@ impl Schedule {
             let state = match self.lists.remove(&source.key) {
                 Some(mut state) => {
                     if mark.is_some() && state.mark != mark {
-                        self.make_hot(&mut state, now);
+                        state.make_hot(self.cadence.poll, now);
                     }
                     state.mark = mark;
                     state.source = source;
@@ -327,11 +335,6 @@ impl Schedule {
         self.lists = kept;
         self.coverage
             .retain(|id, _| inventory.project(id).is_some());
-    }
-
-    fn make_hot(&self, state: &mut ListState, now: Instant) {
-        state.interval = self.cadence.poll;
-        state.next_due = state.next_due.min(now);
     }
 
     /// Every list, for a pass that reads them all (`--once`).
@@ -407,9 +410,8 @@ impl Schedule {
         }
         for device in &seen.devices {
             let key = crate::SourceKey::Device(device.clone()).to_string();
-            if let Some(mut state) = self.lists.remove(&key) {
-                self.make_hot(&mut state, now);
-                self.lists.insert(key, state);
+            if let Some(state) = self.lists.get_mut(&key) {
+                state.make_hot(cadence.poll, now);
             }
         }
         if let Some(project) = project {
@@ -892,6 +894,33 @@ mod tests {
             assert!(gaps.max().unwrap_or(0) <= 80, "{key}: {seconds:?}");
         }
         assert!(reads_of(&reads, "project:p0").len() >= 10, "{reads:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_lists_that_fill_the_budget_do_not_starve_quiet_ones() {
+        // Three busy project lists (new events at every read) and six device
+        // lists, with a budget of three lists a pass: the busy lists alone
+        // would take every pass.
+        let inventory = inventory(3, 2);
+        let (mut schedule, start) = started(&inventory);
+        let mut world = World::default();
+        for (p, second) in (0..3).flat_map(|p| (0..=300).step_by(10).map(move |s| (p, s))) {
+            world
+                .events
+                .entry(format!("project:p{p}"))
+                .or_default()
+                .push((format!("p{p}-e{second}"), second, None));
+        }
+        let mut reads = BTreeMap::new();
+        run(&mut schedule, &world, start, 0, 300, Some(3), &mut reads);
+        for d in ["p0-d0", "p0-d1", "p1-d0", "p1-d1", "p2-d0", "p2-d1"] {
+            let seconds = reads_of(&reads, &device_key(d));
+            assert!(seconds.len() >= 4, "{d} starved: {seconds:?}");
+        }
+        for p in 0..3 {
+            let seconds = reads_of(&reads, &format!("project:p{p}"));
+            assert!(seconds.len() >= 15, "p{p}: {seconds:?}");
+        }
     }
 
     #[test]
