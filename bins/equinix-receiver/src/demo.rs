@@ -204,6 +204,9 @@ fn settings(
   packetAuthToken: \"{metal_token}\"
   apiUrl: \"{api_url}\"
   pollInterval: {poll}s
+  # The defaults' proportions (10 s, 60 s, 10 min) at the demo's pace.
+  maxPollInterval: {max_poll}s
+  coveredPollInterval: {covered_poll}s
   levels: [project, device, organization]
   startFrom: \"{start}\"
   inventoryRefresh: 1m
@@ -227,6 +230,8 @@ shutdownGrace: 5s
         metal_token = metal.token(),
         api_url = metal.base_url(),
         poll = POLL_INTERVAL.as_secs(),
+        max_poll = POLL_INTERVAL.as_secs() * 6,
+        covered_poll = POLL_INTERVAL.as_secs() * 60,
         start = baseline.to_rfc3339(),
         endpoint = direktiv.endpoint_url(),
         state = state_dir.join("state.json").display(),

@@ -59,6 +59,16 @@ pub struct EquinixSettings {
     pub api_url: Url,
     /// `equinix.pollInterval`, default 10 s: sweeps start this far apart.
     pub poll_interval: Duration,
+    /// `equinix.maxPollInterval`, default 60 s (at least `poll_interval`):
+    /// a quiet device list is read at least this often.
+    pub max_poll_interval: Duration,
+    /// `equinix.coveredPollInterval`, default 10 min (at least
+    /// `max_poll_interval`): the same where the project's list shows its
+    /// devices' events.
+    pub covered_poll_interval: Duration,
+    /// `equinix.requestRate`: Metal API requests per second at most, all
+    /// together; `None` (the default) for no limit of our own.
+    pub request_rate: Option<f64>,
     /// `equinix.perPage`, default 100, at most 1000.
     pub per_page: u32,
     /// `equinix.maxPages`, default 10: pages read per list per sweep at most.
@@ -217,6 +227,7 @@ mod tests {
             dead_letter_path: dead_letter_path.map(PathBuf::from),
             dead_letter_max: 1000,
             reset_corrupt: false,
+            postgres: None,
         }
     }
 

@@ -177,7 +177,7 @@ mod tests {
 
     use super::super::tests::{MINIMAL, load, load_with_env, problems};
     use super::*;
-    use crate::scrub::Scrubber;
+    use receiver_engine::Scrubber;
 
     const URL: &str = "postgres://receiver:pa%2Fss-w0rd@db.example:5432/receiver?sslmode=require";
 
@@ -272,7 +272,7 @@ mod tests {
             assert!(!text.contains("s3cr3t"), "{text}");
         }
         let loaded = load_with_env(MINIMAL, &[(STATE_POSTGRES_URL_ENV, URL)]).unwrap();
-        let summary = crate::config::summary(&loaded.settings);
+        let summary = crate::summary(&loaded.settings);
         assert!(
             summary.ends_with(
                 "state postgres db.example/receiver (schema equinix_receiver, lease 15s)"
