@@ -6,17 +6,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use direktiv_broadcast::{Auth, Sink, SinkConfig};
+use direktiv_broadcast::Sink;
 use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
 use metal_cloudevents::MapOptions;
-use metal_events::{Client, RateGate, RequestRecord};
+use metal_events::{Client, RequestRecord};
 use receiver_engine::{
-    DeadLetterLocation as Location, DeadLetters, EngineOptions, Health, Metrics, Observer,
-    Receiver, ScrubbedStdout, Scrubber, Target,
+    DeadLetters, EngineOptions, Health, Metrics, Observer, Receiver, ScrubbedStdout, Scrubber,
+    Target,
 };
-use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -215,28 +214,6 @@ impl<'a> Parts<'a> {
         scrubber: Arc<Scrubber>,
         dead_letters: DeadLetters,
     ) -> anyhow::Result<Self> {
-        let engine = EngineOptions::default()
-            .with_organization_id(settings.equinix.organization_id.clone())
-            .with_poll_interval(settings.equinix.poll_interval)
-            .with_max_poll_interval(settings.equinix.max_poll_interval)
-            .with_covered_poll_interval(settings.equinix.covered_poll_interval)
-            .with_sweep_timeout(settings.equinix.sweep_timeout)
-            .with_inventory_refresh(settings.equinix.inventory_refresh)
-            .with_shutdown_grace(settings.shutdown_grace)
-            .with_levels(settings.equinix.levels)
-            .with_per_page(settings.equinix.per_page)
-            .with_max_pages(settings.equinix.max_pages)
-            .with_api_concurrency(settings.equinix.concurrency)
-            .with_delivery_concurrency(settings.direktiv.concurrency)
-            .with_max_retries(settings.direktiv.max_retries)
-            .with_overlap(settings.state.overlap)
-            .with_error_events(
-                settings
-                    .direktiv
-                    .event_on_error
-                    .then_some(settings.direktiv.error_event_interval),
-            )
-            .with_event_types(settings.equinix.event_types.clone());
         Ok(Self {
             extras,
             metrics,
@@ -245,7 +222,7 @@ impl<'a> Parts<'a> {
             client: metal_client(settings, metrics)?,
             dead_letters: Arc::new(dead_letters),
             map_options: settings.direktiv.map_options.clone(),
-            engine,
+            engine: settings.engine_options(),
         })
     }
 
@@ -281,40 +258,17 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// The Metal API client, reporting every request to the metrics. The client
-/// keeps the rate-limit gate itself (429s and `X-RateLimit-Remaining: 0`),
-/// pacing every request at `equinix.requestRate` when it is set.
+/// The Metal API client from `equinix.*`, reporting every request to the
+/// metrics. The client keeps the rate-limit gate itself.
 fn metal_client(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let metrics = Arc::clone(metrics);
     let observer = move |record: &RequestRecord| metrics.observe_request(record);
-    let e = &settings.equinix;
-    let gate = e
-        .request_rate
-        .map_or_else(RateGate::default, RateGate::with_rate);
-    Client::builder(e.token.clone())
-        .rate_gate(Arc::new(gate))
-        .base_url(e.api_url.as_str())
-        .timeout(e.request_timeout)
-        .max_response_size(e.max_response_size)
-        .observer(observer)
-        .build()
-        .context("building the Metal API client")
+    (settings.client_builder().observer(observer).build()).context("building the Metal API client")
 }
 
 /// The Direktiv sink from `direktiv.*`.
 pub(crate) fn sink(settings: &Settings) -> anyhow::Result<Sink> {
-    let d = &settings.direktiv;
-    let mut config = SinkConfig::new(d.endpoint.clone());
-    config.insecure_skip_verify = d.insecure_skip_verify;
-    config.ca_file = d.ca_file.clone();
-    config.request_timeout = d.timeout;
-    if let Some(token) = &d.token {
-        config = config.with_auth(Auth::with_headers(
-            d.auth_headers.iter().cloned(),
-            token.expose_secret(),
-        ));
-    }
-    Sink::new(config).context("setting up delivery to Direktiv (direktiv.*)")
+    Sink::new(settings.sink_config()).context("setting up delivery to Direktiv (direktiv.*)")
 }
 
 /// The state file ([`StateSettings::file`]) under this process's
@@ -376,26 +330,7 @@ fn open_dead_letters(
     metrics: &Arc<Metrics>,
     scrubber: Arc<Scrubber>,
 ) -> anyhow::Result<DeadLetters> {
-    let state_file = state_path(state).0;
-    let configured = state.dead_letter_path.is_some();
-    let path = state.dead_letter_file(&state_file);
-    let location = if dry_run {
-        if configured || state_file.is_file() {
-            Location::File {
-                path,
-                read_only: true,
-            }
-        } else {
-            Location::Memory
-        }
-    } else if persistent || configured {
-        Location::File {
-            path,
-            read_only: false,
-        }
-    } else {
-        Location::Memory
-    };
+    let location = state.dead_letter_location(&state_path(state).0, persistent, dry_run);
     let max = usize::try_from(state.dead_letter_max).unwrap_or(usize::MAX);
     let store = DeadLetters::open(location, max, Arc::clone(metrics), scrubber)?;
     Ok(store)

@@ -554,57 +554,14 @@ impl Display {
     }
 
     fn summary(&self, summary: &Audit, metal: &MetalSimHandle, direktiv: &DirektivSimHandle) {
-        let metal_stats = metal.stats();
-        let direktiv_stats = direktiv.stats();
-        let faults: u64 = metal_stats.faults.values().sum();
-        let outage_answers: u64 = direktiv_stats.faults.values().sum();
         let mut lines = vec![
             String::new(),
             format!(
                 "Summary after {:.0} s:",
                 self.started.elapsed().as_secs_f64()
             ),
-            format!(
-                "  events the simulated Metal API holds since the baseline: {} ({} from the \
-                 recent history, {} generated while the demo ran)",
-                summary.expected, summary.recent, summary.generated
-            ),
-            format!(
-                "  {:<56}{}",
-                "accepted by the simulated Direktiv:", summary.accepted
-            ),
         ];
-        if summary.pending > 0 {
-            lines.push(format!(
-                "  {:<56}{} (they appeared after the start of the last sweep that delivered \
-                 everything it found; the Metal API still lists them, so the next successful \
-                 sweep sends them)",
-                "still pending:", summary.pending
-            ));
-        } else {
-            lines.push(format!("  {:<56}0", "still pending:"));
-        }
-        lines.push(format!(
-            "  duplicates: {} (each id reached Direktiv once; {} resends were recognised as \
-             already delivered)",
-            summary.duplicates, direktiv_stats.duplicates_rejected
-        ));
-        if summary.unexpected > 0 {
-            lines.push(format!(
-                "  UNEXPECTED: {} accepted events were not expected (before the baseline or \
-                 of another organization)",
-                summary.unexpected
-            ));
-        }
-        lines.push(format!("  lost: {}", summary.lost.len()));
-        for id in summary.lost.iter().take(10) {
-            lines.push(format!("    LOST {id}"));
-        }
-        lines.push(format!(
-            "  Metal API: {} requests, {} faults injected; Direktiv: {} requests, {} refused \
-             while down or faulty",
-            metal_stats.requests_total, faults, direktiv_stats.requests_total, outage_answers
-        ));
+        lines.extend(summary.lines(metal, direktiv));
         if summary.is_sound() {
             lines.push(
                 "Nothing was lost and nothing was sent twice. Try --demo-outage 10 or \

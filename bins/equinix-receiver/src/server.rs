@@ -201,33 +201,20 @@ async fn index() -> Response {
 }
 
 async fn healthz(State(shared): State<Shared>) -> Response {
-    let age = shared.health.age();
-    if shared.health.alive() {
-        text(
-            StatusCode::OK,
-            format!("ok: main loop beat {}ms ago\n", age.as_millis()),
-        )
-    } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("stalled: main loop last beat {}ms ago\n", age.as_millis()),
-        )
-    }
+    let (alive, line) = shared.health.liveness();
+    text(status(alive), line)
 }
 
 async fn readyz(State(shared): State<Shared>) -> Response {
-    if shared.health.ready() {
-        text(StatusCode::OK, "ready\n".to_owned())
-    } else if shared.health.stopping() {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting down\n".to_owned(),
-        )
+    let (ready, line) = shared.health.readiness();
+    text(status(ready), line.to_owned())
+}
+
+fn status(ok: bool) -> StatusCode {
+    if ok {
+        StatusCode::OK
     } else {
-        text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "starting: the first sweep has not completed\n".to_owned(),
-        )
+        StatusCode::SERVICE_UNAVAILABLE
     }
 }
 

@@ -101,6 +101,58 @@ impl Audit {
     pub fn is_sound(&self) -> bool {
         self.lost.is_empty() && self.duplicates == 0 && self.unexpected == 0
     }
+
+    /// The audit as lines a person reads (two-space indented), with the
+    /// simulators' request and fault counts.
+    pub fn lines(&self, metal: &MetalSimHandle, direktiv: &DirektivSimHandle) -> Vec<String> {
+        let (metal_stats, direktiv_stats) = (metal.stats(), direktiv.stats());
+        let mut lines = vec![
+            format!(
+                "  events the simulated Metal API holds since the baseline: {} ({} from the \
+                 recent history, {} generated while the demo ran)",
+                self.expected, self.recent, self.generated
+            ),
+            format!(
+                "  {:<56}{}",
+                "accepted by the simulated Direktiv:", self.accepted
+            ),
+        ];
+        if self.pending > 0 {
+            lines.push(format!(
+                "  {:<56}{} (they appeared after the start of the last sweep that delivered \
+                 everything it found; the Metal API still lists them, so the next successful \
+                 sweep sends them)",
+                "still pending:", self.pending
+            ));
+        } else {
+            lines.push(format!("  {:<56}0", "still pending:"));
+        }
+        lines.push(format!(
+            "  duplicates: {} (each id reached Direktiv once; {} resends were recognised as \
+             already delivered)",
+            self.duplicates, direktiv_stats.duplicates_rejected
+        ));
+        if self.unexpected > 0 {
+            lines.push(format!(
+                "  UNEXPECTED: {} accepted events were not expected (before the baseline or \
+                 of another organization)",
+                self.unexpected
+            ));
+        }
+        lines.push(format!("  lost: {}", self.lost.len()));
+        for id in self.lost.iter().take(10) {
+            lines.push(format!("    LOST {id}"));
+        }
+        lines.push(format!(
+            "  Metal API: {} requests, {} faults injected; Direktiv: {} requests, {} refused \
+             while down or faulty",
+            metal_stats.requests_total,
+            metal_stats.faults.values().sum::<u64>(),
+            direktiv_stats.requests_total,
+            direktiv_stats.faults.values().sum::<u64>()
+        ));
+        lines
+    }
 }
 
 #[cfg(test)]

@@ -7,14 +7,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use direktiv_broadcast::AuthHeader;
+use std::sync::Arc;
+
+use direktiv_broadcast::{Auth, AuthHeader, SinkConfig};
 use event_dedupe::Baseline;
 use metal_cloudevents::MapOptions;
-use secrecy::SecretString;
+use metal_events::{Client, ClientBuilder, RateGate};
+use secrecy::{ExposeSecret as _, SecretString};
 use url::Url;
 
-use receiver_engine::EventTypes;
 pub use receiver_engine::Levels;
+use receiver_engine::{DeadLetterLocation, EngineOptions, EventTypes};
 
 /// Everything the receiver needs to run, validated.
 #[derive(Debug, Clone)]
@@ -45,6 +48,59 @@ impl Settings {
             secrets.extend(&postgres.passwords);
         }
         secrets
+    }
+
+    /// The engine's options from `equinix.*`, `direktiv.*`, `state.*` and
+    /// `shutdownGrace`.
+    pub fn engine_options(&self) -> EngineOptions {
+        let (e, d) = (&self.equinix, &self.direktiv);
+        EngineOptions::default()
+            .with_organization_id(e.organization_id.clone())
+            .with_poll_interval(e.poll_interval)
+            .with_max_poll_interval(e.max_poll_interval)
+            .with_covered_poll_interval(e.covered_poll_interval)
+            .with_sweep_timeout(e.sweep_timeout)
+            .with_inventory_refresh(e.inventory_refresh)
+            .with_shutdown_grace(self.shutdown_grace)
+            .with_levels(e.levels)
+            .with_per_page(e.per_page)
+            .with_max_pages(e.max_pages)
+            .with_api_concurrency(e.concurrency)
+            .with_delivery_concurrency(d.concurrency)
+            .with_max_retries(d.max_retries)
+            .with_overlap(self.state.overlap)
+            .with_error_events(d.event_on_error.then_some(d.error_event_interval))
+            .with_event_types(e.event_types.clone())
+    }
+
+    /// The Metal API client's builder from `equinix.*`: its rate gate paces
+    /// every request at `equinix.requestRate` when it is set.
+    pub fn client_builder(&self) -> ClientBuilder {
+        let e = &self.equinix;
+        let gate = e
+            .request_rate
+            .map_or_else(RateGate::default, RateGate::with_rate);
+        Client::builder(e.token.clone())
+            .rate_gate(Arc::new(gate))
+            .base_url(e.api_url.as_str())
+            .timeout(e.request_timeout)
+            .max_response_size(e.max_response_size)
+    }
+
+    /// The Direktiv sink's config from `direktiv.*`.
+    pub fn sink_config(&self) -> SinkConfig {
+        let d = &self.direktiv;
+        let mut config = SinkConfig::new(d.endpoint.clone());
+        config.insecure_skip_verify = d.insecure_skip_verify;
+        config.ca_file = d.ca_file.clone();
+        config.request_timeout = d.timeout;
+        if let Some(token) = &d.token {
+            config = config.with_auth(Auth::with_headers(
+                d.auth_headers.iter().cloned(),
+                token.expose_secret(),
+            ));
+        }
+        config
     }
 }
 
@@ -176,6 +232,32 @@ impl StateSettings {
                 let dir = state_directory.map_or(Path::new(DEFAULT_STATE_DIR), Path::new);
                 (dir.join(STATE_FILE), false)
             }
+        }
+    }
+
+    /// Where refused events go: `state.deadLetterPath`, else beside a
+    /// `persistent` state file, else memory. With `dry_run` the file is read
+    /// (when configured or beside an existing state file) and never written.
+    pub fn dead_letter_location(
+        &self,
+        state_file: &Path,
+        persistent: bool,
+        dry_run: bool,
+    ) -> DeadLetterLocation {
+        let configured = self.dead_letter_path.is_some();
+        let path = self.dead_letter_file(state_file);
+        if dry_run && (configured || state_file.is_file()) {
+            DeadLetterLocation::File {
+                path,
+                read_only: true,
+            }
+        } else if !dry_run && (persistent || configured) {
+            DeadLetterLocation::File {
+                path,
+                read_only: false,
+            }
+        } else {
+            DeadLetterLocation::Memory
         }
     }
 

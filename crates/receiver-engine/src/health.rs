@@ -113,6 +113,30 @@ impl Health {
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
     }
+
+    /// Liveness (`/healthz`): whether the main loop is alive, and a line
+    /// saying when it last beat.
+    pub fn liveness(&self) -> (bool, String) {
+        let age = self.age().as_millis();
+        if self.alive() {
+            (true, format!("ok: main loop beat {age}ms ago\n"))
+        } else {
+            (false, format!("stalled: main loop last beat {age}ms ago\n"))
+        }
+    }
+
+    /// Readiness (`/readyz`): whether ready, and a line saying why not.
+    pub fn readiness(&self) -> (bool, &'static str) {
+        if self.ready() {
+            (true, "ready\n")
+        } else if self.stopping() {
+            (false, "shutting down\n")
+        } else if self.standby() {
+            (false, "standing by: the database does not answer\n")
+        } else {
+            (false, "starting: the first sweep has not completed\n")
+        }
+    }
 }
 
 #[cfg(test)]

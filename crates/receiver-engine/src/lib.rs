@@ -96,6 +96,8 @@ mod event_types;
 mod future;
 mod health;
 mod inventory;
+#[cfg(feature = "postgres")]
+mod lead;
 mod metrics;
 mod observer;
 mod poll;
@@ -113,6 +115,8 @@ pub use crate::deliver::{Delivered, SendGate, Target};
 pub use crate::error::{Error, Result};
 pub use crate::event_types::EventTypes;
 pub use crate::health::Health;
+#[cfg(feature = "postgres")]
+pub use crate::lead::lead;
 pub use crate::metrics::Metrics;
 pub use crate::observer::{NoObserver, Observer};
 pub use crate::poll::Levels;
