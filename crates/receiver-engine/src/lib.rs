@@ -54,8 +54,14 @@
 //!   [`ScrubbedStdout`], the dry run's output), the [`DeadLetters`] store of
 //!   refused events ([`DeadLetter`], [`DirektivAnswer`],
 //!   [`DeadLetterLocation`]) and [`Target::deliver`] with its [`Delivered`]
-//!   answer, which `--redeliver-refused` uses.
-//! - [`Error`]: what can fail outside a sweep (today, the dead-letter store).
+//!   answer; [`redeliver`] sends the kept dead letters again
+//!   (`--redeliver-refused`), reporting a [`Redelivery`].
+//! - High availability (cargo feature `postgres`): `lead` campaigns for the
+//!   organization's lease in PostgreSQL and runs a [`Receiver`] for each term
+//!   of leadership, on a tracker fenced by the term's generation, every send
+//!   gated by the term ([`SendGate`]); a standby is ready while its database
+//!   answers.
+//! - [`Error`]: what can fail outside a sweep (the dead-letter store).
 //!
 //! # The order of a sweep
 //!
