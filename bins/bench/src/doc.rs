@@ -296,11 +296,11 @@ pub(crate) fn render(r: &Results, existing: &str) -> String {
              CPU time in 10 ms ticks on a shared machine swings by a millisecond\n\
              per 100 lists from run to run; instruction counts do not. The receiver\n\
              runs under `valgrind --tool=callgrind` on the same fleet and config\n\
-             (poll interval 20 s, so that sweeps under valgrind keep a gap);\n\
-             `callgrind_control -z` zeroes the counters after the first sweep and\n\
-             `callgrind_control -d` dumps them after the steady sweeps: every\n\
-             thread's user-space instructions, idle time between the sweeps\n\
-             included, kernel time not. To turn counts into time, a fixed workload\n\
+             (poll interval 1 s: under valgrind a sweep is CPU-bound, so sweeps\n\
+             run back to back); `callgrind_control -z` zeroes the counters when\n\
+             the first sweep's line arrives and `callgrind_control -d` dumps them\n\
+             when the last steady sweep's does: every thread's user-space\n\
+             instructions over those sweeps, kernel time not. To turn counts into time, a fixed workload\n\
              of the receiver's kind (JSON pages decoded, searched and serialized;\n\
              `bench --calibrate-workload`) is counted under `cachegrind` and timed\n\
              natively (best of 3, user + system): this machine's instructions per\n\
