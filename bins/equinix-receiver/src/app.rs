@@ -11,7 +11,7 @@ use direktiv_broadcast::{Auth, Sink, SinkConfig};
 use event_dedupe::{
     Baseline, FileOptions, FileTracker, MemoryTracker, ReadOnly, Tracker, TrackerOptions,
 };
-use metal_events::{Client, RequestRecord};
+use metal_events::{Client, RateGate, RequestRecord};
 use receiver_engine::{EngineOptions, Observer, Receiver};
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
@@ -171,6 +171,8 @@ async fn run_pipeline(
     let engine = EngineOptions::default()
         .with_organization_id(settings.equinix.organization_id.clone())
         .with_poll_interval(settings.equinix.poll_interval)
+        .with_max_poll_interval(settings.equinix.max_poll_interval)
+        .with_covered_poll_interval(settings.equinix.covered_poll_interval)
         .with_sweep_timeout(settings.equinix.sweep_timeout)
         .with_inventory_refresh(settings.equinix.inventory_refresh)
         .with_shutdown_grace(settings.shutdown_grace)
@@ -220,12 +222,17 @@ async fn run_pipeline(
 }
 
 /// The Metal API client, reporting every request to the metrics. The client
-/// keeps the rate-limit gate itself (429s and `X-RateLimit-Remaining: 0`).
+/// keeps the rate-limit gate itself (429s and `X-RateLimit-Remaining: 0`),
+/// pacing every request at `equinix.requestRate` when it is set.
 fn metal_client(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Client> {
     let metrics = Arc::clone(metrics);
     let observer = move |record: &RequestRecord| metrics.observe_request(record);
     let e = &settings.equinix;
+    let gate = e
+        .request_rate
+        .map_or_else(RateGate::default, RateGate::with_rate);
     Client::builder(e.token.clone())
+        .rate_gate(Arc::new(gate))
         .base_url(e.api_url.as_str())
         .timeout(e.request_timeout)
         .max_response_size(e.max_response_size)

@@ -209,6 +209,10 @@ fn settings(
             token: SecretString::from(metal.token().to_owned()),
             api_url,
             poll_interval: POLL_INTERVAL,
+            // The defaults' proportions (10 s, 60 s, 10 min) at the demo's pace.
+            max_poll_interval: POLL_INTERVAL * 6,
+            covered_poll_interval: POLL_INTERVAL * 60,
+            request_rate: None,
             per_page: 100,
             max_pages: 10,
             concurrency: 8,

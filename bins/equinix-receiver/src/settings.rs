@@ -54,6 +54,16 @@ pub(crate) struct EquinixSettings {
     pub(crate) api_url: Url,
     /// `equinix.pollInterval`, default 10 s: sweeps start this far apart.
     pub(crate) poll_interval: Duration,
+    /// `equinix.maxPollInterval`, default 60 s (at least `poll_interval`):
+    /// a quiet device list is read at least this often.
+    pub(crate) max_poll_interval: Duration,
+    /// `equinix.coveredPollInterval`, default 10 min (at least
+    /// `max_poll_interval`): the same where the project's list shows its
+    /// devices' events.
+    pub(crate) covered_poll_interval: Duration,
+    /// `equinix.requestRate`: Metal API requests per second at most, all
+    /// together; `None` (the default) for no limit of our own.
+    pub(crate) request_rate: Option<f64>,
     /// `equinix.perPage`, default 100, at most 1000.
     pub(crate) per_page: u32,
     /// `equinix.maxPages`, default 10: pages read per list per sweep at most.

@@ -637,7 +637,7 @@ impl Client {
     /// once, and emits a debug event.
     pub(crate) async fn fetch(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
         let span = tracing::debug_span!("metal_request", endpoint = endpoint.as_str(), path);
-        self.inner.rate_gate.wait().await;
+        self.inner.rate_gate.admit().await;
         self.fetch_inner(endpoint, url, path).instrument(span).await
     }
 

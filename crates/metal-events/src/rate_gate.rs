@@ -1,7 +1,9 @@
 //! [`RateGate`]: one pause shared by every request of a [`Client`] (and of
 //! the clients given the same gate), set by a 429 or by
 //! `X-RateLimit-Remaining: 0`, so a rate limit slows the whole program down
-//! instead of each task on its own.
+//! instead of each task on its own; and, when given a rate
+//! ([`RateGate::with_rate`]), one pace: requests go out at most that many a
+//! second, all together.
 //!
 //! A wait taken from a header has a floor and a cap: a 429 pauses at least
 //! [`MIN_PAUSE`], doubling while 429s keep coming (up to
@@ -52,6 +54,8 @@ pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
 #[derive(Debug, Default)]
 pub struct RateGate {
     state: Mutex<State>,
+    /// The requests per second at most, when paced.
+    rate: Option<f64>,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +64,8 @@ struct State {
     until: Option<Instant>,
     /// Pauses started by 429s since the last successful answer.
     streak: u32,
+    /// When paced: the earliest moment the next request may go out.
+    next_slot: Option<Instant>,
 }
 
 /// What a 429 did to the gate.
@@ -75,6 +81,29 @@ pub struct RateLimitPause {
 }
 
 impl RateGate {
+    /// A gate that also paces: requests go out at most `per_second` a
+    /// second, evenly spaced, whatever task sends them. A rate that is not a
+    /// positive finite number paces nothing.
+    ///
+    /// ```
+    /// use metal_events::RateGate;
+    ///
+    /// let gate = RateGate::with_rate(5.0);
+    /// assert_eq!(gate.rate(), Some(5.0));
+    /// assert_eq!(RateGate::default().rate(), None);
+    /// ```
+    pub fn with_rate(per_second: f64) -> Self {
+        Self {
+            state: Mutex::default(),
+            rate: (per_second.is_finite() && per_second > 0.0).then_some(per_second),
+        }
+    }
+
+    /// The pace, in requests per second, when the gate has one.
+    pub fn rate(&self) -> Option<f64> {
+        self.rate
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state
             .lock()
@@ -90,6 +119,24 @@ impl RateGate {
                 _ => return,
             }
         }
+    }
+
+    /// Waits until no pause is in force and, when the gate paces, for this
+    /// request's turn: the client calls it once before every request.
+    /// ([`wait`](Self::wait) takes no turn: it is for work that only has to
+    /// wait out a pause.)
+    pub async fn admit(&self) {
+        self.wait().await;
+        let Some(rate) = self.rate else { return };
+        let spacing = Duration::from_secs_f64(1.0 / rate);
+        let slot = {
+            let mut state = self.lock();
+            let now = Instant::now();
+            let slot = state.next_slot.map_or(now, |next| next.max(now));
+            state.next_slot = Some(slot + spacing);
+            slot
+        };
+        tokio::time::sleep_until(slot).await;
     }
 
     /// Pauses every request for `wait` from now (never shortens a pause in
@@ -175,6 +222,39 @@ mod tests {
         let _ = (a, b);
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert_eq!(gate.paused_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paced_gate_spaces_requests_evenly_across_tasks() {
+        let gate = std::sync::Arc::new(RateGate::with_rate(4.0));
+        let start = Instant::now();
+        // Eight requests from eight tasks at once: one every 250 ms.
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let gate = std::sync::Arc::clone(&gate);
+                tokio::spawn(async move {
+                    gate.admit().await;
+                    start.elapsed().as_millis()
+                })
+            })
+            .collect();
+        let mut admitted = Vec::new();
+        for task in tasks {
+            admitted.push(task.await.unwrap());
+        }
+        admitted.sort_unstable();
+        assert_eq!(admitted, [0, 250, 500, 750, 1000, 1250, 1500, 1750]);
+        let start = Instant::now();
+        // `wait` takes no turn; an unpaced gate admits at once.
+        gate.wait().await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        let free = RateGate::default();
+        for _ in 0..100 {
+            free.admit().await;
+        }
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(RateGate::with_rate(0.0).rate(), None);
+        assert_eq!(RateGate::with_rate(f64::NAN).rate(), None);
     }
 
     #[tokio::test(start_paused = true)]

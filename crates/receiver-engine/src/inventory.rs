@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 
-use metal_events::{DeviceId, OrganizationId, ProjectId};
+use chrono::{DateTime, Utc};
+use metal_events::{DeviceId, DeviceState, OrganizationId, ProjectId};
 
 /// A project being polled.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,10 @@ pub struct DeviceInfo {
     pub hostname: Option<String>,
     /// The project it belongs to.
     pub project: ProjectId,
+    /// Its state, when the API gave one: a change makes its list hot.
+    pub state: Option<DeviceState>,
+    /// When the API last changed it: a change makes its list hot.
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
 /// What the receiver polls: one organization, its projects, their devices.

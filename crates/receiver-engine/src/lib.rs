@@ -41,9 +41,13 @@
 //!
 //! 1. When due (at start, every inventory refresh, after a list answered 404)
 //!    the inventory is listed: the organization, its projects, their devices.
-//! 2. The device lists are read, then the project and organization lists, with
-//!    bounded concurrency; each list stops at the first page that reaches its
-//!    settled line. Every request waits at the client's rate gate.
+//! 2. The lists that are due are read (every list for `run_once`), the most
+//!    overdue first and as many as the request budget allows: device lists,
+//!    then project and organization lists, with bounded concurrency; each
+//!    list stops at the first page that reaches its settled line. Every
+//!    request waits at the client's rate gate. A list's next read follows its
+//!    activity: hot lists every poll interval, quiet device lists backing off
+//!    to [`EngineOptions::max_poll_interval`] (see [`Band`]).
 //! 3. As soon as a list is read its new events are claimed (each id once, the
 //!    device's context first) and delivered, per device oldest first in one
 //!    lane. Events filtered out by type, or that cannot be mapped, are settled
@@ -52,6 +56,7 @@
 //!    fully read list moves and the state is persisted.
 //! 5. The [`Observer`] and the log hear of the sweep; error events go out
 //!    when due; the next sweep starts one poll interval after this one began.
+//!    (Each list read also tells the scheduler when it is due next.)
 //!
 //! # Invariants
 //!
@@ -74,6 +79,7 @@ pub mod metrics;
 pub mod observer;
 pub mod poll;
 pub mod receiver;
+mod schedule;
 pub mod scrub;
 pub mod source_key;
 pub mod sweep;
@@ -84,5 +90,6 @@ pub use crate::metrics::Metrics;
 pub use crate::observer::{NoObserver, Observer};
 pub use crate::poll::Levels;
 pub use crate::receiver::{EngineOptions, Receiver};
+pub use crate::schedule::Band;
 pub use crate::source_key::SourceKey;
 pub use crate::sweep::{DeliveryProblem, DeliveryProblemKind, ListProblem, SweepReport};

@@ -23,6 +23,7 @@ use prometheus_client::registry::Registry;
 
 use crate::error_events::ErrorKind;
 use crate::poll::Level;
+use crate::schedule::Band;
 
 /// The `code` label: the HTTP status of an answer, or `error` when no answer
 /// came (connection refused, timeout, broken transfer).
@@ -108,6 +109,25 @@ impl EncodeLabelValue for Level {
         encoder.write_str(self.as_str())
     }
 }
+
+impl EncodeLabelValue for Band {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// The `band` label: how often a list is read.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BandLabel {
+    /// `hot`, `cooling`, `max` or `covered`.
+    pub band: Band,
+}
+
+/// The buckets of `list_staleness_seconds`, in seconds: around the
+/// intervals a list is read at, from a second to half an hour.
+const STALENESS_BUCKETS: [f64; 15] = [
+    0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+];
 
 /// The `endpoint` and `code` labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -222,7 +242,7 @@ pub struct Metrics {
     pub sweeps: Counter,
     /// Sweeps that ended with an error (no API answer, wrong token, timeout): `equinix_receiver_sweep_failures`.
     pub sweep_failures: Counter,
-    /// Wall time of one sweep: poll every list, deliver what is new: `equinix_receiver_sweep_duration_seconds`.
+    /// Wall time of one sweep: read the lists that are due, deliver what is new: `equinix_receiver_sweep_duration_seconds`.
     pub sweep_duration: Histogram,
     /// Unix time at which the last sweep without errors finished: `equinix_receiver_last_successful_sweep_timestamp_seconds`.
     pub last_successful_sweep: Gauge<f64, AtomicU64>,
@@ -269,6 +289,10 @@ pub struct Metrics {
     pub inventory_projects: Gauge,
     /// Devices of those projects being polled: `equinix_receiver_inventory_devices`.
     pub inventory_devices: Gauge,
+    /// Time since a list was last read, observed when it is read again: `equinix_receiver_list_staleness_seconds`.
+    pub list_staleness: Histogram,
+    /// Event lists by cadence band: `equinix_receiver_lists`.
+    pub lists: Family<BandLabel, Gauge>,
     /// Operational errors by kind: `equinix_receiver_errors`.
     pub errors: Family<KindLabel, Counter>,
     /// equinix.receiver.error CloudEvents sent to Direktiv: `equinix_receiver_error_events_sent`.
@@ -323,6 +347,8 @@ impl Metrics {
             tls_insecure_skip_verify: Gauge::default(),
             inventory_projects: Gauge::default(),
             inventory_devices: Gauge::default(),
+            list_staleness: Histogram::new(STALENESS_BUCKETS),
+            lists: Family::default(),
             errors: Family::default(),
             error_events_sent: Counter::default(),
             state_persist_failures: Counter::default(),
@@ -361,6 +387,9 @@ impl Metrics {
         for kind in ErrorKind::ALL {
             drop(self.errors.get_or_create(&KindLabel { kind }));
         }
+        for band in Band::ALL {
+            drop(self.lists.get_or_create(&BandLabel { band }));
+        }
     }
 
     fn register(mut self) -> Self {
@@ -373,7 +402,7 @@ impl Metrics {
         );
         r.register(
             "sweep_duration_seconds",
-            "Wall time of one sweep: poll every list, deliver what is new",
+            "Wall time of one sweep: read the lists that are due, deliver what is new",
             self.sweep_duration.clone(),
         );
         r.register(
@@ -490,6 +519,16 @@ impl Metrics {
             "Devices of those projects being polled",
             self.inventory_devices.clone(),
         );
+        r.register(
+            "list_staleness_seconds",
+            "Time since an event list was last read, observed when it is read again",
+            self.list_staleness.clone(),
+        );
+        r.register(
+            "lists",
+            "Event lists by cadence band (hot, cooling, max, covered)",
+            self.lists.clone(),
+        );
         r.register("errors", "Operational errors by kind", self.errors.clone());
         r.register(
             "error_events_sent",
@@ -517,6 +556,15 @@ impl Metrics {
             self.dead_letter_dropped.clone(),
         );
         self
+    }
+
+    /// Sets the number of lists in each cadence band.
+    pub(crate) fn set_bands(&self, bands: [(Band, usize); 4]) {
+        for (band, count) in bands {
+            self.lists
+                .get_or_create(&BandLabel { band })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// Counts one operational error of a kind.

@@ -148,8 +148,9 @@ pub struct Seen {
     pub created_at: Option<DateTime<Utc>>,
     /// What the tracker said when it was read.
     pub verdict: Verdict,
-    /// Its id, kept for new events only (to learn whether they were settled).
-    pub new_id: Option<EventId>,
+    /// Its id, when the API gave one: for new events, to learn whether they
+    /// were settled; for all, to learn which lists show the same events.
+    pub id: Option<EventId>,
 }
 
 /// How reading a list ended.
@@ -600,22 +601,21 @@ impl ReadPage<'_> {
             });
         for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
             // Without an id it can never be settled: it must not hold the
-            // floor back (`new_id: None` counts as settled).
+            // floor back (`id: None` counts as settled).
             poll.seen.push(Seen {
                 created_at: skipped.created_at,
                 verdict,
-                new_id: verdict.is_new().then(|| skipped.id.clone()).flatten(),
+                id: skipped.id.clone(),
             });
             if verdict.is_new() {
                 poll.undecodable.push(skipped.clone());
             }
         }
         for (event, &verdict) in page.items.iter().zip(verdicts) {
-            let new_id = verdict.is_new().then(|| event.id().cloned()).flatten();
             poll.seen.push(Seen {
                 created_at: event.created_at(),
                 verdict,
-                new_id,
+                id: event.id().cloned(),
             });
             if verdict.is_new() {
                 // Only new events are decoded whole.

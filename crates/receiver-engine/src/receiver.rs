@@ -25,6 +25,7 @@ use crate::inventory::{DeviceInfo, Inventory, ProjectInfo};
 use crate::metrics::Metrics;
 use crate::observer::{NoObserver, Observer};
 use crate::poll::{Levels, PollOptions};
+use crate::schedule::{Cadence, ListSeen, Schedule, pass_budget};
 use crate::scrub::Scrubber;
 use crate::source_key::SourceKey;
 use crate::sweep::{Pipeline, SweepReport};
@@ -49,8 +50,16 @@ const BEAT_EVERY: Duration = Duration::from_secs(1);
 pub struct EngineOptions {
     /// The organization whose projects, devices and events are read.
     pub organization_id: String,
-    /// Sweeps start this far apart (default 10 s).
+    /// Sweeps start this far apart; hot lists, project and organization
+    /// lists are read every sweep (default 10 s).
     pub poll_interval: Duration,
+    /// A quiet device list's interval doubles at each quiet read up to this
+    /// (default 60 s; equal to `poll_interval`, every list is read every
+    /// sweep).
+    pub max_poll_interval: Duration,
+    /// The same, in a project whose list shows its devices' events (default
+    /// 10 min; at least `max_poll_interval`).
+    pub covered_poll_interval: Duration,
     /// One sweep at most (default 5 min).
     pub sweep_timeout: Duration,
     /// How often the projects and devices are listed again (default 5 min).
@@ -84,6 +93,8 @@ impl Default for EngineOptions {
         Self {
             organization_id: String::new(),
             poll_interval: Duration::from_secs(10),
+            max_poll_interval: Duration::from_secs(60),
+            covered_poll_interval: Duration::from_secs(600),
             sweep_timeout: Duration::from_secs(300),
             inventory_refresh: Duration::from_secs(300),
             shutdown_grace: Duration::from_secs(20),
@@ -120,6 +131,10 @@ setters! {
     with_organization_id: organization_id: String;
     /// Sets [`EngineOptions::poll_interval`].
     with_poll_interval: poll_interval: Duration;
+    /// Sets [`EngineOptions::max_poll_interval`].
+    with_max_poll_interval: max_poll_interval: Duration;
+    /// Sets [`EngineOptions::covered_poll_interval`].
+    with_covered_poll_interval: covered_poll_interval: Duration;
     /// Sets [`EngineOptions::sweep_timeout`].
     with_sweep_timeout: sweep_timeout: Duration;
     /// Sets [`EngineOptions::inventory_refresh`].
@@ -350,6 +365,14 @@ impl Receiver {
         let interval = settings.poll_interval;
         let grace = settings.shutdown_grace;
         let mut inventory: Option<(Inventory, Instant)> = None;
+        let mut schedule = Schedule::new(
+            Cadence::new(
+                interval,
+                settings.max_poll_interval,
+                settings.covered_poll_interval,
+            ),
+            settings.overlap,
+        );
         let mut failures = 0u32;
         let mut errors = ErrorReporting {
             events: settings
@@ -388,6 +411,7 @@ impl Receiver {
                         tracing::info!(org = %fresh.org_name, projects = fresh.projects.len(),
                             devices = fresh.devices.len(), "inventory loaded");
                         errors.org_name = Some(fresh.org_name.clone());
+                        schedule.sync(&fresh, settings.levels, started);
                         inventory = Some((fresh, Instant::now()));
                     }
                     Err(error) => {
@@ -424,9 +448,31 @@ impl Receiver {
             if let Some((current, _)) = &inventory {
                 health.beat();
                 pipeline.observer.sweep_started();
-                let report = match self.sweep_within_grace(current, stop).await {
-                    SweepEnd::Done(report) => {
+                // `--once` reads every list; otherwise the lists due, the
+                // most overdue first, as many as the request budget allows.
+                let sources = if once {
+                    schedule.all()
+                } else {
+                    let budget = pass_budget(
+                        pipeline.client.rate_gate().rate(),
+                        pipeline.client.last_rate_limit(),
+                        interval,
+                        std::time::SystemTime::now(),
+                    );
+                    schedule.due(started, budget)
+                };
+                let report = match self.sweep_within_grace(current, sources, stop).await {
+                    SweepEnd::Done(report, seen) => {
                         health.set_ready();
+                        for seen in &seen {
+                            if let Some(staleness) = schedule.on_read(seen, started) {
+                                pipeline
+                                    .metrics
+                                    .list_staleness
+                                    .observe(staleness.as_secs_f64());
+                            }
+                        }
+                        pipeline.metrics.set_bands(schedule.bands());
                         *report
                     }
                     SweepEnd::TimedOut { after } => {
@@ -502,12 +548,13 @@ impl Receiver {
     async fn sweep_within_grace(
         &self,
         inventory: &Inventory,
+        sources: Vec<crate::poll::Source>,
         stop: &CancellationToken,
     ) -> SweepEnd {
         let started = Instant::now();
         let sweep = tokio::time::timeout(
             self.options.sweep_timeout,
-            self.pipeline.sweep(inventory, stop),
+            self.pipeline.sweep(inventory, sources, stop),
         );
         let grace_over = async {
             stop.cancelled().await;
@@ -515,7 +562,7 @@ impl Receiver {
         };
         tokio::select! {
             ended = sweep => match ended {
-                Ok(report) => SweepEnd::Done(Box::new(report)),
+                Ok((report, seen)) => SweepEnd::Done(Box::new(report), seen),
                 Err(_) => SweepEnd::TimedOut {
                     after: started.elapsed(),
                 },
@@ -583,6 +630,8 @@ impl Receiver {
                                         id: d.id?,
                                         hostname: d.hostname,
                                         project: project.id.clone(),
+                                        state: d.state,
+                                        updated_at: d.updated_at,
                                     })
                                 })
                                 .collect::<Vec<_>>()),
@@ -624,8 +673,9 @@ fn memory_dead_letters(metrics: &Arc<Metrics>, scrubber: &Arc<Scrubber>) -> Arc<
 
 /// How a sweep ended.
 enum SweepEnd {
-    /// It ran to its end (possibly cut short by a shutdown, within the grace).
-    Done(Box<SweepReport>),
+    /// It ran to its end (possibly cut short by a shutdown, within the grace),
+    /// with what each list read showed.
+    Done(Box<SweepReport>, Vec<ListSeen>),
     /// The sweep timeout ran out.
     TimedOut {
         /// How long the sweep ran.

@@ -1,4 +1,5 @@
-//! One sweep: poll every list the levels ask for, pick the new events (each
+//! One sweep: poll the lists the scheduler found due (every list the levels
+//! ask for, for `--once`), pick the new events (each
 //! once, with its device's context), deliver them oldest first per device or
 //! list, record each after Direktiv acknowledged it, then move each fully read
 //! list's floor and persist the state.
@@ -26,6 +27,7 @@ use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::observer::Observer;
 use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
+use crate::schedule::ListSeen;
 use crate::source_key::SourceKey;
 
 /// Everything a sweep needs, built once from the settings.
@@ -287,9 +289,16 @@ fn context(inventory: &Inventory, source: &Source, event: &Event) -> Context {
 }
 
 impl Pipeline {
-    /// Runs one sweep over `inventory`. Stops starting requests and deliveries
-    /// when `stop` is cancelled; what was not delivered stays new.
-    pub async fn sweep(&self, inventory: &Inventory, stop: &CancellationToken) -> SweepReport {
+    /// Runs one sweep over `sources`, lists of `inventory` (every list, or
+    /// those the scheduler found due), and says what each read showed.
+    /// Stops starting requests and deliveries when `stop` is cancelled; what
+    /// was not delivered stays new.
+    pub(crate) async fn sweep(
+        &self,
+        inventory: &Inventory,
+        sources: Vec<Source>,
+        stop: &CancellationToken,
+    ) -> (SweepReport, Vec<ListSeen>) {
         let started = Instant::now();
         let now = Utc::now();
         self.metrics.sweeps.inc();
@@ -299,7 +308,6 @@ impl Pipeline {
         // device and its project both list is claimed with the device's
         // context; project and organization lists follow while the device
         // lists' deliveries are still running.
-        let sources = sources(inventory, self.levels);
         let lists = sources.len();
         let (device_lists, other_lists): (Vec<Source>, Vec<Source>) = sources
             .into_iter()
@@ -317,11 +325,13 @@ impl Pipeline {
 
         let polling = async move {
             let mut polls = Vec::with_capacity(lists);
+            let mut seen = Vec::with_capacity(lists);
             for phase in [device_lists, other_lists] {
                 let mut read = stream::iter(phase)
                     .map(move |source| self.poll_one(source, poll_stop))
                     .buffer_unordered(self.api_concurrency.max(1));
                 while let Some(mut poll) = read.next().await {
+                    seen.push(ListSeen::of(&poll, inventory, now));
                     for group in self.claim(&mut poll, inventory, progress).await {
                         // The receiver lives until both halves end.
                         let _ = groups_tx.send(group);
@@ -330,7 +340,7 @@ impl Pipeline {
                 }
             }
             drop(groups_tx);
-            polls
+            (polls, seen)
         };
         // At most `delivery_concurrency` groups at once, taken as they come.
         // (A loop rather than `for_each_concurrent`, whose closure would make
@@ -352,7 +362,7 @@ impl Pipeline {
                 }
             }
         };
-        let (polls, ()) = tokio::join!(polling, delivering);
+        let ((polls, seen), ()) = tokio::join!(polling, delivering);
 
         let Progress {
             settled,
@@ -373,7 +383,7 @@ impl Pipeline {
                 let read = poll.seen.iter().map(|seen| {
                     let done = match seen.verdict {
                         Verdict::New => seen
-                            .new_id
+                            .id
                             .as_ref()
                             .is_none_or(|id| settled.contains(id.as_str())),
                         _ => true,
@@ -419,7 +429,7 @@ impl Pipeline {
         } else {
             self.metrics.last_successful_sweep.set(unix_now());
         }
-        report
+        (report, seen)
     }
 
     /// Reads one list; a refused token stops the other lists too.

@@ -18,6 +18,11 @@ use crate::settings::{EquinixSettings, Levels};
 
 /// The default Equinix Metal API base URL.
 pub(super) const DEFAULT_API_URL: &str = "https://api.equinix.com/metal/v1";
+/// The default of `equinix.maxPollInterval` (when `pollInterval` is shorter).
+const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// The default of `equinix.coveredPollInterval` (when `maxPollInterval` is
+/// shorter).
+const DEFAULT_COVERED_POLL_INTERVAL: Duration = Duration::from_secs(600);
 
 impl Walker<'_> {
     pub(super) fn equinix(&mut self, node: Option<&Node>) -> Option<EquinixSettings> {
@@ -27,6 +32,9 @@ impl Walker<'_> {
         let token_file = section.get("packetAuthTokenFile");
         let api_url = section.get("apiUrl");
         let poll_interval = section.get("pollInterval");
+        let max_poll_interval = section.get("maxPollInterval");
+        let covered_poll_interval = section.get("coveredPollInterval");
+        let request_rate = section.get("requestRate");
         let per_page = section.get("perPage");
         let max_pages = section.get("maxPages");
         let concurrency = section.get("concurrency");
@@ -79,6 +87,21 @@ impl Walker<'_> {
         }
 
         let poll_interval = self.duration(&poll_interval, Duration::from_secs(10), false);
+        // Unset, each interval is its default or the one before it, whichever
+        // is longer: a long `pollInterval` alone stays valid.
+        let max_poll_interval = self.at_least(
+            &max_poll_interval,
+            DEFAULT_MAX_POLL_INTERVAL.max(poll_interval),
+            ("equinix.pollInterval", poll_interval),
+            "set it to `equinix.pollInterval` or longer (equal reads every list every sweep)",
+        );
+        let covered_poll_interval = self.at_least(
+            &covered_poll_interval,
+            DEFAULT_COVERED_POLL_INTERVAL.max(max_poll_interval),
+            ("equinix.maxPollInterval", max_poll_interval),
+            "set it to `equinix.maxPollInterval` or longer",
+        );
+        let request_rate = self.positive_number(&request_rate, "requests per second, such as `5`");
         let per_page = self.integer(&per_page, 100, 1, 1000);
         let max_pages = self.integer(&max_pages, 10, 1, 10_000);
         let concurrency = self.integer(&concurrency, 8, 1, 256);
@@ -110,6 +133,9 @@ impl Walker<'_> {
             token: token?,
             api_url: url?,
             poll_interval,
+            max_poll_interval,
+            covered_poll_interval,
+            request_rate,
             per_page,
             max_pages,
             concurrency: concurrency as usize,
@@ -282,6 +308,34 @@ impl Walker<'_> {
                 }
             },
         }
+    }
+}
+
+impl Walker<'_> {
+    /// A duration no shorter than `floor` (the key named, and its value);
+    /// `default` when unset.
+    fn at_least(
+        &mut self,
+        field: &Field<'_>,
+        default: Duration,
+        (floor_key, floor): (&str, Duration),
+        fix: &str,
+    ) -> Duration {
+        let value = self.duration(field, default, false);
+        if value < floor {
+            let line = field.node.map_or(0, |n| n.line);
+            self.problem(
+                &field.path,
+                line,
+                format!(
+                    "{} is shorter than `{floor_key}` ({}): {fix}",
+                    format_duration(value),
+                    format_duration(floor)
+                ),
+            );
+            return floor;
+        }
+        value
     }
 }
 

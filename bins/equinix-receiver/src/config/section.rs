@@ -270,7 +270,8 @@ mod tests {
             (
                 "equinix",
                 "`organizationId`, `packetAuthToken`, `packetAuthTokenFile`, `apiUrl`, \
-                 `pollInterval`, `perPage`, `maxPages`, `concurrency`, `levels`, `startFrom`, \
+                 `pollInterval`, `maxPollInterval`, `coveredPollInterval`, `requestRate`, \
+                 `perPage`, `maxPages`, `concurrency`, `levels`, `startFrom`, \
                  `inventoryRefresh`, `timeout`, `sweepTimeout`, `maxResponseSize`, `eventTypes`",
             ),
             (

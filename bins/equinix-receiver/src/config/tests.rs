@@ -106,6 +106,9 @@ fn defaults_match_the_settings_documentation() {
     let s = load(MINIMAL).unwrap().settings;
     assert_eq!(s.equinix.api_url.as_str(), DEFAULT_API_URL);
     assert_eq!(s.equinix.poll_interval, Duration::from_secs(10));
+    assert_eq!(s.equinix.max_poll_interval, Duration::from_secs(60));
+    assert_eq!(s.equinix.covered_poll_interval, Duration::from_secs(600));
+    assert_eq!(s.equinix.request_rate, None);
     assert_eq!(s.equinix.per_page, 100);
     assert_eq!(s.equinix.max_pages, 10);
     assert_eq!(s.equinix.concurrency, 8);
@@ -170,6 +173,9 @@ fn the_full_example_sets_every_key() {
         .collect();
     let loaded = load_bytes(text.as_bytes(), &env, Overrides { reset_state: true }).unwrap();
     let s = loaded.settings;
+    assert_eq!(s.equinix.max_poll_interval, Duration::from_secs(120));
+    assert_eq!(s.equinix.covered_poll_interval, Duration::from_secs(900));
+    assert_eq!(s.equinix.request_rate, Some(20.0));
     assert_eq!(s.equinix.per_page, 200);
     assert_eq!(s.equinix.max_response_size, 16 << 20);
     assert_eq!(
@@ -218,6 +224,24 @@ fn every_key_is_documented() {
 }
 
 #[test]
+fn a_long_poll_interval_alone_raises_the_defaults_of_the_longer_intervals() {
+    let s = load(&minimal_with("equinix", "pollInterval: 2m"))
+        .unwrap()
+        .settings;
+    assert_eq!(s.equinix.max_poll_interval, Duration::from_secs(120));
+    assert_eq!(s.equinix.covered_poll_interval, Duration::from_secs(600));
+    let s = load(&minimal_with("equinix", "pollInterval: 20m"))
+        .unwrap()
+        .settings;
+    assert_eq!(s.equinix.max_poll_interval, Duration::from_secs(1200));
+    assert_eq!(s.equinix.covered_poll_interval, Duration::from_secs(1200));
+    let s = load(&minimal_with("equinix", "requestRate: 2.5"))
+        .unwrap()
+        .settings;
+    assert_eq!(s.equinix.request_rate, Some(2.5));
+}
+
+#[test]
 fn problems_name_the_key_and_the_line() {
     let found = problems(&minimal_with("equinix", "perPage: 5000"));
     assert_eq!(
@@ -237,6 +261,21 @@ fn bad_values_are_each_reported() {
         ("equinix", "pollInterval: 0s", "greater than zero"),
         ("equinix", "pollInterval: 10", "bare number"),
         ("equinix", "pollInterval: [1]", "must be a duration"),
+        (
+            "equinix",
+            "maxPollInterval: 5s",
+            "5s is shorter than `equinix.pollInterval` (10s): set it to `equinix.pollInterval` or longer",
+        ),
+        ("equinix", "maxPollInterval: 0s", "greater than zero"),
+        (
+            "equinix",
+            "coveredPollInterval: 30s",
+            "30s is shorter than `equinix.maxPollInterval` (1m)",
+        ),
+        ("equinix", "requestRate: 0", "must be greater than zero"),
+        ("equinix", "requestRate: -2.5", "must be greater than zero"),
+        ("equinix", "requestRate: \"5\"", "without quotes"),
+        ("equinix", "requestRate: fast", "must be a number"),
         (
             "equinix",
             "levels: [project, devcie]",

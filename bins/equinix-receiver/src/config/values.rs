@@ -107,6 +107,40 @@ impl Walker<'_> {
         }
     }
 
+    /// A positive, finite number (whole or not); `None` when unset.
+    pub(super) fn positive_number(&mut self, field: &Field<'_>, expected: &str) -> Option<f64> {
+        let (path, node) = (field.path.as_str(), field.node?);
+        let n = match &node.value {
+            Value::Null => return None,
+            Value::Int(n) => *n as f64,
+            Value::Float(n) => *n,
+            Value::Str(s) if s.trim().parse::<f64>().is_ok() => {
+                self.wrong_type(
+                    path,
+                    node,
+                    &format!("a number (without quotes): {expected}"),
+                );
+                return None;
+            }
+            _ => {
+                self.wrong_type(path, node, &format!("a number: {expected}"));
+                return None;
+            }
+        };
+        if n.is_finite() && n > 0.0 {
+            Some(n)
+        } else {
+            self.problem(
+                path,
+                node.line,
+                format!(
+                    "must be greater than zero, got {n}: {expected}; leave it out for no limit"
+                ),
+            );
+            None
+        }
+    }
+
     pub(super) fn duration(
         &mut self,
         field: &Field<'_>,
