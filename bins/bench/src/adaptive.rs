@@ -76,6 +76,9 @@ pub(crate) struct AdaptiveRun {
     pub(crate) ratio: f64,
     /// Sweeps (passes over the due lists) in the idle window.
     pub(crate) window_sweeps: usize,
+    /// Of the window's requests: device lists and project lists.
+    pub(crate) window_device_list_requests: u64,
+    pub(crate) window_project_list_requests: u64,
     /// Events that arrived.
     pub(crate) events: usize,
     pub(crate) p50_ms: f64,
@@ -119,10 +122,17 @@ pub(crate) async fn run(
 
     tokio::time::sleep(timing.cool).await;
     receiver.drain_sweeps();
-    let before = setup.metal().stats().requests_total;
+    let before = setup.metal().stats();
     let started = Instant::now();
     tokio::time::sleep(timing.window).await;
-    let window_requests = setup.metal().stats().requests_total - before;
+    let after = setup.metal().stats();
+    let window_requests = after.requests_total - before.requests_total;
+    let endpoint = |key: &str| {
+        after.requests.get(key).copied().unwrap_or(0)
+            - before.requests.get(key).copied().unwrap_or(0)
+    };
+    let window_device_list_requests = endpoint("GET /devices/{id}/events");
+    let window_project_list_requests = endpoint("GET /projects/{id}/events");
     let window_s = started.elapsed().as_secs_f64();
     let window_sweeps = receiver.drain_sweeps().len();
 
@@ -200,6 +210,8 @@ pub(crate) async fn run(
         every_list_per_min,
         ratio: requests_per_min / every_list_per_min,
         window_sweeps,
+        window_device_list_requests,
+        window_project_list_requests,
         events: expected.len(),
         p50_ms: percentile(&latencies, 50.0),
         p99_ms: percentile(&latencies, 99.0),

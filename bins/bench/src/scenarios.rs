@@ -103,10 +103,12 @@ impl Setup {
         poll_interval: Duration,
         direktiv_latency: Duration,
     ) -> anyhow::Result<Self> {
+        // `maxPollInterval` = `pollInterval`: adaptive polling off, every
+        // list every sweep, as the goals of scenarios 1 to 5 assume.
         Self::start_with(
             fleet.sim_config(seed),
             poll_interval,
-            None,
+            Some(poll_interval),
             direktiv_latency,
         )
         .await
