@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
-    MetalSim, MetalSimConfig, MetalSimHandle, MetalStats,
+    MetalSim, MetalSimConfig, MetalSimHandle, MetalStats, RateLimit,
 };
 use serde::Serialize;
 
@@ -81,6 +81,15 @@ impl Fleet {
             faults: MetalFaults {
                 latency: self.latency,
                 ..MetalFaults::default()
+            },
+            // The default budget (1,000,000 an hour) is about 280 requests
+            // a second: a 1 s interval over 1,020 lists, or back-to-back
+            // sweeps of 10,200, would spend it, and the receiver paces itself
+            // by the `X-RateLimit-*` headers. The harness measures the
+            // receiver unpaced: a budget it never comes near.
+            rate_limit: RateLimit {
+                limit: 1_000_000_000,
+                ..RateLimit::default()
             },
             ..MetalSimConfig::default()
         }
