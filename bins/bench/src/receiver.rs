@@ -24,6 +24,8 @@ pub(crate) struct ReceiverConfig {
     pub(crate) concurrency: u32,
     pub(crate) direktiv_concurrency: u32,
     pub(crate) state_path: PathBuf,
+    /// `equinix.maxPollInterval`; `None` leaves the key out (its default).
+    pub(crate) max_poll_interval: Option<Duration>,
 }
 
 impl ReceiverConfig {
@@ -34,7 +36,7 @@ impl ReceiverConfig {
   organizationId: {org}
   packetAuthToken: {metal_token}
   apiUrl: {api}
-  pollInterval: {interval}ms
+  pollInterval: {interval}ms{max_poll}
   perPage: {per_page}
   concurrency: {concurrency}
   levels: [project, device]
@@ -56,6 +58,10 @@ shutdownGrace: 5s
             metal_token = self.metal_token,
             api = self.api_url,
             interval = self.poll_interval.as_millis(),
+            max_poll = self
+                .max_poll_interval
+                .map(|max| format!("\n  maxPollInterval: {}ms", max.as_millis()))
+                .unwrap_or_default(),
             per_page = self.per_page,
             concurrency = self.concurrency,
             direktiv = self.direktiv_url,
@@ -120,7 +126,26 @@ impl Receiver {
     /// also written to `<dir>/receiver-<pid>.log`; `BENCH_RECEIVER_RUST_LOG`
     /// becomes the receiver's `RUST_LOG` (e.g. `equinix_receiver=debug`).
     pub(crate) fn spawn(binary: &Path, config: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut command = Command::new(binary);
+        Self::spawn_wrapped(&[], binary, config, args)
+    }
+
+    /// As [`Receiver::spawn`], with `binary` run by `wrapper` (e.g.
+    /// `valgrind --tool=callgrind`), which must keep the process id and
+    /// pass stderr through.
+    pub(crate) fn spawn_wrapped(
+        wrapper: &[String],
+        binary: &Path,
+        config: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
         command.args(args).arg(config).env_remove("RUST_LOG");
         if let Ok(filter) = std::env::var("BENCH_RECEIVER_RUST_LOG") {
             command.env("RUST_LOG", filter);
@@ -301,7 +326,7 @@ impl Drop for Receiver {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`, 100 when unknown).
-fn clock_ticks() -> f64 {
+pub(crate) fn clock_ticks() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -340,6 +365,7 @@ mod tests {
             concurrency: 8,
             direktiv_concurrency: 8,
             state_path: PathBuf::from("/tmp/x/state.json"),
+            max_poll_interval: None,
         };
         let yaml = config.yaml();
         for needle in [
@@ -353,5 +379,17 @@ mod tests {
         ] {
             assert!(yaml.contains(needle), "{needle} missing from\n{yaml}");
         }
+        assert!(!yaml.contains("maxPollInterval"), "{yaml}");
+        let adaptive = ReceiverConfig {
+            max_poll_interval: Some(Duration::from_secs(60)),
+            ..config
+        };
+        assert!(
+            adaptive
+                .yaml()
+                .contains("  pollInterval: 1500ms\n  maxPollInterval: 60000ms\n"),
+            "{}",
+            adaptive.yaml()
+        );
     }
 }

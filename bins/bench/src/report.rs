@@ -39,6 +39,16 @@ impl Stat {
         }
     }
 
+    /// Every value times `factor` (for units: `1e-6` for millions).
+    pub(crate) fn scaled(self, factor: f64) -> Self {
+        Self {
+            median: self.median * factor,
+            min: self.min * factor,
+            max: self.max * factor,
+            runs: self.runs,
+        }
+    }
+
     /// `median [min–max]` with `decimals` digits, or just the median for one run.
     pub(crate) fn show(&self, decimals: usize) -> String {
         if self.runs <= 1 {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, bail, ensure};
 use metal_sim::{
     DirektivFaults, DirektivSim, DirektivSimConfig, DirektivSimHandle, EventScope, MetalFaults,
-    MetalSim, MetalSimConfig, MetalSimHandle,
+    MetalSim, MetalSimConfig, MetalSimHandle, MetalStats, RateLimit,
 };
 use serde::Serialize;
 
@@ -69,7 +69,7 @@ impl Fleet {
         )
     }
 
-    fn sim_config(&self, seed: u64) -> MetalSimConfig {
+    pub(crate) fn sim_config(&self, seed: u64) -> MetalSimConfig {
         MetalSimConfig {
             seed,
             projects: self.projects,
@@ -82,13 +82,22 @@ impl Fleet {
                 latency: self.latency,
                 ..MetalFaults::default()
             },
+            // The default budget (1,000,000 an hour) is about 280 requests
+            // a second: a 1 s interval over 1,020 lists, or back-to-back
+            // sweeps of 10,200, would spend it, and the receiver paces itself
+            // by the `X-RateLimit-*` headers. The harness measures the
+            // receiver unpaced: a budget it never comes near.
+            rate_limit: RateLimit {
+                limit: 1_000_000_000,
+                ..RateLimit::default()
+            },
             ..MetalSimConfig::default()
         }
     }
 }
 
 /// A metal and a Direktiv simulator, a state directory and a config.
-struct Setup {
+pub(crate) struct Setup {
     metal: MetalSimHandle,
     direktiv: DirektivSimHandle,
     dir: tempfile::TempDir,
@@ -97,13 +106,32 @@ struct Setup {
 }
 
 impl Setup {
-    async fn start(
+    pub(crate) async fn start(
         fleet: &Fleet,
         seed: u64,
         poll_interval: Duration,
         direktiv_latency: Duration,
     ) -> anyhow::Result<Self> {
-        let metal = MetalSim::start(fleet.sim_config(seed))
+        // `maxPollInterval` = `pollInterval`: adaptive polling off, every
+        // list every sweep, as the goals of scenarios 1 to 5 assume.
+        Self::start_with(
+            fleet.sim_config(seed),
+            poll_interval,
+            Some(poll_interval),
+            direktiv_latency,
+        )
+        .await
+    }
+
+    /// As [`Setup::start`], with the simulator's config given and
+    /// `equinix.maxPollInterval` set when `max_poll_interval` is.
+    pub(crate) async fn start_with(
+        sim_config: MetalSimConfig,
+        poll_interval: Duration,
+        max_poll_interval: Option<Duration>,
+        direktiv_latency: Duration,
+    ) -> anyhow::Result<Self> {
+        let metal = MetalSim::start(sim_config)
             .await
             .context("starting metal-sim")?;
         let direktiv = DirektivSim::start(DirektivSimConfig {
@@ -131,6 +159,7 @@ impl Setup {
             concurrency: API_CONCURRENCY,
             direktiv_concurrency: DIREKTIV_CONCURRENCY,
             state_path: state_path.clone(),
+            max_poll_interval,
         };
         let config_path = config.write(dir.path())?;
         Ok(Self {
@@ -142,15 +171,47 @@ impl Setup {
         })
     }
 
-    fn spawn(&self, binary: &Path, args: &[&str]) -> anyhow::Result<Receiver> {
+    pub(crate) fn spawn(&self, binary: &Path, args: &[&str]) -> anyhow::Result<Receiver> {
         Receiver::spawn(binary, &self.config_path, args)
     }
 
-    async fn shutdown(self) {
+    /// The simulated Metal API.
+    pub(crate) fn metal(&self) -> &MetalSimHandle {
+        &self.metal
+    }
+
+    /// The simulated Direktiv.
+    pub(crate) fn direktiv(&self) -> &DirektivSimHandle {
+        &self.direktiv
+    }
+
+    /// The receiver's config file.
+    pub(crate) fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The run's temp directory (state file, config).
+    pub(crate) fn dir_path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) async fn shutdown(self) {
         self.metal.shutdown().await;
         self.direktiv.shutdown().await;
         drop(self.dir);
     }
+}
+
+/// The inventory's requests (organization, projects, devices) among `stats`.
+pub(crate) fn inventory_requests(stats: &MetalStats) -> u64 {
+    [
+        "GET /organizations/{id}",
+        "GET /organizations/{id}/projects",
+        "GET /projects/{id}/devices",
+    ]
+    .iter()
+    .filter_map(|e| stats.requests.get(*e))
+    .sum()
 }
 
 /// How a steady run spaces its sweeps.
@@ -229,14 +290,7 @@ pub(crate) async fn steady(
     let first = receiver.next_sweep(first_timeout).await?;
     let stats0 = setup.metal.stats();
     let cpu0 = receiver.cpu_time()?;
-    let inventory_requests: u64 = [
-        "GET /organizations/{id}",
-        "GET /organizations/{id}/projects",
-        "GET /projects/{id}/devices",
-    ]
-    .iter()
-    .filter_map(|e| stats0.requests.get(*e))
-    .sum();
+    let inventory_requests = inventory_requests(&stats0);
 
     let mut lines: Vec<SweepLine> = Vec::new();
     for _ in 0..sweeps {
@@ -341,11 +395,20 @@ pub(crate) struct CatchupRun {
     pub(crate) delivery_phase_s: f64,
     pub(crate) events_per_s: f64,
     pub(crate) delivery_phase_events_per_s: f64,
-    /// `direktiv.concurrency / Direktiv's latency`.
+    /// What a minimal client reached in the same run: the same CloudEvents
+    /// POSTed with the same concurrency to the same simulated Direktiv, no
+    /// receiver (`floor.rs`).
     pub(crate) floor_events_per_s: f64,
+    /// The minimal client's time for all the events.
+    pub(crate) floor_s: f64,
+    /// `direktiv.concurrency / Direktiv's latency`: what the sink would take
+    /// with no cost besides its latency (not reachable on two shared cores).
+    pub(crate) theoretical_events_per_s: f64,
     /// `events_per_s / floor_events_per_s`.
     pub(crate) share_of_floor: f64,
     pub(crate) delivery_phase_share_of_floor: f64,
+    /// `floor_events_per_s / theoretical_events_per_s`.
+    pub(crate) floor_share_of_theoretical: f64,
     /// Sweeps until everything was delivered.
     pub(crate) sweeps: usize,
     pub(crate) api_requests: u64,
@@ -421,6 +484,19 @@ pub(crate) async fn catchup(
 
     let accepted = setup.direktiv.accepted();
     let stats = setup.direktiv.stats();
+    // The floor: the same events from a minimal client, same sink, same
+    // concurrency, after the receiver has stopped.
+    let floor_events: Vec<_> = accepted
+        .iter()
+        .filter(|e| expected.contains(&e.id))
+        .cloned()
+        .collect();
+    let floor = crate::floor::measure(
+        &setup.direktiv,
+        &floor_events,
+        DIREKTIV_CONCURRENCY as usize,
+    )
+    .await?;
     setup.shutdown().await;
 
     let mut counts: HashMap<&str, u64> = HashMap::new();
@@ -445,16 +521,20 @@ pub(crate) async fn catchup(
     let end_to_end_s = secs(started, last);
     let delivery_phase_s = secs(first, last);
     let n = expected.len() as f64;
-    let floor = f64::from(DIREKTIV_CONCURRENCY) / DIREKTIV_LATENCY.as_secs_f64();
+    let theoretical = f64::from(DIREKTIV_CONCURRENCY) / DIREKTIV_LATENCY.as_secs_f64();
+    let floor_per_s = floor.events_per_s();
     Ok(CatchupRun {
         events: expected.len(),
         end_to_end_s,
         delivery_phase_s,
         events_per_s: n / end_to_end_s,
         delivery_phase_events_per_s: n / delivery_phase_s,
-        floor_events_per_s: floor,
-        share_of_floor: n / end_to_end_s / floor,
-        delivery_phase_share_of_floor: n / delivery_phase_s / floor,
+        floor_events_per_s: floor_per_s,
+        floor_s: floor.elapsed.as_secs_f64(),
+        theoretical_events_per_s: theoretical,
+        share_of_floor: n / end_to_end_s / floor_per_s,
+        delivery_phase_share_of_floor: n / delivery_phase_s / floor_per_s,
+        floor_share_of_theoretical: floor_per_s / theoretical,
         sweeps,
         api_requests,
         receiver_cpu_s,

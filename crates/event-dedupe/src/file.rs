@@ -332,7 +332,14 @@ impl Tracker for FileTracker {
             inner.unpersisted >= self.max_unpersisted.max(1)
         };
         if must_write {
-            self.persist().await
+            // Deliveries record in parallel: while one write runs, the others
+            // that cross the bound wait for it. Once it is done, one whose
+            // record it already covered has nothing left to write.
+            let writer = self.write.lock().await;
+            if self.inner().unpersisted < self.max_unpersisted.max(1) {
+                return Ok(());
+            }
+            self.write_locked(writer).await
         } else {
             Ok(())
         }
@@ -353,7 +360,23 @@ impl Tracker for FileTracker {
     }
 
     async fn persist(&self) -> Result<()> {
-        let _writer = self.write.lock().await;
+        let writer = self.write.lock().await;
+        self.write_locked(writer).await
+    }
+
+    fn stats(&self) -> Stats {
+        let inner = self.inner();
+        let mut stats = inner.core.stats();
+        stats.dirty = inner.core.generation != inner.persisted_generation;
+        stats.unpersisted = inner.unpersisted;
+        stats
+    }
+}
+
+impl FileTracker {
+    /// Writes the state unless it is already written; `_writer` is the
+    /// write lock, held until the file is in place.
+    async fn write_locked(&self, _writer: tokio::sync::MutexGuard<'_, ()>) -> Result<()> {
         let (bytes, generation, pending) = {
             let inner = self.inner();
             if inner.core.generation == inner.persisted_generation {
@@ -378,14 +401,6 @@ impl Tracker for FileTracker {
         inner.persisted_generation = inner.persisted_generation.max(generation);
         inner.unpersisted = inner.unpersisted.saturating_sub(pending);
         Ok(())
-    }
-
-    fn stats(&self) -> Stats {
-        let inner = self.inner();
-        let mut stats = inner.core.stats();
-        stats.dirty = inner.core.generation != inner.persisted_generation;
-        stats.unpersisted = inner.unpersisted;
-        stats
     }
 }
 

@@ -164,6 +164,52 @@ async fn a_crash_resends_at_most_max_unpersisted_events() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_records_keep_the_bound_on_what_a_crash_resends() {
+    let (_dir, path) = state_path();
+    let clock = ManualClock::new(t0());
+    let at = |i: i64| Some(t0() + TimeDelta::seconds(i));
+    {
+        let opts = options(&clock, Baseline::Now).with_max_unpersisted(10);
+        let t = Arc::new(FileTracker::open(&path, opts).await.unwrap());
+        // Eight lanes record at once, as the receiver's deliveries do: a
+        // record that waited for another lane's write returns only once no
+        // more than the bound is unwritten.
+        let mut lanes = tokio::task::JoinSet::new();
+        for lane in 0..8i64 {
+            let t = Arc::clone(&t);
+            lanes.spawn(async move {
+                for i in 0..25 {
+                    let n = lane * 100 + i;
+                    t.record_delivered("p", &format!("e{n}"), at(n))
+                        .await
+                        .unwrap();
+                    assert!(t.stats().unpersisted <= 10 + 8, "{:?}", t.stats());
+                }
+            });
+        }
+        while let Some(done) = lanes.join_next().await {
+            done.unwrap();
+        }
+        assert!(t.stats().unpersisted < 10, "{:?}", t.stats());
+        // Crash: dropped without persist.
+    }
+    let t = open(&path, &clock).await;
+    let mut resend = 0;
+    for lane in 0..8i64 {
+        for i in 0..25 {
+            let n = lane * 100 + i;
+            resend += usize::from(
+                t.check("p", &format!("e{n}"), at(n))
+                    .await
+                    .unwrap()
+                    .is_new(),
+            );
+        }
+    }
+    assert!(resend < 10, "{resend} of 200 would be sent again");
+}
+
 #[tokio::test]
 async fn a_torn_temp_file_is_ignored_and_removed() {
     let (_dir, path) = state_path();
