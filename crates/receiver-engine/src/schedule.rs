@@ -144,6 +144,9 @@ impl ListState {
     }
 }
 
+/// How often a project's [`Coverage`] forgets old ids at most.
+const PRUNE_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
 /// What the scheduler knows of one project's list.
 #[derive(Debug, Default)]
 struct Coverage {
@@ -162,6 +165,8 @@ struct Coverage {
     pending: HashMap<EventId, (DateTime<Utc>, DateTime<Utc>)>,
     /// Ids already compared (each device event counts once), with when.
     judged: HashMap<EventId, DateTime<Utc>>,
+    /// When [`Coverage::prune`] last scanned the maps.
+    pruned_at: Option<DateTime<Utc>>,
 }
 
 impl Coverage {
@@ -198,7 +203,18 @@ impl Coverage {
     /// is forgotten only once it was last seen that long ago, and so was
     /// created before then: device events older than that tell nothing
     /// any more.
+    ///
+    /// It scans every map, so it runs at most once per [`PRUNE_EVERY`]: a
+    /// read of each of a project's thousand device lists must not scan the
+    /// project's ids a thousand times.
     fn prune(&mut self, now: DateTime<Utc>, keep: Duration) {
+        if self
+            .pruned_at
+            .is_some_and(|at| now.signed_duration_since(at) < PRUNE_EVERY)
+        {
+            return;
+        }
+        self.pruned_at = Some(now);
         let Some(oldest) = chrono::TimeDelta::from_std(keep)
             .ok()
             .and_then(|keep| now.checked_sub_signed(keep))
@@ -939,5 +955,30 @@ mod tests {
         assert_eq!(pass_budget(Some(2.0), Some(limit), POLL, now), Some(20));
         let spent = RateLimit::new(Some(1000), Some(0), Some(60));
         assert_eq!(pass_budget(None, Some(spent), POLL, now), Some(1));
+    }
+
+    #[test]
+    fn ids_are_forgotten_after_the_window_and_scanned_at_most_once_a_minute() {
+        let keep = Duration::from_secs(100);
+        let mut coverage = Coverage::default();
+        let (old, _) = event("e-old", 0);
+        coverage.shown.insert(old.clone(), utc(0));
+        // A device list read at 150 s: the id is past the window, forgotten.
+        coverage.prune(utc(150), keep);
+        assert!(!coverage.shown.contains_key(&old));
+        // An id last shown at 60 s, past the window from 161 s on, stays
+        // through reads within the minute after the scan: they do not scan.
+        let (id, _) = event("e-1", 60);
+        coverage.shown.insert(id.clone(), utc(60));
+        for secs in [170, 190, 209] {
+            coverage.prune(utc(secs), keep);
+            assert!(
+                coverage.shown.contains_key(&id),
+                "scanned again at {secs} s"
+            );
+        }
+        // A minute after the last scan it goes.
+        coverage.prune(utc(210), keep);
+        assert!(!coverage.shown.contains_key(&id));
     }
 }
