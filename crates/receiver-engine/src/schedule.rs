@@ -430,7 +430,9 @@ impl Schedule {
                 state.make_hot(cadence.poll, now);
             }
         }
-        if let Some(project) = project {
+        // Coverage only lets quiet lists go past `maxPollInterval`: with
+        // adaptive polling off it would change nothing, so nothing is learnt.
+        if let Some(project) = project.filter(|_| cadence.max > cadence.poll) {
             match level {
                 Level::Project => self.learn_from_project(&project, seen),
                 Level::Device => self.learn_from_device(&project, seen),
@@ -735,12 +737,15 @@ mod tests {
         let start = Instant::now();
         schedule.sync(&inventory, Levels::default(), start);
         let mut world = World::default();
-        // Covered projects too: `coveredPollInterval` does not apply.
+        // Projects whose lists show their devices' events too: coverage is
+        // not even learnt (it would change nothing), `coveredPollInterval`
+        // does not apply.
         world.device_event("p0-d0", "e0", 0, true);
         world.device_event("p1-d0", "e1", 0, true);
         let mut reads = BTreeMap::new();
         run(&mut schedule, &world, start, 0, 100, None, &mut reads);
-        assert!(schedule.is_covered(&ProjectId::new("p0".to_owned())));
+        assert!(!schedule.is_covered(&ProjectId::new("p0".to_owned())));
+        assert!(schedule.coverage.is_empty(), "nothing learnt, nothing kept");
         assert_eq!(reads.len(), 8);
         assert!(reads.values().all(|r| r.len() == 11), "{reads:?}");
     }
