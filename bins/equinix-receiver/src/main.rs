@@ -62,13 +62,16 @@ async fn main() -> ExitCode {
 
     // Every configured secret is kept out of what leaves the process.
     let scrubber = Arc::new(Scrubber::new(loaded.settings.secrets()));
-    let scrubber_for_logs = Arc::clone(&scrubber);
     if cli.check {
         return check_ok(&loaded, &scrubber);
     }
 
     let rust_log = std::env::var("RUST_LOG").ok();
-    if let Err(err) = logging::init(&loaded.settings.log, rust_log.as_deref(), scrubber_for_logs) {
+    if let Err(err) = logging::init(
+        &loaded.settings.log,
+        rust_log.as_deref(),
+        Arc::clone(&scrubber),
+    ) {
         report(&[format!("{err:#}")]);
         return ExitCode::from(EXIT_CONFIG);
     }
