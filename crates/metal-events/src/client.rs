@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT, HeaderValue, USER_AGENT as USER_AGENT_HEADER};
 use secrecy::{ExposeSecret, SecretString};
@@ -168,6 +169,10 @@ pub struct ListOptions {
     pub include: Vec<String>,
     /// Attributes to leave out, sent as `exclude=a,b` when not empty.
     pub exclude: Vec<String>,
+    /// The page to start at (from 1), sent as `page` when it is past the
+    /// first; default 1. A reader that stopped at page *n* of a long list
+    /// continues there later instead of paging down again from the top.
+    pub page: u32,
 }
 
 impl Default for ListOptions {
@@ -176,6 +181,7 @@ impl Default for ListOptions {
             per_page: DEFAULT_PER_PAGE,
             include: Vec::new(),
             exclude: Vec::new(),
+            page: 1,
         }
     }
 }
@@ -191,6 +197,13 @@ impl ListOptions {
     #[must_use]
     pub fn with_per_page(mut self, per_page: u32) -> Self {
         self.per_page = per_page;
+        self
+    }
+
+    /// The same options starting at page `page` (from 1; 0 counts as 1).
+    #[must_use]
+    pub fn with_page(mut self, page: u32) -> Self {
+        self.page = page.max(1);
         self
     }
 
@@ -343,6 +356,7 @@ impl ClientBuilder {
                 observer: self.observer,
                 rate_gate: self.rate_gate.unwrap_or_default(),
                 last_rate_limit: Mutex::new(None),
+                api_clock: Mutex::new(None),
             }),
         })
     }
@@ -408,6 +422,9 @@ struct Inner {
     observer: Option<Observer>,
     rate_gate: Arc<RateGate>,
     last_rate_limit: Mutex<Option<RateLimit>>,
+    /// The API's clock: the `Date` of the latest answer that carried one,
+    /// and when (by the monotonic clock) it arrived.
+    api_clock: Mutex<Option<(DateTime<Utc>, tokio::time::Instant)>>,
 }
 
 impl fmt::Debug for Client {
@@ -426,6 +443,8 @@ impl fmt::Debug for Client {
 pub(crate) struct Fetched {
     pub(crate) body: Bytes,
     pub(crate) rate_limit: Option<RateLimit>,
+    /// The answer's `Date` header, when it carried a valid one.
+    pub(crate) date: Option<DateTime<Utc>>,
 }
 
 impl Client {
@@ -473,6 +492,34 @@ impl Client {
             .last_rate_limit
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The API's clock now: the `Date` header of the latest answer (on this
+    /// client or a clone) plus the time since it arrived, by the monotonic
+    /// clock (tokio's, so paused time in tests moves it too). `None` before
+    /// any answer carried a `Date`.
+    ///
+    /// A header has whole seconds; the estimate adds half a second, so it is
+    /// within half a second of the API's clock plus the answer's transit.
+    /// Use it, not this host's wall clock, for anything that must not pass
+    /// an event the API lists (a floor, a start point): the two clocks may
+    /// differ by minutes or hours.
+    pub fn api_now(&self) -> Option<DateTime<Utc>> {
+        let clock = *self
+            .inner
+            .api_clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        clock.map(|(date, at)| {
+            let since = chrono::TimeDelta::from_std(at.elapsed()).unwrap_or(chrono::TimeDelta::MAX);
+            date.checked_add_signed(since).unwrap_or(date)
+        })
+    }
+
+    /// How far this host's wall clock runs ahead of the API's (negative:
+    /// behind), from the latest `Date` header; `None` before one arrived.
+    pub fn clock_skew(&self) -> Option<chrono::TimeDelta> {
+        self.api_now().map(|api| Utc::now() - api)
     }
 
     /// `GET /organizations/{id}`.
@@ -576,6 +623,9 @@ impl Client {
                 );
             }
             let mut query = url.query_pairs_mut();
+            if options.page > 1 {
+                query.append_pair("page", &options.page.to_string());
+            }
             query.append_pair("per_page", &per_page.to_string());
             if !options.include.is_empty() {
                 query.append_pair("include", &options.include.join(","));
@@ -663,6 +713,7 @@ impl Client {
             }
         };
         let status = response.status();
+        let date = self.note_date(response.headers());
         let rate_limit = RateLimit::from_headers(response.headers());
         if let Some(rate_limit) = rate_limit {
             *inner
@@ -731,7 +782,29 @@ impl Client {
                 rate_limit,
             ));
         }
-        Ok(Fetched { body, rate_limit })
+        Ok(Fetched {
+            body,
+            rate_limit,
+            date,
+        })
+    }
+
+    /// Reads an answer's `Date` header and, when it is valid, sets the API's
+    /// clock from it ([`Client::api_now`]).
+    fn note_date(&self, headers: &reqwest::header::HeaderMap) -> Option<DateTime<Utc>> {
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .map(DateTime::<Utc>::from)?;
+        let estimate = date + chrono::TimeDelta::milliseconds(500);
+        *self
+            .inner
+            .api_clock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            Some((estimate, tokio::time::Instant::now()));
+        Some(date)
     }
 
     /// Tells the rate gate about an answer: a success ends a streak of

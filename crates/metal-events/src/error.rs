@@ -110,6 +110,19 @@ pub enum Error {
         /// The URL path and query of the repeated page.
         path: String,
     },
+    /// A list had more pages than the caller reads at most
+    /// ([`Pager::collect_complete`](crate::Pager::collect_complete)): what
+    /// was read is not the whole list.
+    #[error(
+        "{path} has more than {max_pages} pages: the list was not read to its end (a larger \
+         page size reads it in fewer pages)"
+    )]
+    TooManyPages {
+        /// The URL path of the list's last page read.
+        path: String,
+        /// The cap.
+        max_pages: usize,
+    },
     /// The token cannot be sent as a header value (it holds control or
     /// non-ASCII characters). The token itself is never shown.
     #[error("the API token cannot be sent as a header value")]
@@ -138,6 +151,7 @@ impl Error {
             | Self::ResponseTooLarge { .. }
             | Self::InvalidUrl { .. }
             | Self::PaginationLoop { .. }
+            | Self::TooManyPages { .. }
             | Self::InvalidToken
             | Self::Build { .. } => false,
         }

@@ -117,6 +117,8 @@ pub struct Page<T> {
     pub page: u64,
     /// The rate-limit headers of this page's answer, when it carried any.
     pub rate_limit: Option<RateLimit>,
+    /// The answer's `Date` header: the API's clock when it served the page.
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Reads a list a page at a time; made by [`Client::event_pages`],
@@ -274,6 +276,7 @@ impl<T> Pager<T> {
             page: meta.current_page.unwrap_or(self.pages_read),
             meta,
             rate_limit: fetched.rate_limit,
+            date: fetched.date,
         }))
     }
 
@@ -302,6 +305,29 @@ impl<T> Pager<T> {
             );
         }
         Ok(items)
+    }
+
+    /// Reads every page of the list and returns their items in order;
+    /// unlike [`collect_all`](Self::collect_all), a list longer than
+    /// `max_pages` pages is an error, never a silent cut.
+    ///
+    /// # Errors
+    ///
+    /// As [`next_page`](Self::next_page), and [`Error::TooManyPages`] when
+    /// the list goes on past `max_pages` pages.
+    pub async fn collect_complete(&mut self, max_pages: usize) -> Result<Vec<T>> {
+        let items = self.collect_all(max_pages).await?;
+        if self.is_finished() {
+            Ok(items)
+        } else {
+            Err(Error::TooManyPages {
+                path: self
+                    .next
+                    .as_ref()
+                    .map_or_else(|| self.endpoint.as_str().to_owned(), Next::describe),
+                max_pages,
+            })
+        }
     }
 }
 

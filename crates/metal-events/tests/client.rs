@@ -343,6 +343,83 @@ async fn collect_all_stops_at_the_page_cap() {
 }
 
 #[tokio::test]
+async fn collect_complete_says_when_the_cap_cut_the_list() {
+    let h = harness().await;
+    let events = project_events_path();
+    Mock::given(path(&events))
+        .and(query_param_is_missing("page"))
+        .respond_with(ok_json(fixture("project-events-1.json")))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    let mut pages = h.client.event_pages(
+        &EventScope::Project(ProjectId::new(PROJECT)),
+        &ListOptions::default(),
+    );
+    let error = pages.collect_complete(1).await.unwrap_err();
+    assert!(
+        matches!(error, Error::TooManyPages { max_pages: 1, .. }),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("more than 1 pages"), "{error}");
+}
+
+#[tokio::test]
+async fn a_list_can_start_at_a_later_page() {
+    let h = harness().await;
+    let events = project_events_path();
+    Mock::given(path(&events))
+        .and(query_param("page", "2"))
+        .and(query_param("per_page", "100"))
+        .respond_with(ok_json(fixture("project-events-2.json")))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    let mut pages = h.client.event_pages(
+        &EventScope::Project(ProjectId::new(PROJECT)),
+        &ListOptions::default().with_page(2),
+    );
+    let page = pages.next_page().await.unwrap().unwrap();
+    assert!(!page.items.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_api_clock_follows_the_date_header_not_this_hosts_clock() {
+    let h = harness().await;
+    assert_eq!(h.client.api_now(), None);
+    // The API's clock runs an hour behind this host's.
+    let api = SystemTime::now() - Duration::from_secs(3600);
+    Mock::given(path(format!("/metal/v1/organizations/{ORG}")))
+        .respond_with(
+            ok_json(json!({"id": ORG, "name": "Org"}).to_string())
+                .insert_header("Date", httpdate_of(api)),
+        )
+        .mount(&h.server)
+        .await;
+    h.client
+        .organization(&metal_events::OrganizationId::new(ORG))
+        .await
+        .unwrap();
+    let at = h.client.api_now().unwrap();
+    let api = chrono::DateTime::<chrono::Utc>::from(api);
+    assert!(
+        (at - api).num_milliseconds().abs() <= 1_000,
+        "{at} vs {api}"
+    );
+    let skew = h.client.clock_skew().unwrap();
+    assert!((skew.num_seconds() - 3600).abs() <= 2, "{skew}");
+    // It runs on with the monotonic clock (paused here) between answers.
+    tokio::time::advance(Duration::from_secs(90)).await;
+    let later = h.client.api_now().unwrap();
+    assert_eq!((later - at).num_seconds(), 90);
+}
+
+fn httpdate_of(at: SystemTime) -> String {
+    let at = chrono::DateTime::<chrono::Utc>::from(at);
+    at.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+#[tokio::test]
 async fn a_caller_can_stop_after_the_first_page() {
     let h = harness().await;
     Mock::given(path(project_events_path()))
