@@ -326,6 +326,23 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
     /// Forgets a source (a deleted device) so it no longer holds back pruning.
     async fn forget_source(&self, source: &str) -> Result<()>;
 
+    /// Moves a start point that [`Baseline::Now`] resolved from this
+    /// tracker's [`Clock`] onto the API's clock, once `api_now` (the API's
+    /// time, from its `Date` header) is known: by the difference between the
+    /// two clocks, so that a host clock running fast does not skip the
+    /// events of the first minutes (or hours), nor a slow one send events
+    /// from before the start.
+    ///
+    /// Only a fresh state moves (no source, nothing delivered, the
+    /// baseline still the creation time), and only for a difference of a
+    /// second or more; afterwards the baseline no longer equals the creation
+    /// time, so a restart does not move it again. Returns the new baseline
+    /// when it moved. The default does nothing.
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let _ = api_now;
+        Ok(None)
+    }
+
     /// Makes the state durable, if the store has durability and anything
     /// changed. Call after each delivery batch and at shutdown.
     async fn persist(&self) -> Result<()>;

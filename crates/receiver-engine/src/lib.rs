@@ -94,6 +94,7 @@
 //! - The engine never depends on a config format, an HTTP server or signals,
 //!   never prints and never installs a logger.
 
+mod cursor;
 mod dead_letter;
 mod deliver;
 mod error;

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use event_dedupe::{Tracker, Verdict};
+use event_dedupe::{Baseline, Tracker, Verdict};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, stream};
 use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
 use metal_events::{Client, Event, EventId};
 use tokio_util::sync::CancellationToken;
 
+use crate::cursor::{Cursor, Reached};
 use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, SendGate, Target};
 use crate::error_events::ErrorKind;
@@ -296,11 +297,10 @@ impl Pipeline {
     pub(crate) async fn sweep(
         &self,
         inventory: &Inventory,
-        sources: Vec<Source>,
+        sources: Vec<(Source, Cursor)>,
         stop: &CancellationToken,
     ) -> (SweepReport, Vec<ListSeen>) {
         let started = Instant::now();
-        let now = Utc::now();
         self.metrics.sweeps.inc();
 
         // Poll and deliver at once: each list's new events go out as soon as
@@ -309,9 +309,9 @@ impl Pipeline {
         // context; project and organization lists follow while the device
         // lists' deliveries are still running.
         let lists = sources.len();
-        let (device_lists, other_lists): (Vec<Source>, Vec<Source>) = sources
+        let (device_lists, other_lists): (Vec<_>, Vec<_>) = sources
             .into_iter()
-            .partition(|s| s.level() == Level::Device);
+            .partition(|(s, _)| s.level() == Level::Device);
         let progress = Mutex::new(Progress::default());
         let lanes = Lanes::default();
         let (progress, lanes) = (&progress, &lanes);
@@ -328,10 +328,11 @@ impl Pipeline {
             let mut seen = Vec::with_capacity(lists);
             for phase in [device_lists, other_lists] {
                 let mut read = stream::iter(phase)
-                    .map(move |source| self.poll_one(source, poll_stop))
+                    .map(move |(source, cursor)| self.poll_one(source, cursor, poll_stop))
                     .buffer_unordered(self.api_concurrency.max(1));
                 while let Some(mut poll) = read.next().await {
-                    seen.push(ListSeen::of(&poll, inventory, now));
+                    let read_at = poll.read_at.unwrap_or_else(|| self.api_now());
+                    seen.push(ListSeen::of(&poll, inventory, read_at));
                     for group in self.claim(&mut poll, inventory, progress).await {
                         // The receiver lives until both halves end.
                         let _ = groups_tx.send(group);
@@ -362,7 +363,7 @@ impl Pipeline {
                 }
             }
         };
-        let ((polls, seen), ()) = tokio::join!(polling, delivering);
+        let ((mut polls, mut seen), ()) = tokio::join!(polling, delivering);
 
         let Progress {
             settled,
@@ -375,12 +376,17 @@ impl Pipeline {
 
         // Settle: move the floor of every list read to its settled part
         // (lowest first, so a list seen for the first time holds the horizon
-        // back before the others move it).
-        let floors: Vec<(&str, DateTime<Utc>)> = polls
-            .iter()
-            .filter(|p| matches!(p.end, ListEnd::Complete))
-            .filter_map(|poll| {
-                let read = poll.seen.iter().map(|seen| {
+        // back before the others move it). A list not read to its settled
+        // part keeps its floor and is only marked alive (a list without a
+        // floor gets one at the start point), so it never expires and
+        // holds the horizon below what it has not read yet.
+        let untouched = self.initial_line();
+        let mut floors: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(polls.len());
+        for (poll, seen) in polls.iter_mut().zip(seen.iter_mut()) {
+            let read = poll
+                .seen
+                .iter()
+                .map(|seen| {
                     let done = match seen.verdict {
                         Verdict::New => seen
                             .id
@@ -388,12 +394,25 @@ impl Pipeline {
                             .is_none_or(|id| settled.contains(id.as_str())),
                         _ => true,
                     };
-                    (seen.created_at, done)
-                });
-                event_dedupe::settled_floor(read, now, self.overlap)
-                    .map(|floor| (poll.source.key.as_str(), floor))
-            })
-            .collect();
+                    (seen.created_at, done, seen.id.clone())
+                })
+                .collect();
+            let reached = match (&poll.end, poll.capped) {
+                (ListEnd::Complete, _) => Reached::Complete,
+                (ListEnd::Partial, true) => Reached::Capped {
+                    next_page: poll.next_page,
+                },
+                (ListEnd::Partial, false) => Reached::Stopped,
+            };
+            let read_at = poll.read_at.unwrap_or_else(|| self.api_now());
+            let floor = poll
+                .cursor
+                .settle(reached, read, read_at, poll.unordered, self.overlap);
+            floors.push((poll.source.key.clone(), floor.unwrap_or(untouched)));
+            seen.cursor = std::mem::take(&mut poll.cursor);
+        }
+        let floors: Vec<(&str, DateTime<Utc>)> =
+            floors.iter().map(|(key, at)| (key.as_str(), *at)).collect();
         for (source, error) in self.tracker.advance_floors(&floors).await {
             tracing::warn!(source, %error, "could not move the source's floor");
         }
@@ -417,7 +436,7 @@ impl Pipeline {
         self.metrics
             .oldest_pending_age
             .set(oldest_pending.map_or(0.0, |at| {
-                (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+                (self.api_now() - at).num_milliseconds().max(0) as f64 / 1000.0
             }));
         self.update_lag();
         report.duration = started.elapsed();
@@ -432,14 +451,35 @@ impl Pipeline {
         (report, seen)
     }
 
+    /// The API's clock now (this host's until the API has answered).
+    pub(crate) fn api_now(&self) -> DateTime<Utc> {
+        self.client.api_now().unwrap_or_else(Utc::now)
+    }
+
+    /// The floor a list is given to be marked alive without moving: the
+    /// start point, or the earliest time when every event counts. A list
+    /// that has a floor keeps it (floors only move forward).
+    pub(crate) fn initial_line(&self) -> DateTime<Utc> {
+        match self.tracker.baseline() {
+            Baseline::At(at) => at,
+            _ => DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
     /// Reads one list; a refused token stops the other lists too.
-    async fn poll_one(&self, source: Source, poll_stop: &CancellationToken) -> ListPoll {
+    async fn poll_one(
+        &self,
+        source: Source,
+        cursor: Cursor,
+        poll_stop: &CancellationToken,
+    ) -> ListPoll {
         let poll = poll_list(
             &self.client,
             self.tracker.as_ref(),
             &self.metrics,
             &self.poll,
             source,
+            cursor,
             poll_stop,
         )
         .await;
@@ -502,9 +542,20 @@ impl Pipeline {
                     &poll.source.key,
                     &id,
                     event.created_at(),
-                    Utc::now(),
+                    self.api_now(),
                     &self.metrics,
                 );
+                if let Some(late) = event.id().and_then(|event_id| {
+                    poll.cursor
+                        .listed_late(event_id, event.created_at(), poll.read_at)
+                }) {
+                    self.metrics.events_listed_late.inc();
+                    self.metrics
+                        .events_listed_late_seconds
+                        .observe(late.as_secs_f64());
+                    tracing::debug!(source = %poll.source.key, id, late_s = late.as_secs(),
+                        "the API listed an event late");
+                }
                 // A typeless event is left to the mapper, which reports it.
                 if let Some(ty) = event.event_type().filter(|ty| !ty.is_empty())
                     && !self.event_types.matches(ty)
@@ -796,7 +847,7 @@ impl Pipeline {
     fn note_delivered(&self, created_at: Option<DateTime<Utc>>) {
         if let Some(at) = created_at {
             // A future date would hold the lag at 0 for good.
-            let at = at.min(Utc::now());
+            let at = at.min(self.api_now());
             self.newest_delivered_ms
                 .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
             self.update_lag();
@@ -807,7 +858,12 @@ impl Pipeline {
     pub(crate) fn update_lag(&self) {
         let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
         if newest > 0 {
-            let lag = Utc::now().timestamp_millis().saturating_sub(newest).max(0) as f64 / 1000.0;
+            let lag = self
+                .api_now()
+                .timestamp_millis()
+                .saturating_sub(newest)
+                .max(0) as f64
+                / 1000.0;
             self.metrics.delivery_lag.set(lag);
         }
     }
