@@ -206,6 +206,8 @@ struct MetalState {
     lists: HashMap<String, Vec<Value>>,
     /// Paths whose list is served in the order it is stored, not sorted.
     as_stored: HashSet<String>,
+    /// The API's clock minus this host's, sent as every answer's `Date`.
+    clock_offset: Option<chrono::TimeDelta>,
     /// One-shot answers by path, used before the list.
     scripted: HashMap<String, VecDeque<Reply>>,
     /// Paths that answer 404 for good.
@@ -244,6 +246,12 @@ impl Metal {
         sort_newest_first(list);
         list.insert(position.min(list.len()), event);
         state.as_stored.insert(path.to_owned());
+    }
+
+    /// The API's clock runs `offset` from this host's: every answer's
+    /// `Date` header says so (events are dated by the test, on that clock).
+    pub(crate) fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        self.lock().clock_offset = Some(offset);
     }
 
     /// The next request to `path` gets `answer` instead of the list.
@@ -330,7 +338,13 @@ impl Respond for MetalResponder {
             at: Instant::now(),
             status: reply.status,
         });
-        reply.template()
+        let mut template = reply.template();
+        if let Some(offset) = state.clock_offset {
+            let date = Utc::now() + offset;
+            template = template
+                .insert_header("Date", date.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        }
+        template
     }
 }
 
