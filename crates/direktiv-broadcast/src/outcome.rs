@@ -73,6 +73,30 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// How the sink classifies an answer of Direktiv with HTTP `status`
+    /// (100..=999, else 500), body `body` and a `Retry-After` of
+    /// `retry_after`: the one policy, for a stand-in of Direktiv (a
+    /// simulation's) that must answer as the real endpoint would be read.
+    ///
+    /// ```
+    /// use direktiv_broadcast::{HISTORY_CONFLICT_MARKER, Outcome};
+    /// assert_eq!(Outcome::of_answer(200, "", None), Outcome::Delivered);
+    /// assert_eq!(Outcome::of_answer(400, HISTORY_CONFLICT_MARKER, None), Outcome::AlreadyDelivered);
+    /// assert!(Outcome::of_answer(503, "", None).is_retryable());
+    /// assert!(Outcome::of_answer(400, "bad event", None).is_permanent());
+    /// ```
+    pub fn of_answer(status: u16, body: &str, retry_after: Option<Duration>) -> Self {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut outcome = classify_response(status, &HeaderMap::new(), body, SystemTime::now());
+        if let Self::Retryable {
+            retry_after: wait, ..
+        } = &mut outcome
+        {
+            *wait = retry_after;
+        }
+        outcome
+    }
+
     /// Direktiv has the event ([`Outcome::Delivered`] or
     /// [`Outcome::AlreadyDelivered`]): it may be recorded as sent.
     pub fn is_acknowledged(&self) -> bool {

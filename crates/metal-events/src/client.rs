@@ -2,6 +2,8 @@
 //! request goes through (auth, rate limits, errors, the observer, tracing).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +47,61 @@ const API_PREFIX: &str = "/metal/v1";
 
 /// A callback the client calls once per HTTP request, for metrics.
 pub type Observer = Arc<dyn Fn(&RequestRecord) + Send + Sync>;
+
+/// What [`Transport::execute`] returns: the answer's head and a body still
+/// to be read, or the failure to get one.
+pub type TransportFuture<'a> =
+    Pin<Box<dyn Future<Output = reqwest::Result<reqwest::Response>> + Send + 'a>>;
+
+/// Carries one request of a [`Client`] to the API and brings back its
+/// answer: the only step of a request that touches the network. Everything
+/// around it (the rate gate, the `Date` header that sets
+/// [`Client::api_now`], the rate-limit headers, status classification, the
+/// capped body read, decoding and paging) is the client's one shared path,
+/// whatever the transport.
+///
+/// The default is the client's `reqwest::Client` (which implements this
+/// trait). Set another with [`ClientBuilder::transport`]: an in-memory API
+/// for a deterministic simulation, a recording proxy. A transport builds
+/// its answer from an `http::Response<T>` with `T: Into<reqwest::Body>`
+/// (reqwest converts it with `From`). It should honour
+/// [`reqwest::Request::timeout`] when it can wait; its failures are
+/// `reqwest::Error`s, so a transport of its own answers with a status (a
+/// 503 for an outage) rather than failing.
+///
+/// ```
+/// use metal_events::{Client, SecretString, Transport, TransportFuture};
+///
+/// #[derive(Debug)]
+/// struct Empty;
+///
+/// impl Transport for Empty {
+///     fn execute(&self, _request: reqwest::Request) -> TransportFuture<'_> {
+///         Box::pin(async {
+///             let answer = http::Response::builder()
+///                 .header("date", "Sun, 06 Nov 1994 08:49:37 GMT")
+///                 .body(r#"{"events": [], "meta": {"total": 0}}"#)
+///                 .expect("a valid answer");
+///             Ok(reqwest::Response::from(answer))
+///         })
+///     }
+/// }
+///
+/// let client = Client::builder(SecretString::from("token"))
+///     .transport(std::sync::Arc::new(Empty))
+///     .build()?;
+/// # Ok::<_, metal_events::Error>(())
+/// ```
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Sends `request` and returns the answer (its body unread).
+    fn execute(&self, request: reqwest::Request) -> TransportFuture<'_>;
+}
+
+impl Transport for reqwest::Client {
+    fn execute(&self, request: reqwest::Request) -> TransportFuture<'_> {
+        Box::pin(reqwest::Client::execute(self, request))
+    }
+}
 
 /// Which API operation a request belongs to: a bounded label for metrics
 /// (ids never appear in it).
@@ -232,6 +289,7 @@ pub struct ClientBuilder {
     max_response_size: u64,
     observer: Option<Observer>,
     rate_gate: Option<Arc<RateGate>>,
+    transport: Option<Arc<dyn Transport>>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -245,6 +303,7 @@ impl fmt::Debug for ClientBuilder {
             .field("max_response_size", &self.max_response_size)
             .field("observer", &self.observer.is_some())
             .field("rate_gate", &self.rate_gate)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -313,6 +372,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Carries every request through `transport` instead of the HTTP
+    /// client (see [`Transport`]): an in-memory API for tests and
+    /// simulations. The rest of the client (rate gate, `Date`, statuses,
+    /// body cap, decoding) is unchanged. The timeouts set here reach the
+    /// transport as each request's [`reqwest::Request::timeout`].
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
     /// Builds the client.
     ///
     /// # Errors
@@ -330,23 +399,26 @@ impl ClientBuilder {
             .map_err(|_| Error::InvalidToken)?;
         token.set_sensitive(true);
 
-        let (http, per_request_timeout) = match self.http {
-            Some(http) => (http, self.timeout),
-            None => {
-                let http = reqwest::Client::builder()
-                    .user_agent(USER_AGENT)
-                    .redirect(same_origin_redirects())
-                    .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
-                    .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-                    .build()
-                    .map_err(|source| Error::Build { source })?;
-                (http, None)
-            }
-        };
+        let (transport, per_request_timeout): (Arc<dyn Transport>, _) =
+            match (self.transport, self.http) {
+                // A transport of its own gets the timeout with each request.
+                (Some(transport), _) => (transport, Some(self.timeout.unwrap_or(DEFAULT_TIMEOUT))),
+                (None, Some(http)) => (Arc::new(http), self.timeout),
+                (None, None) => {
+                    let http = reqwest::Client::builder()
+                        .user_agent(USER_AGENT)
+                        .redirect(same_origin_redirects())
+                        .timeout(self.timeout.unwrap_or(DEFAULT_TIMEOUT))
+                        .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+                        .build()
+                        .map_err(|source| Error::Build { source })?;
+                    (Arc::new(http), None)
+                }
+            };
 
         Ok(Client {
             inner: Arc::new(Inner {
-                http,
+                transport,
                 base,
                 base_path,
                 token,
@@ -411,7 +483,9 @@ pub struct Client {
 }
 
 struct Inner {
-    http: reqwest::Client,
+    /// Sends the requests: a `reqwest::Client` unless
+    /// [`ClientBuilder::transport`] set another.
+    transport: Arc<dyn Transport>,
     base: Url,
     /// The base URL's path without a trailing slash; empty at the root.
     base_path: String,
@@ -459,6 +533,7 @@ impl Client {
             max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
             observer: None,
             rate_gate: None,
+            transport: None,
         }
     }
 
@@ -693,18 +768,16 @@ impl Client {
 
     async fn fetch_inner(&self, endpoint: Endpoint, url: &Url, path: &str) -> Result<Fetched> {
         let inner = &*self.inner;
-        let mut request = inner
-            .http
-            .get(url.clone())
-            .header(AUTH_HEADER, inner.token.clone())
-            .header(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT))
-            .header(ACCEPT, HeaderValue::from_static("application/json"));
-        if let Some(timeout) = inner.per_request_timeout {
-            request = request.timeout(timeout);
-        }
+        let mut request = reqwest::Request::new(reqwest::Method::GET, url.clone());
+        let headers = request.headers_mut();
+        headers.insert(AUTH_HEADER, inner.token.clone());
+        headers.insert(USER_AGENT_HEADER, HeaderValue::from_static(USER_AGENT));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        *request.timeout_mut() = inner.per_request_timeout;
 
         let started = Instant::now();
-        let mut response = match request.send().await {
+        let sent = inner.transport.execute(request).await;
+        let mut response = match sent {
             Ok(response) => response,
             Err(source) => {
                 let error = Error::from_reqwest(path, source);
@@ -942,6 +1015,84 @@ mod tests {
             .base_url(base)
             .build()
             .unwrap()
+    }
+
+    /// An in-memory API: records each request, answers from `answer`.
+    #[derive(Debug)]
+    struct Canned {
+        requests: Mutex<Vec<reqwest::Request>>,
+        status: u16,
+    }
+
+    impl Transport for Canned {
+        fn execute(&self, request: reqwest::Request) -> TransportFuture<'_> {
+            let status = self.status;
+            self.requests.lock().unwrap().push(request);
+            Box::pin(async move {
+                let body = if status == 200 {
+                    r#"{"events": [{"id": "e1", "type": "t", "created_at": "1994-11-06T08:00:00Z"}],
+                        "meta": {"current_page": 2, "last_page": 2, "total": 6}}"#
+                } else {
+                    r#"{"errors": ["down"]}"#
+                };
+                let answer = http::Response::builder()
+                    .status(status)
+                    .header("date", "Sun, 06 Nov 1994 08:49:37 GMT")
+                    .body(body)
+                    .unwrap();
+                Ok(reqwest::Response::from(answer))
+            })
+        }
+    }
+
+    fn canned(status: u16) -> (Arc<Canned>, Client) {
+        let transport = Arc::new(Canned {
+            requests: Mutex::new(Vec::new()),
+            status,
+        });
+        let client = Client::builder(SecretString::from("t0ken"))
+            .base_url("http://metal.invalid/metal/v1")
+            .transport(transport.clone())
+            .build()
+            .unwrap();
+        (transport, client)
+    }
+
+    #[tokio::test]
+    async fn a_transport_of_its_own_goes_through_the_shared_path() {
+        let (transport, client) = canned(200);
+        let scope = EventScope::Device(DeviceId::new("d1"));
+        let options = ListOptions::new().with_per_page(5).with_page(2);
+        let page = client
+            .event_pages(&scope, &options)
+            .next_page()
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.items.len(), 1);
+        // The `Date` header set the API's clock.
+        let date = DateTime::parse_from_rfc3339("1994-11-06T08:49:37Z").unwrap();
+        assert_eq!(page.date, Some(date.with_timezone(&Utc)));
+        assert!(client.api_now().unwrap() >= date);
+        let requests = transport.requests.lock().unwrap();
+        let request = &requests[0];
+        assert_eq!(
+            request.url().as_str(),
+            "http://metal.invalid/metal/v1/devices/d1/events?page=2&per_page=5"
+        );
+        assert_eq!(request.headers()[AUTH_HEADER], "t0ken");
+        assert_eq!(request.timeout(), Some(&DEFAULT_TIMEOUT));
+    }
+
+    #[tokio::test]
+    async fn a_transport_s_error_status_is_classified_as_over_http() {
+        let (_transport, client) = canned(503);
+        let error = client
+            .organization(&OrganizationId::new("o1"))
+            .await
+            .unwrap_err();
+        assert_eq!(error.status(), Some(StatusCode::SERVICE_UNAVAILABLE));
+        assert!(error.is_retryable(), "{error}");
     }
 
     #[test]

@@ -56,6 +56,10 @@ while let Some(page) = pages.next_page().await? {
   object) is left out and reported in [`Page::skipped`] as an
   [`Undecodable`], with its id when readable. Bytes that are not UTF-8 become
   U+FFFD.
+- A [`Transport`] ([`ClientBuilder::transport`]) carries requests somewhere
+  else than the network, such as an in-memory API for a simulation; the rest
+  of the client (rate gate, `Date`, statuses, body cap, decoding) stays the
+  one shared path.
 - [`Error::is_retryable`] says whether a failure is worth retrying.
 - An [`Event`] is read-only: its typed view is read from the JSON the API
   sent, and it serializes back to that JSON text, key order included,
@@ -85,7 +89,7 @@ mod split;
 pub use client::{
     Client, ClientBuilder, DEFAULT_BASE_URL, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_PER_PAGE, DEFAULT_TIMEOUT, Endpoint, EventScope, ListOptions, MAX_PER_PAGE, Observer,
-    RequestRecord, USER_AGENT,
+    RequestRecord, Transport, TransportFuture, USER_AGENT,
 };
 #[cfg(feature = "client")]
 pub use error::{Error, MAX_BODY_BYTES, Result};

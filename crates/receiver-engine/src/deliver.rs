@@ -1,10 +1,12 @@
 //! Delivering one CloudEvent: to Direktiv with retries and backoff, or, with
 //! `--dry-run`, to stdout as one JSON object per line.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use direktiv_broadcast::{AuthHeader, Outcome, Sink};
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::Answer;
@@ -20,11 +22,29 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// without knowing yet, such as right after the process was paused.
 pub type SendGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
+/// Sends one CloudEvent somewhere and says how it went, as a Direktiv
+/// [`Sink`] does (which implements it): the seam for a stand-in of Direktiv,
+/// such as the simulation's in memory. Retries, backoff and what each
+/// [`Outcome`] means stay the engine's ([`Target::deliver`]).
+pub trait EventSink: Send + Sync + std::fmt::Debug {
+    /// Sends `event` once.
+    fn send<'a>(&'a self, event: &'a cloudevents::Event) -> BoxFuture<'a, Outcome>;
+}
+
+impl EventSink for Sink {
+    fn send<'a>(&'a self, event: &'a cloudevents::Event) -> BoxFuture<'a, Outcome> {
+        Box::pin(async move { Sink::send(self, event).await.outcome })
+    }
+}
+
 /// Where CloudEvents go.
 #[derive(Debug)]
 pub enum Target {
     /// A Direktiv broadcast endpoint.
     Direktiv(Sink),
+    /// Any [`EventSink`], with the same retries and answers as
+    /// [`Target::Direktiv`].
+    Sink(Arc<dyn EventSink>),
     /// Standard output, one structured-mode JSON object per line, scrubbed
     /// of the configured secrets.
     Stdout(ScrubbedStdout),
@@ -97,10 +117,9 @@ impl Target {
         stop: &CancellationToken,
         gate: Option<&SendGate>,
     ) -> Delivered {
-        let sink = match self {
-            Self::Direktiv(sink) => sink,
-            Self::Stdout(stdout) => return print_event(stdout, event),
-        };
+        if let Self::Stdout(stdout) = self {
+            return print_event(stdout, event);
+        }
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(MIN_BACKOFF)
             .with_max_delay(MAX_BACKOFF)
@@ -112,7 +131,19 @@ impl Target {
             if stop.is_cancelled() || gate.is_some_and(|gate| !gate()) {
                 return Delivered::Cancelled;
             }
-            let delivery = sink.send(event).await;
+            let (outcome, status) = match self {
+                Self::Direktiv(sink) => {
+                    let delivery = sink.send(event).await;
+                    (delivery.outcome, delivery.status)
+                }
+                Self::Sink(sink) => {
+                    let outcome = sink.send(event).await;
+                    let status = status_of(&outcome);
+                    (outcome, status)
+                }
+                Self::Stdout(_) => unreachable!("answered above"),
+            };
+            let delivery = Answered { outcome, status };
             let code = HttpCode(delivery.status);
             if delivery.outcome.is_acknowledged() {
                 metrics.last_successful_delivery.set(unix_now());
@@ -146,7 +177,9 @@ impl Target {
                 }
                 Outcome::Permanent { .. } => {
                     metrics.delivery_failure(FailureReason::Permanent, code);
-                    let reason = if delivery.outcome.is_auth_refusal() {
+                    let reason = if let Self::Direktiv(sink) = self
+                        && delivery.outcome.is_auth_refusal()
+                    {
                         format!("{}; {}", delivery.outcome, auth_hint(sink.auth_headers()))
                     } else {
                         delivery.outcome.to_string()
@@ -173,6 +206,21 @@ impl Target {
                 }
             }
         }
+    }
+}
+
+/// One send's answer, from either kind of sink.
+struct Answered {
+    outcome: Outcome,
+    status: Option<u16>,
+}
+
+/// The HTTP status an [`Outcome`] names, when it names one.
+fn status_of(outcome: &Outcome) -> Option<u16> {
+    match outcome {
+        Outcome::Retryable { status, .. } => *status,
+        Outcome::Permanent { status, .. } => Some(*status),
+        _ => None,
     }
 }
 
@@ -303,6 +351,59 @@ mod tests {
                 "{code}: {outcome:?}"
             );
         }
+    }
+
+    /// Answers each send with the next status of its list (the last one
+    /// again once the list runs out), counting the sends.
+    #[derive(Debug)]
+    struct Scripted {
+        statuses: Vec<u16>,
+        sent: std::sync::atomic::AtomicUsize,
+    }
+
+    impl EventSink for Scripted {
+        fn send<'a>(&'a self, _event: &'a cloudevents::Event) -> BoxFuture<'a, Outcome> {
+            let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let status = self.statuses[n.min(self.statuses.len() - 1)];
+            Box::pin(async move { Outcome::of_answer(status, "", None) })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_of_its_own_gets_the_engine_s_retries_and_answers() {
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        let sink = Arc::new(Scripted {
+            statuses: vec![503, 503, 200],
+            sent: 0.into(),
+        });
+        let target = Target::Sink(sink.clone());
+        let outcome = target.deliver(&event(), 5, &metrics, &stop).await;
+        assert_eq!(outcome, Delivered::Acknowledged { already: false });
+        assert_eq!(sink.sent.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let refused = Target::Sink(Arc::new(Scripted {
+            statuses: vec![400],
+            sent: 0.into(),
+        }));
+        let outcome = refused.deliver(&event(), 5, &metrics, &stop).await;
+        assert!(matches!(outcome, Delivered::Rejected { .. }), "{outcome:?}");
+        let down = Target::Sink(Arc::new(Scripted {
+            statuses: vec![503],
+            sent: 0.into(),
+        }));
+        let outcome = down.deliver(&event(), 2, &metrics, &stop).await;
+        assert!(
+            matches!(
+                outcome,
+                Delivered::Deferred {
+                    status: Some(503),
+                    blocks_all: false,
+                    ..
+                }
+            ),
+            "{outcome:?}"
+        );
     }
 
     #[test]

@@ -54,7 +54,10 @@
 //!   [`ScrubbedStdout`], the dry run's output), the [`DeadLetters`] store of
 //!   refused events ([`DeadLetter`], [`DirektivAnswer`],
 //!   [`DeadLetterLocation`]) and [`Target::deliver`] with its [`Delivered`]
-//!   answer; [`redeliver`] sends the kept dead letters again
+//!   answer. [`Target::Sink`] delivers through any [`EventSink`] (a stand-in
+//!   of Direktiv, such as the deterministic simulation's in
+//!   `tests/simulation.rs`) with the engine's own retries and reading of
+//!   each [`Outcome`](direktiv_broadcast::Outcome); [`redeliver`] sends the kept dead letters again
 //!   (`--redeliver-refused`), reporting a [`Redelivery`].
 //! - High availability (cargo feature `postgres`): `lead` campaigns for the
 //!   organization's lease in PostgreSQL and runs a [`Receiver`] for each term
@@ -118,7 +121,7 @@ mod sweep;
 pub use crate::dead_letter::{
     Answer as DirektivAnswer, DeadLetters, Entry as DeadLetter, Location as DeadLetterLocation,
 };
-pub use crate::deliver::{Delivered, SendGate, Target};
+pub use crate::deliver::{Delivered, EventSink, SendGate, Target};
 pub use crate::error::{Error, Result};
 pub use crate::event_types::EventTypes;
 pub use crate::health::Health;
