@@ -468,10 +468,21 @@ impl World {
         let mut misplaced: Vec<&SimEvent> =
             shown.iter().copied().filter(|e| e.misplaced > 0).collect();
         misplaced.sort_by(|a, b| a.id.cmp(&b.id));
+        // A misplaced event stands `misplaced` places below where its time
+        // puts it, but only within the list's first `perPage` entries:
+        // the documented guarantee reaches a new event out of order there
+        // (the first page is always read whole); one misplaced deeper than
+        // any read reaches cannot be seen by any reader.
+        let first_page = (self.knobs.per_page as usize).saturating_sub(1);
         for event in misplaced {
             let at = shown.iter().position(|e| e.id == event.id).expect("shown");
             let moved = shown.remove(at);
-            shown.insert((at + event.misplaced).min(shown.len()), moved);
+            let to = if at >= first_page {
+                at
+            } else {
+                (at + event.misplaced).min(first_page).min(shown.len())
+            };
+            shown.insert(to, moved);
         }
         shown
     }
