@@ -143,6 +143,12 @@ pub enum DeliveryProblemKind {
     /// [`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal)),
     /// or stdout cannot be written: the sweep's deliveries stopped.
     EndpointRefused,
+    /// Something in front of Direktiv answered in its place (a web page, a
+    /// 204, see
+    /// [`Outcome::NotDirektiv`](direktiv_broadcast::Outcome::NotDirektiv)):
+    /// the sweep's deliveries stopped. No error event is sent: it would
+    /// meet the same proxy.
+    NotDirektiv,
     /// An event Direktiv refused could not be kept in the dead-letter
     /// store: it stays new and is tried again next sweep.
     KeepFailed,
@@ -175,7 +181,9 @@ impl DeliveryProblem {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self.kind,
-            DeliveryProblemKind::Refused | DeliveryProblemKind::EndpointRefused
+            DeliveryProblemKind::Refused
+                | DeliveryProblemKind::EndpointRefused
+                | DeliveryProblemKind::NotDirektiv
         )
     }
 }
@@ -714,6 +722,7 @@ impl Pipeline {
                     reason,
                     status,
                     blocks_all,
+                    not_direktiv,
                 } => {
                     if *blocks_all {
                         stop.cancel();
@@ -725,7 +734,9 @@ impl Pipeline {
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
                     if report.first_delivery_problem.is_none() {
-                        let kind = if *blocks_all {
+                        let kind = if *not_direktiv {
+                            DeliveryProblemKind::NotDirektiv
+                        } else if *blocks_all {
                             DeliveryProblemKind::EndpointRefused
                         } else {
                             DeliveryProblemKind::Deferred
