@@ -278,7 +278,7 @@ mod tests {
                 "direktiv",
                 "`endpoint`, `token`, `tokenFile`, `apikey`, `authHeader`, \
                  `insecureSkipVerify`, `caFile`, `timeout`, `concurrency`, `maxRetries`, \
-                 `event-on-error`, `errorEventInterval`, `typePrefix`, `sourcePrefix`",
+                 `poisonAfter`, `event-on-error`, `errorEventInterval`, `typePrefix`, `sourcePrefix`",
             ),
             (
                 "state",

@@ -106,6 +106,7 @@ mod inventory;
 mod lead;
 mod metrics;
 mod observer;
+mod poison;
 mod poll;
 mod receiver;
 mod redeliver;

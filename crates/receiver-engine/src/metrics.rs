@@ -303,6 +303,8 @@ pub struct Metrics {
     pub dead_letter_events: Gauge,
     /// Events Direktiv refused for good and kept in the dead-letter store: `equinix_receiver_events_refused`.
     pub events_refused: Counter,
+    /// Events kept in the dead-letter store after failing with retryable answers for direktiv.poisonAfter while later events of their device waited: `equinix_receiver_events_poisoned`.
+    pub events_poisoned: Counter,
     /// Refused events dropped from the full dead-letter store (oldest first): `equinix_receiver_dead_letter_dropped`.
     pub dead_letter_dropped: Counter,
     /// 1 while this replica holds its organization's lease (high availability), else 0: `equinix_receiver_leader`.
@@ -358,6 +360,7 @@ impl Metrics {
             state_persist_failures: Counter::default(),
             dead_letter_events: Gauge::default(),
             events_refused: Counter::default(),
+            events_poisoned: Counter::default(),
             dead_letter_dropped: Counter::default(),
             leader: Gauge::default(),
             lease_transitions: Counter::default(),
@@ -555,6 +558,12 @@ impl Metrics {
             "events_refused",
             "Events Direktiv refused for good and kept in the dead-letter store",
             self.events_refused.clone(),
+        );
+        r.register(
+            "events_poisoned",
+            "Events kept in the dead-letter store after failing with retryable answers for \
+             direktiv.poisonAfter while later events of their device waited",
+            self.events_poisoned.clone(),
         );
         r.register(
             "dead_letter_dropped",
