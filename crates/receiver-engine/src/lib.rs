@@ -99,6 +99,7 @@ mod deliver;
 mod error;
 mod error_events;
 mod event_types;
+mod exposition;
 mod future;
 mod health;
 mod inventory;

@@ -645,6 +645,25 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+
+    /// Every metric in the format the `Accept` header asks for: OpenMetrics
+    /// when it names `application/openmetrics-text` (as Prometheus does),
+    /// else the Prometheus text format 0.0.4. Returns the content type and
+    /// the body.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        use crate::exposition::{
+            OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, accepts_openmetrics,
+            to_prometheus_text,
+        };
+        if accepts_openmetrics(accept) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode())
+        } else {
+            (
+                PROMETHEUS_TEXT_CONTENT_TYPE,
+                to_prometheus_text(&self.encode()),
+            )
+        }
+    }
 }
 
 #[cfg(test)]
