@@ -325,6 +325,8 @@ pub struct Metrics {
     pub dead_letter_events: Gauge,
     /// Events Direktiv refused for good and kept in the dead-letter store: `equinix_receiver_events_refused`.
     pub events_refused: Counter,
+    /// Events kept in the dead-letter store after failing with retryable answers for direktiv.poisonAfter while later events of their device waited: `equinix_receiver_events_poisoned`.
+    pub events_poisoned: Counter,
     /// Refused events dropped from the full dead-letter store (oldest first): `equinix_receiver_dead_letter_dropped`.
     pub dead_letter_dropped: Counter,
     /// 1 while this replica holds its organization's lease (high availability), else 0: `equinix_receiver_leader`.
@@ -386,6 +388,7 @@ impl Metrics {
             state_persist_failures: Counter::default(),
             dead_letter_events: Gauge::default(),
             events_refused: Counter::default(),
+            events_poisoned: Counter::default(),
             dead_letter_dropped: Counter::default(),
             leader: Gauge::default(),
             lease_transitions: Counter::default(),
@@ -620,6 +623,12 @@ impl Metrics {
             self.events_refused.clone(),
         );
         r.register(
+            "events_poisoned",
+            "Events kept in the dead-letter store after failing with retryable answers for \
+             direktiv.poisonAfter while later events of their device waited",
+            self.events_poisoned.clone(),
+        );
+        r.register(
             "dead_letter_dropped",
             "Refused events dropped from the full dead-letter store (oldest first)",
             self.dead_letter_dropped.clone(),
@@ -698,6 +707,25 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in the format the `Accept` header asks for: OpenMetrics
+    /// when it names `application/openmetrics-text` (as Prometheus does),
+    /// else the Prometheus text format 0.0.4. Returns the content type and
+    /// the body.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        use crate::exposition::{
+            OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, accepts_openmetrics,
+            to_prometheus_text,
+        };
+        if accepts_openmetrics(accept) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode())
+        } else {
+            (
+                PROMETHEUS_TEXT_CONTENT_TYPE,
+                to_prometheus_text(&self.encode()),
+            )
+        }
     }
 }
 

@@ -95,6 +95,10 @@ pub struct EngineOptions {
     pub error_events: Option<Duration>,
     /// Which event types are delivered (default every type).
     pub event_types: EventTypes,
+    /// How long an event may fail with retryable answers while later events
+    /// of its device wait before it is kept as a dead letter (default
+    /// 15 min; `None` or zero: never).
+    pub poison_after: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -116,6 +120,7 @@ impl Default for EngineOptions {
             overlap: Duration::from_secs(600),
             error_events: None,
             event_types: EventTypes::default(),
+            poison_after: Some(Duration::from_secs(15 * 60)),
         }
     }
 }
@@ -168,6 +173,8 @@ setters! {
     with_error_events: error_events: Option<Duration>;
     /// Sets [`EngineOptions::event_types`].
     with_event_types: event_types: EventTypes;
+    /// Sets [`EngineOptions::poison_after`].
+    with_poison_after: poison_after: Option<Duration>;
 }
 
 /// The polling engine: reads the organization's event lists, delivers what
@@ -240,6 +247,7 @@ impl Receiver {
             newest_delivered_ms: AtomicI64::new(0),
             future_dated: FutureDated::default(),
             send_gate: None,
+            poison: crate::poison::PoisonClock::new(options.poison_after),
         };
         Self {
             pipeline,

@@ -27,6 +27,7 @@ use crate::future::FutureDated;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::observer::Observer;
+use crate::poison::PoisonClock;
 use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
 use crate::schedule::ListSeen;
 use crate::source_key::SourceKey;
@@ -65,6 +66,8 @@ pub(crate) struct Pipeline {
     pub future_dated: FutureDated,
     /// Asked before each send (`None`: always open).
     pub send_gate: Option<SendGate>,
+    /// How long each failing event has failed (`direktiv.poisonAfter`).
+    pub poison: PoisonClock,
 }
 
 /// What one sweep did, for the log line, the exit code of `--once` and the
@@ -144,6 +147,12 @@ pub enum DeliveryProblemKind {
     /// [`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal)),
     /// or stdout cannot be written: the sweep's deliveries stopped.
     EndpointRefused,
+    /// Something in front of Direktiv answered in its place (a web page, a
+    /// 204, see
+    /// [`Outcome::NotDirektiv`](direktiv_broadcast::Outcome::NotDirektiv)):
+    /// the sweep's deliveries stopped. No error event is sent: it would
+    /// meet the same proxy.
+    NotDirektiv,
     /// An event Direktiv refused could not be kept in the dead-letter
     /// store: it stays new and is tried again next sweep.
     KeepFailed,
@@ -176,7 +185,9 @@ impl DeliveryProblem {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self.kind,
-            DeliveryProblemKind::Refused | DeliveryProblemKind::EndpointRefused
+            DeliveryProblemKind::Refused
+                | DeliveryProblemKind::EndpointRefused
+                | DeliveryProblemKind::NotDirektiv
         )
     }
 }
@@ -217,6 +228,16 @@ struct Candidate {
     cloud: cloudevents::Event,
     /// The tracker source it is recorded under.
     source_key: String,
+}
+
+/// An event that failed for `direktiv.poisonAfter`, stepped over while the
+/// next event of its device is tried.
+struct SteppedOver {
+    candidate: Candidate,
+    /// Its last answer, as the deferral said it.
+    reason: String,
+    /// Direktiv's HTTP status of that answer, when one came.
+    status: Option<u16>,
 }
 
 /// The events of one device (or one list, for events of no device), oldest
@@ -706,11 +727,15 @@ impl Pipeline {
         if blocked(progress) {
             return;
         }
-        for candidate in group.items {
+        let count = group.items.len();
+        // An event past `poisonAfter`, stepped over to try the next one.
+        let mut stepped_over: Option<SteppedOver> = None;
+        for (index, candidate) in group.items.into_iter().enumerate() {
             if stop.is_cancelled() {
                 return;
             }
             let id = candidate.event.id().map_or("", |id| id.as_str());
+            let started = tokio::time::Instant::now();
             let outcome = self
                 .target
                 .deliver_gated(
@@ -729,8 +754,12 @@ impl Pipeline {
                         self.metrics.events_delivered.inc();
                     }
                     self.note_delivered(candidate.event.created_at());
+                    self.poison.settled(id);
                     self.observer.event_delivered(&candidate.cloud, *already);
                     tracing::debug!(id, ty = ?candidate.event.event_type(), already, "delivered");
+                    if let Some(poison) = stepped_over.take() {
+                        self.settle_poisoned(poison, progress).await;
+                    }
                 }
                 Delivered::Rejected { reason, answer } => {
                     self.metrics.error(ErrorKind::DeliveryPermanent);
@@ -756,15 +785,42 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    self.poison.settled(id);
                     self.observer.event_refused(&candidate.cloud, reason);
                     tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
                         "Direktiv refused the event for good; kept in {}, resend with \
                          --redeliver-refused", self.dead_letters.location());
                 }
+                // A retryable failure that has held later events of its
+                // device back for `poisonAfter`: step over it. If the next
+                // event is acknowledged, the endpoint works and this one is
+                // poison: it is kept as a dead letter then. If the next one
+                // fails too, Direktiv is down: both wait, as before.
+                Delivered::Deferred {
+                    reason,
+                    status,
+                    blocks_all: false,
+                    ..
+                } if stepped_over.is_none()
+                    && self
+                        .poison
+                        .failed(id, index + 1 < count, started, tokio::time::Instant::now())
+                        .is_poisoned() =>
+                {
+                    tracing::debug!(id, %reason, "failing for direktiv.poisonAfter with later \
+                        events waiting: trying the next event of its device");
+                    stepped_over = Some(SteppedOver {
+                        candidate,
+                        reason: reason.clone(),
+                        status: *status,
+                    });
+                    continue;
+                }
                 Delivered::Deferred {
                     reason,
                     status,
                     blocks_all,
+                    not_direktiv,
                 } => {
                     if *blocks_all {
                         stop.cancel();
@@ -776,7 +832,9 @@ impl Pipeline {
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
                     if report.first_delivery_problem.is_none() {
-                        let kind = if *blocks_all {
+                        let kind = if *not_direktiv {
+                            DeliveryProblemKind::NotDirektiv
+                        } else if *blocks_all {
                             DeliveryProblemKind::EndpointRefused
                         } else {
                             DeliveryProblemKind::Deferred
@@ -829,6 +887,80 @@ impl Pipeline {
                 Delivered::Deferred { .. } | Delivered::Cancelled => {
                     unreachable!("returned above")
                 }
+            }
+        }
+    }
+
+    /// Keeps a poison event in the dead-letter store with its last answer
+    /// and settles it, like an event Direktiv refused. When it cannot be
+    /// kept it stays new.
+    async fn settle_poisoned(&self, poison: SteppedOver, progress: &Mutex<Progress>) {
+        let SteppedOver {
+            candidate,
+            reason,
+            status,
+        } = poison;
+        if !self.keep_poisoned(&candidate, &reason, status).await {
+            return;
+        }
+        let id = candidate.event.id().map_or("", |id| id.as_str());
+        self.poison.settled(id);
+        if let Err(error) = self
+            .tracker
+            .record_delivered(&candidate.source_key, id, candidate.event.created_at())
+            .await
+        {
+            self.metrics.state_persist_failures.inc();
+            tracing::error!(%error, "could not write the state");
+        }
+        let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.settled.insert(id.to_owned());
+        let report = &mut progress.report;
+        report.rejected += 1;
+        if report.first_delivery_problem.is_none() {
+            report.first_delivery_problem = Some(DeliveryProblem::new(
+                DeliveryProblemKind::Refused,
+                status,
+                format!("kept as a poison event: {reason}"),
+            ));
+        }
+    }
+
+    /// Keeps a poison event in the dead-letter store with its last answer,
+    /// and says so once (WARN). `false` when it could not be kept.
+    async fn keep_poisoned(
+        &self,
+        candidate: &Candidate,
+        reason: &str,
+        status: Option<u16>,
+    ) -> bool {
+        let id = candidate.event.id().map_or("", |id| id.as_str());
+        let answer = crate::dead_letter::Answer {
+            status,
+            detail: format!(
+                "failed for direktiv.poisonAfter while later events of its device waited: \
+                 {reason}"
+            ),
+        };
+        let kept = match crate::dead_letter::Entry::new(&candidate.cloud, answer, Utc::now()) {
+            Ok(entry) => self.dead_letters.keep_poisoned(entry).await,
+            Err(error) => Err(crate::Error::Encode(error)),
+        };
+        match kept {
+            Ok(()) => {
+                self.observer.event_refused(&candidate.cloud, reason);
+                tracing::warn!(id, ty = ?candidate.event.event_type(), %reason,
+                    "an event kept failing for direktiv.poisonAfter while later events of its \
+                     device waited: kept in {}, resend it with --redeliver-refused; the \
+                     device's later events go on", self.dead_letters.location());
+                true
+            }
+            Err(error) => {
+                self.metrics.error(ErrorKind::State);
+                tracing::error!(id, %reason, error = crate::error::chain(&error),
+                    "a poison event could not be kept; it stays first in line and holds its \
+                     device's later events back");
+                false
             }
         }
     }
