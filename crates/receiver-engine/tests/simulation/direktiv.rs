@@ -43,7 +43,7 @@ impl EventSink for Direktiv {
             let t = self.time.now();
             let (status, body) = if self.world.outage(t) {
                 (503, "unavailable")
-            } else if self.world.events.iter().any(|e| e.id == id && e.refused) {
+            } else if self.world.refused(&id) {
                 (400, "invalid event")
             } else {
                 (200, "")

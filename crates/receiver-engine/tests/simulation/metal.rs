@@ -12,7 +12,7 @@ use metal_events::{Transport, TransportFuture};
 use serde_json::{Value, json};
 
 use super::rng::{keyed, of_str};
-use super::world::{Ingredient, List, Ms, Owner, SEC, World};
+use super::world::{Ingredient, List, Ms, Owner, SEC, SimEvent, World};
 
 /// Virtual time: the API's clock is `epoch` plus tokio's (paused) time
 /// since `start`.
@@ -55,6 +55,33 @@ pub(crate) struct Metal {
     pub(crate) time: VirtualTime,
     pub(crate) requests: AtomicU64,
     pub(crate) trace: bool,
+    /// Each event's JSON, written once.
+    rendered: Vec<String>,
+}
+
+/// An answer: status, body, `Retry-After` seconds.
+type Answer = (u16, String, Option<u64>);
+
+fn error(status: u16, message: &str) -> Answer {
+    (status, json!({ "errors": [message] }).to_string(), None)
+}
+
+/// An event as the API writes it.
+fn render(world: &World, time: &VirtualTime, event: &SimEvent) -> String {
+    let mut json = json!({
+        "id": event.id,
+        "type": event.ty,
+        "body": format!("{} happened", event.ty),
+        "state": null,
+        "created_at": time
+            .api(event.created)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "href": format!("/metal/v1/events/{}", event.id),
+    });
+    if let Owner::Device(d, _) = event.owner {
+        json["relationships"] = json!([{ "href": format!("#{}", world.devices[d].id) }]);
+    }
+    json.to_string()
 }
 
 impl Transport for Metal {
@@ -81,17 +108,28 @@ impl Transport for Metal {
         if let Some(wait) = retry_after {
             answer = answer.header("retry-after", wait.to_string());
         }
-        let answer = answer.body(body.to_string()).expect("a valid answer");
+        let answer = answer.body(body).expect("a valid answer");
         Box::pin(async move { Ok(reqwest::Response::from(answer)) })
     }
 }
 
-fn not_found() -> (u16, Value, Option<u64>) {
-    (404, json!({"errors": ["Not found"]}), None)
-}
-
 impl Metal {
-    fn answer(&self, url: &url::Url, t: Ms) -> (u16, Value, Option<u64>) {
+    pub(crate) fn new(world: Arc<World>, time: VirtualTime, trace: bool) -> Self {
+        let rendered = world
+            .events
+            .iter()
+            .map(|e| render(&world, &time, e))
+            .collect();
+        Self {
+            world,
+            time,
+            requests: 0.into(),
+            trace,
+            rendered,
+        }
+    }
+
+    fn answer(&self, url: &url::Url, t: Ms) -> Answer {
         let world = &*self.world;
         let path = url.path().strip_prefix("/metal/v1/").unwrap_or("");
         let segments: Vec<&str> = path.split('/').collect();
@@ -106,98 +144,72 @@ impl Metal {
         let device = |id: &str| world.devices.iter().position(|d| d.id == id);
         let list = match segments.as_slice() {
             ["organizations", org] if *org == world.org => {
-                return (200, json!({"id": world.org, "name": "Sim Org"}), None);
+                let org = json!({"id": world.org, "name": "Sim Org"});
+                return (200, org.to_string(), None);
             }
             ["organizations", org, "projects"] if *org == world.org => {
-                let items: Vec<Value> = world
+                let items: Vec<String> = world
                     .projects
                     .iter()
                     .enumerate()
-                    .map(|(n, id)| json!({"id": id, "name": format!("Project {n}")}))
+                    .map(|(n, id)| json!({"id": id, "name": format!("Project {n}")}).to_string())
                     .collect();
                 return (200, paged("projects", path, &items, page, per_page), None);
             }
             ["projects", p, "devices"] => {
                 let Some(p) = project(p) else {
-                    return not_found();
+                    return error(404, "Not found");
                 };
-                let items: Vec<Value> = world
+                let items: Vec<String> = world
                     .devices
                     .iter()
                     .filter(|d| d.alive(t) && d.project_at(t) == p)
-                    .map(|d| json!({"id": d.id, "hostname": d.hostname, "state": "active"}))
+                    .map(|d| {
+                        json!({"id": d.id, "hostname": d.hostname, "state": "active"}).to_string()
+                    })
                     .collect();
                 return (200, paged("devices", path, &items, page, per_page), None);
             }
             ["organizations", org, "events"] if *org == world.org => List::Org,
             ["projects", p, "events"] => match project(p) {
                 Some(p) => List::Project(p),
-                None => return not_found(),
+                None => return error(404, "Not found"),
             },
             ["devices", d, "events"] => match device(d) {
                 Some(d) => List::Device(d),
-                None => return not_found(),
+                None => return error(404, "Not found"),
             },
-            _ => return not_found(),
+            _ => return error(404, "Not found"),
         };
         if !world.exists(list, t) {
-            return not_found();
+            return error(404, "Not found");
         }
         if let Some(fault) = world.fault(list, t) {
             return if fault.throttle {
                 let wait = 1 + keyed(&[world.seed, t as u64 / 1000], 3);
-                (429, json!({"errors": ["Too many requests"]}), Some(wait))
+                let (status, body, _) = error(429, "Too many requests");
+                (status, body, Some(wait))
             } else {
-                (503, json!({"errors": ["Service unavailable"]}), None)
+                error(503, "Service unavailable")
             };
         }
+        let window = (t / SEC) as u64;
         if world.ingredients.contains(&Ingredient::Fail)
             && t < world.knobs.active
-            && keyed(
-                &[world.seed, of_str(path), page as u64, (t / SEC) as u64],
-                25,
-            ) == 0
+            && keyed(&[world.seed, of_str(path), page as u64, window], 25) == 0
         {
-            return (502, json!({"errors": ["Bad gateway"]}), None);
+            return error(502, "Bad gateway");
         }
         let listing = world.listing(list, t);
         let (from, to) = page_range(listing.len(), page, per_page);
-        let items: Vec<Value> = listing[from..to]
+        let items: Vec<&str> = listing[from..to]
             .iter()
-            .map(|e| {
-                let mut event = json!({
-                    "id": e.id,
-                    "type": e.ty,
-                    "body": format!("{} happened", e.ty),
-                    "state": null,
-                    "created_at": self.time.api(e.created).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "href": format!("/metal/v1/events/{}", e.id),
-                });
-                if let Owner::Device(d, _) = e.owner {
-                    event["relationships"] = json!([{"href": format!("#{}", world.devices[d].id)}]);
-                }
-                event
-            })
+            .map(|&n| self.rendered[n].as_str())
             .collect();
-        (
-            200,
-            page_of("events", path, items, listing.len(), page, per_page),
-            None,
-        )
+        let meta = meta(path, listing.len(), page, per_page);
+        let body = format!(r#"{{"events":[{}],"meta":{meta}}}"#, items.join(","));
+        (200, body, None)
     }
-}
-
-/// Page `page` of `items` as the API sends it.
-fn paged(key: &str, path: &str, items: &[Value], page: usize, per_page: usize) -> Value {
-    let (from, to) = page_range(items.len(), page, per_page);
-    page_of(
-        key,
-        path,
-        items[from..to].to_vec(),
-        items.len(),
-        page,
-        per_page,
-    )
 }
 
 /// Where page `page` of a list of `total` lies.
@@ -206,28 +218,28 @@ fn page_range(total: usize, page: usize, per_page: usize) -> (usize, usize) {
     (from, (from + per_page).min(total))
 }
 
-/// Page `page` of a list of `total`, holding `items`, as the API sends it.
-fn page_of(
-    key: &str,
-    path: &str,
-    items: Vec<Value>,
-    total: usize,
-    page: usize,
-    per_page: usize,
-) -> Value {
+/// Page `page` of `items` (each written as JSON) as the API sends it.
+fn paged(key: &str, path: &str, items: &[String], page: usize, per_page: usize) -> String {
+    let (from, to) = page_range(items.len(), page, per_page);
+    let meta = meta(path, items.len(), page, per_page);
+    format!(
+        r#"{{"{key}":[{}],"meta":{meta}}}"#,
+        items[from..to].join(",")
+    )
+}
+
+/// The `meta` of page `page` of a list of `total`.
+fn meta(path: &str, total: usize, page: usize, per_page: usize) -> Value {
     let last_page = total.div_ceil(per_page).max(1);
     let href = |n: usize| json!({"href": format!("/metal/v1/{path}?page={n}&per_page={per_page}")});
     json!({
-        key: items,
-        "meta": {
-            "first": href(1),
-            "previous": if page > 1 { href(page - 1) } else { Value::Null },
-            "self": href(page),
-            "next": if page < last_page { href(page + 1) } else { Value::Null },
-            "last": href(last_page),
-            "total": total,
-            "current_page": page,
-            "last_page": last_page,
-        }
+        "first": href(1),
+        "previous": if page > 1 { href(page - 1) } else { Value::Null },
+        "self": href(page),
+        "next": if page < last_page { href(page + 1) } else { Value::Null },
+        "last": href(last_page),
+        "total": total,
+        "current_page": page,
+        "last_page": last_page,
     })
 }

@@ -228,13 +228,13 @@ impl World {
             (false, false, true),
         ]);
         let overlap = Duration::from_secs(60);
-        let expiry = Duration::from_secs(150);
+        let expiry = Duration::from_secs(90);
         let skew = if has(Ingredient::Skew) {
             *rng.pick(&[-3600, -30, 30, 180, 3600]) * SEC
         } else {
             0
         };
-        let active = rng.range(150, 240) * SEC;
+        let active = rng.range(120, 180) * SEC;
         let knobs = Knobs {
             poll,
             max_poll,
@@ -248,7 +248,7 @@ impl World {
             inventory_refresh: Duration::from_secs(30),
             skew,
             active,
-            end: active + 180 * SEC,
+            end: active + 120 * SEC,
         };
         let cap = i64::from(per_page * max_pages);
 
@@ -332,21 +332,21 @@ impl World {
         };
         for &owner in &owners {
             let history = if has(Ingredient::Burst) && rng.chance(0.4) {
-                rng.range(cap + 1, 3 * cap)
+                rng.range(cap + 1, 2 * cap)
             } else {
-                rng.range(0, 4)
+                rng.range(0, 3)
             };
             for _ in 0..history {
                 let at = rng.range(-900, -1) * SEC;
                 add(&mut rng, owner, at, &devices);
             }
-            for _ in 0..rng.range(1, 8) {
+            for _ in 0..rng.range(1, 5) {
                 let at = rng.range(1, active / SEC - 1) * SEC;
                 add(&mut rng, owner, at, &devices);
             }
             if has(Ingredient::Burst) && rng.chance(0.4) {
                 let at = rng.range(5, active / SEC - 20);
-                for _ in 0..rng.range(cap + 1, 3 * cap) {
+                for _ in 0..rng.range(cap + 1, 2 * cap) {
                     let created = (at + rng.range(0, 3)) * SEC;
                     add(&mut rng, owner, created, &devices);
                 }
@@ -360,11 +360,11 @@ impl World {
             for (on, throttle) in [(Ingredient::Fail, false), (Ingredient::Throttle, true)] {
                 if has(on) && rng.chance(0.5) {
                     let from = rng.range(0, active / SEC - 30) * SEC;
-                    let long = if throttle { 40 } else { 90 };
+                    let long = if throttle { 30 } else { 60 };
                     faults.push(Fault {
                         list,
                         from,
-                        until: from + rng.range(5, long) * SEC,
+                        until: (from + rng.range(5, long) * SEC).min(active),
                         throttle,
                     });
                 }
@@ -372,8 +372,8 @@ impl World {
         }
         if has(Ingredient::Expiry) {
             let list = *rng.pick(&lists);
-            let from = rng.range(0, 30) * SEC;
-            let long = expiry.as_secs() as i64 + rng.range(10, 120);
+            let from = rng.range(0, 20) * SEC;
+            let long = expiry.as_secs() as i64 + rng.range(10, 60);
             faults.push(Fault {
                 list,
                 from,
@@ -385,7 +385,7 @@ impl World {
             (0..rng.range(1, 2))
                 .map(|_| {
                     let from = rng.range(0, active / SEC - 20) * SEC;
-                    (from, from + rng.range(10, 120) * SEC)
+                    (from, (from + rng.range(10, 90) * SEC).min(active))
                 })
                 .collect()
         } else {
@@ -456,33 +456,38 @@ impl World {
             .collect()
     }
 
-    /// The events `list` shows at `t`, in the API's order: newest first,
-    /// except the misplaced ones.
-    pub(crate) fn listing(&self, list: List, t: Ms) -> Vec<&SimEvent> {
-        let mut shown: Vec<&SimEvent> = self
-            .events
-            .iter()
-            .filter(|e| e.visible() <= t && self.shows(list, e))
+    /// The events `list` shows at `t` (indexes into `events`), in the
+    /// API's order: newest first, except the misplaced ones.
+    pub(crate) fn listing(&self, list: List, t: Ms) -> Vec<usize> {
+        let events = &self.events;
+        let mut shown: Vec<usize> = (0..events.len())
+            .filter(|&n| events[n].visible() <= t && self.shows(list, &events[n]))
             .collect();
-        shown.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id)));
-        let mut misplaced: Vec<&SimEvent> =
-            shown.iter().copied().filter(|e| e.misplaced > 0).collect();
-        misplaced.sort_by(|a, b| a.id.cmp(&b.id));
+        shown.sort_by(|&a, &b| {
+            let (a, b) = (&events[a], &events[b]);
+            b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id))
+        });
+        let mut misplaced: Vec<usize> = shown
+            .iter()
+            .copied()
+            .filter(|&n| events[n].misplaced > 0)
+            .collect();
+        misplaced.sort_by(|&a, &b| events[a].id.cmp(&events[b].id));
         // A misplaced event stands `misplaced` places below where its time
         // puts it, but only within the list's first `perPage` entries:
         // the documented guarantee reaches a new event out of order there
         // (the first page is always read whole); one misplaced deeper than
         // any read reaches cannot be seen by any reader.
         let first_page = (self.knobs.per_page as usize).saturating_sub(1);
-        for event in misplaced {
-            let at = shown.iter().position(|e| e.id == event.id).expect("shown");
-            let moved = shown.remove(at);
+        for n in misplaced {
+            let at = shown.iter().position(|&m| m == n).expect("shown");
+            shown.remove(at);
             let to = if at >= first_page {
                 at
             } else {
-                (at + event.misplaced).min(first_page).min(shown.len())
+                (at + events[n].misplaced).min(first_page).min(shown.len())
             };
-            shown.insert(to, moved);
+            shown.insert(to, n);
         }
         shown
     }
@@ -512,6 +517,11 @@ impl World {
             60..=94 => 50 * roll,
             _ => 15_000,
         })
+    }
+
+    /// Direktiv refuses `id` for good.
+    pub(crate) fn refused(&self, id: &str) -> bool {
+        self.events.iter().any(|e| e.refused && e.id == id)
     }
 
     /// The event types the engine delivers (`None`: every type).
