@@ -32,7 +32,7 @@ pub(super) const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// test harnesses and benchmarks, which poll local servers.
 const MIN_FAST_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Set to `1`, this environment variable lets `equinix.pollInterval` go
-/// below [`MIN_POLL_INTERVAL`] (down to 10 ms). Only tests and benchmarks
+/// below 1 s (down to 10 ms). Only tests and benchmarks
 /// against local servers set it.
 pub const FAST_POLL_ENV: &str = "EQUINIX_RECEIVER_ALLOW_FAST_POLL";
 /// Below this `pollInterval`, without `equinix.requestRate`, a warning: the
