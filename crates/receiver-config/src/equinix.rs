@@ -32,7 +32,7 @@ pub(super) const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// test harnesses and benchmarks, which poll local servers.
 const MIN_FAST_POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// Set to `1`, this environment variable lets `equinix.pollInterval` go
-/// below [`MIN_POLL_INTERVAL`] (down to 10 ms). Only tests and benchmarks
+/// below 1 s (down to 10 ms). Only tests and benchmarks
 /// against local servers set it.
 pub const FAST_POLL_ENV: &str = "EQUINIX_RECEIVER_ALLOW_FAST_POLL";
 /// Below this `pollInterval`, without `equinix.requestRate`, a warning: the
@@ -221,7 +221,10 @@ impl Walker<'_> {
                         );
                     }
                     ok
-                }),
+                })
+                // Metal writes its ids in lowercase; a UUID is the same in
+                // either case, and the CloudEvents' `orgid` matches the API's.
+                .map(|id| id.to_ascii_lowercase()),
         }
     }
 
@@ -467,6 +470,14 @@ mod tests {
     fn the_organization_id_is_a_uuid() {
         assert!(is_uuid("7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00"));
         assert!(is_uuid("7B1E3A52-4C55-4A1E-9F0B-2A8C5D3E1F00"));
+        let upper = MINIMAL.replace(
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00",
+            "7B1E3A52-4C55-4A1E-9F0B-2A8C5D3E1F00",
+        );
+        assert_eq!(
+            load(&upper).unwrap().settings.equinix.organization_id,
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00"
+        );
         let org = "organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00";
         for value in [
             "'..'",
