@@ -144,6 +144,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The database role lacks a privilege the receiver needs (feature
+    /// `postgres`): the message names the role, what it lacks and the SQL
+    /// that grants it.
+    #[error("PostgreSQL role {role} lacks {missing}; as the owner or a superuser, run: {grant}")]
+    Privilege {
+        /// The role the receiver connects as (`current_user`).
+        role: String,
+        /// The privileges it lacks, and on what.
+        missing: String,
+        /// The SQL that grants them.
+        grant: String,
+    },
+
     /// Connection options that cannot work (a malformed URL, a bad schema
     /// name). The message never contains the password.
     #[error("invalid PostgreSQL options: {reason}")]
@@ -182,6 +195,7 @@ impl Error {
             Self::Database { .. }
             | Self::Fenced { .. }
             | Self::Migration { .. }
+            | Self::Privilege { .. }
             | Self::InvalidOptions { .. } => None,
         }
     }

@@ -128,6 +128,13 @@ async fn connect(
                 health.set_database_reachable(true);
                 return Some(db);
             }
+            Err(error @ event_dedupe::Error::Privilege { .. }) => {
+                // It answers, but the role may not use the schema: a person
+                // must grant what the error names.
+                health.set_database_reachable(false);
+                tracing::error!(%error, retry_in_s = wait.as_secs_f64(),
+                    "the PostgreSQL role of state.postgres lacks a privilege; retrying");
+            }
             Err(error) => {
                 health.set_database_reachable(false);
                 tracing::warn!(%error, retry_in_s = wait.as_secs_f64(),

@@ -52,72 +52,271 @@ CREATE INDEX delivered_by_time ON {schema}.delivered (organization_id, dated, at
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i32 = MIGRATIONS.len() as i32;
 
-/// Brings the schema up to date; a no-op when it is.
+/// Brings the schema up to date. At the current version it runs no DDL and
+/// takes no lock, so a role with only DML on the tables starts; a privilege
+/// the role lacks is named with the SQL that grants it ([`Error::Privilege`]).
 pub(crate) async fn run(inner: &Inner, client: &mut Client) -> Result<()> {
-    let schema = inner.schema();
-    let fail = |version: i32, error: &tokio_postgres::Error| Error::Migration {
-        version,
-        reason: inner.options.scrub(&super::describe(error)),
-    };
     let timeout = inner.options.request_timeout() * 3;
-    let work = async {
-        let tx = client.transaction().await.map_err(|e| fail(0, &e))?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1)",
-            &[&lock_key(inner.options.schema())],
-        )
-        .await
-        .map_err(|e| fail(0, &e))?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE IF NOT EXISTS {schema}.migrations (
-                 version     integer PRIMARY KEY,
-                 description text NOT NULL,
-                 applied_at  timestamptz NOT NULL DEFAULT now()
-             );"
-        ))
-        .await
-        .map_err(|e| fail(0, &e))?;
-        let applied: Vec<i32> = tx
-            .query(&format!("SELECT version FROM {schema}.migrations"), &[])
-            .await
-            .map_err(|e| fail(0, &e))?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if let Some(newer) = applied.iter().copied().filter(|v| *v > LATEST).max() {
-            return Err(Error::Migration {
-                version: newer,
-                reason: format!(
-                    "schema {schema} was migrated to version {newer} by a newer receiver; this \
-                     build knows versions up to {LATEST}: run the newer receiver"
-                ),
-            });
-        }
-        for (version, description, sql) in MIGRATIONS {
-            if applied.contains(version) {
-                continue;
-            }
-            tx.batch_execute(&sql.replace("{schema}", &schema))
-                .await
-                .map_err(|e| fail(*version, &e))?;
-            tx.execute(
-                &format!("INSERT INTO {schema}.migrations (version, description) VALUES ($1, $2)"),
-                &[version, description],
-            )
-            .await
-            .map_err(|e| fail(*version, &e))?;
-            tracing::info!(schema = %inner.options.schema(), version, description, "applied a database migration");
-        }
-        tx.commit().await.map_err(|e| fail(0, &e))
-    };
-    match tokio::time::timeout(timeout, work).await {
+    match tokio::time::timeout(timeout, migrate(inner, client, timeout)).await {
         Ok(result) => result,
         Err(_) => Err(Error::Migration {
             version: 0,
             reason: format!("no answer within {timeout:?}"),
         }),
     }
+}
+
+/// What the role may do with the schema, read from the catalogs (which every
+/// role may read) before anything needs a privilege.
+struct Found {
+    role: String,
+    database: String,
+    schema_exists: bool,
+    create_on_database: bool,
+    usage: bool,
+    create_in_schema: bool,
+    has_migrations: bool,
+    select_migrations: bool,
+}
+
+async fn look(inner: &Inner, client: &Client) -> Result<Found> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, current_database()::text, n.oid IS NOT NULL,
+                    has_database_privilege(current_database(), 'CREATE'),
+                    n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'USAGE'),
+                    n.oid IS NOT NULL AND has_schema_privilege(n.oid, 'CREATE'),
+                    c.oid IS NOT NULL,
+                    c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT')
+             FROM (SELECT 1) AS one
+             LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1
+             LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = 'migrations'",
+            &[&inner.options.schema()],
+        )
+        .await
+        .map_err(|e| fail(inner, 0, &e))?;
+    Ok(Found {
+        role: row.get(0),
+        database: row.get(1),
+        schema_exists: row.get(2),
+        create_on_database: row.get(3),
+        usage: row.get(4),
+        create_in_schema: row.get(5),
+        has_migrations: row.get(6),
+        select_migrations: row.get(7),
+    })
+}
+
+fn fail(inner: &Inner, version: i32, error: &tokio_postgres::Error) -> Error {
+    Error::Migration {
+        version,
+        reason: inner.options.scrub(&super::describe(error)),
+    }
+}
+
+/// A name quoted for SQL as `quote_ident` would (for the grant messages).
+fn ident(name: &str) -> String {
+    let plain = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        name.to_owned()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}
+
+async fn migrate(inner: &Inner, client: &mut Client, timeout: std::time::Duration) -> Result<()> {
+    let schema = inner.schema();
+    let name = inner.options.schema();
+    let found = look(inner, client).await?;
+    let role = ident(&found.role);
+    let privilege = |missing: String, grant: String| Error::Privilege {
+        role: found.role.clone(),
+        missing,
+        grant,
+    };
+    if found.schema_exists && !found.usage {
+        return Err(privilege(
+            format!("USAGE on schema {name}"),
+            format!("GRANT USAGE ON SCHEMA {schema} TO {role};"),
+        ));
+    }
+    if found.has_migrations && !found.select_migrations {
+        return Err(privilege(
+            format!("SELECT, INSERT, UPDATE, DELETE on the tables of schema {name}"),
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};"
+            ),
+        ));
+    }
+    let version = if found.has_migrations {
+        client
+            .query_one(
+                &format!("SELECT max(version) FROM {schema}.migrations"),
+                &[],
+            )
+            .await
+            .map_err(|e| fail(inner, 0, &e))?
+            .get::<_, Option<i32>>(0)
+    } else {
+        None
+    };
+    if let Some(newer) = version.filter(|v| *v > LATEST) {
+        return Err(newer_receiver(&schema, newer));
+    }
+    if version != Some(LATEST) {
+        let at = version.map_or_else(|| "no tables".to_owned(), |v| format!("version {v}"));
+        if !found.schema_exists && !found.create_on_database {
+            return Err(privilege(
+                format!(
+                    "CREATE on database {} to create schema {name}",
+                    found.database
+                ),
+                format!(
+                    "CREATE SCHEMA {schema} AUTHORIZATION {role}; (or GRANT CREATE ON DATABASE {} \
+                     TO {role};)",
+                    ident(&found.database)
+                ),
+            ));
+        }
+        if found.schema_exists && !found.create_in_schema {
+            return Err(privilege(
+                format!(
+                    "CREATE on schema {name} to bring it from {at} to version {LATEST} (or run \
+                     this receiver once as the schema's owner)"
+                ),
+                format!("GRANT USAGE, CREATE ON SCHEMA {schema} TO {role};"),
+            ));
+        }
+        apply(inner, client, timeout).await?;
+    }
+    check_tables(inner, client, &found.role).await
+}
+
+/// Runs the migrations not yet applied, in one transaction under the
+/// schema's advisory lock (waiting for a replica that migrates meanwhile).
+async fn apply(inner: &Inner, client: &mut Client, timeout: std::time::Duration) -> Result<()> {
+    let schema = inner.schema();
+    let tx = client.transaction().await.map_err(|e| fail(inner, 0, &e))?;
+    // Another replica may be migrating: wait for it, longer than the
+    // connection's lock_timeout allows.
+    tx.batch_execute(&format!("SET LOCAL lock_timeout = {}", timeout.as_millis()))
+        .await
+        .map_err(|e| fail(inner, 0, &e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&lock_key(inner.options.schema())],
+    )
+    .await
+    .map_err(|e| fail(inner, 0, &e))?;
+    let exists: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+            &[&inner.options.schema()],
+        )
+        .await
+        .map_err(|e| fail(inner, 0, &e))?
+        .get(0);
+    if !exists {
+        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
+            .await
+            .map_err(|e| fail(inner, 0, &e))?;
+    }
+    tx.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.migrations (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(|e| fail(inner, 0, &e))?;
+    let applied: Vec<i32> = tx
+        .query(&format!("SELECT version FROM {schema}.migrations"), &[])
+        .await
+        .map_err(|e| fail(inner, 0, &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if let Some(newer) = applied.iter().copied().filter(|v| *v > LATEST).max() {
+        return Err(newer_receiver(&schema, newer));
+    }
+    for (version, description, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(&sql.replace("{schema}", &schema))
+            .await
+            .map_err(|e| fail(inner, *version, &e))?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.migrations (version, description) VALUES ($1, $2)"),
+            &[version, description],
+        )
+        .await
+        .map_err(|e| fail(inner, *version, &e))?;
+        tracing::info!(schema = %inner.options.schema(), version, description, "applied a database migration");
+    }
+    tx.commit().await.map_err(|e| fail(inner, 0, &e))
+}
+
+fn newer_receiver(schema: &str, newer: i32) -> Error {
+    Error::Migration {
+        version: newer,
+        reason: format!(
+            "schema {schema} was migrated to version {newer} by a newer receiver; this build \
+             knows versions up to {LATEST}: run the newer receiver"
+        ),
+    }
+}
+
+/// The privileges the receiver uses on each table, by table.
+const TABLE_PRIVILEGES: &[(&str, &[&str])] = &[
+    ("leases", &["SELECT", "INSERT", "UPDATE"]),
+    ("states", &["SELECT", "INSERT", "UPDATE"]),
+    ("sources", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
+    ("delivered", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
+];
+
+/// Refuses with [`Error::Privilege`] when the role lacks a privilege the
+/// receiver uses on a table (a role given DML on tables an owner created).
+async fn check_tables(inner: &Inner, client: &Client, role: &str) -> Result<()> {
+    let (mut tables, mut privileges) = (Vec::new(), Vec::new());
+    for (table, wanted) in TABLE_PRIVILEGES {
+        for privilege in *wanted {
+            tables.push((*table).to_owned());
+            privileges.push((*privilege).to_owned());
+        }
+    }
+    let missing: Vec<String> = client
+        .query(
+            "SELECT w.privilege || ' on ' || w.tab
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS w (tab, privilege, n)
+             JOIN pg_catalog.pg_namespace s ON s.nspname = $1
+             LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = s.oid AND c.relname = w.tab
+             WHERE c.oid IS NULL OR NOT has_table_privilege(c.oid, w.privilege)
+             ORDER BY w.n",
+            &[&inner.options.schema(), &tables, &privileges],
+        )
+        .await
+        .map_err(|e| fail(inner, 0, &e))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let schema = inner.schema();
+    Err(Error::Privilege {
+        role: role.to_owned(),
+        missing: format!("{} (schema {})", missing.join(", "), inner.options.schema()),
+        grant: format!(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {};",
+            ident(role)
+        ),
+    })
 }
 
 /// The advisory lock of one schema's migrations: a stable hash (FNV-1a) of
