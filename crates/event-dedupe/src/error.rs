@@ -122,17 +122,22 @@ pub enum Error {
         reason: String,
     },
 
-    /// A state write was refused because a newer leader exists: its lease
-    /// generation is greater than the writer's. Step down at once.
+    /// A state write was refused because the lease row is not the writer's
+    /// term: another generation, or the same generation held by another
+    /// holder (a lease row that went backwards). Step down at once.
     #[error(
-        "state write refused: this replica writes as lease generation {ours}, but generation \
-         {current} exists (another replica became the leader)"
+        "state write refused: this replica writes as lease generation {ours}, but the lease is \
+         at generation {current} held by {} (another replica leads, or the lease row went \
+         backwards)",
+        holder.as_deref().unwrap_or("nobody")
     )]
     Fenced {
         /// The writer's generation.
         ours: i64,
         /// The generation in the database.
         current: i64,
+        /// The holder in the database.
+        holder: Option<String>,
     },
 
     /// The database schema could not be created or brought up to date.

@@ -77,7 +77,7 @@ async fn migrations_are_idempotent_and_shared() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     // A schema migrated by a newer receiver is refused, naming the way out.
     pg.admin
         .execute(
@@ -239,10 +239,7 @@ async fn a_stale_writer_is_fenced_and_moves_nothing() {
     let b = Elector::new(db.clone(), "b".into(), Duration::from_secs(2));
     let (options, _) = options_at_t0();
     let lease_a = a.try_acquire().await.unwrap().unwrap();
-    let old = db
-        .tracker(lease_a.generation, options.clone())
-        .await
-        .unwrap();
+    let old = db.tracker(&lease_a, options.clone()).await.unwrap();
     old.record_delivered("p", "e1", Some(at(1))).await.unwrap();
     old.advance_floor("p", at(1)).await.unwrap();
     old.persist().await.expect("the leader writes");
@@ -251,10 +248,7 @@ async fn a_stale_writer_is_fenced_and_moves_nothing() {
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let lease_b = b.try_acquire().await.unwrap().unwrap();
     assert!(lease_b.generation > lease_a.generation);
-    let new = db
-        .tracker(lease_b.generation, options.clone())
-        .await
-        .unwrap();
+    let new = db.tracker(&lease_b, options.clone()).await.unwrap();
     assert_eq!(
         new.check("p", "e1", Some(at(1))).await.unwrap(),
         Verdict::Delivered
@@ -267,18 +261,15 @@ async fn a_stale_writer_is_fenced_and_moves_nothing() {
     assert!(err.is_fenced(), "{err}");
     assert!(!err.is_retryable());
     assert!(
-        matches!(err, event_dedupe::Error::Fenced { ours, current } if ours == lease_a.generation.0 && current == lease_b.generation.0),
+        matches!(err, event_dedupe::Error::Fenced { ours, current, .. } if ours == lease_a.generation.0 && current == lease_b.generation.0),
         "{err:?}"
     );
-    let err = db
-        .tracker(lease_a.generation, options.clone())
-        .await
-        .unwrap_err();
+    let err = db.tracker(&lease_a, options.clone()).await.unwrap_err();
     assert!(
         err.is_fenced(),
         "a new tracker of the old generation: {err}"
     );
-    let check: PostgresTracker = db.tracker(lease_b.generation, options).await.unwrap();
+    let check: PostgresTracker = db.tracker(&lease_b, options).await.unwrap();
     assert_eq!(check.floor("p").await.unwrap(), Some(at(1)));
     assert_eq!(
         check.check("p", "e2", Some(at(2))).await.unwrap(),
@@ -336,7 +327,7 @@ async fn a_fenced_write_ends_the_term_at_once() {
                     let (db, write) = (db.clone(), write.clone());
                     async move {
                         let (options, _) = options_at_t0();
-                        let t = db.tracker(term.generation, options).await.unwrap();
+                        let t = db.tracker(&term, options).await.unwrap();
                         write.notified().await;
                         t.record_delivered("p", "e1", Some(at(1))).await.unwrap();
                         assert!(t.persist().await.unwrap_err().is_fenced());

@@ -50,7 +50,7 @@ async fn start_and_lead(options: &PostgresOptions) {
         .with_baseline(Baseline::All)
         .with_clock(Arc::new(ManualClock::new(conformance::t0())));
     let tracker = db
-        .tracker(lease.generation, tracker_options.clone())
+        .tracker(&lease, tracker_options.clone())
         .await
         .expect("loads the state");
     tracker.record_delivered("p", "e1", Some(at)).await.unwrap();
@@ -64,10 +64,7 @@ async fn start_and_lead(options: &PostgresOptions) {
         .await
         .unwrap()
         .expect("takes the released lease");
-    let reloaded = again
-        .tracker(lease.generation, tracker_options)
-        .await
-        .unwrap();
+    let reloaded = again.tracker(&lease, tracker_options).await.unwrap();
     assert_eq!(
         reloaded.check("p", "e1", Some(at)).await.unwrap(),
         Verdict::Delivered

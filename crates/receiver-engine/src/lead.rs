@@ -41,16 +41,23 @@ pub async fn lead(
     let organization = options.organization_id().to_owned();
     health.set_standby(true);
     metrics.leader.set(0);
-    let Some(db) = connect(options, health, stop).await else {
+    let identity = replica_identity();
+    // Every connection's server-side timeouts derive from the lease, and its
+    // name in pg_stat_activity is this replica's.
+    let options = options
+        .clone()
+        .with_lease_duration(lease_duration)
+        .with_application_name(format!("equinix-receiver {identity}"));
+    let Some(db) = connect(&options, health, stop).await else {
         return;
     };
-    let identity = replica_identity();
     tracing::info!(replica = %identity, %organization, lease_s = lease_duration.as_secs_f64(),
         "high availability: standing by for the lease of the organization");
 
     let pulse = tokio::spawn(pulse(
         db.clone(),
         Arc::clone(health),
+        Arc::clone(metrics),
         lease_duration / 3,
         stop.clone(),
     ));
@@ -66,7 +73,7 @@ pub async fn lead(
             let (db, tracker_options) = (db.clone(), tracker_options.clone());
             let metrics = Arc::clone(metrics);
             async move {
-                let tracker = match db.tracker(term.generation, tracker_options).await {
+                let tracker = match db.tracker(&term, tracker_options).await {
                     Ok(tracker) => tracker,
                     Err(error) => {
                         tracing::warn!(%error, generation = %term.generation,
@@ -150,9 +157,19 @@ async fn connect(
 }
 
 /// The standby's pulse: while standing by, beats the heartbeat and asks the
-/// database every `every` whether it answers.
-async fn pulse(db: Database, health: Arc<Health>, every: Duration, stop: CancellationToken) {
+/// database every `every` whether it answers; on every replica, gauges the
+/// connections open.
+async fn pulse(
+    db: Database,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    every: Duration,
+    stop: CancellationToken,
+) {
     loop {
+        metrics
+            .postgres_connections
+            .set(i64::try_from(db.open_connections()).unwrap_or(i64::MAX));
         if health.standby() {
             health.beat();
             health.set_database_reachable(db.ping().await.is_ok());

@@ -333,6 +333,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Gains and losses of the organization's lease by this replica: `equinix_receiver_lease_transitions`.
     pub lease_transitions: Counter,
+    /// Connections to PostgreSQL this replica holds open (high availability): `equinix_receiver_postgres_connections`.
+    pub postgres_connections: Gauge,
     registry: Registry,
 }
 
@@ -392,6 +394,7 @@ impl Metrics {
             dead_letter_dropped: Counter::default(),
             leader: Gauge::default(),
             lease_transitions: Counter::default(),
+            postgres_connections: Gauge::default(),
             registry,
         };
         metrics.create_known_labels();
@@ -642,6 +645,11 @@ impl Metrics {
             "lease_transitions",
             "Gains and losses of the organization's lease by this replica",
             self.lease_transitions.clone(),
+        );
+        r.register(
+            "postgres_connections",
+            "Connections to PostgreSQL this replica holds open (high availability)",
+            self.postgres_connections.clone(),
         );
         self
     }

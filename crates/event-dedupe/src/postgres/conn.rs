@@ -2,12 +2,14 @@
 //! breaks or a request times out, and opened again at the next use.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls};
 
 use crate::error::Result;
-use crate::postgres::options::Encrypt;
+use crate::postgres::options::{Encrypt, PostgresOptions};
 use crate::postgres::{Inner, timed_out};
 
 /// One connection, opened at first use and again after it broke.
@@ -80,34 +82,77 @@ async fn open(inner: &Inner, operation: &str) -> Result<Client> {
     let timeout = options.connect_timeout();
     let mut config = options.config.clone();
     config.connect_timeout(timeout);
+    settle(&mut config, options);
     let attempt = async {
         match (&inner.tls, options.encrypt) {
             (Some(tls), Encrypt::IfOffered | Encrypt::Always) => {
                 let (client, connection) = config.connect(tls.clone()).await?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, Arc::clone(&inner.connections)));
                 Ok(client)
             }
             _ => {
                 let (client, connection) = config.connect(NoTls).await?;
-                tokio::spawn(drive(connection));
+                tokio::spawn(drive(connection, Arc::clone(&inner.connections)));
                 Ok(client)
             }
         }
     };
     match tokio::time::timeout(timeout, attempt).await {
-        Ok(Ok(client)) => Ok(client),
+        Ok(Ok(client)) => {
+            inner.connections.fetch_add(1, Ordering::Relaxed);
+            Ok(client)
+        }
         Ok(Err(error)) => Err(inner.db_error(operation, &error)),
         Err(_) => Err(timed_out(operation, timeout)),
     }
 }
 
-/// Runs a connection until its client is dropped or it breaks.
-async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+/// Runs a connection until its client is dropped or it breaks, counted in
+/// `open` meanwhile.
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>, open: Arc<AtomicUsize>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     if let Err(error) = connection.await {
         tracing::debug!(%error, "PostgreSQL connection closed");
+    }
+    open.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Every connection's settings, derived from the lease duration: the
+/// server cancels a statement that waits for a lock, runs too long, or ends
+/// a session idle inside a transaction before a lease can run out; TCP
+/// keepalives and `tcp_user_timeout` on both ends notice a silent peer
+/// within about a lease (the server's default is over two hours); and the
+/// replica's name shows in `pg_stat_activity`.
+fn settle(config: &mut tokio_postgres::Config, options: &PostgresOptions) {
+    let ms = |d: Duration| d.as_millis();
+    let s = |d: Duration| d.as_secs().max(1);
+    let mut server = format!(
+        "-c lock_timeout={} -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+         -c tcp_keepalives_idle={} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=3 \
+         -c tcp_user_timeout={}",
+        ms(options.lock_timeout()),
+        ms(options.statement_timeout()),
+        ms(options.idle_in_transaction_timeout()),
+        s(options.keepalive_idle()),
+        ms(options.tcp_user_timeout()),
+    );
+    if let Some(given) = config.get_options() {
+        // The URL's own options come last: they win.
+        server = format!("{server} {given}");
+    }
+    config.options(server);
+    config
+        .keepalives(true)
+        .keepalives_idle(options.keepalive_idle())
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3)
+        .tcp_user_timeout(options.tcp_user_timeout());
+    if config.get_application_name().is_none()
+        && let Some(name) = options.application_name()
+    {
+        config.application_name(name);
     }
 }

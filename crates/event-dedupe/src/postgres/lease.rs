@@ -27,6 +27,48 @@ impl fmt::Display for Generation {
     }
 }
 
+/// What a state write must find in the lease row to pass: its term's
+/// generation *and* holder token. A generation alone is not enough: a lease
+/// row that went backwards (a restore, an asynchronous replica promoted)
+/// issues a generation again, to another holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Fence {
+    /// The term's generation.
+    pub generation: Generation,
+    /// The term's holder (`None`: a state written without a lease, whose
+    /// row has no holder).
+    pub holder: Option<String>,
+}
+
+impl From<Generation> for Fence {
+    /// A fence without a holder: for a state kept without an elector.
+    fn from(generation: Generation) -> Self {
+        Self {
+            generation,
+            holder: None,
+        }
+    }
+}
+
+impl From<&Lease> for Fence {
+    fn from(lease: &Lease) -> Self {
+        Self {
+            generation: lease.generation,
+            holder: Some(lease.holder.clone()),
+        }
+    }
+}
+
+impl From<&Term> for Fence {
+    fn from(term: &Term) -> Self {
+        Self {
+            generation: term.generation,
+            holder: Some(term.holder.clone()),
+        }
+    }
+}
+
 /// A lease held by this process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -47,6 +89,9 @@ pub struct Lease {
 pub struct Term {
     /// The generation every state write of this term must carry.
     pub generation: Generation,
+    /// The holder token written at acquire, which every state write of this
+    /// term must find beside its generation.
+    pub holder: String,
     /// Fires at step-down (lost lease, failed renewals, a fenced write, or
     /// `stop`): stop polling and delivering at once, then return.
     pub lost: CancellationToken,
@@ -409,6 +454,7 @@ impl Elector {
             let deadline = Arc::new(Mutex::new(lease.deadline));
             let mut work = pin!(term(Term {
                 generation,
+                holder: self.identity.clone(),
                 lost: lost.clone(),
                 deadline: deadline.clone(),
             }));

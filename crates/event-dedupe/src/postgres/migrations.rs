@@ -8,10 +8,11 @@ use crate::postgres::Inner;
 
 /// The migrations, in order: (version, description, SQL with `{schema}` for
 /// the quoted schema). Append only; never edit one that shipped.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "leases, states, sources and delivered ids per organization",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "leases, states, sources and delivered ids per organization",
+        r#"
 CREATE TABLE {schema}.leases (
     organization_id text PRIMARY KEY,
     holder          text,
@@ -47,7 +48,60 @@ CREATE TABLE {schema}.delivered (
 COMMENT ON COLUMN {schema}.delivered.at IS 'created_at when dated, else when it was recorded';
 CREATE INDEX delivered_by_time ON {schema}.delivered (organization_id, dated, at);
 "#,
-)];
+    ),
+    (
+        2,
+        "write_state: a fenced state write in one statement",
+        r#"
+CREATE FUNCTION {schema}.write_state(
+    p_org text, p_generation bigint, p_holder text,
+    p_create_format integer, p_created timestamptz,
+    p_baseline timestamptz, p_horizon timestamptz,
+    p_delete_sources text[],
+    p_upsert_sources text[], p_upsert_floors timestamptz[], p_upsert_advanced timestamptz[],
+    p_delete_undated text[], p_prune_below timestamptz,
+    p_ids text[], p_dated boolean[], p_at timestamptz[],
+    OUT o_generation bigint, OUT o_holder text)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO {schema}.leases (organization_id) VALUES (p_org)
+        ON CONFLICT (organization_id) DO NOTHING;
+    SELECT l.generation, l.holder INTO o_generation, o_holder
+        FROM {schema}.leases l WHERE l.organization_id = p_org FOR SHARE;
+    IF o_generation <> p_generation OR o_holder IS DISTINCT FROM p_holder THEN
+        RETURN;
+    END IF;
+    IF p_create_format IS NOT NULL THEN
+        INSERT INTO {schema}.states
+            (organization_id, format_version, baseline, created, horizon, written_generation)
+            VALUES (p_org, p_create_format, p_baseline, p_created, p_horizon, p_generation);
+    END IF;
+    DELETE FROM {schema}.sources s
+        WHERE s.organization_id = p_org AND s.source = ANY(p_delete_sources);
+    INSERT INTO {schema}.sources AS s (organization_id, source, floor, advanced_at)
+        SELECT p_org, u.* FROM unnest(p_upsert_sources, p_upsert_floors, p_upsert_advanced) AS u
+        ON CONFLICT (organization_id, source) DO UPDATE
+        SET floor = excluded.floor, advanced_at = excluded.advanced_at;
+    DELETE FROM {schema}.delivered d
+        WHERE d.organization_id = p_org AND NOT d.dated AND d.event_id = ANY(p_delete_undated);
+    IF p_prune_below IS NOT NULL THEN
+        DELETE FROM {schema}.delivered d
+            WHERE d.organization_id = p_org AND d.dated AND d.at < p_prune_below;
+    END IF;
+    INSERT INTO {schema}.delivered AS d (organization_id, event_id, dated, at)
+        SELECT p_org, u.* FROM unnest(p_ids, p_dated, p_at) AS u
+        ON CONFLICT (organization_id, event_id) DO UPDATE
+        SET dated = true, at = excluded.at
+        WHERE excluded.dated AND NOT d.dated;
+    UPDATE {schema}.states st
+        SET baseline = p_baseline, horizon = p_horizon, written_generation = p_generation,
+            updated_at = now()
+        WHERE st.organization_id = p_org;
+END
+$fn$;
+"#,
+    ),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i32 = MIGRATIONS.len() as i32;

@@ -11,13 +11,20 @@
 //!
 //! # Invariants
 //!
-//! - **Fencing.** Every write of a [`PostgresTracker`] runs in one transaction
-//!   that first locks the organization's lease row and compares its generation
-//!   with the tracker's: when a newer leader exists the write is refused with
-//!   [`Error::Fenced`] and nothing changes, so a paused
-//!   or partitioned old leader never moves the state backwards. A refused
-//!   write also tells this process's [`Elector::lead`], which ends the term at
-//!   once.
+//! - **Fencing.** Every write of a [`PostgresTracker`] is one statement (the
+//!   schema's function `write_state`) that first locks the organization's
+//!   lease row and compares its generation *and* holder with the tracker's
+//!   [`Fence`]: on any mismatch the write is refused with [`Error::Fenced`]
+//!   and nothing changes, so a paused or partitioned old leader never moves
+//!   the state backwards, nor does a second holder of a generation issued
+//!   again by a lease row that went backwards. A refused write also tells
+//!   this process's [`Elector::lead`], which ends the term at once.
+//! - **No lock waits on this client.** A write is one server round trip:
+//!   no row lock is ever held while the server waits for this process (a
+//!   paused or cut-off replica cannot strand the others). Every connection
+//!   sets `lock_timeout`, `statement_timeout`,
+//!   `idle_in_transaction_session_timeout` and TCP keepalives derived from
+//!   the lease duration ([`PostgresOptions::lock_timeout`]).
 //! - **The database's clock.** A lease's expiry is computed with the
 //!   database's `now()`, never a replica's clock. The holder judges its own
 //!   deadline on its monotonic clock, counted from the moment a renewal was
@@ -40,7 +47,9 @@ use crate::error::{Error, Result};
 use crate::options::TrackerOptions;
 
 use conn::Conn;
-pub use lease::{Elector, Generation, LeaderEvent, Lease, LossReason, Term, replica_identity};
+pub use lease::{
+    Elector, Fence, Generation, LeaderEvent, Lease, LossReason, Term, replica_identity,
+};
 pub use options::{DEFAULT_SCHEMA, PostgresOptions};
 pub use tracker::PostgresTracker;
 
@@ -75,6 +84,8 @@ pub(crate) struct Inner {
     /// The greatest generation whose write was fenced in this process: a
     /// term of that generation (or older) must end.
     pub(crate) fenced: watch::Sender<Generation>,
+    /// The connections open now (all of this database's handles).
+    pub(crate) connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Inner {
@@ -91,14 +102,12 @@ impl Inner {
         }
     }
 
-    /// Reports that a write of `generation` was fenced.
+    /// Reports that a write of `generation` was fenced (for any mismatch: a
+    /// newer generation, an older one, another holder).
     pub(crate) fn report_fenced(&self, generation: Generation) {
         self.fenced.send_if_modified(|fenced| {
-            let newer = generation > *fenced;
-            if newer {
-                *fenced = generation;
-            }
-            newer
+            *fenced = generation;
+            true
         });
     }
 }
@@ -160,6 +169,7 @@ impl Database {
             options: options.clone(),
             tls,
             fenced,
+            connections: Arc::default(),
         });
         let ping = Arc::new(Conn::new(inner.clone()));
         {
@@ -171,6 +181,14 @@ impl Database {
         Ok(Self { inner, ping })
     }
 
+    /// How many connections to the server this database (its trackers,
+    /// electors and pings together) holds open now.
+    pub fn open_connections(&self) -> usize {
+        self.inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The options this database was opened with.
     pub fn options(&self) -> &PostgresOptions {
         &self.inner.options
@@ -180,21 +198,22 @@ impl Database {
         &self.inner
     }
 
-    /// The tracker of this organization's state, whose every write carries
-    /// `generation` and is refused with [`Error::Fenced`] when a newer lease
-    /// generation exists. Loads the whole state (creating it, with the
-    /// options' baseline, when the organization has none).
+    /// The tracker of this organization's state, whose every write must
+    /// find `fence` (a [`Term`]'s or a [`Lease`]'s generation and holder) in
+    /// the lease row and is refused with [`Error::Fenced`] otherwise. Loads
+    /// the whole state (creating it, with the options' baseline, when the
+    /// organization has none).
     ///
     /// # Errors
     ///
-    /// [`Error::Fenced`] when a newer generation already exists,
+    /// [`Error::Fenced`] when the lease row is not `fence`'s,
     /// [`Error::Database`] when the database cannot be reached.
     pub async fn tracker(
         &self,
-        generation: Generation,
+        fence: impl Into<Fence>,
         options: TrackerOptions,
     ) -> Result<PostgresTracker> {
-        PostgresTracker::load(self.inner.clone(), generation, options).await
+        PostgresTracker::load(self.inner.clone(), fence.into(), options).await
     }
 
     /// Copies a file state (the [`FileTracker`](crate::FileTracker)'s JSON)

@@ -14,6 +14,9 @@ use crate::postgres::tls::Verify;
 /// The schema the receiver's tables live in unless configured otherwise.
 pub const DEFAULT_SCHEMA: &str = "equinix_receiver";
 
+/// The lease duration the connections' timeouts derive from unless set.
+const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
+
 /// Whether to encrypt (libpq's `sslmode` without the verification part).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Encrypt {
@@ -44,6 +47,8 @@ pub struct PostgresOptions {
     schema: String,
     organization_id: String,
     connect_timeout: Duration,
+    lease_duration: Duration,
+    application_name: Option<String>,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -56,6 +61,8 @@ impl fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("organization_id", &self.organization_id)
             .field("connect_timeout", &self.connect_timeout)
+            .field("lease_duration", &self.lease_duration)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -92,6 +99,8 @@ impl PostgresOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             organization_id,
             connect_timeout,
+            lease_duration: DEFAULT_LEASE_DURATION,
+            application_name: None,
         })
     }
 
@@ -127,6 +136,73 @@ impl PostgresOptions {
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
+    }
+
+    /// The same options for leases of `lease_duration` (default 15 s): every
+    /// connection's server-side timeouts derive from it, see
+    /// [`PostgresOptions::lock_timeout`].
+    #[must_use]
+    pub fn with_lease_duration(mut self, lease_duration: Duration) -> Self {
+        self.lease_duration = lease_duration;
+        self
+    }
+
+    /// The same options naming each connection `name` in the server's
+    /// `pg_stat_activity` (`application_name`, at most 63 bytes), unless the
+    /// URL sets `application_name` itself.
+    #[must_use]
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        let mut name: String = name.into();
+        while name.len() > 63 {
+            name.pop();
+        }
+        self.application_name = Some(name);
+        self
+    }
+
+    /// The lease duration the timeouts derive from.
+    pub fn lease_duration(&self) -> Duration {
+        self.lease_duration
+    }
+
+    /// How long a statement waits for a lock before the server cancels it
+    /// (`lock_timeout`): a tenth of the lease, at least 100 ms. A standby's
+    /// acquire and a leader's write never queue behind a lock for longer,
+    /// so a locked table cannot pile backends up.
+    pub fn lock_timeout(&self) -> Duration {
+        (self.lease_duration / 10).max(Duration::from_millis(100))
+    }
+
+    /// How long a statement may run before the server cancels it
+    /// (`statement_timeout`): half the lease, at least 1 s.
+    pub fn statement_timeout(&self) -> Duration {
+        (self.lease_duration / 2).max(Duration::from_secs(1))
+    }
+
+    /// How long a transaction may wait for this client before the server
+    /// ends the session (`idle_in_transaction_session_timeout`): a third of
+    /// the lease, at least 500 ms. Only the state's load and the migrations
+    /// use a transaction of several round trips; no write does.
+    pub fn idle_in_transaction_timeout(&self) -> Duration {
+        (self.lease_duration / 3).max(Duration::from_millis(500))
+    }
+
+    /// The TCP keepalive idle time, on both ends: a third of the lease, at
+    /// least 1 s; probes every second, three of them. A peer gone silent is
+    /// noticed within about the lease.
+    pub fn keepalive_idle(&self) -> Duration {
+        (self.lease_duration / 3).max(Duration::from_secs(1))
+    }
+
+    /// How long sent data may stay unacknowledged before the connection is
+    /// closed (`tcp_user_timeout`, on both ends): the lease, at least 2 s.
+    pub fn tcp_user_timeout(&self) -> Duration {
+        self.lease_duration.max(Duration::from_secs(2))
+    }
+
+    /// The `application_name` connections carry unless the URL sets one.
+    pub fn application_name(&self) -> Option<&str> {
+        self.application_name.as_deref()
     }
 
     /// The schema the tables live in.

@@ -13,7 +13,7 @@ use tokio_postgres::Transaction;
 use crate::error::{Error, Result};
 use crate::options::{Baseline, TrackerOptions};
 use crate::postgres::conn::Conn;
-use crate::postgres::{Generation, ImportReport, Inner, timed_out};
+use crate::postgres::{Fence, Generation, ImportReport, Inner, timed_out};
 use crate::state::{Core, FORMAT_VERSION, SourceState, State, in_range};
 use crate::{EventKey, Stats, Tracker, Verdict};
 
@@ -33,7 +33,7 @@ use crate::{EventKey, Stats, Tracker, Verdict};
 /// of delivered ids up (they are remembered a little longer).
 #[derive(Debug)]
 pub struct PostgresTracker {
-    generation: Generation,
+    fence: Fence,
     db: Arc<Inner>,
     conn: Conn,
     state: Mutex<Tracked>,
@@ -94,14 +94,14 @@ fn micros_up(at: DateTime<Utc>) -> DateTime<Utc> {
 impl PostgresTracker {
     /// The lease generation every write of this tracker carries.
     pub fn generation(&self) -> Generation {
-        self.generation
+        self.fence.generation
     }
 
     /// Loads (or creates) the organization's state; see
     /// [`Database::tracker`](crate::postgres::Database::tracker).
     pub(crate) async fn load(
         db: Arc<Inner>,
-        generation: Generation,
+        fence: Fence,
         options: TrackerOptions,
     ) -> Result<Self> {
         let conn = Conn::new(db.clone());
@@ -110,22 +110,28 @@ impl PostgresTracker {
             let mut guard = conn.get(operation).await?;
             let timeout = db.options.request_timeout() * 3;
             let work = async {
+                // A snapshot, no row lock: the fence is checked on it, and
+                // again by the write that creates a missing state.
                 let tx = guard
                     .client()
-                    .transaction()
+                    .build_transaction()
+                    .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
                     .await
                     .map_err(|e| db.db_error(operation, &e))?;
-                check_generation(&db, &tx, generation, operation).await?;
-                let state = match read_state(&db, &tx, operation).await? {
-                    Some(state) => (state, false),
+                check_fence(&db, &tx, &fence, operation).await?;
+                let stored = read_state(&db, &tx, operation).await?;
+                tx.commit().await.map_err(|e| db.db_error(operation, &e))?;
+                match stored {
+                    Some(state) => Ok((state, false)),
                     None => {
                         let state = State::new(options.baseline, options.clock.now());
-                        write_whole(&db, &tx, &state, generation, operation).await?;
-                        (state, true)
+                        let batch = Batch::whole(&state);
+                        write(&db, guard.client(), &fence, &batch, Some(&state), operation).await?;
+                        Ok((state, true))
                     }
-                };
-                tx.commit().await.map_err(|e| db.db_error(operation, &e))?;
-                Ok(state)
+                }
             };
             match tokio::time::timeout(timeout, work).await {
                 Ok(Ok(state)) => state,
@@ -166,6 +172,7 @@ impl PostgresTracker {
                  plus the tolerance so that new events are not skipped (written at the next save)"
             );
         }
+        let generation = fence.generation;
         tracing::info!(
             %organization, %schema, %generation,
             baseline = %state.baseline(),
@@ -178,7 +185,7 @@ impl PostgresTracker {
             core.mark_changed();
         }
         Ok(Self {
-            generation,
+            fence,
             db,
             conn,
             state: Mutex::new(Tracked {
@@ -266,85 +273,13 @@ impl PostgresTracker {
         })
     }
 
-    /// Writes a batch in one fenced transaction.
+    /// Writes a batch: one fenced statement.
     async fn write_batch(&self, batch: &Batch) -> Result<()> {
         let operation = "writing the state";
         let db = &self.db;
-        let schema = db.schema();
-        let org = db.options.organization_id();
         let mut guard = self.conn.get(operation).await?;
         let timeout = db.options.request_timeout();
-        let work = async {
-            let fail = |e: tokio_postgres::Error| db.db_error(operation, &e);
-            let tx = guard.client().transaction().await.map_err(fail)?;
-            check_generation(db, &tx, self.generation, operation).await?;
-            if !batch.delete_sources.is_empty() {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {schema}.sources WHERE organization_id = $1 AND source = ANY($2)"
-                    ),
-                    &[&org, &batch.delete_sources],
-                )
-                .await
-                .map_err(fail)?;
-            }
-            if !batch.upsert_sources.is_empty() {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {schema}.sources (organization_id, source, floor, advanced_at)
-                         SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[], $4::timestamptz[])
-                         ON CONFLICT (organization_id, source) DO UPDATE
-                         SET floor = excluded.floor, advanced_at = excluded.advanced_at"
-                    ),
-                    &[
-                        &org,
-                        &batch.upsert_sources,
-                        &batch.upsert_floors,
-                        &batch.upsert_advanced,
-                    ],
-                )
-                .await
-                .map_err(fail)?;
-            }
-            if !batch.delete_undated.is_empty() {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {schema}.delivered
-                         WHERE organization_id = $1 AND NOT dated AND event_id = ANY($2)"
-                    ),
-                    &[&org, &batch.delete_undated],
-                )
-                .await
-                .map_err(fail)?;
-            }
-            if let Some(horizon) = batch.prune_below {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {schema}.delivered
-                         WHERE organization_id = $1 AND dated AND at < $2"
-                    ),
-                    &[&org, &horizon],
-                )
-                .await
-                .map_err(fail)?;
-            }
-            if !batch.ids.is_empty() {
-                insert_ids(db, &tx, &batch.ids, &batch.dated, &batch.at)
-                    .await
-                    .map_err(fail)?;
-            }
-            tx.execute(
-                &format!(
-                    "UPDATE {schema}.states
-                     SET baseline = $2, horizon = $3, written_generation = $4, updated_at = now()
-                     WHERE organization_id = $1"
-                ),
-                &[&org, &batch.baseline, &batch.horizon, &self.generation.0],
-            )
-            .await
-            .map_err(fail)?;
-            tx.commit().await.map_err(fail)
-        };
+        let work = write(db, guard.client(), &self.fence, batch, None, operation);
         match tokio::time::timeout(timeout, work).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => {
@@ -357,6 +292,106 @@ impl PostgresTracker {
             }
         }
     }
+}
+
+impl Batch {
+    /// A whole state as one write (a state created by [`PostgresTracker::load`]).
+    fn whole(state: &State) -> Self {
+        let (mut ids, mut dated, mut at) = (Vec::new(), Vec::new(), Vec::new());
+        for (map, is_dated) in [(&state.delivered, true), (&state.undated, false)] {
+            for (id, when) in map {
+                ids.push(id.to_string());
+                dated.push(is_dated);
+                at.push(micros_up(*when));
+            }
+        }
+        let (mut upsert_sources, mut upsert_floors, mut upsert_advanced) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for (key, source) in &state.sources {
+            upsert_sources.push(key.to_string());
+            upsert_floors.push(micros_down(source.floor));
+            upsert_advanced.push(micros_down(source.advanced_at));
+        }
+        Self {
+            change: 0,
+            baseline: state.baseline.map(micros_down),
+            horizon: state.horizon.map(micros_down),
+            prune_below: None,
+            ids,
+            dated,
+            at,
+            taken: Vec::new(),
+            upsert_sources,
+            upsert_floors,
+            upsert_advanced,
+            delete_sources: Vec::new(),
+            delete_undated: Vec::new(),
+            floors: HashMap::new(),
+            undated: HashSet::new(),
+        }
+    }
+}
+
+/// Writes `batch` (creating the state row first when `create` is given) in
+/// one statement, the schema's function `write_state`: it locks the lease
+/// row, compares it with `fence`, and writes only when they match. One
+/// round trip, in its own implicit transaction: no lock is ever held while
+/// the server waits for this client. A mismatch is [`Error::Fenced`],
+/// reported to this process's elector.
+async fn write(
+    db: &Inner,
+    client: &tokio_postgres::Client,
+    fence: &Fence,
+    batch: &Batch,
+    create: Option<&State>,
+    operation: &str,
+) -> Result<()> {
+    let schema = db.schema();
+    let org = db.options.organization_id();
+    let format = create.map(|_| FORMAT_VERSION as i32);
+    let created = create.map(|state| micros_down(state.created));
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT o_generation, o_holder FROM {schema}.write_state(
+                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            ),
+            &[
+                &org,
+                &fence.generation.0,
+                &fence.holder,
+                &format,
+                &created,
+                &batch.baseline,
+                &batch.horizon,
+                &batch.delete_sources,
+                &batch.upsert_sources,
+                &batch.upsert_floors,
+                &batch.upsert_advanced,
+                &batch.delete_undated,
+                &batch.prune_below,
+                &batch.ids,
+                &batch.dated,
+                &batch.at,
+            ],
+        )
+        .await
+        .map_err(|e| db.db_error(operation, &e))?;
+    fenced(db, fence, row.get(0), row.get(1))
+}
+
+/// `Ok` when the lease row (`current`, `holder`) is `fence`'s; else
+/// [`Error::Fenced`], reported to this process's elector.
+fn fenced(db: &Inner, fence: &Fence, current: i64, holder: Option<String>) -> Result<()> {
+    if current == fence.generation.0 && holder == fence.holder {
+        return Ok(());
+    }
+    db.report_fenced(fence.generation);
+    Err(Error::Fenced {
+        ours: fence.generation.0,
+        current,
+        holder,
+    })
 }
 
 /// Inserts delivered ids; an id written undated and now dated becomes dated.
@@ -381,46 +416,25 @@ async fn insert_ids(
     .await
 }
 
-/// Locks the organization's lease row (creating it) for the rest of the
-/// transaction and refuses with [`Error::Fenced`] when its generation is not
-/// `ours`: a newer leader exists. Reports the fencing to this process's
-/// elector.
-async fn check_generation(
+/// Compares the lease row (a missing row is generation 0 without a
+/// holder) with `fence` on the transaction's snapshot, without locking it.
+async fn check_fence(
     db: &Inner,
     tx: &Transaction<'_>,
-    ours: Generation,
+    fence: &Fence,
     operation: &str,
 ) -> Result<()> {
     let schema = db.schema();
     let org = db.options.organization_id();
-    let fail = |e: tokio_postgres::Error| db.db_error(operation, &e);
-    tx.execute(
-        &format!(
-            "INSERT INTO {schema}.leases (organization_id) VALUES ($1)
-             ON CONFLICT (organization_id) DO NOTHING"
-        ),
-        &[&org],
-    )
-    .await
-    .map_err(fail)?;
-    let current: i64 = tx
-        .query_one(
-            &format!("SELECT generation FROM {schema}.leases WHERE organization_id = $1 FOR SHARE"),
+    let row = tx
+        .query_opt(
+            &format!("SELECT generation, holder FROM {schema}.leases WHERE organization_id = $1"),
             &[&org],
         )
         .await
-        .map_err(fail)?
-        .get(0);
-    if current == ours.0 {
-        return Ok(());
-    }
-    if current > ours.0 {
-        db.report_fenced(ours);
-    }
-    Err(Error::Fenced {
-        ours: ours.0,
-        current,
-    })
+        .map_err(|e| db.db_error(operation, &e))?;
+    let (current, holder) = row.map_or((0, None), |row| (row.get(0), row.get(1)));
+    fenced(db, fence, current, holder)
 }
 
 /// The organization's stored state, `None` when it has none.
