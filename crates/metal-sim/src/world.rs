@@ -825,6 +825,7 @@ mod tests {
             history_end: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
             project_share: 0.1,
             org_share: 0.1,
+            clock_offset: ChronoDuration::zero(),
         };
         World::generate(&shape, StdRng::seed_from_u64(3))
     }
