@@ -39,12 +39,13 @@ pub(crate) async fn import(
     };
     stdout.write_line(&format!(
         "{what} {} delivered event ids and {} list floors from {} for organization {} \
-         (schema {})",
+         (schema {}, deployment {})",
         report.delivered_ids,
         report.sources,
         path.display(),
         settings.equinix.organization_id,
-        postgres.schema
+        postgres.schema,
+        options.deployment()
     ))?;
     Ok(())
 }
@@ -56,6 +57,7 @@ fn options(settings: &Settings, postgres: &PostgresSettings) -> anyhow::Result<P
         settings.equinix.organization_id.clone(),
     )
     .and_then(|options| options.with_schema(postgres.schema.clone()))
+    .and_then(|options| options.with_deployment(postgres.deployment(&settings.direktiv.endpoint)))
     .context("state.postgres")
 }
 

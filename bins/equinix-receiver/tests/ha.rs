@@ -357,7 +357,9 @@ async fn three_replicas_fail_over_without_loss_and_never_deliver_two_at_once() {
     world.set(
         "state",
         &format!(
-            "postgres: {{url: \"@@URL@@\", leaseDuration: {}s, schema: {}}}",
+            // One deployment: each replica sends to a Direktiv namespace of
+            // its own (to tell who delivered), so the name is set.
+            "postgres: {{url: \"@@URL@@\", leaseDuration: {}s, schema: {}, name: chaos}}",
             LEASE.as_secs(),
             db.schema
         ),
@@ -526,6 +528,67 @@ async fn three_replicas_fail_over_without_loss_and_never_deliver_two_at_once() {
         }
     }
     for replica in &mut replicas {
+        replica.process.wait_for(Duration::from_secs(10)).await;
+    }
+    world.shutdown().await;
+    db.drop_schema().await;
+}
+
+/// Production and staging of one organization on one database, each with
+/// its own Direktiv endpoint and no `state.postgres.name`: two deployments
+/// (named after their endpoints), each leading, each getting every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_deployments_of_one_organization_each_receive_every_event() {
+    let Some(db) = TestDb::get("ha deployments").await else {
+        return;
+    };
+    let mut world = World::start(23).await;
+    world.set("equinix", &format!("pollInterval: {}s", POLL.as_secs()));
+    world.set(
+        "state",
+        &format!(
+            "postgres: {{url: \"@@URL@@\", leaseDuration: {}s, schema: {}}}",
+            LEASE.as_secs(),
+            db.schema
+        ),
+    );
+    world.metal.set_events_per_second(10.0);
+    let replicas = [
+        Replica::spawn(&world, &db, 1).await,
+        Replica::spawn(&world, &db, 2).await,
+    ];
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    world.metal.set_events_per_second(0.0);
+    let produced: HashSet<String> = world.produced().into_iter().collect();
+    assert!(produced.len() > 10, "{} events", produced.len());
+    let started = Instant::now();
+    for replica in &replicas {
+        loop {
+            let got: HashSet<String> = world
+                .direktiv
+                .accepted()
+                .into_iter()
+                .filter(|e| e.namespace == replica.name)
+                .map(|e| e.id)
+                .collect();
+            let missing = produced.difference(&got).count();
+            if missing == 0 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{} missed {missing} of {} events",
+                replica.name,
+                produced.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(replica.leads(), "{} leads its deployment", replica.name);
+    }
+    for replica in &replicas {
+        replica.process.term();
+    }
+    for mut replica in replicas {
         replica.process.wait_for(Duration::from_secs(10)).await;
     }
     world.shutdown().await;

@@ -217,6 +217,32 @@ pub struct PostgresSettings {
     pub lease_duration: Duration,
     /// `state.postgres.schema`, default `equinix_receiver`.
     pub schema: String,
+    /// `state.postgres.name`: the deployment the state and the lease belong
+    /// to; `None`: derived from the Direktiv endpoint ([`Self::deployment`]).
+    pub name: Option<String>,
+}
+
+impl PostgresSettings {
+    /// The deployment name: `state.postgres.name`, else the Direktiv
+    /// endpoint's host, port and path (never its user, password or query),
+    /// at most 200 bytes. Replicas sending to one endpoint share a state;
+    /// two deployments of one organization sending to two endpoints
+    /// (production and staging) each keep their own.
+    pub fn deployment(&self, endpoint: &Url) -> String {
+        if let Some(name) = &self.name {
+            return name.clone();
+        }
+        let mut name = format!(
+            "{}{}{}",
+            endpoint.host_str().unwrap_or_default(),
+            endpoint.port().map(|p| format!(":{p}")).unwrap_or_default(),
+            endpoint.path()
+        );
+        while name.len() > 200 {
+            name.pop();
+        }
+        name
+    }
 }
 
 /// The state's directory when neither `state.path` nor `$STATE_DIRECTORY`

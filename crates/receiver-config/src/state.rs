@@ -104,6 +104,7 @@ impl Walker<'_> {
         let url_file = section.get("urlFile");
         let lease_duration = section.get("leaseDuration");
         let schema = section.get("schema");
+        let name = section.get("name");
         self.close(section);
 
         let lease_field = lease_duration;
@@ -122,12 +123,28 @@ impl Walker<'_> {
         // The store's own rules, checked here so that a bad value is a config
         // error (exit 78), not a failure at start.
         let example = SecretString::from("postgres://localhost/x");
-        if let Err(error) = PostgresOptions::new(example, "x").and_then(|o| o.with_schema(&schema))
+        if let Err(error) =
+            PostgresOptions::new(example.clone(), "x").and_then(|o| o.with_schema(&schema))
         {
             self.problem(
                 "state.postgres.schema",
                 schema_line,
                 format!("{error} (the default is `{DEFAULT_SCHEMA}`)"),
+            );
+        }
+        let name_line = name.line();
+        let name = self.optional_string(&name);
+        if let Some(given) = &name
+            && let Err(error) = PostgresOptions::new(example.clone(), "x")
+                .and_then(|o| o.with_deployment(given.clone()))
+        {
+            self.problem(
+                "state.postgres.name",
+                name_line,
+                format!(
+                    "{error} (the default is the Direktiv endpoint's host and path, so each \
+                     deployment of an organization keeps its own state)"
+                ),
             );
         }
         let (url, _) = self
@@ -165,6 +182,7 @@ impl Walker<'_> {
             passwords,
             lease_duration,
             schema,
+            name,
         })
     }
 }
@@ -220,6 +238,19 @@ mod tests {
             (pg.lease_duration, pg.schema.as_str()),
             (Duration::from_secs(3), "ha_test_1")
         );
+        assert_eq!(pg.name, None);
+
+        // The deployment: as given, else the Direktiv endpoint's host and path.
+        let yaml = with_state("  postgres:\n    url: postgres://db/x\n    name: staging\n");
+        let loaded = load(&yaml).unwrap().settings;
+        let pg = loaded.state.postgres.as_ref().unwrap();
+        assert_eq!(pg.deployment(&loaded.direktiv.endpoint), "staging");
+        let endpoint = url::Url::parse("https://user:pw@direktiv.example:8443/api/x?q=1").unwrap();
+        let unnamed = PostgresSettings {
+            name: None,
+            ..pg.clone()
+        };
+        assert_eq!(unnamed.deployment(&endpoint), "direktiv.example:8443/api/x");
     }
 
     #[test]
@@ -235,6 +266,10 @@ mod tests {
             ),
             ("    schema: pg_x\n", "is not a plain identifier"),
             ("    lease: 3s\n", "state.postgres.lease"),
+            (
+                "    name: \"a\\tb\"\n",
+                "state.postgres.name (line 9): invalid PostgreSQL options: deployment name",
+            ),
         ];
         for (line, expected) in cases {
             let yaml = with_state(&format!("  postgres:\n    url: postgres://db/x\n{line}"));
@@ -275,7 +310,8 @@ mod tests {
         let summary = crate::summary(&loaded.settings);
         assert!(
             summary.ends_with(
-                "state postgres db.example/receiver (schema equinix_receiver, lease 15s)"
+                "state postgres db.example/receiver (schema equinix_receiver, deployment \
+                 127.0.0.1:9/api/namespaces/ops/broadcast, lease 15s)"
             ),
             "{summary}"
         );

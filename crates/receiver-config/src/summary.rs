@@ -38,10 +38,11 @@ pub fn summary(settings: &Settings) -> String {
             |_| "postgres".to_owned(),
             |url| {
                 format!(
-                    "postgres {}{} (schema {}, lease {})",
+                    "postgres {}{} (schema {}, deployment {}, lease {})",
                     url.host_str().unwrap_or_default(),
                     url.path(),
                     pg.schema,
+                    pg.deployment(&settings.direktiv.endpoint),
                     format_duration(pg.lease_duration)
                 )
             },

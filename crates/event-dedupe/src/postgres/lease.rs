@@ -1,4 +1,4 @@
-//! Leader election: one lease row per organization (holder, generation,
+//! Leader election: one lease row per organization and deployment (holder, generation,
 //! expiry by the database's clock), and [`Elector::lead`], the campaign.
 
 use std::fmt;
@@ -296,6 +296,7 @@ impl Elector {
         let sent = Instant::now();
         let schema = self.db.inner().schema();
         let org = self.db.options().organization_id().to_owned();
+        let deployment = self.db.options().deployment().to_owned();
         let millis = i64::try_from(self.lease_duration.as_millis()).unwrap_or(i64::MAX);
         let identity = self.identity.clone();
         let taken = self
@@ -304,9 +305,9 @@ impl Elector {
                     .query_opt(
                         &format!(
                             "INSERT INTO {schema}.leases AS l
-                                 (organization_id, holder, generation, expires_at, acquired_at, renewed_at)
-                             VALUES ($1, $2, 1, now() + $3::bigint * interval '1 millisecond', now(), now())
-                             ON CONFLICT (organization_id) DO UPDATE SET
+                                 (organization_id, deployment, holder, generation, expires_at, acquired_at, renewed_at)
+                             VALUES ($1, $5, $2, 1, now() + $3::bigint * interval '1 millisecond', now(), now())
+                             ON CONFLICT (organization_id, deployment) DO UPDATE SET
                                  generation = CASE
                                      WHEN l.holder = excluded.holder AND l.expires_at > now() AND NOT $4
                                      THEN l.generation ELSE l.generation + 1 END,
@@ -319,7 +320,7 @@ impl Elector {
                              WHERE l.holder IS NULL OR l.holder = excluded.holder OR l.expires_at <= now()
                              RETURNING generation"
                         ),
-                        &[&org, &identity, &millis, &new_term],
+                        &[&org, &identity, &millis, &new_term, &deployment],
                     )
                     .await?;
                 if let Some(row) = row {
@@ -329,9 +330,9 @@ impl Elector {
                     .query_one(
                         &format!(
                             "SELECT GREATEST(0, (EXTRACT(EPOCH FROM expires_at - now()) * 1000))::bigint
-                             FROM {schema}.leases WHERE organization_id = $1"
+                             FROM {schema}.leases WHERE organization_id = $1 AND deployment = $2"
                         ),
-                        &[&org],
+                        &[&org, &deployment],
                     )
                     .await?;
                 Ok(Err(row.get::<_, i64>(0)))
@@ -379,6 +380,7 @@ impl Elector {
         let sent = Instant::now();
         let schema = self.db.inner().schema();
         let org = self.db.options().organization_id().to_owned();
+        let deployment = self.db.options().deployment().to_owned();
         let millis = i64::try_from(self.lease_duration.as_millis()).unwrap_or(i64::MAX);
         let generation = lease.generation;
         let renewed = self
@@ -390,9 +392,9 @@ impl Elector {
                              SET expires_at = now() + $4::bigint * interval '1 millisecond',
                                  renewed_at = now()
                              WHERE organization_id = $1 AND holder = $2 AND generation = $3
-                               AND expires_at > now()"
+                               AND expires_at > now() AND deployment = $5"
                         ),
-                        &[&org, &lease.holder, &generation.0, &millis],
+                        &[&org, &lease.holder, &generation.0, &millis, &deployment],
                     )
                     .await
             })
@@ -409,15 +411,17 @@ impl Elector {
     pub async fn release(&self, lease: Lease) -> Result<()> {
         let schema = self.db.inner().schema();
         let org = self.db.options().organization_id().to_owned();
+        let deployment = self.db.options().deployment().to_owned();
         let timeout = self.db.options().request_timeout();
         self.request("releasing the lease", timeout, async |client| {
             client
                 .execute(
                     &format!(
                         "UPDATE {schema}.leases SET holder = NULL, expires_at = '-infinity'
-                         WHERE organization_id = $1 AND holder = $2 AND generation = $3"
+                         WHERE organization_id = $1 AND holder = $2 AND generation = $3
+                           AND deployment = $4"
                     ),
-                    &[&org, &lease.holder, &lease.generation.0],
+                    &[&org, &lease.holder, &lease.generation.0, &deployment],
                 )
                 .await
         })

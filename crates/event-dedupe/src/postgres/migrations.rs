@@ -101,6 +101,94 @@ END
 $fn$;
 "#,
     ),
+    (
+        3,
+        "deployments: state and lease keyed by organization and deployment name",
+        r#"
+ALTER TABLE {schema}.leases ADD COLUMN deployment text NOT NULL DEFAULT '';
+ALTER TABLE {schema}.states ADD COLUMN deployment text NOT NULL DEFAULT '';
+ALTER TABLE {schema}.sources ADD COLUMN deployment text NOT NULL DEFAULT '';
+ALTER TABLE {schema}.delivered ADD COLUMN deployment text NOT NULL DEFAULT '';
+COMMENT ON COLUMN {schema}.states.deployment IS
+    'state.postgres.name; empty: written before deployments, claimed by the first to start';
+ALTER TABLE {schema}.sources DROP CONSTRAINT sources_organization_id_fkey;
+ALTER TABLE {schema}.delivered DROP CONSTRAINT delivered_organization_id_fkey;
+ALTER TABLE {schema}.leases DROP CONSTRAINT leases_pkey,
+    ADD PRIMARY KEY (organization_id, deployment);
+ALTER TABLE {schema}.states DROP CONSTRAINT states_pkey,
+    ADD PRIMARY KEY (organization_id, deployment);
+ALTER TABLE {schema}.sources DROP CONSTRAINT sources_pkey,
+    ADD PRIMARY KEY (organization_id, deployment, source),
+    ADD FOREIGN KEY (organization_id, deployment) REFERENCES {schema}.states
+        ON DELETE CASCADE ON UPDATE CASCADE;
+ALTER TABLE {schema}.delivered DROP CONSTRAINT delivered_pkey,
+    ADD PRIMARY KEY (organization_id, deployment, event_id),
+    ADD FOREIGN KEY (organization_id, deployment) REFERENCES {schema}.states
+        ON DELETE CASCADE ON UPDATE CASCADE;
+ALTER TABLE {schema}.leases ALTER COLUMN deployment DROP DEFAULT;
+ALTER TABLE {schema}.states ALTER COLUMN deployment DROP DEFAULT;
+ALTER TABLE {schema}.sources ALTER COLUMN deployment DROP DEFAULT;
+ALTER TABLE {schema}.delivered ALTER COLUMN deployment DROP DEFAULT;
+DROP INDEX {schema}.delivered_by_time;
+CREATE INDEX delivered_by_time ON {schema}.delivered (organization_id, deployment, dated, at);
+DROP FUNCTION {schema}.write_state(text, bigint, text, integer, timestamptz, timestamptz,
+    timestamptz, text[], text[], timestamptz[], timestamptz[], text[], timestamptz, text[],
+    boolean[], timestamptz[]);
+CREATE FUNCTION {schema}.write_state(
+    p_org text, p_deployment text, p_generation bigint, p_holder text,
+    p_create_format integer, p_created timestamptz,
+    p_baseline timestamptz, p_horizon timestamptz,
+    p_delete_sources text[],
+    p_upsert_sources text[], p_upsert_floors timestamptz[], p_upsert_advanced timestamptz[],
+    p_delete_undated text[], p_prune_below timestamptz,
+    p_ids text[], p_dated boolean[], p_at timestamptz[],
+    OUT o_generation bigint, OUT o_holder text)
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO {schema}.leases (organization_id, deployment) VALUES (p_org, p_deployment)
+        ON CONFLICT (organization_id, deployment) DO NOTHING;
+    SELECT l.generation, l.holder INTO o_generation, o_holder
+        FROM {schema}.leases l
+        WHERE l.organization_id = p_org AND l.deployment = p_deployment FOR SHARE;
+    IF o_generation <> p_generation OR o_holder IS DISTINCT FROM p_holder THEN
+        RETURN;
+    END IF;
+    IF p_create_format IS NOT NULL THEN
+        INSERT INTO {schema}.states
+            (organization_id, deployment, format_version, baseline, created, horizon,
+             written_generation)
+            VALUES (p_org, p_deployment, p_create_format, p_baseline, p_created, p_horizon,
+                    p_generation);
+    END IF;
+    DELETE FROM {schema}.sources s
+        WHERE s.organization_id = p_org AND s.deployment = p_deployment
+          AND s.source = ANY(p_delete_sources);
+    INSERT INTO {schema}.sources AS s (organization_id, deployment, source, floor, advanced_at)
+        SELECT p_org, p_deployment, u.*
+        FROM unnest(p_upsert_sources, p_upsert_floors, p_upsert_advanced) AS u
+        ON CONFLICT (organization_id, deployment, source) DO UPDATE
+        SET floor = excluded.floor, advanced_at = excluded.advanced_at;
+    DELETE FROM {schema}.delivered d
+        WHERE d.organization_id = p_org AND d.deployment = p_deployment AND NOT d.dated
+          AND d.event_id = ANY(p_delete_undated);
+    IF p_prune_below IS NOT NULL THEN
+        DELETE FROM {schema}.delivered d
+            WHERE d.organization_id = p_org AND d.deployment = p_deployment AND d.dated
+              AND d.at < p_prune_below;
+    END IF;
+    INSERT INTO {schema}.delivered AS d (organization_id, deployment, event_id, dated, at)
+        SELECT p_org, p_deployment, u.* FROM unnest(p_ids, p_dated, p_at) AS u
+        ON CONFLICT (organization_id, deployment, event_id) DO UPDATE
+        SET dated = true, at = excluded.at
+        WHERE excluded.dated AND NOT d.dated;
+    UPDATE {schema}.states st
+        SET baseline = p_baseline, horizon = p_horizon, written_generation = p_generation,
+            updated_at = now()
+        WHERE st.organization_id = p_org AND st.deployment = p_deployment;
+END
+$fn$;
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.
@@ -324,6 +412,48 @@ fn newer_receiver(schema: &str, newer: i32) -> Error {
              knows versions up to {LATEST}: run the newer receiver"
         ),
     }
+}
+
+/// Gives the organization's state and lease written before deployments
+/// existed (deployment `''`, migration 3) to this deployment, when it has
+/// none of its own: the first deployment to start after the upgrade carries
+/// on from it. One statement (the children follow the state by `ON UPDATE
+/// CASCADE`).
+pub(crate) async fn claim_undeployed(inner: &Inner, client: &Client) -> Result<()> {
+    let schema = inner.schema();
+    let row = client
+        .query_one(
+            &format!(
+                "WITH s AS (
+                     UPDATE {schema}.states SET deployment = $2
+                     WHERE organization_id = $1 AND deployment = ''
+                       AND NOT EXISTS (SELECT 1 FROM {schema}.states
+                                       WHERE organization_id = $1 AND deployment = $2)
+                     RETURNING 1),
+                 l AS (
+                     UPDATE {schema}.leases SET deployment = $2
+                     WHERE organization_id = $1 AND deployment = ''
+                       AND NOT EXISTS (SELECT 1 FROM {schema}.leases
+                                       WHERE organization_id = $1 AND deployment = $2)
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM l)"
+            ),
+            &[
+                &inner.options.organization_id(),
+                &inner.options.deployment(),
+            ],
+        )
+        .await
+        .map_err(|e| inner.db_error("claiming the state from before deployments", &e))?;
+    let (states, leases): (i64, i64) = (row.get(0), row.get(1));
+    if states + leases > 0 {
+        tracing::info!(
+            organization = %inner.options.organization_id(),
+            deployment = %inner.options.deployment(),
+            "the state written before deployments now belongs to this deployment"
+        );
+    }
+    Ok(())
 }
 
 /// The privileges the receiver uses on each table, by table.

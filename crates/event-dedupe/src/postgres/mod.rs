@@ -6,7 +6,7 @@
 //!   the organization.
 //! - [`Database`]: connects, runs the versioned migrations, hands out a
 //!   [`PostgresTracker`] for a lease [`Generation`], imports a file state once.
-//! - [`Elector`]: the lease (one row per organization, expiry by the
+//! - [`Elector`]: the lease (one row per organization and deployment, expiry by the
 //!   database's clock) and the whole campaign, [`Elector::lead`].
 //!
 //! # Invariants
@@ -50,7 +50,7 @@ use conn::Conn;
 pub use lease::{
     Elector, Fence, Generation, LeaderEvent, Lease, LossReason, Term, replica_identity,
 };
-pub use options::{DEFAULT_SCHEMA, PostgresOptions};
+pub use options::{DEFAULT_DEPLOYMENT, DEFAULT_SCHEMA, PostgresOptions};
 pub use tracker::PostgresTracker;
 
 /// What [`Database::import_state`] did.
@@ -175,6 +175,9 @@ impl Database {
         {
             let mut conn = ping.get("connecting").await?;
             migrations::run(&inner, conn.client())
+                .await
+                .inspect_err(|_| conn.discard())?;
+            migrations::claim_undeployed(&inner, conn.client())
                 .await
                 .inspect_err(|_| conn.discard())?;
         }

@@ -14,6 +14,9 @@ use crate::postgres::tls::Verify;
 /// The schema the receiver's tables live in unless configured otherwise.
 pub const DEFAULT_SCHEMA: &str = "equinix_receiver";
 
+/// The deployment name unless set ([`PostgresOptions::with_deployment`]).
+pub const DEFAULT_DEPLOYMENT: &str = "default";
+
 /// The lease duration the connections' timeouts derive from unless set.
 const DEFAULT_LEASE_DURATION: Duration = Duration::from_secs(15);
 
@@ -46,6 +49,7 @@ pub struct PostgresOptions {
     pub(crate) root_cert: Option<PathBuf>,
     schema: String,
     organization_id: String,
+    deployment: String,
     connect_timeout: Duration,
     lease_duration: Duration,
     application_name: Option<String>,
@@ -60,6 +64,7 @@ impl fmt::Debug for PostgresOptions {
             .field("root_cert", &self.root_cert)
             .field("schema", &self.schema)
             .field("organization_id", &self.organization_id)
+            .field("deployment", &self.deployment)
             .field("connect_timeout", &self.connect_timeout)
             .field("lease_duration", &self.lease_duration)
             .field("application_name", &self.application_name)
@@ -98,6 +103,7 @@ impl PostgresOptions {
             root_cert: parsed.root_cert,
             schema: DEFAULT_SCHEMA.to_owned(),
             organization_id,
+            deployment: DEFAULT_DEPLOYMENT.to_owned(),
             connect_timeout,
             lease_duration: DEFAULT_LEASE_DURATION,
             application_name: None,
@@ -128,6 +134,32 @@ impl PostgresOptions {
         }
         self.schema = schema;
         Ok(self)
+    }
+
+    /// The same options for the deployment `name` of the organization:
+    /// the state and the lease are keyed by organization *and* deployment,
+    /// so two deployments of one organization on one database (production
+    /// and staging) each keep their own, and the replicas of one deployment
+    /// share them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOptions`] when `name` is empty, longer than 200 bytes
+    /// or holds a control character.
+    pub fn with_deployment(mut self, name: impl Into<String>) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(invalid(&format!(
+                "deployment name {name:?} must be 1 to 200 bytes without control characters"
+            )));
+        }
+        self.deployment = name;
+        Ok(self)
+    }
+
+    /// The deployment the state and the lease belong to.
+    pub fn deployment(&self) -> &str {
+        &self.deployment
     }
 
     /// The same options giving up a connection attempt (and any single

@@ -17,7 +17,8 @@ use crate::postgres::{Fence, Generation, ImportReport, Inner, timed_out};
 use crate::state::{Core, FORMAT_VERSION, SourceState, State, in_range};
 use crate::{EventKey, Stats, Tracker, Verdict};
 
-/// A tracker whose state lives in PostgreSQL, keyed by organization; made by
+/// A tracker whose state lives in PostgreSQL, keyed by organization and
+/// deployment; made by
 /// [`Database::tracker`](crate::postgres::Database::tracker).
 ///
 /// Decisions are taken in memory (the state is loaded once, when the tracker
@@ -354,10 +355,11 @@ async fn write(
         .query_one(
             &format!(
                 "SELECT o_generation, o_holder FROM {schema}.write_state(
-                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
             ),
             &[
                 &org,
+                &db.options.deployment(),
                 &fence.generation.0,
                 &fence.holder,
                 &format,
@@ -405,13 +407,19 @@ async fn insert_ids(
     let schema = db.schema();
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.delivered AS d (organization_id, event_id, dated, at)
-             SELECT $1, * FROM UNNEST($2::text[], $3::boolean[], $4::timestamptz[])
-             ON CONFLICT (organization_id, event_id) DO UPDATE
+            "INSERT INTO {schema}.delivered AS d (organization_id, deployment, event_id, dated, at)
+             SELECT $1, $5, * FROM UNNEST($2::text[], $3::boolean[], $4::timestamptz[])
+             ON CONFLICT (organization_id, deployment, event_id) DO UPDATE
              SET dated = true, at = excluded.at
              WHERE excluded.dated AND NOT d.dated"
         ),
-        &[&db.options.organization_id(), &ids, &dated, &at],
+        &[
+            &db.options.organization_id(),
+            &ids,
+            &dated,
+            &at,
+            &db.options.deployment(),
+        ],
     )
     .await
 }
@@ -428,8 +436,11 @@ async fn check_fence(
     let org = db.options.organization_id();
     let row = tx
         .query_opt(
-            &format!("SELECT generation, holder FROM {schema}.leases WHERE organization_id = $1"),
-            &[&org],
+            &format!(
+                "SELECT generation, holder FROM {schema}.leases
+                 WHERE organization_id = $1 AND deployment = $2"
+            ),
+            &[&org, &db.options.deployment()],
         )
         .await
         .map_err(|e| db.db_error(operation, &e))?;
@@ -441,14 +452,15 @@ async fn check_fence(
 async fn read_state(db: &Inner, tx: &Transaction<'_>, operation: &str) -> Result<Option<State>> {
     let schema = db.schema();
     let org = db.options.organization_id();
+    let deployment = db.options.deployment();
     let fail = |e: tokio_postgres::Error| db.db_error(operation, &e);
     let Some(row) = tx
         .query_opt(
             &format!(
                 "SELECT format_version, baseline, created, horizon FROM {schema}.states
-                 WHERE organization_id = $1"
+                 WHERE organization_id = $1 AND deployment = $2"
             ),
-            &[&org],
+            &[&org, &deployment],
         )
         .await
         .map_err(fail)?
@@ -474,9 +486,10 @@ async fn read_state(db: &Inner, tx: &Transaction<'_>, operation: &str) -> Result
     for row in tx
         .query(
             &format!(
-                "SELECT source, floor, advanced_at FROM {schema}.sources WHERE organization_id = $1"
+                "SELECT source, floor, advanced_at FROM {schema}.sources
+                 WHERE organization_id = $1 AND deployment = $2"
             ),
-            &[&org],
+            &[&org, &deployment],
         )
         .await
         .map_err(fail)?
@@ -495,9 +508,10 @@ async fn read_state(db: &Inner, tx: &Transaction<'_>, operation: &str) -> Result
     for row in tx
         .query(
             &format!(
-                "SELECT event_id, dated, at FROM {schema}.delivered WHERE organization_id = $1"
+                "SELECT event_id, dated, at FROM {schema}.delivered
+                 WHERE organization_id = $1 AND deployment = $2"
             ),
-            &[&org],
+            &[&org, &deployment],
         )
         .await
         .map_err(fail)?
@@ -529,8 +543,9 @@ async fn write_whole(
     tx.execute(
         &format!(
             "INSERT INTO {schema}.states
-             (organization_id, format_version, baseline, created, horizon, written_generation)
-             VALUES ($1, $2, $3, $4, $5, $6)"
+             (organization_id, format_version, baseline, created, horizon, written_generation,
+              deployment)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
         ),
         &[
             &org,
@@ -539,6 +554,7 @@ async fn write_whole(
             &micros_down(state.created),
             &state.horizon.map(micros_down),
             &generation.0,
+            &db.options.deployment(),
         ],
     )
     .await
@@ -552,10 +568,10 @@ async fn write_whole(
         }
         tx.execute(
             &format!(
-                "INSERT INTO {schema}.sources (organization_id, source, floor, advanced_at)
-                 SELECT $1, * FROM UNNEST($2::text[], $3::timestamptz[], $4::timestamptz[])"
+                "INSERT INTO {schema}.sources (organization_id, deployment, source, floor, advanced_at)
+                 SELECT $1, $5, * FROM UNNEST($2::text[], $3::timestamptz[], $4::timestamptz[])"
             ),
-            &[&org, &names, &floors, &advanced],
+            &[&org, &names, &floors, &advanced, &db.options.deployment()],
         )
         .await
         .map_err(fail)?;
@@ -635,19 +651,20 @@ pub(crate) async fn import(db: Arc<Inner>, path: &Path) -> Result<ImportReport> 
     let org = db.options.organization_id();
     tx.execute(
         &format!(
-            "INSERT INTO {schema}.leases (organization_id) VALUES ($1)
-             ON CONFLICT (organization_id) DO NOTHING"
+            "INSERT INTO {schema}.leases (organization_id, deployment) VALUES ($1, $2)
+             ON CONFLICT (organization_id, deployment) DO NOTHING"
         ),
-        &[&org],
+        &[&org, &db.options.deployment()],
     )
     .await
     .map_err(fail)?;
     let current: i64 = tx
         .query_one(
             &format!(
-                "SELECT generation FROM {schema}.leases WHERE organization_id = $1 FOR UPDATE"
+                "SELECT generation FROM {schema}.leases
+                 WHERE organization_id = $1 AND deployment = $2 FOR UPDATE"
             ),
-            &[&org],
+            &[&org, &db.options.deployment()],
         )
         .await
         .map_err(fail)?
