@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use event_dedupe::postgres::{Database, Elector, PostgresOptions};
+use event_dedupe::postgres::{Database, Elector, LeaderEvent, LossReason, PostgresOptions};
 use event_dedupe::{Baseline, ManualClock, Tracker, TrackerOptions, conformance};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -422,5 +422,110 @@ async fn a_lease_row_rolled_back_a_generation_never_lets_two_terms_pass_the_fenc
         .await
         .unwrap_err();
     assert!(err.is_fenced(), "{err}");
+    pg.done().await;
+}
+
+#[expect(clippy::print_stdout, reason = "the figures for docs/ha.md")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_that_cannot_write_its_state_for_a_lease_steps_down() {
+    let Some(pg) = pg("unwritable").await else {
+        return;
+    };
+    let db = Database::connect(&replica_options(&pg, &pg.url, "a"))
+        .await
+        .unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let elector = Elector::new(db.clone(), "a".into(), LEASE).with_events(Arc::new(move |event| {
+        sink.lock().unwrap().push((Instant::now(), event))
+    }));
+    let stop = CancellationToken::new();
+    let writes = Arc::new(Writes::default());
+    let lead = tokio::spawn({
+        let (stop, writes) = (stop.clone(), writes.clone());
+        async move {
+            elector
+                .lead(stop, |term| {
+                    let (db, writes) = (db.clone(), writes.clone());
+                    async move {
+                        let Ok(tracker) = db.tracker(&term, tracker_options()).await else {
+                            return;
+                        };
+                        let at = conformance::t0() + TimeDelta::minutes(1);
+                        let mut n = 0;
+                        while !term.lost.is_cancelled() {
+                            n += 1;
+                            let id = format!("g{}-{n}", term.generation);
+                            tracker.record_delivered("p", &id, Some(at)).await.unwrap();
+                            if tracker.persist().await.is_ok() {
+                                *writes.last_ok.lock().unwrap() = Some((Instant::now(), id));
+                            }
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                })
+                .await;
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(
+        writes.last_ok.lock().unwrap().is_some(),
+        "a leads and writes"
+    );
+
+    // The delivered ids cannot be written; the lease row still can.
+    let (dba, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    dba.batch_execute(&format!(
+        "BEGIN; LOCK TABLE \"{}\".delivered IN ACCESS EXCLUSIVE MODE",
+        pg.schema
+    ))
+    .await
+    .unwrap();
+    let locked = Instant::now();
+    let stepped_down = loop {
+        let found = log.lock().unwrap().iter().find_map(|(when, event)| {
+            matches!(
+                event,
+                LeaderEvent::Lost {
+                    reason: LossReason::StateUnwritable,
+                    ..
+                }
+            )
+            .then_some(*when)
+        });
+        if let Some(when) = found {
+            break when - locked;
+        }
+        assert!(
+            locked.elapsed() < LEASE * 3,
+            "still leading: {:?}",
+            log.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!("unwritable state: stepped down {stepped_down:?} after the lock");
+    assert!(
+        stepped_down >= LEASE && stepped_down <= LEASE + Duration::from_secs(1),
+        "stepped down {stepped_down:?} after the writes began to fail"
+    );
+    dba.batch_execute("COMMIT").await.unwrap();
+    let released = Instant::now();
+    loop {
+        if let Some((when, _)) = writes.last_ok.lock().unwrap().clone()
+            && when > released
+        {
+            break;
+        }
+        assert!(released.elapsed() < LEASE * 2, "no write after the release");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), lead)
+        .await
+        .unwrap()
+        .unwrap();
     pg.done().await;
 }

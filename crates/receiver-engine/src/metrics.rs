@@ -321,6 +321,8 @@ pub struct Metrics {
     pub error_events_sent: Counter,
     /// Failed writes of the state file: `equinix_receiver_state_persist_failures`.
     pub state_persist_failures: Counter,
+    /// Events acknowledged by Direktiv but not yet written to the state, after the last sweep: `equinix_receiver_state_unpersisted`.
+    pub state_unpersisted: Gauge,
     /// Refused events kept in the dead-letter store, waiting for --redeliver-refused: `equinix_receiver_dead_letter_events`.
     pub dead_letter_events: Gauge,
     /// Events Direktiv refused for good and kept in the dead-letter store: `equinix_receiver_events_refused`.
@@ -388,6 +390,7 @@ impl Metrics {
             errors: Family::default(),
             error_events_sent: Counter::default(),
             state_persist_failures: Counter::default(),
+            state_unpersisted: Gauge::default(),
             dead_letter_events: Gauge::default(),
             events_refused: Counter::default(),
             events_poisoned: Counter::default(),
@@ -614,6 +617,11 @@ impl Metrics {
             "state_persist_failures",
             "Failed writes of the state file",
             self.state_persist_failures.clone(),
+        );
+        r.register(
+            "state_unpersisted",
+            "Events acknowledged by Direktiv but not yet written to the state, after the last sweep",
+            self.state_unpersisted.clone(),
         );
         r.register(
             "dead_letter_events",

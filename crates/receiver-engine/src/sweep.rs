@@ -446,6 +446,9 @@ impl Pipeline {
 
         let stats = self.tracker.stats();
         self.metrics.tracked_events.set(stats.tracked_ids as i64);
+        self.metrics
+            .state_unpersisted
+            .set(i64::try_from(stats.unpersisted).unwrap_or(i64::MAX));
         // Published once the sweep is over, never reset at its start: a
         // scrape at any moment sees what the last sweep left waiting.
         self.metrics.pending_events.set(report.deferred as i64);

@@ -127,6 +127,10 @@ pub enum LossReason {
     Superseded,
     /// A state write was refused because a newer generation exists.
     Fenced,
+    /// The term's state writes kept failing for longer than the lease: a
+    /// leader that cannot record what it delivers steps down, so that a
+    /// failover never resends more than about a lease of deliveries.
+    StateUnwritable,
     /// The process is stopping and released the lease.
     Stopped,
     /// The term's work returned on its own; the lease was released.
@@ -139,6 +143,7 @@ impl fmt::Display for LossReason {
             Self::RenewalFailed => "renewal failed until the lease deadline",
             Self::Superseded => "another replica holds a newer lease",
             Self::Fenced => "a state write was fenced by a newer generation",
+            Self::StateUnwritable => "the state could not be written for longer than the lease",
             Self::Stopped => "stopping",
             Self::Returned => "the term's work ended",
         })
@@ -544,9 +549,20 @@ impl Elector {
     ) -> (LossReason, Option<Lease>) {
         let organization = self.db.options().organization_id();
         let mut next = Instant::now() + self.renew_interval();
+        let mut failing = self.db.inner().write_failing.subscribe();
         loop {
+            // When this term's state writes have failed since `since`, it
+            // steps down a lease later unless one succeeds meanwhile.
+            let unwritable = failing
+                .borrow_and_update()
+                .filter(|(generation, _)| *generation == lease.generation)
+                .map(|(_, since)| since + self.lease_duration);
             tokio::select! {
                 () = stop.cancelled() => return (LossReason::Stopped, Some(lease)),
+                Ok(()) = failing.changed() => continue,
+                () = sleep_until_some(unwritable) => {
+                    return (LossReason::StateUnwritable, Some(lease));
+                }
                 Ok(()) = fenced.changed() => {
                     if *fenced.borrow_and_update() >= lease.generation {
                         return (LossReason::Fenced, None);
@@ -580,6 +596,14 @@ impl Elector {
                 }
             }
         }
+    }
+}
+
+/// Sleeps until `at`; forever when `None`.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

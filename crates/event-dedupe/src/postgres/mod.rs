@@ -19,6 +19,10 @@
 //!   the state backwards, nor does a second holder of a generation issued
 //!   again by a lease row that went backwards. A refused write also tells
 //!   this process's [`Elector::lead`], which ends the term at once.
+//! - **A leader that cannot write steps down.** When the writes of a term
+//!   keep failing for longer than the lease ([`LossReason::StateUnwritable`]),
+//!   [`Elector::lead`] ends the term, so the deliveries a failover resends
+//!   stay within about a lease.
 //! - **No lock waits on this client.** A write is one server round trip:
 //!   no row lock is ever held while the server waits for this process (a
 //!   paused or cut-off replica cannot strand the others). Every connection
@@ -84,6 +88,10 @@ pub(crate) struct Inner {
     /// The greatest generation whose write was fenced in this process: a
     /// term of that generation (or older) must end.
     pub(crate) fenced: watch::Sender<Generation>,
+    /// Since when the state writes of a generation have failed (`None`
+    /// after a write succeeded): the elector of that term steps down a
+    /// lease later.
+    pub(crate) write_failing: watch::Sender<Option<(Generation, tokio::time::Instant)>>,
     /// The connections open now (all of this database's handles).
     pub(crate) connections: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -100,6 +108,25 @@ impl Inner {
             operation: operation.to_owned(),
             reason: self.options.scrub(&describe(error)),
         }
+    }
+
+    /// Reports whether a state write of `generation` succeeded: the first
+    /// failure starts the clock of [`LossReason::StateUnwritable`], a success
+    /// stops it.
+    pub(crate) fn report_write(&self, generation: Generation, ok: bool) {
+        self.write_failing
+            .send_if_modified(|failing| match (*failing, ok) {
+                (Some((g, _)), true) if g == generation => {
+                    *failing = None;
+                    true
+                }
+                (Some((g, _)), false) if g == generation => false,
+                (_, false) => {
+                    *failing = Some((generation, tokio::time::Instant::now()));
+                    true
+                }
+                (_, true) => false,
+            });
     }
 
     /// Reports that a write of `generation` was fenced (for any mismatch: a
@@ -169,6 +196,7 @@ impl Database {
             options: options.clone(),
             tls,
             fenced,
+            write_failing: watch::channel(None).0,
             connections: Arc::default(),
         });
         let ping = Arc::new(Conn::new(inner.clone()));

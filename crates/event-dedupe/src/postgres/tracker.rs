@@ -760,7 +760,9 @@ impl Tracker for PostgresTracker {
         let Some(batch) = self.batch() else {
             return Ok(());
         };
-        match self.write_batch(&batch).await {
+        let written = self.write_batch(&batch).await;
+        self.db.report_write(self.fence.generation, written.is_ok());
+        match written {
             Ok(()) => {
                 let mut tracked = self.tracked();
                 tracked.saved_floors = batch.floors;
