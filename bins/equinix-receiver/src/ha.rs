@@ -58,7 +58,31 @@ fn options(settings: &Settings, postgres: &PostgresSettings) -> anyhow::Result<P
     )
     .and_then(|options| options.with_schema(postgres.schema.clone()))
     .and_then(|options| options.with_deployment(postgres.deployment(&settings.direktiv.endpoint)))
+    .map(|options| options.with_settings(delivers(settings)))
     .context("state.postgres")
+}
+
+/// What this replica delivers, compared between the replicas of one
+/// deployment: the levels read and the event types. Not the endpoint: with
+/// the default `state.postgres.name` two endpoints are two deployments
+/// anyway, and the HA chaos test sends each replica to a Direktiv namespace
+/// of its own to tell who delivered.
+fn delivers(settings: &Settings) -> String {
+    let levels = &settings.equinix.levels;
+    let read: Vec<&str> = [
+        (levels.organization, "organization"),
+        (levels.project, "project"),
+        (levels.device, "device"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect();
+    let types = if settings.equinix.event_types.is_all() {
+        "all".to_owned()
+    } else {
+        settings.equinix.event_types.patterns().join(" ")
+    };
+    format!("levels {}; event types {types}", read.join("+"))
 }
 
 /// Campaigns for the organization's lease until `stop` fires; each term

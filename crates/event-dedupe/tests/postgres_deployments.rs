@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use event_dedupe::postgres::{Database, Elector, PostgresOptions};
+use event_dedupe::postgres::{Database, Elector, LeaderEvent, PostgresOptions};
 use event_dedupe::{Baseline, ManualClock, Tracker, TrackerOptions, Verdict, conformance};
 
 mod pg_support;
@@ -145,5 +145,84 @@ async fn the_state_from_before_deployments_goes_to_the_first_deployment_to_start
         delivered(&staging, &staging_lease, "e1").await,
         Verdict::New
     );
+    pg.done().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_settings_differ_does_not_take_a_live_lease_and_says_why() {
+    let Some(pg) = pg("settings").await else {
+        return;
+    };
+    let lease = Duration::from_secs(2);
+    let a = Database::connect(&deployment(&pg, "prod").with_settings("event types all"))
+        .await
+        .unwrap();
+    let b = Database::connect(&deployment(&pg, "prod").with_settings("event types power.*"))
+        .await
+        .unwrap();
+    let held = Elector::new(a, "a".into(), lease)
+        .try_acquire()
+        .await
+        .unwrap()
+        .unwrap();
+    let taken = tokio::time::Instant::now();
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let elector = Elector::new(b, "b".into(), lease).with_events(Arc::new(move |event| {
+        sink.lock()
+            .unwrap()
+            .push((tokio::time::Instant::now(), event));
+    }));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let lead = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            elector
+                .lead(stop, |term| async move { term.lost.cancelled().await })
+                .await;
+        }
+    });
+    // a never renews: its lease expires after 2 s. b, whose settings
+    // differ, says why it waits and takes the lease only a lease later.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let events = log.lock().unwrap();
+        assert!(
+            events.iter().any(|(_, e)| matches!(
+                e,
+                LeaderEvent::SettingsDiffer { holder, theirs, ours }
+                    if holder == "a" && theirs == "event types all" && ours == "event types power.*"
+            )),
+            "{events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|(_, e)| matches!(e, LeaderEvent::Gained(_))),
+            "took a lease held with other settings: {events:?}"
+        );
+    }
+    let gained = loop {
+        if let Some((when, _)) = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, e)| matches!(e, LeaderEvent::Gained(_)))
+        {
+            break *when - taken;
+        }
+        assert!(taken.elapsed() < lease * 4, "b never took the lease over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        gained >= lease * 2,
+        "took it over {gained:?} after a took it"
+    );
+    drop(held);
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), lead)
+        .await
+        .unwrap()
+        .unwrap();
     pg.done().await;
 }

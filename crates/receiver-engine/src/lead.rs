@@ -202,6 +202,17 @@ fn on_event(event: &LeaderEvent, metrics: &Metrics, health: &Health, identity: &
             }
         }
         LeaderEvent::DatabaseReachable(reachable) => health.set_database_reachable(*reachable),
+        LeaderEvent::SettingsDiffer {
+            holder,
+            theirs,
+            ours,
+        } => {
+            tracing::error!(replica = identity, leader = %holder, leader_settings = %theirs,
+                settings = %ours,
+                "replicas of this deployment disagree on what is delivered: not taking the \
+                 lease while the other leads (give each deployment its own state.postgres.name, \
+                 or the same settings)");
+        }
         _ => {}
     }
 }

@@ -166,6 +166,18 @@ pub enum LeaderEvent {
     /// Whether the last request to the database got an answer (reported on
     /// every change, and once at the first answer or failure).
     DatabaseReachable(bool),
+    /// The replica holding (or last holding) the deployment's lease delivers
+    /// with other settings (see [`PostgresOptions::with_settings`](crate::postgres::PostgresOptions::with_settings)):
+    /// this one does not take the lease while it is live. Reported when
+    /// first seen and when they change.
+    SettingsDiffer {
+        /// The holder's identity.
+        holder: String,
+        /// The holder's settings.
+        theirs: String,
+        /// This replica's.
+        ours: String,
+    },
 }
 
 type Observer = Arc<dyn Fn(LeaderEvent) + Send + Sync>;
@@ -196,8 +208,10 @@ impl fmt::Debug for Elector {
 
 /// What the database says of a lease we do not hold.
 struct Holder {
-    /// How long until it expires by the database's clock.
+    /// How long until this replica may take it, by the database's clock.
     remaining: Duration,
+    /// The holder and its settings, when they differ from ours.
+    differs: Option<(String, String)>,
 }
 
 impl Elector {
@@ -304,14 +318,15 @@ impl Elector {
         let deployment = self.db.options().deployment().to_owned();
         let millis = i64::try_from(self.lease_duration.as_millis()).unwrap_or(i64::MAX);
         let identity = self.identity.clone();
+        let settings = self.db.options().settings().map(str::to_owned);
         let taken = self
             .request("acquiring the lease", timeout, async |client| {
                 let row = client
                     .query_opt(
                         &format!(
                             "INSERT INTO {schema}.leases AS l
-                                 (organization_id, deployment, holder, generation, expires_at, acquired_at, renewed_at)
-                             VALUES ($1, $5, $2, 1, now() + $3::bigint * interval '1 millisecond', now(), now())
+                                 (organization_id, deployment, holder, generation, expires_at, acquired_at, renewed_at, settings)
+                             VALUES ($1, $5, $2, 1, now() + $3::bigint * interval '1 millisecond', now(), now(), $6)
                              ON CONFLICT (organization_id, deployment) DO UPDATE SET
                                  generation = CASE
                                      WHEN l.holder = excluded.holder AND l.expires_at > now() AND NOT $4
@@ -321,11 +336,16 @@ impl Elector {
                                      THEN l.acquired_at ELSE now() END,
                                  holder = excluded.holder,
                                  expires_at = excluded.expires_at,
-                                 renewed_at = now()
-                             WHERE l.holder IS NULL OR l.holder = excluded.holder OR l.expires_at <= now()
+                                 renewed_at = now(),
+                                 settings = excluded.settings
+                             WHERE l.holder IS NULL OR l.holder = excluded.holder
+                                OR (l.expires_at <= now()
+                                    AND (l.settings IS NULL OR excluded.settings IS NULL
+                                         OR l.settings = excluded.settings
+                                         OR l.expires_at <= now() - $3::bigint * interval '1 millisecond'))
                              RETURNING generation"
                         ),
-                        &[&org, &identity, &millis, &new_term, &deployment],
+                        &[&org, &identity, &millis, &new_term, &deployment, &settings],
                     )
                     .await?;
                 if let Some(row) = row {
@@ -334,19 +354,30 @@ impl Elector {
                 let row = client
                     .query_one(
                         &format!(
-                            "SELECT GREATEST(0, (EXTRACT(EPOCH FROM expires_at - now()) * 1000))::bigint
-                             FROM {schema}.leases WHERE organization_id = $1 AND deployment = $2"
+                            "SELECT GREATEST(0, (EXTRACT(EPOCH FROM
+                                        CASE WHEN differs THEN expires_at + $3::bigint * interval '1 millisecond'
+                                             ELSE expires_at END - now()) * 1000))::bigint,
+                                    CASE WHEN differs THEN holder END, CASE WHEN differs THEN settings END
+                             FROM (SELECT *, holder IS NOT NULL AND settings IS NOT NULL
+                                             AND $4::text IS NOT NULL AND settings <> $4::text AS differs
+                                   FROM {schema}.leases
+                                   WHERE organization_id = $1 AND deployment = $2) AS l"
                         ),
-                        &[&org, &deployment],
+                        &[&org, &deployment, &millis, &settings],
                     )
                     .await?;
-                Ok(Err(row.get::<_, i64>(0)))
+                let differs = match (row.get::<_, Option<String>>(1), row.get::<_, Option<String>>(2)) {
+                    (Some(holder), Some(theirs)) => Some((holder, theirs)),
+                    _ => None,
+                };
+                Ok(Err((row.get::<_, i64>(0), differs)))
             })
             .await?;
         Ok(match taken {
             Ok(generation) => Ok(self.lease_from(Generation(generation), sent)),
-            Err(remaining) => Err(Holder {
+            Err((remaining, differs)) => Err(Holder {
                 remaining: Duration::from_millis(u64::try_from(remaining).unwrap_or(0)),
+                differs,
             }),
         })
     }
@@ -510,6 +541,7 @@ impl Elector {
         let first_backoff = Duration::from_millis(100);
         let max_backoff = self.renew_interval().max(first_backoff);
         let mut backoff = first_backoff;
+        let mut reported: Option<(String, String)> = None;
         loop {
             if stop.is_cancelled() {
                 return None;
@@ -519,6 +551,15 @@ impl Elector {
                 Ok(Ok(lease)) => return Some(lease),
                 Ok(Err(holder)) => {
                     backoff = first_backoff;
+                    if holder.differs.is_some() && holder.differs != reported {
+                        let (theirs_holder, theirs) = holder.differs.clone().unwrap_or_default();
+                        self.emit(LeaderEvent::SettingsDiffer {
+                            holder: theirs_holder,
+                            theirs,
+                            ours: self.db.options().settings().unwrap_or_default().to_owned(),
+                        });
+                    }
+                    reported.clone_from(&holder.differs);
                     // Look again just after the holder's lease would expire,
                     // and at least every renewal interval.
                     (holder.remaining + Duration::from_millis(20)).min(self.renew_interval())

@@ -189,6 +189,15 @@ END
 $fn$;
 "#,
     ),
+    (
+        4,
+        "leases: what the holder delivers, compared between replicas of a deployment",
+        r#"
+ALTER TABLE {schema}.leases ADD COLUMN settings text;
+COMMENT ON COLUMN {schema}.leases.settings IS
+    'what the holder delivers (endpoint, levels, event types); NULL: not compared';
+"#,
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -50,6 +50,7 @@ pub struct PostgresOptions {
     schema: String,
     organization_id: String,
     deployment: String,
+    settings: Option<String>,
     connect_timeout: Duration,
     lease_duration: Duration,
     application_name: Option<String>,
@@ -65,6 +66,7 @@ impl fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("organization_id", &self.organization_id)
             .field("deployment", &self.deployment)
+            .field("settings", &self.settings)
             .field("connect_timeout", &self.connect_timeout)
             .field("lease_duration", &self.lease_duration)
             .field("application_name", &self.application_name)
@@ -104,6 +106,7 @@ impl PostgresOptions {
             schema: DEFAULT_SCHEMA.to_owned(),
             organization_id,
             deployment: DEFAULT_DEPLOYMENT.to_owned(),
+            settings: None,
             connect_timeout,
             lease_duration: DEFAULT_LEASE_DURATION,
             application_name: None,
@@ -155,6 +158,25 @@ impl PostgresOptions {
         }
         self.deployment = name;
         Ok(self)
+    }
+
+    /// The same options with `settings` describing what this replica
+    /// delivers (where to, which lists, which event types). It is written
+    /// into the lease row at acquire; a replica of the same deployment whose
+    /// description differs does not take the lease while that holder renews
+    /// it, nor for a lease after it expired, and reports
+    /// [`LeaderEvent::SettingsDiffer`](crate::postgres::LeaderEvent::SettingsDiffer)
+    /// instead of splitting the stream. A released lease (a rolling update)
+    /// goes to any replica at once.
+    #[must_use]
+    pub fn with_settings(mut self, settings: impl Into<String>) -> Self {
+        self.settings = Some(settings.into());
+        self
+    }
+
+    /// What this replica delivers, compared between replicas.
+    pub fn settings(&self) -> Option<&str> {
+        self.settings.as_deref()
     }
 
     /// The deployment the state and the lease belong to.
