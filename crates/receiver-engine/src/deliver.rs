@@ -17,10 +17,13 @@ use crate::scrub::ScrubbedStdout;
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Asked right before each send: `false` holds the send back. A replica
-/// that leads (high availability) closes it when it may have lost its lease
-/// without knowing yet, such as right after the process was paused.
-pub type SendGate = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
+/// Asked right before each send: `None` holds the send back; `Some(left)`
+/// lets it go, given up (the event stays new) when no answer came within
+/// `left`. A replica that leads (high availability) answers with the time
+/// left in its term, and `None` when it may have lost its lease without
+/// knowing yet, such as right after the process was paused: no request is
+/// still open after the term's deadline, so none is accepted long after it.
+pub type SendGate = std::sync::Arc<dyn Fn() -> Option<Duration> + Send + Sync>;
 
 /// Sends one CloudEvent somewhere and says how it went, as a Direktiv
 /// [`Sink`] does (which implements it): the seam for a stand-in of Direktiv,
@@ -132,20 +135,42 @@ impl Target {
             .with_max_times(max_retries as usize)
             .build();
         loop {
-            if stop.is_cancelled() || gate.is_some_and(|gate| !gate()) {
+            if stop.is_cancelled() {
                 return Delivered::Cancelled;
             }
-            let (outcome, status) = match self {
-                Self::Direktiv(sink) => {
-                    let delivery = sink.send(event).await;
-                    (delivery.outcome, delivery.status)
+            let left = match gate.map(|gate| gate()) {
+                None => None,
+                Some(None) => return Delivered::Cancelled,
+                Some(Some(left)) => Some(left),
+            };
+            let attempt = async {
+                match self {
+                    Self::Direktiv(sink) => {
+                        let delivery = sink.send(event).await;
+                        (delivery.outcome, delivery.status)
+                    }
+                    Self::Sink(sink) => {
+                        let outcome = sink.send(event).await;
+                        let status = status_of(&outcome);
+                        (outcome, status)
+                    }
+                    Self::Stdout(_) => unreachable!("answered above"),
                 }
-                Self::Sink(sink) => {
-                    let outcome = sink.send(event).await;
-                    let status = status_of(&outcome);
-                    (outcome, status)
-                }
-                Self::Stdout(_) => unreachable!("answered above"),
+            };
+            let (outcome, status) = match left {
+                None => attempt.await,
+                Some(left) => match tokio::time::timeout(left, attempt).await {
+                    Ok(answered) => answered,
+                    Err(_) => {
+                        // The term's deadline came first: the request is
+                        // dropped, its answer unknown; the event stays new.
+                        tracing::debug!(
+                            id = event_id(event),
+                            "the term ended before Direktiv answered; given up"
+                        );
+                        return Delivered::Cancelled;
+                    }
+                },
             };
             let delivery = Answered { outcome, status };
             let code = HttpCode(delivery.status);
@@ -330,17 +355,45 @@ mod tests {
         let (server, target) = direktiv_answering(200).await;
         let metrics = Metrics::new(Duration::from_secs(60));
         let stop = CancellationToken::new();
-        let closed: SendGate = std::sync::Arc::new(|| false);
+        let closed: SendGate = std::sync::Arc::new(|| None);
         let outcome = target
             .deliver_gated(&event(), 3, &metrics, &stop, Some(&closed))
             .await;
         assert_eq!(outcome, Delivered::Cancelled);
         assert!(server.received_requests().await.unwrap().is_empty());
-        let open: SendGate = std::sync::Arc::new(|| true);
+        let open: SendGate = std::sync::Arc::new(|| Some(Duration::from_secs(60)));
         let outcome = target
             .deliver_gated(&event(), 3, &metrics, &stop, Some(&open))
             .await;
         assert_eq!(outcome, Delivered::Acknowledged { already: false });
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_send_is_given_up_when_the_gate_s_time_runs_out() {
+        let server = wiremock::MockServer::start().await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .respond_with(wiremock::ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+            .mount(&server)
+            .await;
+        let base = url::Url::parse(&server.uri()).unwrap();
+        let endpoint = direktiv_broadcast::endpoint_v2(&base, "ops").unwrap();
+        let sink = Sink::new(direktiv_broadcast::SinkConfig::new(endpoint)).unwrap();
+        let target = Target::Direktiv(sink);
+        let metrics = Metrics::new(Duration::from_secs(60));
+        let stop = CancellationToken::new();
+        // The term has 300 ms left; Direktiv answers after 5 s.
+        let ending: SendGate = std::sync::Arc::new(|| Some(Duration::from_millis(300)));
+        let started = std::time::Instant::now();
+        let outcome = target
+            .deliver_gated(&event(), 3, &metrics, &stop, Some(&ending))
+            .await;
+        assert_eq!(outcome, Delivered::Cancelled);
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "gave up after {:?}",
+            started.elapsed()
+        );
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
     }
 

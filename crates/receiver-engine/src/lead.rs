@@ -94,7 +94,7 @@ pub async fn lead(
                 // run before the elector gets to cancel `lost`.
                 let current = term.clone();
                 let receiver =
-                    build(Arc::new(tracker)).with_send_gate(Arc::new(move || current.is_current()));
+                    build(Arc::new(tracker)).with_send_gate(Arc::new(move || current.time_left()));
                 lead_term(&receiver, &term.lost, stop).await;
             }
         })

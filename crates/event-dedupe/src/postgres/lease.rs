@@ -111,6 +111,17 @@ impl Term {
         !self.lost.is_cancelled() && Instant::now() < self.deadline()
     }
 
+    /// How long this term may still act: `None` when [`Term::is_current`]
+    /// says no, else the time to the lease's local deadline. A send started
+    /// now must be given up once it has passed.
+    pub fn time_left(&self) -> Option<Duration> {
+        if self.lost.is_cancelled() {
+            return None;
+        }
+        let left = self.deadline().saturating_duration_since(Instant::now());
+        (!left.is_zero()).then_some(left)
+    }
+
     /// The lease's local deadline as of the last renewal.
     pub fn deadline(&self) -> Instant {
         *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
