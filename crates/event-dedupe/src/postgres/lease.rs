@@ -81,6 +81,9 @@ pub struct Lease {
     pub deadline: Instant,
     /// The holder identity (this elector's).
     pub holder: String,
+    /// The same deadline on the boot clock ([`boot_now`]), which keeps
+    /// counting while the machine is suspended or the VM frozen.
+    boot_deadline: Duration,
 }
 
 /// One term of leadership, handed to the callback of [`Elector::lead`].
@@ -95,20 +98,21 @@ pub struct Term {
     /// Fires at step-down (lost lease, failed renewals, a fenced write, or
     /// `stop`): stop polling and delivering at once, then return.
     pub lost: CancellationToken,
-    /// This process's deadline for the lease, moved by each renewal.
-    deadline: Arc<Mutex<Instant>>,
+    /// This process's deadline for the lease, moved by each renewal: on
+    /// the monotonic clock (for timers) and on the boot clock.
+    deadline: Arc<Mutex<(Instant, Duration)>>,
 }
 
 impl Term {
     /// Whether this term may still act: [`Term::lost`] has not fired and
     /// the lease's local deadline (the send time of the last successful
     /// renewal plus the lease duration, minus the safety margin) has not
-    /// passed on this process's monotonic clock. Ask right before each send:
+    /// passed on this process's monotonic clock nor on its boot clock. Ask right before each send:
     /// after the process was paused (SIGSTOP, a stalled host), its tasks may
     /// run before the elector gets to cancel `lost`, and this answers `false`
     /// for them.
     pub fn is_current(&self) -> bool {
-        !self.lost.is_cancelled() && Instant::now() < self.deadline()
+        self.time_left().is_some()
     }
 
     /// How long this term may still act: `None` when [`Term::is_current`]
@@ -118,13 +122,22 @@ impl Term {
         if self.lost.is_cancelled() {
             return None;
         }
-        let left = self.deadline().saturating_duration_since(Instant::now());
+        let (deadline, boot_deadline) =
+            *self.deadline.lock().unwrap_or_else(PoisonError::into_inner);
+        // The monotonic clock stops while the machine is suspended or the VM
+        // frozen; the boot clock does not: the smaller of the two counts.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .min(boot_deadline.saturating_sub(boot_now()));
         (!left.is_zero()).then_some(left)
     }
 
     /// The lease's local deadline as of the last renewal.
     pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(PoisonError::into_inner)
+        self.deadline
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
     }
 }
 
@@ -323,7 +336,7 @@ impl Elector {
     /// Takes the lease when free, expired or ours; with `new_term`, a lease
     /// we hold is taken anew with the next generation.
     async fn acquire(&self, new_term: bool, timeout: Duration) -> Result<Result<Lease, Holder>> {
-        let sent = Instant::now();
+        let sent = (Instant::now(), boot_now());
         let schema = self.db.inner().schema();
         let org = self.db.options().organization_id().to_owned();
         let deployment = self.db.options().deployment().to_owned();
@@ -393,11 +406,13 @@ impl Elector {
         })
     }
 
-    fn lease_from(&self, generation: Generation, sent: Instant) -> Lease {
+    fn lease_from(&self, generation: Generation, (sent, sent_boot): (Instant, Duration)) -> Lease {
+        let valid = self.lease_duration - self.safety_margin();
         Lease {
             generation,
-            deadline: sent + self.lease_duration - self.safety_margin(),
+            deadline: sent + valid,
             holder: self.identity.clone(),
+            boot_deadline: sent_boot + valid,
         }
     }
 
@@ -424,7 +439,7 @@ impl Elector {
     }
 
     async fn renew_within(&self, lease: &Lease, timeout: Duration) -> Result<Option<Lease>> {
-        let sent = Instant::now();
+        let sent = (Instant::now(), boot_now());
         let schema = self.db.inner().schema();
         let org = self.db.options().organization_id().to_owned();
         let deployment = self.db.options().deployment().to_owned();
@@ -502,7 +517,7 @@ impl Elector {
             tracing::debug!(%organization, identity = %self.identity, %generation, "became the leader");
             self.emit(LeaderEvent::Gained(generation));
             let lost = CancellationToken::new();
-            let deadline = Arc::new(Mutex::new(lease.deadline));
+            let deadline = Arc::new(Mutex::new((lease.deadline, lease.boot_deadline)));
             let mut work = pin!(term(Term {
                 generation,
                 holder: self.identity.clone(),
@@ -531,6 +546,7 @@ impl Elector {
                     generation,
                     deadline: Instant::now(),
                     holder: self.identity.clone(),
+                    boot_deadline: boot_now(),
                 }),
                 _ => None,
             };
@@ -595,7 +611,7 @@ impl Elector {
     async fn keep(
         &self,
         mut lease: Lease,
-        deadline: &Mutex<Instant>,
+        deadline: &Mutex<(Instant, Duration)>,
         stop: &CancellationToken,
         fenced: &mut watch::Receiver<Generation>,
     ) -> (LossReason, Option<Lease>) {
@@ -603,6 +619,11 @@ impl Elector {
         let mut next = Instant::now() + self.renew_interval();
         let mut failing = self.db.inner().write_failing.subscribe();
         loop {
+            // Woken after a suspend (the monotonic timers stood still): the
+            // boot clock says whether the lease may have run out meanwhile.
+            if boot_now() >= lease.boot_deadline {
+                return (LossReason::RenewalFailed, None);
+            }
             // When this term's state writes have failed since `since`, it
             // steps down a lease later unless one succeeds meanwhile.
             let unwritable = failing
@@ -634,7 +655,8 @@ impl Elector {
             };
             match renewal {
                 Ok(Some(renewed)) => {
-                    *deadline.lock().unwrap_or_else(PoisonError::into_inner) = renewed.deadline;
+                    *deadline.lock().unwrap_or_else(PoisonError::into_inner) =
+                        (renewed.deadline, renewed.boot_deadline);
                     lease = renewed;
                     next = Instant::now() + self.renew_interval();
                 }
@@ -648,6 +670,25 @@ impl Elector {
                 }
             }
         }
+    }
+}
+
+/// The time since boot, suspended time included (Linux `CLOCK_BOOTTIME`):
+/// unlike the monotonic clock it keeps counting while the machine is
+/// suspended or the VM frozen. Elsewhere, the monotonic clock.
+pub(crate) fn boot_now() -> Duration {
+    #[cfg(target_os = "linux")]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        Duration::new(
+            u64::try_from(now.tv_sec).unwrap_or(0),
+            u32::try_from(now.tv_nsec).unwrap_or(0),
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        START.get_or_init(std::time::Instant::now).elapsed()
     }
 }
 
@@ -676,4 +717,50 @@ pub fn replica_identity() -> String {
         .unwrap_or_else(|| "replica".to_owned());
     let random: u32 = rand::random();
     format!("{host}-{}-{random:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn term(deadline: Instant, boot_deadline: Duration) -> Term {
+        Term {
+            generation: Generation(1),
+            holder: "a".into(),
+            lost: CancellationToken::new(),
+            deadline: Arc::new(Mutex::new((deadline, boot_deadline))),
+        }
+    }
+
+    #[test]
+    fn the_boot_clock_counts() {
+        let before = boot_now();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(boot_now() >= before + Duration::from_millis(20));
+    }
+
+    #[tokio::test]
+    async fn a_term_past_its_deadline_on_the_boot_clock_is_over() {
+        // As after a suspend: the monotonic deadline is ahead, the boot
+        // clock has passed its own.
+        let suspended = term(
+            Instant::now() + Duration::from_secs(10),
+            boot_now().saturating_sub(Duration::from_millis(1)),
+        );
+        assert!(!suspended.is_current());
+        assert_eq!(suspended.time_left(), None);
+
+        let current = term(
+            Instant::now() + Duration::from_secs(10),
+            boot_now() + Duration::from_secs(3),
+        );
+        assert!(current.is_current());
+        let left = current.time_left().unwrap();
+        assert!(
+            left <= Duration::from_secs(3) && left > Duration::from_secs(2),
+            "{left:?}"
+        );
+        current.lost.cancel();
+        assert_eq!(current.time_left(), None);
+    }
 }

@@ -31,7 +31,7 @@
 //!   the lease duration ([`PostgresOptions::lock_timeout`]).
 //! - **The database's clock.** A lease's expiry is computed with the
 //!   database's `now()`, never a replica's clock. The holder judges its own
-//!   deadline on its monotonic clock, counted from the moment a renewal was
+//!   deadline on its monotonic and boot clocks, counted from the moment a renewal was
 //!   *sent*, minus a safety margin: it stops before the database can consider
 //!   the lease expired.
 
