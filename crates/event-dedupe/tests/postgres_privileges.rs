@@ -190,10 +190,29 @@ async fn a_role_with_dml_only_starts_and_a_missing_privilege_is_named_with_its_g
         "{text}"
     );
 
-    // The grant as written: it starts and leads, with no DDL (it may not).
+    // The grant as written; the function's EXECUTE (PUBLIC's by default)
+    // revoked: named with its GRANT too.
     pg.admin
         .batch_execute(&format!(
-            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{}\" TO \"{role}\"",
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA \"{0}\" TO \"{role}\";
+             REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA \"{0}\" FROM PUBLIC;",
+            pg.schema
+        ))
+        .await
+        .unwrap();
+    let text = Database::connect(&options).await.unwrap_err().to_string();
+    assert!(
+        text.contains(&format!(
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA \"{}\" TO {role};",
+            pg.schema
+        )),
+        "{text}"
+    );
+
+    // Granted: it starts and leads, with no DDL (it may not).
+    pg.admin
+        .batch_execute(&format!(
+            "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA \"{}\" TO \"{role}\"",
             pg.schema
         ))
         .await

@@ -498,10 +498,34 @@ async fn check_tables(inner: &Inner, client: &Client, role: &str) -> Result<()> 
         .iter()
         .map(|row| row.get(0))
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
     let schema = inner.schema();
+    if missing.is_empty() {
+        let execute: bool = client
+            .query_one(
+                "SELECT has_function_privilege(p.oid, 'EXECUTE')
+                 FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = $1 AND p.proname = 'write_state'
+                 ORDER BY p.pronargs DESC LIMIT 1",
+                &[&inner.options.schema()],
+            )
+            .await
+            .map_err(|e| fail(inner, 0, &e))?
+            .get(0);
+        if execute {
+            return Ok(());
+        }
+        return Err(Error::Privilege {
+            role: role.to_owned(),
+            missing: format!(
+                "EXECUTE on the function write_state of schema {}",
+                inner.options.schema()
+            ),
+            grant: format!(
+                "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {};",
+                ident(role)
+            ),
+        });
+    }
     Err(Error::Privilege {
         role: role.to_owned(),
         missing: format!("{} (schema {})", missing.join(", "), inner.options.schema()),
