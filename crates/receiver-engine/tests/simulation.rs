@@ -74,6 +74,7 @@
 //! SIM_SEED=42 cargo test -p receiver-engine --test simulation -- --nocapture  # replay, traced
 //! SIM_ONLY=late,order cargo test -p receiver-engine --test simulation   # only those ingredients
 //! SIM_ONLY=none ...                                              # no nemesis at all
+//! SIM_SEED=42 SIM_LOG=receiver_engine=debug ...                  # replay with the engine's log
 //! ```
 //!
 //! A failing seed prints the line that replays it.
@@ -153,6 +154,13 @@ fn names(ingredients: &BTreeSet<Ingredient>) -> String {
 fn the_engine_delivers_every_expected_event_under_the_nemesis() {
     let only = only();
     if let Some(seed) = env_u64("SIM_SEED") {
+        if let Ok(filter) = std::env::var("SIM_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .without_time()
+                .init();
+        }
         let (world, run) = run_seed(seed, only.as_ref(), true);
         eprintln!(
             "seed {seed}: ingredients {}, settings {:?}, {} projects, {} devices, shows devices: {}",

@@ -190,6 +190,8 @@ pub(crate) struct World {
     pub(crate) faults: Vec<Fault>,
     pub(crate) outages: Vec<(Ms, Ms)>,
     pub(crate) crashes: Vec<Ms>,
+    /// Each list's events (indexes), newest first by `created_at`.
+    by_list: std::collections::BTreeMap<List, Vec<usize>>,
 }
 
 /// Types delivered when the seed filters, and the type filtered out.
@@ -401,7 +403,7 @@ impl World {
             Vec::new()
         };
         let shows_devices = rng.chance(0.5);
-        Self {
+        let mut world = Self {
             seed,
             ingredients,
             knobs,
@@ -413,7 +415,20 @@ impl World {
             faults,
             outages,
             crashes,
+            by_list: Default::default(),
+        };
+        for list in lists {
+            let mut shown: Vec<usize> = (0..world.events.len())
+                .filter(|&n| world.shows(list, &world.events[n]))
+                .collect();
+            let events = &world.events;
+            shown.sort_by(|&a, &b| {
+                let (a, b) = (&events[a], &events[b]);
+                b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id))
+            });
+            world.by_list.insert(list, shown);
         }
+        world
     }
 
     /// Whether `list` shows `event` (when it is visible).
@@ -460,23 +475,29 @@ impl World {
     /// API's order: newest first, except the misplaced ones.
     pub(crate) fn listing(&self, list: List, t: Ms) -> Vec<usize> {
         let events = &self.events;
-        let mut shown: Vec<usize> = (0..events.len())
-            .filter(|&n| events[n].visible() <= t && self.shows(list, &events[n]))
-            .collect();
-        shown.sort_by(|&a, &b| {
-            let (a, b) = (&events[a], &events[b]);
-            b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id))
-        });
-        let mut misplaced: Vec<usize> = shown
-            .iter()
-            .copied()
-            .filter(|&n| events[n].misplaced > 0)
-            .collect();
-        misplaced.sort_by(|&a, &b| events[a].id.cmp(&events[b].id));
-        for n in misplaced {
-            let at = shown.iter().position(|&m| m == n).expect("shown");
-            shown.remove(at);
-            shown.insert((at + events[n].misplaced).min(shown.len()), n);
+        let mut shown: Vec<usize> = self
+            .by_list
+            .get(&list)
+            .map(|all| {
+                all.iter()
+                    .copied()
+                    .filter(|&n| events[n].visible() <= t)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let misplaced = shown.iter().any(|&n| events[n].misplaced > 0);
+        if misplaced {
+            let mut misplaced: Vec<usize> = shown
+                .iter()
+                .copied()
+                .filter(|&n| events[n].misplaced > 0)
+                .collect();
+            misplaced.sort_by(|&a, &b| events[a].id.cmp(&events[b].id));
+            for n in misplaced {
+                let at = shown.iter().position(|&m| m == n).expect("shown");
+                shown.remove(at);
+                shown.insert((at + events[n].misplaced).min(shown.len()), n);
+            }
         }
         shown
     }
