@@ -11,9 +11,9 @@
 //! | `burst` | histories and bursts deeper than `perPage × maxPages` |
 //! | `late` | 30 % of events listed 1 to 90 s after their `created_at` (overlap 60 s) |
 //! | `order` | 15 % of events placed 1 to 2 pages below where their time puts them |
-//! | `fail` | 503 windows per list (5 to 60 s), and 1 in 25 pages answering 502 |
+//! | `fail` | 503 windows per list (5 to 50 s), and 1 in 25 pages answering 502 |
 //! | `throttle` | 429 windows per list (with `Retry-After`) |
-//! | `expiry` | one list failing longer than the tracker's source expiry (90 s) |
+//! | `expiry` | one list failing longer than the tracker's source expiry (60 s) |
 //! | `churn` | devices added, moved between projects, deleted (their list answers 404) |
 //! | `outage` | Direktiv answering 503 for 10 to 90 s |
 //! | `refuse` | Direktiv refusing 5 % of events for good (400: dead-lettered) |
@@ -32,9 +32,9 @@
 //! The API's clock is a fixed epoch (2030-01-01T00:00:00Z) plus tokio's
 //! virtual time since the receiver's first start; every answer carries it
 //! as `Date`. The host clock the tracker reads (`TrackerOptions::with_clock`)
-//! is the API's plus the seed's skew. A seed is active for 120 to 180
+//! is the API's plus the seed's skew. A seed is active for 100 to 160
 //! virtual seconds (faults, changes, new events; every fault ends by then),
-//! then heals for 120 s (nothing fails, nothing new happens) and stops.
+//! then heals for 110 s (nothing fails, nothing new happens) and stops.
 //!
 //! The engine of December 2026 also reads this host's real wall clock
 //! (`Utc::now()` in `sweep.rs` and `poll.rs`), which no in-process test can

@@ -230,13 +230,13 @@ impl World {
             (false, false, true),
         ]);
         let overlap = Duration::from_secs(60);
-        let expiry = Duration::from_secs(90);
+        let expiry = Duration::from_secs(60);
         let skew = if has(Ingredient::Skew) {
             *rng.pick(&[-3600, -30, 30, 180, 3600]) * SEC
         } else {
             0
         };
-        let active = rng.range(120, 180) * SEC;
+        let active = rng.range(100, 160) * SEC;
         let knobs = Knobs {
             poll,
             max_poll,
@@ -250,7 +250,7 @@ impl World {
             inventory_refresh: Duration::from_secs(30),
             skew,
             active,
-            end: active + 120 * SEC,
+            end: active + 110 * SEC,
         };
         let cap = i64::from(per_page * max_pages);
 
@@ -362,7 +362,7 @@ impl World {
             for (on, throttle) in [(Ingredient::Fail, false), (Ingredient::Throttle, true)] {
                 if has(on) && rng.chance(0.5) {
                     let from = rng.range(0, active / SEC - 30) * SEC;
-                    let long = if throttle { 30 } else { 60 };
+                    let long = if throttle { 30 } else { 50 };
                     faults.push(Fault {
                         list,
                         from,
