@@ -38,9 +38,13 @@
 //!
 //! The engine of December 2026 also reads this host's real wall clock
 //! (`Utc::now()` in `sweep.rs` and `poll.rs`), which no in-process test can
-//! move: to it the API's clock is years ahead, so it never stops a read at
-//! a settled line and its floors only move by events. Once the engine takes
-//! its times from the API (`Client::api_now`), the epoch does not matter.
+//! move: to it the API's clock is years ahead, so the lines it draws from
+//! that clock lie below every event (a read stops only at an event the
+//! tracker settles: before the baseline, below a floor) and its floors move
+//! only by events. Once the engine takes its times from the API
+//! (`Client::api_now`), the epoch does not matter. `SIM_EPOCH=<RFC 3339>`
+//! moves it (an epoch before the wall clock makes the engine's own clock
+//! run ahead of the API's by years instead).
 //!
 //! # The guarantee (which events must arrive)
 //!
