@@ -202,3 +202,33 @@ async fn a_start_from_now_follows_the_apis_clock_not_a_fast_host_clock() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_list_found_out_of_order_is_read_past_its_first_settled_page() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    let setup = Setup::all().with(|o| o.with_per_page(10));
+    // 25 old events, delivered: the list's floor is now minus the overlap,
+    // and every one of them lies below its settled line.
+    world.metal.add(&path, burst(0, 25, 3000));
+    world.once(&setup).await.assert_all_delivered();
+    world.direktiv.clear();
+    // Two new events out of order: one at position 2 (so page 1 is seen out
+    // of order) and one at position 13, on page 2, below a first page that
+    // holds settled events. A reader that trusted the order would stop at
+    // page 1.
+    world.metal.insert_at(
+        &path,
+        1,
+        device_event(&eid(100), "instance.reboot", D1, ago(10)),
+    );
+    world.metal.insert_at(
+        &path,
+        12,
+        device_event(&eid(101), "instance.reboot", D1, ago(20)),
+    );
+    world.once(&setup).await.assert_all_delivered();
+    let mut got = world.direktiv.accepted_ids();
+    got.sort();
+    assert_eq!(got, [eid(100), eid(101)]);
+}
