@@ -232,3 +232,57 @@ async fn a_list_found_out_of_order_is_read_past_its_first_settled_page() {
     got.sort();
     assert_eq!(got, [eid(100), eid(101)]);
 }
+
+/// The value of a sample in the engine's metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn a_list_that_keeps_failing_shows_as_stalled_and_is_delivered_once_it_answers() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    let setup = device_lists(Setup::all(), 10, 10);
+    world.metal.add(&path, burst(0, 5, 10));
+    world
+        .metal
+        .fixed(&path, Reply::metal_error(503, "unavailable"));
+    let (receiver, _) = world.receiver(&setup).await;
+    let stop = CancellationToken::new();
+    let metrics = std::sync::Arc::clone(receiver.metrics());
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { receiver.run(stop).await }
+    });
+    // Not read to its settled part for three times maxPollInterval (60 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sample(&metrics.encode(), "equinix_receiver_lists_stalled") != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(world.direktiv.accepted_ids().is_empty());
+    // It answers again: every event goes out, and it is no longer stalled.
+    world.metal.unfix(&path);
+    while world.direktiv.accepted_ids().len() < 5
+        || sample(&metrics.encode(), "equinix_receiver_lists_stalled") != Some(0.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.expect("the receiver ends");
+}
