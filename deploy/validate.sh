@@ -2,8 +2,9 @@
 # Validates everything under deploy/ offline: this script (ShellCheck), the
 # Dockerfile (hadolint), all YAML (yamllint), the Kubernetes manifests against
 # the Kubernetes schemas (kubernetes-validate, which bundles them), the
-# kustomize output when kubectl is present, the PrometheusRule's alerts with
-# promtool when it is present, and the cross-file checks of check-manifests.py.
+# kustomize output when kubectl is present, the PrometheusRule's alerts and a
+# live receiver's /metrics with promtool when it is present, and the
+# cross-file checks of check-manifests.py.
 #
 # Needs python3 with venv and pip; the first run installs the pinned tools
 # from PyPI into a virtualenv (outside the repository), later runs reuse it
@@ -89,6 +90,56 @@ if command -v promtool >/dev/null 2>&1; then
   promtool test rules "$WORK/prometheusrule-test.yaml"
 else
   step "promtool not found: the alerts' PromQL is not parsed nor unit-tested (install Debian's prometheus package for it); check-manifests.py still checks their metric names"
+fi
+
+# /metrics of a live receiver, in the format a scraper gets without asking
+# for OpenMetrics (the Prometheus text format 0.0.4), through promtool's
+# parser and linter. The receiver is the built binary (EQUINIX_RECEIVER_BIN,
+# else target/release or target/debug), run against the discard port: it
+# serves /metrics before its first sweep.
+RECEIVER_BIN="${EQUINIX_RECEIVER_BIN:-}"
+for candidate in "$DEPLOY/../target/release/equinix-receiver" "$DEPLOY/../target/debug/equinix-receiver"; do
+  if [[ -z "$RECEIVER_BIN" && -x "$candidate" ]]; then RECEIVER_BIN="$candidate"; fi
+done
+if command -v promtool >/dev/null 2>&1 && [[ -n "$RECEIVER_BIN" ]]; then
+  step "promtool check metrics: /metrics of a live $RECEIVER_BIN"
+  cat >"$WORK/receiver.yaml" <<EOF
+equinix:
+  organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00
+  packetAuthToken: validate-metal-token
+  apiUrl: http://127.0.0.1:9/metal/v1
+direktiv:
+  endpoint: http://127.0.0.1:9/api/namespaces/ops/broadcast
+state:
+  path: $WORK/state.json
+server:
+  listen: 127.0.0.1:0
+EOF
+  RUST_LOG=info "$RECEIVER_BIN" "$WORK/receiver.yaml" 2>"$WORK/receiver.log" &
+  RECEIVER_PID=$!
+  # Stopped however this script ends from here on.
+  trap 'kill "$RECEIVER_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+  ADDRESS=""
+  for _ in $(seq 1 100); do
+    ADDRESS="$(sed -n 's#.*/metrics on http://\([0-9.:]*\).*#\1#p' "$WORK/receiver.log" | head -n 1)"
+    [[ -n "$ADDRESS" ]] && break
+    sleep 0.1
+  done
+  if [[ -z "$ADDRESS" ]]; then
+    kill "$RECEIVER_PID" 2>/dev/null || true
+    echo "the receiver did not serve /metrics; its log:" >&2
+    cat "$WORK/receiver.log" >&2
+    exit 1
+  fi
+  "$BIN/python" -c 'import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+    "http://$ADDRESS/metrics" >"$WORK/metrics.txt"
+  kill "$RECEIVER_PID" 2>/dev/null || true
+  wait "$RECEIVER_PID" 2>/dev/null || true
+  promtool check metrics <"$WORK/metrics.txt"
+elif command -v promtool >/dev/null 2>&1; then
+  step "no receiver binary (cargo build, or set EQUINIX_RECEIVER_BIN): /metrics is not checked with promtool"
+else
+  step "promtool not found: /metrics is not checked with promtool check metrics"
 fi
 
 step "check-manifests.py: cross-file consistency"

@@ -79,8 +79,8 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) dry_run: bool,
 
-    /// Send the events Direktiv refused for good (kept in the dead-letter file beside the
-    /// state) again, then exit. Removes each one Direktiv accepts, keeps each one it refuses
+    /// Send the events Direktiv refused for good and the poison events (direktiv.poisonAfter),
+    /// kept in the dead-letter file beside the state, again, then exit. Removes each one Direktiv accepts, keeps each one it refuses
     /// again, stops at a refusal of every event (401, 403, 404 ...), and prints `redelivered N,
     /// still refused M, left K` on stdout. Exit 0 when none is kept any more, 3 when some
     /// are, 1 when a receiver is running on the state (stop it first). Makes no Metal API

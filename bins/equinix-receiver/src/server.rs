@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -26,10 +26,6 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
-
-/// The content type of `/metrics` (OpenMetrics text, which Prometheus reads).
-pub(crate) const METRICS_CONTENT_TYPE: &str =
-    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// How long the accept loop pauses after a failed accept (out of file
 /// handles, for instance), so it never spins.
@@ -218,12 +214,15 @@ fn status(ok: bool) -> StatusCode {
     }
 }
 
-async fn metrics(State(shared): State<Shared>) -> Response {
-    (
-        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        shared.metrics.encode(),
-    )
-        .into_response()
+/// OpenMetrics when the `Accept` header asks for it (Prometheus does), the
+/// Prometheus text format 0.0.4 otherwise (curl, `promtool check metrics`,
+/// older scrapers).
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let (content_type, body) = shared.metrics.encode_for(accept);
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 fn text(status: StatusCode, body: String) -> Response {

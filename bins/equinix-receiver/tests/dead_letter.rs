@@ -480,3 +480,148 @@ async fn one_refused_event_in_ten_is_kept_and_every_other_is_delivered() {
     world.run(&config, &["--once"]).await.assert_code(0);
     assert!(world.direktiv.posts().is_empty());
 }
+
+/// The poison event of the tests below: a proxy in front of Direktiv
+/// answers 502 for this one event (a body it chokes on), every time.
+fn choke_on(world: &World, poison: &str) {
+    let poison = poison.to_owned();
+    world.direktiv.answer(move |event, _| {
+        if event["id"] == poison.as_str() {
+            Reply::new(502).body("<html><body>502 Bad Gateway</body></html>")
+        } else {
+            Reply::ok()
+        }
+    });
+}
+
+#[tokio::test]
+async fn a_poison_event_is_kept_after_poison_after_and_its_devices_later_events_go_on() {
+    const POISON_AFTER: Duration = Duration::from_secs(20);
+    let world = World::start().await;
+    let poison = eid(1);
+    let later: Vec<String> = (2..=11).map(eid).collect();
+    world.metal.add(
+        &device_events_path(D1),
+        std::iter::once(device_event(&poison, "provisioning.109", D1, ago(120))).chain(
+            later
+                .iter()
+                .zip((0..).map(|n| 100 - n))
+                .map(|(id, age)| device_event(id, "provisioning.110", D1, ago(age))),
+        ),
+    );
+    choke_on(&world, &poison);
+    let text = world.config(
+        &["startFrom: all", "pollInterval: 1s"],
+        &["poisonAfter: 20s"],
+    );
+    let started = Instant::now();
+    let mut service = Service::start(&text, world.dir.path()).await;
+
+    // Order is kept up to the bound: nothing of D1 goes out before it, then
+    // every later event goes out within a minute.
+    let expected: HashSet<String> = later.iter().cloned().collect();
+    loop {
+        let accepted: HashSet<String> = world.direktiv.accepted_ids().into_iter().collect();
+        if started.elapsed() < POISON_AFTER {
+            assert!(
+                accepted.is_empty(),
+                "{accepted:?} overtook the failing event before poisonAfter"
+            );
+        }
+        if accepted == expected {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "after a minute only {} of 10 later events were delivered; logs:\n{}",
+            accepted.len(),
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started.elapsed() >= POISON_AFTER);
+    assert_eq!(
+        service
+            .metric("equinix_receiver_events_poisoned_total")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        service
+            .metric("equinix_receiver_events_refused_total")
+            .await,
+        0.0
+    );
+    let kept = dead_letters(&dead_letter_path(&world));
+    assert_eq!(ids_of(&kept), set(&[&poison]), "{kept:#?}");
+    assert_eq!(kept[0]["answer"]["status"], 502, "{}", kept[0]);
+    assert!(
+        kept[0]["answer"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("502 Bad Gateway")),
+        "the last answer is kept: {}",
+        kept[0]
+    );
+    let warnings: Vec<String> = service
+        .logs()
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("direktiv.poisonAfter"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one WARN per poison event: {warnings:#?}"
+    );
+    assert!(warnings[0].contains(&poison), "{}", warnings[0]);
+    drop(service);
+
+    // The proxy is fixed: --redeliver-refused sends it.
+    world.direktiv.answer(|_, _| Reply::ok());
+    world.direktiv.clear();
+    let run = world
+        .run(&world.write_config(&text), &["--redeliver-refused"])
+        .await;
+    run.assert_code(0);
+    assert_eq!(world.direktiv.accepted_ids(), [poison]);
+    assert!(dead_letters(&dead_letter_path(&world)).is_empty());
+}
+
+#[tokio::test]
+async fn when_every_event_fails_nothing_is_kept_as_poison() {
+    let world = World::start().await;
+    world.metal.add(
+        &device_events_path(D1),
+        [
+            device_event(&eid(1), "provisioning.109", D1, ago(50)),
+            device_event(&eid(2), "provisioning.110", D1, ago(40)),
+        ],
+    );
+    world
+        .direktiv
+        .answer(|_, _| Reply::new(503).body("Direktiv is restarting"));
+    let text = world
+        .config(
+            &["startFrom: all", "pollInterval: 1s"],
+            &["poisonAfter: 10s"],
+        )
+        .replace("maxRetries: 2", "maxRetries: 0");
+    let mut service = Service::start(&text, world.dir.path()).await;
+    // Past the bound, both the event and the next one were tried and failed.
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    let posts = world.direktiv.posts();
+    assert!(
+        posts.iter().any(|p| p.event["id"] == eid(2).as_str()),
+        "the next event was never tried; logs:\n{}",
+        service.logs()
+    );
+    assert_eq!(
+        service
+            .metric("equinix_receiver_events_poisoned_total")
+            .await,
+        0.0
+    );
+    assert!(
+        !dead_letter_path(&world).exists() || dead_letters(&dead_letter_path(&world)).is_empty()
+    );
+}

@@ -119,6 +119,8 @@ impl Receiver {
             .env_remove("RUST_LOG")
             .env_remove("METAL_AUTH_TOKEN")
             .env_remove("DIREKTIV_TOKEN")
+            // The tests poll a local server faster than the 1 s minimum.
+            .env("EQUINIX_RECEIVER_ALLOW_FAST_POLL", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -147,11 +149,20 @@ impl Receiver {
 
     /// The status (0: no answer), content type and body of `GET path`.
     async fn get(&self, path: &str) -> (u16, String, String) {
+        self.get_accepting(path, None).await
+    }
+
+    /// [`Receiver::get`] with an `Accept` header.
+    async fn get_accepting(&self, path: &str, accept: Option<&str>) -> (u16, String, String) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        match client.get(self.url(path)).send().await {
+        let mut request = client.get(self.url(path));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let ty = response
@@ -240,6 +251,10 @@ fn state_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state.json")
 }
 
+/// The `Accept` header Prometheus sends when it scrapes.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
 /// Checks the Prometheus text: every sample line is `name{labels} value`
 /// with the receiver's prefix and a number.
 fn assert_parses(text: &str) {
@@ -270,10 +285,6 @@ fn assert_parses(text: &str) {
         samples += 1;
     }
     assert!(samples > 20, "too few samples:\n{text}");
-    assert!(
-        text.trim_end().ends_with("# EOF"),
-        "OpenMetrics text ends with # EOF"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -314,13 +325,34 @@ async fn endpoints_answer_before_and_after_the_first_sweep_and_metrics_move() {
     for link in ["/healthz", "/readyz", "/metrics"] {
         assert!(index.contains(link), "{index}");
     }
-    let (status, ty, text) = receiver.get("/metrics").await;
+    // Prometheus asks for OpenMetrics and gets it.
+    let (status, ty, text) = receiver
+        .get_accepting("/metrics", Some(PROMETHEUS_ACCEPT))
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         ty,
         "application/openmetrics-text; version=1.0.0; charset=utf-8"
     );
     assert_parses(&text);
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+    // curl (no Accept header, or */*) gets the text format 0.0.4, which
+    // `promtool check metrics` reads.
+    for accept in [None, Some("*/*")] {
+        let (status, ty, text) = receiver.get_accepting("/metrics", accept).await;
+        assert_eq!(status, 200);
+        assert_eq!(ty, "text/plain; version=0.0.4; charset=utf-8", "{accept:?}");
+        assert_parses(&text);
+        assert!(!text.contains("# EOF"), "{accept:?}");
+        assert!(
+            text.contains("# TYPE equinix_receiver_build_info gauge\n")
+                && text.contains("# TYPE equinix_receiver_events_delivered_total counter\n"),
+            "{text}"
+        );
+    }
     assert_eq!(
         receiver
             .metric("equinix_receiver_events_delivered_total")

@@ -9,7 +9,8 @@
 //!
 //! | Direktiv answered | [`Outcome`] | The caller should |
 //! |---|---|---|
-//! | 2xx | [`Outcome::Delivered`] | record the event as sent |
+//! | 2xx with an empty or JSON body | [`Outcome::Delivered`] | record the event as sent |
+//! | 2xx with a web page or other non-JSON body, or 204 (a proxy, not Direktiv) | [`Outcome::NotDirektiv`] | keep the event, stop sending: every event would be swallowed |
 //! | 409, or 400 with `Error appending CloudEvent to history` | [`Outcome::AlreadyDelivered`] | record it as sent |
 //! | no answer, timeout, 408, 429, 5xx | [`Outcome::Retryable`] | back off (honouring `retry_after`) and send again |
 //! | any other 4xx, a redirect | [`Outcome::Permanent`] | log, count, move on |

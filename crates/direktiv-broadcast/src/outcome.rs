@@ -33,7 +33,8 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Direktiv answered 2xx: the event is stored.
+    /// Direktiv answered 2xx with a body it could have sent (empty, or
+    /// JSON): the event is stored.
     Delivered,
     /// Direktiv already had this event: 409 (v0.7 to v0.8.6), or 400 whose
     /// body holds `Error appending CloudEvent to history` (v0.8.8+). As good
@@ -61,6 +62,21 @@ pub enum Outcome {
     Permanent {
         /// The HTTP status.
         status: u16,
+        /// The answer's body, trimmed to at most [`MAX_BODY_BYTES`].
+        body: String,
+    },
+    /// A 2xx that Direktiv did not send: a web page (an SSO proxy's login
+    /// page answers `200 text/html`), any other body that is not JSON, or a
+    /// `204 No Content`, which no Direktiv release answers to a broadcast
+    /// (success is `200` with an empty body). Something stands between the
+    /// receiver and Direktiv and swallowed the event: it is not delivered,
+    /// and every other event would be swallowed the same way
+    /// ([`Outcome::is_endpoint_refusal`]).
+    NotDirektiv {
+        /// The HTTP status (2xx).
+        status: u16,
+        /// The answer's `Content-Type`, trimmed, when it had one.
+        content_type: Option<String>,
         /// The answer's body, trimmed to at most [`MAX_BODY_BYTES`].
         body: String,
     },
@@ -108,10 +124,13 @@ impl Outcome {
         matches!(self, Self::Retryable { .. })
     }
 
-    /// Repeating the send will not help ([`Outcome::Permanent`] or
-    /// [`Outcome::Unsendable`]).
+    /// Repeating the send will not help ([`Outcome::Permanent`],
+    /// [`Outcome::NotDirektiv`] or [`Outcome::Unsendable`]).
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Permanent { .. } | Self::Unsendable { .. })
+        matches!(
+            self,
+            Self::Permanent { .. } | Self::NotDirektiv { .. } | Self::Unsendable { .. }
+        )
     }
 
     /// Direktiv refused the token: [`Outcome::Permanent`] with 401 (no or
@@ -133,7 +152,8 @@ impl Outcome {
     /// wrong), 401 or 403 (the token, see [`Outcome::is_auth_refusal`]), 404
     /// (no such namespace), 405 (not a broadcast endpoint), 407 (a proxy
     /// wants credentials) or 415 (the endpoint does not take this content
-    /// type). Sending any other event now would be refused the same way, so a
+    /// type), or [`Outcome::NotDirektiv`] (a proxy answered in Direktiv's
+    /// place). Sending any other event now would be refused the same way, so a
     /// caller stops sending until the configuration changes; the event itself
     /// is not at fault and should be kept to send again. Any other permanent
     /// refusal (400, 413, 422, ...) or [`Outcome::Unsendable`] concerns only
@@ -144,7 +164,7 @@ impl Outcome {
             Self::Permanent {
                 status: 300..=399 | 401 | 403 | 404 | 405 | 407 | 415,
                 ..
-            }
+            } | Self::NotDirektiv { .. }
         )
     }
 
@@ -157,13 +177,14 @@ impl Outcome {
     }
 
     /// A short lowercase label for metrics: `delivered`, `already_delivered`,
-    /// `retryable`, `permanent` or `unsendable`.
+    /// `retryable`, `permanent`, `not_direktiv` or `unsendable`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
             Self::AlreadyDelivered => "already_delivered",
             Self::Retryable { .. } => "retryable",
             Self::Permanent { .. } => "permanent",
+            Self::NotDirektiv { .. } => "not_direktiv",
             Self::Unsendable { .. } => "unsendable",
         }
     }
@@ -199,6 +220,26 @@ impl fmt::Display for Outcome {
                     write!(f, ": {body}")?;
                 }
                 Ok(())
+            }
+            Self::NotDirektiv {
+                status,
+                content_type,
+                ..
+            } => {
+                let content_type = content_type.as_deref().unwrap_or("no content type");
+                if *status == 204 {
+                    write!(
+                        f,
+                        "the endpoint answered HTTP 204 ({content_type}), which no Direktiv \
+                         release answers to a broadcast: a proxy in the way?"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "the endpoint answered a web page, not Direktiv (HTTP {status}, \
+                         {content_type}): a login or proxy in the way?"
+                    )
+                }
             }
             Self::Unsendable { reason } => write!(f, "not sent: {reason}"),
         }
@@ -252,7 +293,17 @@ pub(crate) fn classify_response(
 ) -> Outcome {
     let code = status.as_u16();
     if status.is_success() {
-        Outcome::Delivered
+        if from_direktiv(status, headers, body) {
+            Outcome::Delivered
+        } else {
+            Outcome::NotDirektiv {
+                status: code,
+                content_type: headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|value| trim_text(&String::from_utf8_lossy(value.as_bytes()), 128)),
+                body: trim_body(body),
+            }
+        }
     } else if status == StatusCode::CONFLICT
         || (status == StatusCode::BAD_REQUEST && body.contains(HISTORY_CONFLICT_MARKER))
     {
@@ -274,6 +325,30 @@ pub(crate) fn classify_response(
             body: trim_body(body),
         }
     }
+}
+
+/// Whether a 2xx could have come from Direktiv. Every supported release
+/// answers a broadcast with `200` and an empty body (design notes §3); a
+/// newer one might add a JSON body. So: not `204` (no release sends it, a
+/// proxy that drops requests does), not a `text/html` or XHTML page, and a
+/// body that is empty or parses as JSON.
+fn from_direktiv(status: StatusCode, headers: &HeaderMap, body: &str) -> bool {
+    if status == StatusCode::NO_CONTENT {
+        return false;
+    }
+    let essence = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase());
+    if matches!(
+        essence.as_deref(),
+        Some("text/html" | "application/xhtml+xml")
+    ) {
+        return false;
+    }
+    let body = body.trim();
+    body.is_empty() || serde_json::from_str::<serde_json::Value>(body).is_ok()
 }
 
 /// Classifies a failure before any answer arrived.
@@ -355,15 +430,20 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
 
 /// Whitespace-trimmed and cut to at most [`MAX_BODY_BYTES`] on a character boundary.
 pub(crate) fn trim_body(body: &str) -> String {
-    let body = body.trim();
-    if body.len() <= MAX_BODY_BYTES {
-        return body.to_owned();
+    trim_text(body, MAX_BODY_BYTES)
+}
+
+/// Whitespace-trimmed and cut to at most `max` bytes on a character boundary.
+fn trim_text(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.len() <= max {
+        return text.to_owned();
     }
-    let mut end = MAX_BODY_BYTES;
-    while !body.is_char_boundary(end) {
+    let mut end = max;
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &body[..end])
+    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]
@@ -380,10 +460,85 @@ mod tests {
         )
     }
 
+    fn classify_typed(code: u16, content_type: &str, body: &str) -> Outcome {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_str(content_type).unwrap(),
+        );
+        classify_response(
+            StatusCode::from_u16(code).unwrap(),
+            &headers,
+            body,
+            SystemTime::now(),
+        )
+    }
+
+    #[test]
+    fn a_2xx_is_delivered_only_with_a_body_direktiv_could_have_sent() {
+        assert_eq!(classify(200, ""), Outcome::Delivered);
+        assert_eq!(classify(200, " \n"), Outcome::Delivered);
+        assert_eq!(classify(202, ""), Outcome::Delivered);
+        assert_eq!(classify(200, "{}"), Outcome::Delivered);
+        assert_eq!(
+            classify_typed(200, "application/json; charset=utf-8", r#"{"ok":true}"#),
+            Outcome::Delivered
+        );
+        assert_eq!(
+            classify_typed(200, "text/plain; charset=utf-8", ""),
+            Outcome::Delivered
+        );
+
+        let page = "<!DOCTYPE html><html><body>Sign in</body></html>";
+        let login = classify_typed(200, "text/html; charset=utf-8", page);
+        assert_eq!(
+            login,
+            Outcome::NotDirektiv {
+                status: 200,
+                content_type: Some("text/html; charset=utf-8".into()),
+                body: page.into(),
+            }
+        );
+        assert!(login.is_endpoint_refusal() && !login.is_acknowledged());
+        assert_eq!(
+            login.to_string(),
+            "the endpoint answered a web page, not Direktiv (HTTP 200, text/html; \
+             charset=utf-8): a login or proxy in the way?"
+        );
+        // A page without a content type, an empty page typed HTML, plain text.
+        for outcome in [
+            classify(200, page),
+            classify_typed(200, "text/html", ""),
+            classify_typed(201, "text/plain", "OK"),
+            classify_typed(200, "application/json", "{\"truncated\": "),
+        ] {
+            assert!(
+                matches!(outcome, Outcome::NotDirektiv { .. }),
+                "{outcome:?}"
+            );
+            assert!(outcome.is_endpoint_refusal(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_204_is_a_proxy_because_no_direktiv_release_answers_it() {
+        let outcome = classify(204, "");
+        assert_eq!(
+            outcome,
+            Outcome::NotDirektiv {
+                status: 204,
+                content_type: None,
+                body: String::new(),
+            }
+        );
+        assert!(outcome.is_endpoint_refusal());
+        assert_eq!(outcome.label(), "not_direktiv");
+        assert!(outcome.to_string().contains("HTTP 204"), "{outcome}");
+    }
+
     #[test]
     fn status_codes_map_to_outcomes() {
         assert_eq!(classify(200, ""), Outcome::Delivered);
-        assert_eq!(classify(204, ""), Outcome::Delivered);
         assert_eq!(classify(409, "conflict"), Outcome::AlreadyDelivered);
         assert_eq!(
             classify(
@@ -422,7 +577,7 @@ mod tests {
         for code in [300, 301, 302, 307, 308, 401, 403, 404, 405, 407, 415] {
             assert!(classify(code, "").is_endpoint_refusal(), "{code}");
         }
-        for code in [200, 400, 402, 406, 409, 410, 413, 422, 429, 500, 503] {
+        for code in [200, 202, 400, 402, 406, 409, 410, 413, 422, 429, 500, 503] {
             assert!(!classify(code, "").is_endpoint_refusal(), "{code}");
         }
         let unsendable = Outcome::Unsendable {

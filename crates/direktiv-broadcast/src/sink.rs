@@ -229,7 +229,11 @@ impl Sink {
             status,
             elapsed: start.elapsed(),
         };
-        log(&delivery, &self.inner.auth_headers);
+        log(
+            &delivery,
+            &self.inner.endpoint_log,
+            &self.inner.auth_headers,
+        );
         delivery
     }
 
@@ -289,10 +293,24 @@ async fn read_limited(response: &mut reqwest::Response) -> reqwest::Result<Strin
     Ok(String::from_utf8_lossy(&buf).into_owned())
 }
 
-/// Logs how a send ended; a refused token names the headers it was sent in.
-fn log(delivery: &Delivery, auth_headers: &[AuthHeader]) {
+/// Logs how a send ended; a refused token names the headers it was sent in,
+/// and an answer that is not Direktiv's names the endpoint, status and
+/// content type at ERROR (an operator must act: a proxy swallows events).
+fn log(delivery: &Delivery, endpoint: &str, auth_headers: &[AuthHeader]) {
     let elapsed_ms = u64::try_from(delivery.elapsed.as_millis()).unwrap_or(u64::MAX);
     match &delivery.outcome {
+        outcome @ Outcome::NotDirektiv {
+            status,
+            content_type,
+            ..
+        } => tracing::error!(
+            outcome = outcome.label(),
+            endpoint,
+            status,
+            content_type = content_type.as_deref().unwrap_or(""),
+            elapsed_ms,
+            "{outcome}; the event was not delivered and stays pending"
+        ),
         outcome if outcome.is_auth_refusal() => tracing::warn!(
             outcome = outcome.label(),
             status = delivery.status,

@@ -114,12 +114,62 @@ fn string_ext(event: &Event, name: &str) -> String {
 
 #[tokio::test]
 async fn success_statuses_are_delivered() {
-    for code in [200, 202, 204] {
+    for code in [200, 202] {
         let delivery = deliver(ResponseTemplate::new(code)).await;
         assert_eq!(delivery.outcome, Outcome::Delivered, "{code}");
         assert_eq!(delivery.status, Some(code));
         assert!(delivery.outcome.is_acknowledged());
     }
+    // A newer Direktiv might answer JSON: still Direktiv.
+    let delivery = deliver(ResponseTemplate::new(200).set_body_json(json!({}))).await;
+    assert_eq!(delivery.outcome, Outcome::Delivered);
+}
+
+#[tokio::test]
+async fn a_login_page_answered_with_200_is_not_a_delivery() {
+    let page = "<!doctype html><html><head><title>Sign in</title></head>\
+                <body><form action=\"/sso/login\"></form></body></html>";
+    let delivery = deliver(
+        ResponseTemplate::new(200)
+            .set_body_raw(page.as_bytes().to_vec(), "text/html; charset=utf-8"),
+    )
+    .await;
+    assert!(
+        !delivery.outcome.is_acknowledged(),
+        "{:?}",
+        delivery.outcome
+    );
+    assert!(delivery.outcome.is_endpoint_refusal());
+    let Outcome::NotDirektiv {
+        status,
+        content_type,
+        body,
+    } = &delivery.outcome
+    else {
+        panic!("{:?}", delivery.outcome);
+    };
+    assert_eq!(*status, 200);
+    assert_eq!(content_type.as_deref(), Some("text/html; charset=utf-8"));
+    assert!(body.contains("Sign in"), "{body}");
+    assert!(
+        delivery
+            .outcome
+            .to_string()
+            .contains("a web page, not Direktiv"),
+        "{}",
+        delivery.outcome
+    );
+}
+
+#[tokio::test]
+async fn a_204_is_not_a_delivery_because_direktiv_never_answers_it() {
+    let delivery = deliver(ResponseTemplate::new(204)).await;
+    assert!(
+        matches!(delivery.outcome, Outcome::NotDirektiv { status: 204, .. }),
+        "{:?}",
+        delivery.outcome
+    );
+    assert!(delivery.outcome.is_endpoint_refusal());
 }
 
 #[tokio::test]

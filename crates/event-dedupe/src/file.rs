@@ -359,6 +359,10 @@ impl Tracker for FileTracker {
         Ok(())
     }
 
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.inner().core.align_start(api_now))
+    }
+
     async fn persist(&self) -> Result<()> {
         let writer = self.write.lock().await;
         self.write_locked(writer).await

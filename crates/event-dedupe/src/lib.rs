@@ -20,7 +20,9 @@
 //! - **Baseline.** Events created before the baseline are never sent. It is
 //!   fixed when the state is first created ([`Baseline::Now`] by default) and
 //!   kept across restarts, so events that happened while the receiver was down
-//!   are sent when it returns.
+//!   are sent when it returns. [`Baseline::Now`] is this host's clock when the
+//!   state is created; [`Tracker::align_start`] moves it onto the API's clock
+//!   once that is known, so a host clock that runs fast skips nothing.
 //! - **Bounded memory.** The state grows with the events of the overlap window
 //!   (default 10 minutes) behind the slowest live source, not with history.
 //!
@@ -325,6 +327,23 @@ pub trait Tracker: Send + Sync + std::fmt::Debug {
 
     /// Forgets a source (a deleted device) so it no longer holds back pruning.
     async fn forget_source(&self, source: &str) -> Result<()>;
+
+    /// Moves a start point that [`Baseline::Now`] resolved from this
+    /// tracker's [`Clock`] onto the API's clock, once `api_now` (the API's
+    /// time, from its `Date` header) is known: by the difference between the
+    /// two clocks, so that a host clock running fast does not skip the
+    /// events of the first minutes (or hours), nor a slow one send events
+    /// from before the start.
+    ///
+    /// Only a fresh state moves (no source, nothing delivered, the
+    /// baseline still the creation time), and only for a difference of a
+    /// second or more; afterwards the baseline no longer equals the creation
+    /// time, so a restart does not move it again. Returns the new baseline
+    /// when it moved. The default does nothing.
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let _ = api_now;
+        Ok(None)
+    }
 
     /// Makes the state durable, if the store has durability and anything
     /// changed. Call after each delivery batch and at shutdown.

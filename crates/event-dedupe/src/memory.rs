@@ -121,6 +121,10 @@ impl Tracker for MemoryTracker {
         Ok(())
     }
 
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.core().align_start(api_now))
+    }
+
     async fn persist(&self) -> Result<()> {
         Ok(())
     }

@@ -78,6 +78,10 @@ impl<T: Tracker> Tracker for ReadOnly<T> {
         self.0.forget_source(source).await
     }
 
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        self.0.align_start(api_now).await
+    }
+
     async fn persist(&self) -> Result<()> {
         Ok(())
     }

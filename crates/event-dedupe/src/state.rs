@@ -461,6 +461,30 @@ impl Core {
         self.prune(now);
     }
 
+    /// See [`Tracker::align_start`](crate::Tracker::align_start).
+    pub(crate) fn align_start(&mut self, api_now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let baseline = self.state.baseline?;
+        let fresh = self.state.sources.is_empty()
+            && self.state.delivered.is_empty()
+            && self.state.undated.is_empty()
+            && baseline == whole_second(self.state.created);
+        let skew = self.now() - in_range(api_now);
+        if !fresh || skew.num_seconds() == 0 {
+            return None;
+        }
+        let aligned = whole_second(minus(baseline, skew).min(LATEST));
+        tracing::info!(
+            host_start = %show(baseline),
+            api_start = %show(aligned),
+            skew_s = skew.num_seconds(),
+            "the start point was taken from this host's clock, which differs from the API's; \
+             it is moved onto the API's clock"
+        );
+        self.state.baseline = Some(aligned);
+        self.generation += 1;
+        Some(aligned)
+    }
+
     pub(crate) fn forget_source(&mut self, source: &str) {
         if let Some(removed) = self.state.sources.remove(source) {
             self.floors.remove(removed.floor);
@@ -620,6 +644,39 @@ mod tests {
         old.baseline = Some(now);
         let core = Core::new(old, &TrackerOptions::default());
         assert_eq!(core.check("device:a", "e1", Some(start)), Verdict::New);
+    }
+
+    #[test]
+    fn a_fresh_start_point_moves_onto_the_apis_clock_once() {
+        let host = Utc.with_ymd_and_hms(2024, 5, 1, 13, 0, 0).unwrap();
+        let api = host - TimeDelta::hours(1); // this host runs an hour fast
+        let clock = ManualClock::new(host);
+        let options = TrackerOptions::default().with_clock(Arc::new(clock.clone()));
+        let mut core = Core::new(State::new(Baseline::Now, host), &options);
+        // An event created at the API's start would be before a start taken
+        // from this host's clock.
+        let first = api + TimeDelta::seconds(5);
+        assert_eq!(
+            core.check("device:a", "e1", Some(first)),
+            Verdict::BeforeBaseline
+        );
+        assert_eq!(core.align_start(api), Some(api));
+        assert_eq!(core.check("device:a", "e1", Some(first)), Verdict::New);
+        // Once moved, it stays: a restart with the same skew does not move
+        // it again, nor does a later call.
+        let mut again = Core::new(core.state.clone(), &options);
+        assert_eq!(again.align_start(api), None);
+        assert_eq!(again.state.baseline, Some(api));
+        // Equal clocks, or a state that has settled something, never move.
+        let mut same = Core::new(State::new(Baseline::Now, host), &options);
+        assert_eq!(same.align_start(host + TimeDelta::milliseconds(400)), None);
+        let mut used = Core::new(State::new(Baseline::Now, host), &options);
+        used.advance_floor("device:a", host);
+        assert_eq!(used.align_start(api), None);
+        // A configured start point is the user's: never moved.
+        let at = host - TimeDelta::days(1);
+        let mut configured = Core::new(State::new(Baseline::At(at), host), &options);
+        assert_eq!(configured.align_start(api), None);
     }
 
     #[test]

@@ -603,7 +603,7 @@ impl Client {
     ///
     /// Any [`Error`] but [`Error::PaginationLoop`].
     pub async fn organization(&self, id: &OrganizationId) -> Result<Organization> {
-        let url = self.url(&["organizations", id.as_str()], None);
+        let url = self.url(&["organizations", id.as_str()], None)?;
         let path = path_of(&url);
         let fetched = self.fetch(Endpoint::Organization, &url, &path).await?;
         decode(&fetched.body, &path)
@@ -667,7 +667,7 @@ impl Client {
         )
     }
 
-    fn event_url(&self, scope: &EventScope, options: &ListOptions) -> Url {
+    fn event_url(&self, scope: &EventScope, options: &ListOptions) -> Result<Url> {
         match scope {
             EventScope::Organization(id) => {
                 self.url(&["organizations", id.as_str(), "events"], Some(options))
@@ -682,7 +682,21 @@ impl Client {
 
     /// The base URL with `segments` appended (each percent-encoded, so an id
     /// can never change the path) and the list options as the query.
-    fn url(&self, segments: &[&str], options: Option<&ListOptions>) -> Url {
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a segment that is `.` or `..` (an id from
+    /// an answer or the config): a URL path cannot carry it as a segment
+    /// (the URL standard removes it, in any encoding), so
+    /// `GET /organizations/..` would become `GET /organizations`. Every Metal
+    /// id is a UUID; such an id is refused rather than sent.
+    fn url(&self, segments: &[&str], options: Option<&ListOptions>) -> Result<Url> {
+        if let Some(dots) = segments.iter().find(|s| matches!(**s, "." | "..")) {
+            return Err(Error::InvalidUrl {
+                url: format!("{}/{}", self.inner.base, segments.join("/")),
+                reason: format!("the id `{dots}` cannot be a URL path segment"),
+            });
+        }
         let mut url = self.inner.base.clone();
         url.path_segments_mut()
             .expect("the base URL was checked to be a base")
@@ -709,7 +723,7 @@ impl Client {
                 query.append_pair("exclude", &options.exclude.join(","));
             }
         }
-        url
+        Ok(url)
     }
 
     /// Resolves a `meta.next` link against the page it came from.
@@ -1155,7 +1169,9 @@ mod tests {
         ];
         for (base, href, expected) in cases {
             let client = client(base);
-            let current = client.url(&["projects", "p", "events"], Some(&ListOptions::default()));
+            let current = client
+                .url(&["projects", "p", "events"], Some(&ListOptions::default()))
+                .unwrap();
             let next = client.resolve_next(&current, href).unwrap();
             assert_eq!(next.as_str(), expected, "base {base}, href {href}");
         }
@@ -1181,11 +1197,24 @@ mod tests {
     #[test]
     fn ids_cannot_escape_their_path_segment() {
         let client = client("http://h/metal/v1");
-        let url = client.url(&["devices", "../../x?y", "events"], None);
+        let url = client
+            .url(&["devices", "../../x?y", "events"], None)
+            .unwrap();
         assert_eq!(
             url.as_str(),
             "http://h/metal/v1/devices/..%2F..%2Fx%3Fy/events"
         );
+        let url = client.url(&["projects", "a/b", "devices"], None).unwrap();
+        assert_eq!(url.as_str(), "http://h/metal/v1/projects/a%2Fb/devices");
+        let url = client.url(&["devices", "%2e%2e", "events"], None).unwrap();
+        assert_eq!(url.as_str(), "http://h/metal/v1/devices/%252e%252e/events");
+        // A dot segment cannot be carried at all: refused, never shortened.
+        for dots in [".", ".."] {
+            let error = client
+                .url(&["organizations", dots, "projects"], None)
+                .unwrap_err();
+            assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+        }
     }
 
     #[test]
@@ -1196,14 +1225,14 @@ mod tests {
             include: vec!["a".into(), "b".into()],
             ..Default::default()
         };
-        let url = client.url(&["events"], Some(&opts));
+        let url = client.url(&["events"], Some(&opts)).unwrap();
         assert_eq!(url.query(), Some("per_page=1000&include=a%2Cb"));
         let opts = ListOptions {
             per_page: 0,
             ..Default::default()
         };
         assert_eq!(
-            client.url(&["events"], Some(&opts)).query(),
+            client.url(&["events"], Some(&opts)).unwrap().query(),
             Some("per_page=1")
         );
     }

@@ -171,12 +171,23 @@ impl<T> fmt::Debug for Pager<T> {
 }
 
 impl<T> Pager<T> {
-    pub(crate) fn new(client: Client, endpoint: Endpoint, first: Url, decode: Decoder<T>) -> Self {
+    /// A pager from `first`; when the first URL could not be built, a pager
+    /// whose first call returns that error and whose list then ends.
+    pub(crate) fn new(
+        client: Client,
+        endpoint: Endpoint,
+        first: Result<Url>,
+        decode: Decoder<T>,
+    ) -> Self {
+        let (next, pending) = match first {
+            Ok(url) => (Some(Next::Url(url)), None),
+            Err(error) => (None, Some(error)),
+        };
         Self {
             client,
             endpoint,
-            next: Some(Next::Url(first)),
-            pending: None,
+            next,
+            pending,
             visited: HashSet::new(),
             page_numbers: HashSet::new(),
             pages_read: 0,
@@ -749,7 +760,7 @@ mod tests {
         let mut pager: Pager<LazyEvent> = Pager::new(
             client,
             Endpoint::Events,
-            current.clone(),
+            Ok(current.clone()),
             decode_lazy_events,
         );
         pager.next = Some(Next::Link {

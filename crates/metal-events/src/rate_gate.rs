@@ -27,6 +27,8 @@ pub const MIN_PAUSE: Duration = Duration::from_secs(1);
 pub const MAX_GROWN_PAUSE: Duration = Duration::from_secs(60);
 /// The wait after a 429 that named none.
 pub const DEFAULT_RATE_LIMIT_WAIT: Duration = Duration::from_secs(30);
+/// The longest spacing a pace sets between two requests.
+const MAX_SPACING: Duration = Duration::from_secs(60 * 60);
 
 /// A pause shared by all API requests.
 ///
@@ -128,7 +130,11 @@ impl RateGate {
     pub async fn admit(&self) {
         self.wait().await;
         let Some(rate) = self.rate else { return };
-        let spacing = Duration::from_secs_f64(1.0 / rate);
+        // A rate below one request an hour is paced at one an hour: a
+        // spacing that no `Duration` or `Instant` can hold must not panic.
+        let spacing = Duration::try_from_secs_f64(1.0 / rate)
+            .unwrap_or(MAX_SPACING)
+            .min(MAX_SPACING);
         let slot = {
             let mut state = self.lock();
             let now = Instant::now();
@@ -222,6 +228,15 @@ mod tests {
         let _ = (a, b);
         assert_eq!(start.elapsed(), Duration::from_secs(30));
         assert_eq!(gate.paused_for(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rate_too_small_for_a_duration_paces_at_one_an_hour_without_a_panic() {
+        let gate = RateGate::with_rate(1e-300);
+        let start = Instant::now();
+        gate.admit().await;
+        gate.admit().await;
+        assert_eq!(start.elapsed(), MAX_SPACING);
     }
 
     #[tokio::test(start_paused = true)]

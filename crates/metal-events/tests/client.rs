@@ -383,7 +383,7 @@ async fn a_list_can_start_at_a_later_page() {
     assert!(!page.items.is_empty());
 }
 
-#[tokio::test(start_paused = true)]
+#[tokio::test]
 async fn the_api_clock_follows_the_date_header_not_this_hosts_clock() {
     let h = harness().await;
     assert_eq!(h.client.api_now(), None);
@@ -408,7 +408,10 @@ async fn the_api_clock_follows_the_date_header_not_this_hosts_clock() {
     );
     let skew = h.client.clock_skew().unwrap();
     assert!((skew.num_seconds() - 3600).abs() <= 2, "{skew}");
-    // It runs on with the monotonic clock (paused here) between answers.
+    // It runs on with the monotonic clock between answers (paused here,
+    // after the request: a paused clock would time the request out).
+    tokio::time::pause();
+    let at = h.client.api_now().unwrap();
     tokio::time::advance(Duration::from_secs(90)).await;
     let later = h.client.api_now().unwrap();
     assert_eq!((later - at).num_seconds(), 90);
@@ -1465,4 +1468,80 @@ async fn a_window_at_zero_pauses_every_client_sharing_the_gate_until_it_resets()
         .await;
     waiting.await.unwrap().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(500));
+}
+
+#[tokio::test]
+async fn ids_from_the_api_never_change_the_path_they_are_put_in() {
+    let h = harness().await;
+    let list = |key: &str, ids: &[&str]| {
+        let items: Vec<Value> = ids.iter().map(|id| json!({ "id": id })).collect();
+        ok_json(json!({ key: items, "meta": { "total": ids.len() } }).to_string())
+    };
+    Mock::given(method("GET"))
+        .and(path(format!("/metal/v1/organizations/{ORG}/projects")))
+        .respond_with(list("projects", &["a/b", "..", "."]))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/metal/v1/projects/a%2Fb/devices"))
+        .respond_with(list("devices", &["x/../y", ".."]))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/metal/v1/devices/x%2F..%2Fy/events"))
+        .respond_with(list("events", &[]))
+        .expect(1)
+        .mount(&h.server)
+        .await;
+
+    let projects = h
+        .client
+        .project_pages(&OrganizationId::new(ORG), &ListOptions::default())
+        .collect_all(1)
+        .await
+        .unwrap();
+    let mut devices = Vec::new();
+    for project in &projects {
+        let id = project.id.clone().unwrap();
+        let read = h
+            .client
+            .device_pages(&id, &ListOptions::default())
+            .collect_all(1)
+            .await;
+        match id.as_str() {
+            "a/b" => devices.extend(read.unwrap()),
+            // `/projects/../devices` would be `/devices`: refused unsent.
+            dots => assert!(
+                matches!(read, Err(Error::InvalidUrl { .. })),
+                "{dots}: {read:?}"
+            ),
+        }
+    }
+    for device in &devices {
+        let id = device.id.clone().unwrap();
+        let scope = EventScope::Device(id.clone());
+        let read = h
+            .client
+            .event_pages(&scope, &ListOptions::default())
+            .collect_all(1)
+            .await;
+        match id.as_str() {
+            "x/../y" => assert!(read.unwrap().is_empty()),
+            dots => assert!(
+                matches!(read, Err(Error::InvalidUrl { .. })),
+                "{dots}: {read:?}"
+            ),
+        }
+    }
+    let error = h
+        .client
+        .organization(&OrganizationId::new(".."))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidUrl { .. }), "{error}");
+    // Three requests, each on its own path; the catch-all saw none.
+    assert_eq!(h.records().len(), 3);
+    h.server.verify().await;
 }

@@ -75,6 +75,11 @@ pub struct MetalSimConfig {
     pub rate_limit: RateLimit,
     /// Faults at start; change them later with [`MetalSimHandle::set_faults`].
     pub faults: MetalFaults,
+    /// The API's clock minus this host's (positive: the API runs ahead).
+    /// New events are dated by the API's clock and every answer's `Date`
+    /// header tells it, as a real API whose clock is not the receiver's
+    /// host's. Default 0.
+    pub clock_offset: chrono::Duration,
 }
 
 impl Default for MetalSimConfig {
@@ -101,6 +106,7 @@ impl Default for MetalSimConfig {
             max_per_page: 1000,
             rate_limit: RateLimit::default(),
             faults: MetalFaults::default(),
+            clock_offset: chrono::Duration::zero(),
         }
     }
 }
@@ -240,6 +246,7 @@ struct Shared {
     org_lists_include_projects: bool,
     rate_limit: RateLimit,
     history_len: usize,
+    clock_offset: chrono::Duration,
     world: RwLock<World>,
     faults: Mutex<FaultState>,
     stats: Mutex<MetalStats>,
@@ -299,9 +306,12 @@ impl MetalSim {
             history_per_org: config.history_per_org,
             history_span: chrono::Duration::from_std(config.history_span)
                 .unwrap_or(chrono::Duration::days(7)),
-            history_end: config.history_end.unwrap_or_else(Utc::now),
+            history_end: config
+                .history_end
+                .unwrap_or_else(|| Utc::now() + config.clock_offset),
             project_share: config.project_event_share,
             org_share: config.org_event_share,
+            clock_offset: config.clock_offset,
         };
         let world = World::generate(&shape, rng);
         let history_len = world.events.len();
@@ -313,6 +323,7 @@ impl MetalSim {
             org_lists_include_projects: config.org_lists_include_projects,
             rate_limit: config.rate_limit,
             history_len,
+            clock_offset: config.clock_offset,
             world: RwLock::new(world),
             faults: Mutex::new(FaultState {
                 faults: config.faults.clone(),
@@ -494,6 +505,15 @@ async fn api(
         &headers,
     )
     .await;
+    let mut response = response;
+    let date = (Utc::now() + shared.clock_offset)
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    if let Ok(date) = HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, date);
+    }
     let mut stats = shared.stats.lock().expect("stats lock");
     stats.requests_total += 1;
     *stats.requests.entry(endpoint).or_default() += 1;
@@ -1156,6 +1176,40 @@ impl MetalSimHandle {
         };
         self.shared.emitted(1);
         Some(record)
+    }
+
+    /// Generates one event on the given device dated `created_at` (by the
+    /// API's clock; it may lie in the past), listed where its time puts it:
+    /// an event the API lists late. `None` if the device is unknown.
+    pub fn emit_device_event_at(
+        &self,
+        device_id: &str,
+        created_at: DateTime<Utc>,
+    ) -> Option<EventRecord> {
+        let record = {
+            let mut world = self.shared.world.write().expect("world lock");
+            let d = *world.device_by_id.get(device_id)?;
+            let i = world.emit_for_device_at(d, created_at);
+            world.record(i)
+        };
+        self.shared.emitted(1);
+        Some(record)
+    }
+
+    /// Moves a device event to `position` (1: the newest) of its device's
+    /// list, whatever its time: a list that is not newest first. False if
+    /// the event is unknown or belongs to no device.
+    pub fn list_device_event_at(&self, event_id: &str, position: usize) -> bool {
+        let mut world = self.shared.world.write().expect("world lock");
+        let Some(&i) = world.event_by_id.get(event_id) else {
+            return false;
+        };
+        world.list_at(i, position)
+    }
+
+    /// The API's clock now (this host's plus [`MetalSimConfig::clock_offset`]).
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.shared.clock_offset
     }
 
     /// Every event in the log, oldest first, history included.

@@ -286,6 +286,8 @@ pub(crate) struct WorldShape {
     pub(crate) history_end: DateTime<Utc>,
     pub(crate) project_share: f64,
     pub(crate) org_share: f64,
+    /// The API's clock minus this host's.
+    pub(crate) clock_offset: ChronoDuration,
 }
 
 /// Everything the Metal simulator serves.
@@ -304,6 +306,8 @@ pub(crate) struct World {
     org_share: f64,
     /// The newest `created_at` so far; new events never go back in time.
     last_created: DateTime<Utc>,
+    /// The API's clock minus this host's: new events are dated by it.
+    clock_offset: ChronoDuration,
     device_seq: usize,
 }
 
@@ -339,6 +343,7 @@ impl World {
             device_by_id: HashMap::new(),
             event_by_id: HashMap::new(),
             rng,
+            clock_offset: shape.clock_offset,
             project_share: shape.project_share,
             org_share: shape.org_share,
             last_created: shape.history_end,
@@ -581,7 +586,7 @@ impl World {
     /// Generates one new event now, on a random live device, project or the
     /// configured organization (the foreign one stays quiet).
     pub(crate) fn emit_random(&mut self) -> u32 {
-        let at = Utc::now().max(self.last_created);
+        let at = self.now().max(self.last_created);
         let home = 0;
         let projects = self.orgs[home as usize].projects.len();
         let dice: f64 = self.rng.random();
@@ -619,13 +624,19 @@ impl World {
         self.store(pending, SystemTime::now())
     }
 
-    /// Generates one event now for a given device.
-    pub(crate) fn emit_for_device(&mut self, device: u32) -> u32 {
-        let at = Utc::now().max(self.last_created);
+    /// The API's clock.
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.clock_offset
+    }
+
+    /// Generates one event for a given device dated `at` (which may lie in
+    /// the past: an event the API lists late), placed in every list where
+    /// its time puts it, as an API that lists by `created_at` does.
+    pub(crate) fn emit_for_device_at(&mut self, device: u32, at: DateTime<Utc>) -> u32 {
         let project = self.devices[device as usize].project;
         let org = self.projects[project as usize].org;
         let kind = pick(&mut self.rng, &DEVICE_LIFE);
-        self.store(
+        let i = self.store(
             Pending {
                 org,
                 project: Some(project),
@@ -634,13 +645,49 @@ impl World {
                 at,
             },
             SystemTime::now(),
-        )
+        );
+        let events = &self.events;
+        let place = |list: &mut Vec<u32>| {
+            if list.last() == Some(&i) {
+                list.pop();
+                let at = list.partition_point(|&e| {
+                    events[e as usize].created_at <= events[i as usize].created_at
+                });
+                list.insert(at, i);
+            }
+        };
+        place(&mut self.devices[device as usize].events);
+        place(&mut self.projects[project as usize].all_events);
+        place(&mut self.orgs[org as usize].all_events);
+        i
+    }
+
+    /// Moves event `i` to `position` (from 1, the newest) of its device's
+    /// list: a list out of order. False when it belongs to no device.
+    pub(crate) fn list_at(&mut self, i: u32, position: usize) -> bool {
+        let Some(device) = self.events[i as usize].device else {
+            return false;
+        };
+        let list = &mut self.devices[device as usize].events;
+        let Some(at) = list.iter().position(|&e| e == i) else {
+            return false;
+        };
+        list.remove(at);
+        let to = list.len().saturating_sub(position.saturating_sub(1));
+        list.insert(to, i);
+        true
+    }
+
+    /// Generates one event now for a given device.
+    pub(crate) fn emit_for_device(&mut self, device: u32) -> u32 {
+        let at = self.now().max(self.last_created);
+        self.emit_for_device_at(device, at)
     }
 
     /// Adds a device to a project now, with an `instance.created` event and
     /// its provisioning steps.
     pub(crate) fn create_device(&mut self, project: u32) -> u32 {
-        let at = Utc::now().max(self.last_created);
+        let at = self.now().max(self.last_created);
         let device = self.add_device(project, at);
         let org = self.projects[project as usize].org;
         let now = SystemTime::now();
@@ -671,7 +718,7 @@ impl World {
 
     /// Deletes a device: an `instance.deleted` event, then its lists answer 404.
     pub(crate) fn delete_device(&mut self, device: u32) {
-        let at = Utc::now().max(self.last_created);
+        let at = self.now().max(self.last_created);
         let project = self.devices[device as usize].project;
         let org = self.projects[project as usize].org;
         self.store(
@@ -764,6 +811,7 @@ mod tests {
             history_end: Utc.with_ymd_and_hms(2024, 5, 1, 0, 0, 0).unwrap(),
             project_share: 0.1,
             org_share: 0.1,
+            clock_offset: ChronoDuration::zero(),
         };
         World::generate(&shape, StdRng::seed_from_u64(3))
     }

@@ -15,6 +15,9 @@ use super::walker::Walker;
 use crate::settings::DirektivSettings;
 use crate::small_file;
 
+/// The default of `direktiv.poisonAfter`.
+const DEFAULT_POISON_AFTER: Duration = Duration::from_secs(15 * 60);
+
 /// A CA file larger than this is refused (the whole Mozilla bundle is about
 /// 220 KB).
 const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
@@ -33,6 +36,7 @@ impl Walker<'_> {
         let timeout = section.get("timeout");
         let concurrency = section.get("concurrency");
         let max_retries = section.get("maxRetries");
+        let poison_after = section.get("poisonAfter");
         let event_on_error = section.get("event-on-error");
         let error_event_interval = section.get("errorEventInterval");
         let type_prefix = section.get("typePrefix");
@@ -125,6 +129,7 @@ impl Walker<'_> {
         let timeout = self.duration(&timeout, Duration::from_secs(10), false);
         let concurrency = self.integer(&concurrency, 8, 1, 256);
         let max_retries = self.integer(&max_retries, 5, 0, 100);
+        let poison_after = self.poison_after(&poison_after);
         let event_on_error = self.boolean(&event_on_error, false);
         let error_event_interval =
             self.duration(&error_event_interval, Duration::from_secs(300), false);
@@ -139,10 +144,38 @@ impl Walker<'_> {
             timeout,
             concurrency: concurrency as usize,
             max_retries,
+            poison_after,
             event_on_error,
             error_event_interval,
             map_options,
         })
+    }
+
+    /// `direktiv.poisonAfter`: `0` (never), or from 10 s to 24 h. Shorter,
+    /// one slow answer would dead-letter an event that a retry delivers;
+    /// longer, a device's events wait behind a poison event for more than
+    /// a day.
+    fn poison_after(&mut self, field: &Field<'_>) -> Option<Duration> {
+        const MIN: Duration = Duration::from_secs(10);
+        const MAX: Duration = Duration::from_secs(24 * 60 * 60);
+        let value = self.duration(field, DEFAULT_POISON_AFTER, true);
+        if value.is_zero() {
+            return None;
+        }
+        if !(MIN..=MAX).contains(&value) {
+            self.problem(
+                &field.path,
+                field.line(),
+                format!(
+                    "{} is outside 10s to 24h: an event that fails while later events of its \
+                     device wait is kept as a dead letter after this long (`0` never keeps it; \
+                     the default is 15m)",
+                    super::units::format_duration(value)
+                ),
+            );
+            return Some(DEFAULT_POISON_AFTER);
+        }
+        Some(value)
     }
 
     /// `direktiv.typePrefix` and `direktiv.sourcePrefix`: checked once here so
@@ -242,7 +275,41 @@ mod tests {
     use metal_cloudevents::MapOptions;
     use secrecy::ExposeSecret;
 
-    use super::super::tests::{load, minimal_with, problems};
+    use super::super::tests::{MINIMAL, load, minimal_with, problems};
+
+    #[test]
+    fn poison_after_is_15m_by_default_0_for_never_and_otherwise_10s_to_24h() {
+        let poison_after = |yaml: &str| load(yaml).unwrap().settings.direktiv.poison_after;
+        assert_eq!(
+            poison_after(MINIMAL),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            poison_after(&minimal_with("direktiv", "poisonAfter: 20s")),
+            Some(std::time::Duration::from_secs(20))
+        );
+        assert_eq!(
+            poison_after(&minimal_with("direktiv", "poisonAfter: 0s")),
+            None
+        );
+        assert_eq!(
+            poison_after(&minimal_with("direktiv", "poisonAfter: 24h")),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        for bad in ["9s", "500ms", "25h"] {
+            let found = problems(&minimal_with("direktiv", &format!("poisonAfter: {bad}")));
+            assert_eq!(
+                found,
+                [format!(
+                    "direktiv.poisonAfter (line 5): {bad} is outside 10s to 24h: an event that \
+                     fails while later events of its device wait is kept as a dead letter after \
+                     this long (`0` never keeps it; the default is 15m)"
+                )]
+            );
+        }
+        let found = problems(&minimal_with("direktiv", "poisonAfter: 15"));
+        assert!(found[0].contains("a bare number has no unit"), "{found:?}");
+    }
 
     #[test]
     fn apikey_alone_is_sent_as_apikey_unless_auth_header_says_otherwise() {

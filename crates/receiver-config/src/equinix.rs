@@ -23,6 +23,29 @@ const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// The default of `equinix.coveredPollInterval` (when `maxPollInterval` is
 /// shorter).
 const DEFAULT_COVERED_POLL_INTERVAL: Duration = Duration::from_secs(600);
+/// The shortest `equinix.pollInterval`: a sweep a second already reads the
+/// project and organization lists 86,400 times a day. Shorter intervals
+/// served no deployment and, against an API without a rate limit, made
+/// hundreds of requests a second.
+pub(super) const MIN_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest `equinix.pollInterval` with [`FAST_POLL_ENV`] set: for the
+/// test harnesses and benchmarks, which poll local servers.
+const MIN_FAST_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// Set to `1`, this environment variable lets `equinix.pollInterval` go
+/// below 1 s (down to 10 ms). Only tests and benchmarks
+/// against local servers set it.
+pub const FAST_POLL_ENV: &str = "EQUINIX_RECEIVER_ALLOW_FAST_POLL";
+/// Below this `pollInterval`, without `equinix.requestRate`, a warning: the
+/// Metal API documents no number for its rate limit (it answers 429 with
+/// `X-RateLimit-*` headers), and a few lists every few seconds is already
+/// more than the old receiver's 5 to 10 s sweeps.
+const WARN_POLL_INTERVAL: Duration = Duration::from_secs(5);
+/// `equinix.requestRate`'s range, requests per second. Below one request
+/// every 10 s, reading even one project's lists takes minutes a sweep (and
+/// `1e-300` overflowed the pacing); above 1,000 a second the pace is no
+/// limit at all (the API's own `X-RateLimit-*` headers still apply).
+const REQUEST_RATE_RANGE: (f64, f64) = (0.1, 1000.0);
+
 /// The longest `maxPollInterval` and `coveredPollInterval`: half the
 /// tracker's source expiry (6 h), which forgets a list whose floor does not
 /// move for that long.
@@ -90,7 +113,7 @@ impl Walker<'_> {
             self.warnings.push(warning);
         }
 
-        let poll_interval = self.duration(&poll_interval, Duration::from_secs(10), false);
+        let poll_interval = self.poll_interval(&poll_interval);
         // Unset, each interval is its default or the one before it, whichever
         // is longer: a long `pollInterval` alone stays valid.
         let max_poll_interval = self.at_least(
@@ -105,7 +128,16 @@ impl Walker<'_> {
             ("equinix.maxPollInterval", max_poll_interval),
             "set it to `equinix.maxPollInterval` or longer",
         );
-        let request_rate = self.positive_number(&request_rate, "requests per second, such as `5`");
+        let request_rate = self.request_rate(&request_rate);
+        if poll_interval < WARN_POLL_INTERVAL && request_rate.is_none() {
+            self.warnings.push(format!(
+                "equinix.pollInterval is {} and equinix.requestRate is not set: project, \
+                 organization and active device lists are read that often; the Metal API's rate \
+                 limit is not documented, so set equinix.requestRate (such as `5`) to stay \
+                 under it",
+                format_duration(poll_interval)
+            ));
+        }
         let per_page = self.integer(&per_page, 100, 1, 1000);
         let max_pages = self.integer(&max_pages, 10, 1, 10_000);
         let concurrency = self.integer(&concurrency, 8, 1, 256);
@@ -164,23 +196,84 @@ impl Walker<'_> {
                 None
             }
             Some(n) if n.value == Value::Null => {
-                self.problem(&field.path, n.line, "is empty: set it to your organization's UUID");
+                self.problem(
+                    &field.path,
+                    n.line,
+                    "is empty: set it to your organization's UUID",
+                );
                 None
             }
             Some(n) => self
                 .nonempty_string(field, "set it to your organization's UUID")
                 .filter(|id| {
-                    let bad = id.starts_with('<') || id.chars().any(|c| c.is_whitespace() || c == '/');
-                    if bad {
+                    // Every Metal id is a UUID; the id goes into URL paths.
+                    let ok = is_uuid(id);
+                    if !ok {
                         self.problem(
                             &field.path,
                             n.line,
-                            format!("`{id}` is not an organization id: set it to your organization's UUID"),
+                            format!(
+                                "`{id}` is not an organization id: set it to your \
+                                 organization's UUID, such as \
+                                 `7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00` (Metal console, \
+                                 Organization settings)"
+                            ),
                         );
                     }
-                    !bad
-                }),
+                    ok
+                })
+                // Metal writes its ids in lowercase; a UUID is the same in
+                // either case, and the CloudEvents' `orgid` matches the API's.
+                .map(|id| id.to_ascii_lowercase()),
         }
+    }
+
+    /// `equinix.pollInterval`: at least [`MIN_POLL_INTERVAL`], or 10 ms
+    /// with [`FAST_POLL_ENV`] set.
+    fn poll_interval(&mut self, field: &Field<'_>) -> Duration {
+        let default = Duration::from_secs(10);
+        let value = self.duration(field, default, false);
+        let fast = (self.env)(FAST_POLL_ENV).is_some_and(|v| v.trim() == "1");
+        let floor = if fast {
+            MIN_FAST_POLL_INTERVAL
+        } else {
+            MIN_POLL_INTERVAL
+        };
+        if value >= floor {
+            return value;
+        }
+        self.problem(
+            &field.path,
+            field.line(),
+            format!(
+                "{} is shorter than {}: every sweep reads the project and organization lists, \
+                 so a shorter interval only adds load on the Metal API; set it to `1s` or longer \
+                 (the default is `10s`)",
+                format_duration(value),
+                format_duration(floor)
+            ),
+        );
+        default
+    }
+
+    /// `equinix.requestRate`, within [`REQUEST_RATE_RANGE`]; `None` when unset.
+    fn request_rate(&mut self, field: &Field<'_>) -> Option<f64> {
+        const EXPECTED: &str = "requests per second, such as `5`";
+        let rate = self.positive_number(field, EXPECTED)?;
+        let (min, max) = REQUEST_RATE_RANGE;
+        if (min..=max).contains(&rate) {
+            return Some(rate);
+        }
+        self.problem(
+            &field.path,
+            field.line(),
+            format!(
+                "must be between {min} and {max} {EXPECTED}, got {rate:?}: below one request \
+                 every 10 s a sweep takes minutes, above {max} it limits nothing; leave it out \
+                 for no limit"
+            ),
+        );
+        None
     }
 
     fn event_types(&mut self, field: &Field<'_>) -> EventTypes {
@@ -315,6 +408,16 @@ impl Walker<'_> {
     }
 }
 
+/// `8-4-4-4-12` hexadecimal digits, as every Metal id is written.
+fn is_uuid(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 36
+        && bytes.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+}
+
 impl Walker<'_> {
     /// A duration no shorter than `floor` (the key named, and its value);
     /// `default` when unset.
@@ -360,7 +463,114 @@ impl Walker<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{load, minimal_with, problems};
+    use super::super::tests::{MINIMAL, load, load_with_env, minimal_with, problems};
+    use super::*;
+
+    #[test]
+    fn the_organization_id_is_a_uuid() {
+        assert!(is_uuid("7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00"));
+        assert!(is_uuid("7B1E3A52-4C55-4A1E-9F0B-2A8C5D3E1F00"));
+        let upper = MINIMAL.replace(
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00",
+            "7B1E3A52-4C55-4A1E-9F0B-2A8C5D3E1F00",
+        );
+        assert_eq!(
+            load(&upper).unwrap().settings.equinix.organization_id,
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00"
+        );
+        let org = "organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00";
+        for value in [
+            "'..'",
+            "a/b",
+            "x",
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f0",
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00x",
+            "7b1e3a52x4c55-4a1e-9f0b-2a8c5d3e1f00",
+            "7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f0g",
+            "'{7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00}'",
+        ] {
+            let found = problems(&MINIMAL.replace(org, &format!("organizationId: {value}")));
+            assert_eq!(found.len(), 1, "{value}: {found:?}");
+            assert!(
+                found[0].starts_with("equinix.organizationId (line 2): `")
+                    && found[0].contains("is not an organization id"),
+                "{value}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn request_rate_is_between_a_tenth_and_a_thousand() {
+        for ok in ["0.1", "5", "1000"] {
+            let e = load(&minimal_with("equinix", &format!("requestRate: {ok}")))
+                .unwrap()
+                .settings
+                .equinix;
+            assert_eq!(e.request_rate, Some(ok.parse().unwrap()), "{ok}");
+        }
+        for bad in ["1e-300", "0.09", "1001", "1e300"] {
+            let found = problems(&minimal_with("equinix", &format!("requestRate: {bad}")));
+            assert_eq!(found.len(), 1, "{bad}: {found:?}");
+            assert!(
+                found[0].starts_with("equinix.requestRate (line 2): must be between 0.1 and 1000"),
+                "{bad}: {found:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn poll_interval_is_a_second_or_more_unless_tests_ask_for_less() {
+        for bad in ["1ms", "999ms"] {
+            let found = problems(&minimal_with("equinix", &format!("pollInterval: {bad}")));
+            assert_eq!(
+                found,
+                [format!(
+                    "equinix.pollInterval (line 2): {bad} is shorter than 1s: every sweep reads \
+                     the project and organization lists, so a shorter interval only adds load \
+                     on the Metal API; set it to `1s` or longer (the default is `10s`)"
+                )]
+            );
+        }
+        let loaded = load(&minimal_with("equinix", "pollInterval: 1s")).unwrap();
+        assert_eq!(
+            loaded.settings.equinix.poll_interval,
+            Duration::from_secs(1)
+        );
+        assert!(
+            loaded
+                .warnings
+                .iter()
+                .any(|w| w.contains("equinix.requestRate is not set")),
+            "{:?}",
+            loaded.warnings
+        );
+        // With a pace set, or at the default interval, no warning.
+        for quiet in [
+            minimal_with(
+                "equinix",
+                "pollInterval: 1s
+  requestRate: 5",
+            ),
+            MINIMAL.to_owned(),
+        ] {
+            let loaded = load(&quiet).unwrap();
+            assert!(
+                !loaded.warnings.iter().any(|w| w.contains("requestRate")),
+                "{:?}",
+                loaded.warnings
+            );
+        }
+        // The escape hatch of the test harnesses: down to 10 ms.
+        let yaml = minimal_with("equinix", "pollInterval: 100ms");
+        let loaded = load_with_env(&yaml, &[(FAST_POLL_ENV, "1")]).unwrap();
+        assert_eq!(
+            loaded.settings.equinix.poll_interval,
+            Duration::from_millis(100)
+        );
+        let yaml = minimal_with("equinix", "pollInterval: 1ms");
+        assert!(load_with_env(&yaml, &[(FAST_POLL_ENV, "1")]).is_err());
+        assert!(load_with_env(&yaml, &[(FAST_POLL_ENV, "0")]).is_err());
+    }
 
     #[test]
     fn event_types_are_patterns_and_a_bad_one_names_its_line() {

@@ -67,6 +67,7 @@ mod walker;
 use std::fmt;
 use std::path::Path;
 
+pub use self::equinix::FAST_POLL_ENV;
 pub use self::settings::Settings;
 pub use self::summary::summary;
 use self::walker::Walker;

@@ -278,7 +278,7 @@ mod tests {
                 "direktiv",
                 "`endpoint`, `token`, `tokenFile`, `apikey`, `authHeader`, \
                  `insecureSkipVerify`, `caFile`, `timeout`, `concurrency`, `maxRetries`, \
-                 `event-on-error`, `errorEventInterval`, `typePrefix`, `sourcePrefix`",
+                 `poisonAfter`, `event-on-error`, `errorEventInterval`, `typePrefix`, `sourcePrefix`",
             ),
             (
                 "state",
@@ -339,7 +339,8 @@ mod tests {
         // A flow mapping puts several keys on one line: the unknown key of a
         // section comes before the bad values of that section, and the
         // sections follow the walk (the top first, then equinix, direktiv).
-        let yaml = "equinix: {organizationId: x, packetAuthToken: t, perPage: 0, bogus: 1}\n\
+        let yaml = "equinix: {organizationId: 7b1e3a52-4c55-4a1e-9f0b-2a8c5d3e1f00, \
+                    packetAuthToken: t, perPage: 0, bogus: 1}\n\
                     direktiv: {endpoint: \"ftp://h\", timeout: 1, nope: 2}\n\
                     sever: {listen: x}\n";
         let found = problems(yaml);

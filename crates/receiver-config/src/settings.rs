@@ -68,6 +68,7 @@ impl Settings {
             .with_api_concurrency(e.concurrency)
             .with_delivery_concurrency(d.concurrency)
             .with_max_retries(d.max_retries)
+            .with_poison_after(d.poison_after)
             .with_overlap(self.state.overlap)
             .with_error_events(d.event_on_error.then_some(d.error_event_interval))
             .with_event_types(e.event_types.clone())
@@ -172,6 +173,10 @@ pub struct DirektivSettings {
     pub concurrency: usize,
     /// `direktiv.maxRetries`, default 5: retries of one event within a sweep.
     pub max_retries: u32,
+    /// `direktiv.poisonAfter`, default 15 min (`None`: `0`, never): how long
+    /// an event may fail with retryable answers while later events of its
+    /// device wait, before it is kept as a dead letter.
+    pub poison_after: Option<Duration>,
     /// `direktiv.event-on-error`, default false.
     pub event_on_error: bool,
     /// `direktiv.errorEventInterval`, default 5 min.

@@ -168,7 +168,7 @@ mod tests {
     #[test]
     fn the_known_keys_are_those_the_sections_read() {
         let keys = super::known_keys();
-        assert_eq!(keys.len(), 45, "{keys:?}");
+        assert_eq!(keys.len(), 46, "{keys:?}");
         assert_eq!(
             keys[..3],
             [

@@ -221,6 +221,26 @@ impl DeadLetters {
     ///
     /// The file could not be written; nothing changed, in memory or on disk.
     pub async fn keep(&self, entry: Entry) -> Result<()> {
+        self.keep_counted(entry, &self.metrics.events_refused).await
+    }
+
+    /// [`DeadLetters::keep`] for a poison event: one that failed with
+    /// retryable answers for `direktiv.poisonAfter` while later events of
+    /// its device waited. Counted in `events_poisoned`, not `events_refused`.
+    ///
+    /// # Errors
+    ///
+    /// The file could not be written; nothing changed, in memory or on disk.
+    pub async fn keep_poisoned(&self, entry: Entry) -> Result<()> {
+        self.keep_counted(entry, &self.metrics.events_poisoned)
+            .await
+    }
+
+    async fn keep_counted(
+        &self,
+        entry: Entry,
+        counter: &prometheus_client::metrics::counter::Counter,
+    ) -> Result<()> {
         let entry = self.scrubbed(entry);
         let mut entries = self.entries.lock().await;
         let mut next = entries.clone();
@@ -229,7 +249,7 @@ impl DeadLetters {
         let dropped = trim(&mut next, self.max);
         self.write(&next).await?;
         *entries = next;
-        self.metrics.events_refused.inc();
+        counter.inc();
         self.dropped(&dropped);
         self.set_gauge(entries.len());
         Ok(())

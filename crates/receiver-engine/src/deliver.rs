@@ -79,6 +79,10 @@ pub enum Delivered {
         /// ([`Outcome::is_endpoint_refusal`]), or stdout cannot be written:
         /// stop delivering for this sweep.
         blocks_all: bool,
+        /// The answer came from something in front of Direktiv
+        /// ([`Outcome::NotDirektiv`]): an error event sent there would be
+        /// swallowed the same way.
+        not_direktiv: bool,
     },
     /// Not delivered because the receiver is shutting down: the wait before
     /// a retry was cut short. The event stays new; this is not a problem to
@@ -162,6 +166,7 @@ impl Target {
                             reason: format!("{}; retries ran out", delivery.outcome),
                             status: delivery.status,
                             blocks_all: false,
+                            not_direktiv: false,
                         };
                     };
                     let wait = delay
@@ -189,12 +194,25 @@ impl Target {
                             reason,
                             status: delivery.status,
                             blocks_all: true,
+                            not_direktiv: false,
                         }
                     } else {
                         Delivered::Rejected {
                             reason,
                             answer: Answer::from_outcome(&delivery.outcome),
                         }
+                    };
+                }
+                Outcome::NotDirektiv { .. } => {
+                    // Not an answer from Direktiv: the event is not at
+                    // fault, and every other event would meet the same
+                    // proxy. Stop the sweep; the event stays pending.
+                    metrics.delivery_failure(FailureReason::Permanent, code);
+                    return Delivered::Deferred {
+                        reason: delivery.outcome.to_string(),
+                        status: delivery.status,
+                        blocks_all: true,
+                        not_direktiv: true,
                     };
                 }
                 ref other => {
@@ -265,6 +283,7 @@ fn print_event(stdout: &ScrubbedStdout, event: &cloudevents::Event) -> Delivered
             reason: format!("writing to stdout failed: {error}"),
             status: None,
             blocks_all: true,
+            not_direktiv: false,
         },
     }
 }
@@ -337,12 +356,28 @@ mod tests {
                     outcome,
                     Delivered::Deferred {
                         blocks_all: true,
+                        not_direktiv: false,
                         ..
                     }
                 ),
                 "{code}: {outcome:?}"
             );
         }
+        // A 204 is not what Direktiv answers: a proxy swallowed the event.
+        let (_server, target) = direktiv_answering(204).await;
+        let outcome = target.deliver(&event(), 0, &metrics, &stop).await;
+        assert!(
+            matches!(
+                outcome,
+                Delivered::Deferred {
+                    blocks_all: true,
+                    not_direktiv: true,
+                    status: Some(204),
+                    ..
+                }
+            ),
+            "204: {outcome:?}"
+        );
         for code in [400, 413, 422] {
             let (_server, target) = direktiv_answering(code).await;
             let outcome = target.deliver(&event(), 0, &metrics, &stop).await;

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use crate::inventory::Inventory;
 use crate::scrub::Scrubber;
 use crate::source_key::SourceKey;
-use crate::sweep::SweepReport;
+use crate::sweep::{DeliveryProblemKind, SweepReport};
 
 /// The CloudEvent type of an error event.
 pub(crate) const ERROR_EVENT_TYPE: &str = "equinix.receiver.error";
@@ -309,8 +309,11 @@ pub(crate) fn from_sweep(report: &SweepReport, inventory: &Inventory) -> Vec<Occ
             });
         }
     }
+    // A proxy answering in Direktiv's place would swallow the error event
+    // too: the ERROR log line and the metrics report it instead.
     if let Some(problem) = &report.first_delivery_problem
         && problem.is_permanent()
+        && problem.kind != DeliveryProblemKind::NotDirektiv
     {
         found.push(Occurrence {
             kind: ErrorKind::DeliveryPermanent,
@@ -355,7 +358,7 @@ mod tests {
     use metal_events::{DeviceId, ProjectId};
 
     use super::*;
-    use crate::sweep::{DeliveryProblem, DeliveryProblemKind, ListProblem};
+    use crate::sweep::{DeliveryProblem, ListProblem};
 
     fn occurrence(kind: ErrorKind, target: &str) -> Occurrence {
         Occurrence {
@@ -544,6 +547,17 @@ mod tests {
             ..SweepReport::default()
         };
         assert!(from_sweep(&kept_failed, &inventory).is_empty());
+        // A proxy answering in Direktiv's place would swallow the error
+        // event too: none is made.
+        let proxy = SweepReport {
+            first_delivery_problem: Some(DeliveryProblem::new(
+                DeliveryProblemKind::NotDirektiv,
+                Some(200),
+                "the endpoint answered a web page, not Direktiv".to_owned(),
+            )),
+            ..SweepReport::default()
+        };
+        assert!(from_sweep(&proxy, &inventory).is_empty());
     }
 
     #[test]

@@ -129,6 +129,12 @@ const STALENESS_BUCKETS: [f64; 15] = [
     0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0, 45.0, 60.0, 90.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
 ];
 
+/// The buckets of `events_listed_late_seconds`, in seconds: from a few
+/// seconds to past the default overlap window.
+const LATE_BUCKETS: [f64; 11] = [
+    5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+];
+
 /// The `endpoint` and `code` labels of an API request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ApiLabels {
@@ -262,7 +268,7 @@ pub struct Metrics {
     pub events_already_delivered: Counter,
     /// Events that cannot become a CloudEvent (no id or no type): `equinix_receiver_events_unmappable`.
     pub events_unmappable: Counter,
-    /// New events dated more than a minute past this host's clock: `equinix_receiver_events_future_dated`.
+    /// New events dated more than a minute past the API's clock (its `Date`): `equinix_receiver_events_future_dated`.
     pub events_future_dated: Counter,
     /// New events not sent because their type matches no pattern of `equinix.eventTypes`: `equinix_receiver_events_filtered`.
     pub events_filtered: Counter,
@@ -293,6 +299,22 @@ pub struct Metrics {
     pub list_staleness: Histogram,
     /// Event lists by cadence band: `equinix_receiver_lists`.
     pub lists: Family<BandLabel, Gauge>,
+    /// List reads the page cap ended before the settled part (the next
+    /// read goes on below): `equinix_receiver_lists_capped`.
+    pub lists_capped: Counter,
+    /// List reads that found the list not newest first: `equinix_receiver_lists_out_of_order`.
+    pub lists_out_of_order: Counter,
+    /// Event lists not read to their settled part for longer than three
+    /// times `maxPollInterval`: `equinix_receiver_lists_stalled`.
+    pub lists_stalled: Gauge,
+    /// New events a list showed after a complete read of it, taken after
+    /// their `created_at`, had not: `equinix_receiver_events_listed_late`.
+    pub events_listed_late: Counter,
+    /// How late those events were listed (first seen minus `created_at`,
+    /// by the API's clock): `equinix_receiver_events_listed_late_seconds`.
+    pub events_listed_late_seconds: Histogram,
+    /// This host's clock minus the API's (its `Date` header): `equinix_receiver_clock_skew_seconds`.
+    pub clock_skew: Gauge<f64, AtomicU64>,
     /// Operational errors by kind: `equinix_receiver_errors`.
     pub(crate) errors: Family<KindLabel, Counter>,
     /// equinix.receiver.error CloudEvents sent to Direktiv: `equinix_receiver_error_events_sent`.
@@ -303,6 +325,8 @@ pub struct Metrics {
     pub dead_letter_events: Gauge,
     /// Events Direktiv refused for good and kept in the dead-letter store: `equinix_receiver_events_refused`.
     pub events_refused: Counter,
+    /// Events kept in the dead-letter store after failing with retryable answers for direktiv.poisonAfter while later events of their device waited: `equinix_receiver_events_poisoned`.
+    pub events_poisoned: Counter,
     /// Refused events dropped from the full dead-letter store (oldest first): `equinix_receiver_dead_letter_dropped`.
     pub dead_letter_dropped: Counter,
     /// 1 while this replica holds its organization's lease (high availability), else 0: `equinix_receiver_leader`.
@@ -353,11 +377,18 @@ impl Metrics {
             inventory_devices: Gauge::default(),
             list_staleness: Histogram::new(STALENESS_BUCKETS),
             lists: Family::default(),
+            lists_capped: Counter::default(),
+            lists_out_of_order: Counter::default(),
+            lists_stalled: Gauge::default(),
+            events_listed_late: Counter::default(),
+            events_listed_late_seconds: Histogram::new(LATE_BUCKETS),
+            clock_skew: Gauge::default(),
             errors: Family::default(),
             error_events_sent: Counter::default(),
             state_persist_failures: Counter::default(),
             dead_letter_events: Gauge::default(),
             events_refused: Counter::default(),
+            events_poisoned: Counter::default(),
             dead_letter_dropped: Counter::default(),
             leader: Gauge::default(),
             lease_transitions: Counter::default(),
@@ -458,7 +489,7 @@ impl Metrics {
         );
         r.register(
             "events_future_dated",
-            "New events dated more than a minute past this host's clock (delivered; their date \
+            "New events dated more than a minute past the API's own clock (delivered; their date \
              never settles a list)",
             self.events_future_dated.clone(),
         );
@@ -535,6 +566,41 @@ impl Metrics {
             "Event lists by cadence band (hot, cooling, max, covered)",
             self.lists.clone(),
         );
+        r.register(
+            "lists_capped",
+            "List reads the page cap (equinix.maxPages) ended before the settled part; the next \
+             read goes on where it stopped",
+            self.lists_capped.clone(),
+        );
+        r.register(
+            "lists_out_of_order",
+            "List reads that found the list not newest first (read on to a page wholly below its \
+             settled line)",
+            self.lists_out_of_order.clone(),
+        );
+        r.register(
+            "lists_stalled",
+            "Event lists not read to their settled part for longer than three times \
+             equinix.maxPollInterval (failing, cut by the page cap, or waiting on the request budget)",
+            self.lists_stalled.clone(),
+        );
+        r.register(
+            "events_listed_late",
+            "New events that a complete read of their list, taken after their created_at, did \
+             not show",
+            self.events_listed_late.clone(),
+        );
+        r.register(
+            "events_listed_late_seconds",
+            "How late the API listed an event: first seen minus created_at, by the API's clock",
+            self.events_listed_late_seconds.clone(),
+        );
+        r.register(
+            "clock_skew_seconds",
+            "This host's clock minus the Metal API's (from its Date header); floors and the start \
+             point follow the API's clock",
+            self.clock_skew.clone(),
+        );
         r.register("errors", "Operational errors by kind", self.errors.clone());
         r.register(
             "error_events_sent",
@@ -555,6 +621,12 @@ impl Metrics {
             "events_refused",
             "Events Direktiv refused for good and kept in the dead-letter store",
             self.events_refused.clone(),
+        );
+        r.register(
+            "events_poisoned",
+            "Events kept in the dead-letter store after failing with retryable answers for \
+             direktiv.poisonAfter while later events of their device waited",
+            self.events_poisoned.clone(),
         );
         r.register(
             "dead_letter_dropped",
@@ -635,6 +707,25 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Every metric in the format the `Accept` header asks for: OpenMetrics
+    /// when it names `application/openmetrics-text` (as Prometheus does),
+    /// else the Prometheus text format 0.0.4. Returns the content type and
+    /// the body.
+    pub fn encode_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        use crate::exposition::{
+            OPENMETRICS_CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE, accepts_openmetrics,
+            to_prometheus_text,
+        };
+        if accepts_openmetrics(accept) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode())
+        } else {
+            (
+                PROMETHEUS_TEXT_CONTENT_TYPE,
+                to_prometheus_text(&self.encode()),
+            )
+        }
     }
 }
 

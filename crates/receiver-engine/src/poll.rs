@@ -9,25 +9,32 @@
 //!
 //! | State | Input | Next state | Effect |
 //! |---|---|---|---|
-//! | start | list has a settled line, `per_page` > 10 | `Probing` | first page of 10 events |
-//! | start | otherwise | `Reading` | first page of `per_page` |
-//! | `Probing`, `Reading` | page reaches the settled line (list newest first so far) | `Done(Complete)` | |
-//! | `Probing`, `Reading` | the last page, or no page | `Done(Complete)` | |
-//! | `Probing` | page does not reach the line | `Reading` | `Restart`: page 1 again at `per_page` |
+//! | start | | `Reading` | page 1 (or the [`Resume`] page) at `per_page` |
+//! | `Reading` | page reaches the settled line | `Done(Complete)` | |
+//! | `Reading` | the last page, or no page | `Done(Complete)` | |
+//! | `Reading` | a resumed read's first page lies wholly below its marker | `Reading` | `StepBack`: the page before it |
 //! | `Reading` | page; page cap reached | `Done(Partial)` | `Capped` |
 //! | `Reading` | page | `Reading`, fresh attempts | |
-//! | `Probing`, `Reading` | 429, an attempt left | the same, one attempt used | (the client's rate gate pauses) |
-//! | `Probing`, `Reading` | retryable error, an attempt left | `Backoff { wait, then }` | `Retry` (logged) |
-//! | `Probing`, `Reading` | other error, or no attempt left | `Done(Partial)` | `Fail`: the list's error |
+//! | `Reading` | 429, an attempt left | the same, one attempt used | (the client's rate gate pauses) |
+//! | `Reading` | retryable error, an attempt left | `Backoff { wait, then }` | `Retry` (logged) |
+//! | `Reading` | other error, or no attempt left | `Done(Partial)` | `Fail`: the list's error |
 //! | `Backoff` | waited | `then`: the same page again | |
 //! | any but `Done` | cancelled, or a tracker lookup failed | `Done(Partial)` | |
 //!
+//! The *settled line* of a list is where the tracker starts answering
+//! [`Verdict::BelowFloor`] (its floor minus `state.overlap`, or the
+//! horizon) or [`Verdict::BeforeBaseline`]: a page of a list read newest
+//! first that holds such an event ends the read, since everything below it
+//! is settled; so every event a list shows up to `state.overlap` after its
+//! `created_at` is still read. Order is checked on every page: a list seen
+//! out of order (in this read, or left so by the last one) is read until a
+//! page lies wholly below the line, or to its end.
+//!
 //! A page has `PAGE_RETRIES` + 1 attempts. The page cap counts pages
-//! holding a new event (`max_pages`) and all pages (ten times that); a list
-//! that is not newest first never reaches its settled line, so it is read to
-//! the cap or its end.
+//! holding a new event (`max_pages`) and all pages (ten times that); a read
+//! it cuts short leaves a [`Resume`] in the list's [`Cursor`], and the next
+//! read goes on from there.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -39,6 +46,7 @@ use metal_events::{
 };
 use tokio_util::sync::CancellationToken;
 
+use crate::cursor::Cursor;
 use crate::error_events::ErrorKind;
 use crate::metrics::{LevelLabel, Metrics};
 use crate::source_key::SourceKey;
@@ -48,18 +56,6 @@ use crate::source_key::SourceKey;
 /// sweep.
 const PAGE_RETRIES: usize = 2;
 const PAGE_BACKOFF: Duration = Duration::from_millis(500);
-/// The page size of the first request to a list that has a settled line (a
-/// floor from an earlier sweep, or a baseline): in a steady state, and on a
-/// first start from `now`, its newest few events already reach that line, so a
-/// small first page saves decoding, memory and bytes on every list of every
-/// sweep. When it does not, the list is read again from page 1 at `perPage`.
-const PROBE_PER_PAGE: u32 = 10;
-/// Reading a list stops at the first event created this long before its
-/// settled line, not at the line itself: `created_at` has whole seconds, so
-/// events of the floor's own second (and ones a list shows a moment late) can
-/// still appear after a read; they must be read, not skipped.
-const STOP_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-
 /// Which kind of list an event was read from (the `level` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Level {
@@ -184,6 +180,14 @@ pub(crate) struct ListPoll {
     pub pages: u32,
     /// Reading stopped at the page cap: older new events wait for the next sweep.
     pub capped: bool,
+    /// The first page not read, when the page cap ended the read.
+    pub next_page: u32,
+    /// The API's time when the read's first page was served (its `Date`).
+    pub read_at: Option<DateTime<Utc>>,
+    /// This read found the list out of order (not newest first).
+    pub unordered: bool,
+    /// The list's cursor as the read found it.
+    pub cursor: Cursor,
 }
 
 /// How lists are read.
@@ -193,10 +197,9 @@ pub(crate) struct PollOptions {
     pub per_page: u32,
     /// Pages holding new events read per list per sweep at most.
     pub max_pages: u32,
+    /// The tracker's overlap: a list is read down to its floor minus this.
+    pub overlap: Duration,
 }
-
-/// Logged once per process: a list that was not newest first.
-static UNORDERED_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// Whether `times` (in list order) are newest first.
 pub(crate) fn newest_first(times: impl IntoIterator<Item = DateTime<Utc>>) -> bool {
@@ -237,16 +240,11 @@ impl Attempts {
 /// Where reading one list is (see the module doc for the transitions).
 #[derive(Debug)]
 enum State {
-    /// Reading the first, small page of a list that has a settled line.
-    Probing {
-        /// The attempts left for this page.
-        attempts: Attempts,
-    },
-    /// Reading full pages.
+    /// Reading pages.
     Reading {
         /// The attempts left for the next page.
         attempts: Attempts,
-        /// Pages read so far at the full size that held a new event.
+        /// Pages read so far that held a new event.
         pages_with_new: u32,
     },
     /// Waiting before asking for the same page again.
@@ -261,31 +259,19 @@ enum State {
 }
 
 impl State {
-    /// Where reading starts: with a probe when the list has a settled line
-    /// and the page size is larger than the probe's.
-    fn start(probe: bool) -> Self {
-        if probe {
-            Self::Probing {
-                attempts: Attempts::new(),
-            }
-        } else {
-            Self::reading(0)
+    /// Reading pages, with a fresh page's attempts.
+    fn reading(pages_with_new: u32) -> Self {
+        Self::Reading {
+            attempts: Attempts::new(),
+            pages_with_new,
         }
     }
 
     /// The attempts left for the page a reading state asks for.
     fn attempts(&mut self) -> Option<&mut Attempts> {
         match self {
-            Self::Probing { attempts } | Self::Reading { attempts, .. } => Some(attempts),
+            Self::Reading { attempts, .. } => Some(attempts),
             Self::Backoff { .. } | Self::Done(_) => None,
-        }
-    }
-
-    /// Reading full pages, with a fresh page's attempts.
-    fn reading(pages_with_new: u32) -> Self {
-        Self::Reading {
-            attempts: Attempts::new(),
-            pages_with_new,
         }
     }
 }
@@ -313,11 +299,15 @@ enum Input {
 struct PageRead {
     /// It held an event the tracker did not know.
     any_new: bool,
-    /// The list is newest first so far and this page reached its settled line.
+    /// It reached the list's settled line (see the module doc).
     settled: bool,
     /// It was the list's last page.
     last: bool,
-    /// Pages read from this list in this sweep, this one and the probe included.
+    /// It was a resumed read's first page, and every event on it is older
+    /// than where the read before stopped: rows above went away, and the
+    /// page before it may hold unread events.
+    below_marker: bool,
+    /// Pages read from this list in this sweep, this one included.
     pages: u32,
 }
 
@@ -326,9 +316,8 @@ struct PageRead {
 enum Effect {
     /// Nothing more.
     None,
-    /// Read the list again from page 1 at the full page size, forgetting
-    /// what the probe read (page offsets depend on the page size).
-    Restart,
+    /// Read the page before the one just read, as a resumed read's first.
+    StepBack,
     /// The page failed and is asked for again after a wait (logged).
     Retry(metal_events::Error),
     /// The page failed for good: the list's error.
@@ -341,20 +330,16 @@ enum Effect {
 fn next(state: State, input: Input, max_pages: u32) -> (State, Effect) {
     match (state, input) {
         (State::Backoff { then, .. }, Input::Waited) => (*then, Effect::None),
-        (
-            State::Probing { .. } | State::Reading { .. } | State::Backoff { .. },
-            Input::Cancelled | Input::Broken,
-        ) => (State::Done(ListEnd::Partial), Effect::None),
-        (State::Probing { .. } | State::Reading { .. }, Input::End) => {
+        (State::Reading { .. } | State::Backoff { .. }, Input::Cancelled | Input::Broken) => {
+            (State::Done(ListEnd::Partial), Effect::None)
+        }
+        (State::Reading { .. }, Input::End) => (State::Done(ListEnd::Complete), Effect::None),
+        (State::Reading { pages_with_new, .. }, Input::Page(page)) if page.below_marker => {
+            (State::reading(pages_with_new), Effect::StepBack)
+        }
+        (State::Reading { .. }, Input::Page(page)) if page.settled || page.last => {
             (State::Done(ListEnd::Complete), Effect::None)
         }
-        (State::Probing { .. } | State::Reading { .. }, Input::Page(page))
-            if page.settled || page.last =>
-        {
-            (State::Done(ListEnd::Complete), Effect::None)
-        }
-        // More is new than the probe held.
-        (State::Probing { .. }, Input::Page(_)) => (State::reading(0), Effect::Restart),
         (State::Reading { pages_with_new, .. }, Input::Page(page)) => {
             let pages_with_new = pages_with_new + u32::from(page.any_new);
             if pages_with_new >= max_pages || page.pages >= max_pages.saturating_mul(10) {
@@ -363,7 +348,7 @@ fn next(state: State, input: Input, max_pages: u32) -> (State, Effect) {
                 (State::reading(pages_with_new), Effect::None)
             }
         }
-        (mut state @ (State::Probing { .. } | State::Reading { .. }), Input::Failed(error)) => {
+        (mut state @ State::Reading { .. }, Input::Failed(error)) => {
             match state.attempts().and_then(Attempts::take) {
                 // Every 429 pauses every request of the client (at least a
                 // second, longer on repeats) and uses one of the page's
@@ -399,31 +384,37 @@ async fn back_off(wait: Duration, stop: &CancellationToken) -> Input {
 /// Whether the pages read so far are newest first, and the oldest time among them.
 #[derive(Debug)]
 struct Order {
-    ordered: bool,
+    /// This read has found the list out of order.
+    disorder: bool,
+    /// The list's cursor said it was out of order at the last read.
+    known_unordered: bool,
     oldest: Option<DateTime<Utc>>,
 }
 
 impl Order {
-    fn new() -> Self {
-        Self {
-            ordered: true,
-            oldest: None,
-        }
+    /// Whether the settled line may end the read at the first page that
+    /// reaches it (the list reads newest first), or only at a page wholly
+    /// below it.
+    fn trusted(&self) -> bool {
+        !self.disorder && !self.known_unordered
     }
 }
 
-/// Reads `source` page by page until a page reaches the settled line (the
-/// larger of the baseline and the source's floor), the list ends, the page cap
-/// is hit, an error persists, or `stop` is cancelled.
+/// Reads `source` page by page from where its `cursor` says (page 1, or
+/// where a read cut by the page cap stopped) until a page reaches its
+/// settled line (see the module doc), the list ends, the page cap is hit,
+/// an error persists, or `stop` is cancelled.
 pub(crate) async fn poll_list(
     client: &Client,
     tracker: &dyn Tracker,
     metrics: &Metrics,
     options: &PollOptions,
     source: Source,
+    cursor: Cursor,
     stop: &CancellationToken,
 ) -> ListPoll {
-    let list_options = ListOptions::new().with_per_page(options.per_page);
+    let first_page = cursor.resume.as_ref().map_or(1, |r| r.page.max(1));
+    let marker = cursor.resume.as_ref().and_then(|r| r.marker);
     let mut poll = ListPoll {
         source,
         seen: Vec::new(),
@@ -433,27 +424,32 @@ pub(crate) async fn poll_list(
         error: None,
         pages: 0,
         capped: false,
+        next_page: first_page,
+        read_at: None,
+        unordered: false,
+        cursor,
     };
-
-    let floor = match tracker.floor(&poll.source.key).await {
-        Ok(floor) => floor,
+    // The list's own settled line: its floor minus the overlap. An event
+    // created before it was listed on time when the floor was set.
+    let line = match tracker.floor(&poll.source.key).await {
+        Ok(floor) => floor.and_then(|floor| {
+            chrono::TimeDelta::from_std(options.overlap)
+                .ok()
+                .and_then(|overlap| floor.checked_sub_signed(overlap))
+        }),
         Err(error) => {
             tracing::warn!(source = %poll.source.key, %error, "could not read the source's floor");
             None
         }
     };
-    let now = Utc::now();
-    let baseline = tracker.baseline().resolve(now);
-    // Never past our own clock: reading more of a list is safe, stopping
-    // early at a line in the future skips what happens before it.
-    let settled_line = floor.max(baseline).map(|line| line.min(now));
-    let mut state = State::start(settled_line.is_some() && options.per_page > PROBE_PER_PAGE);
-    let mut pager = if matches!(state, State::Probing { .. }) {
-        let probe = ListOptions::new().with_per_page(PROBE_PER_PAGE);
-        client.lazy_event_pages(&poll.source.scope, &probe)
-    } else {
-        client.lazy_event_pages(&poll.source.scope, &list_options)
+    let mut page_number = first_page;
+    let list_options = |page: u32| {
+        ListOptions::new()
+            .with_per_page(options.per_page)
+            .with_page(page)
     };
+    let mut pager = client.lazy_event_pages(&poll.source.scope, &list_options(page_number));
+    let mut state = State::reading(0);
     // A clone: the family's read guard must not be held across an await.
     let received = metrics
         .events_received
@@ -461,47 +457,77 @@ pub(crate) async fn poll_list(
             level: poll.source.level(),
         })
         .clone();
-    let mut order = Order::new();
+    let mut order = Order {
+        disorder: false,
+        known_unordered: poll.cursor.unordered,
+        oldest: None,
+    };
+    // A resumed read checks its first page against where the last one stopped.
+    let mut check_marker = marker.filter(|_| page_number > 1);
 
     loop {
         let input = match &state {
             State::Done(_) => break,
             State::Backoff { wait, .. } => back_off(*wait, stop).await,
-            State::Probing { .. } | State::Reading { .. } => {
+            State::Reading { .. } => {
                 let reading = ReadPage {
                     tracker,
                     metrics,
                     received: &received,
-                    settled_line,
+                    line,
+                    marker: check_marker,
                     stop,
                 };
-                reading.read(&mut pager, &mut poll, &mut order).await
+                let input = reading.read(&mut pager, &mut poll, &mut order).await;
+                if let Input::Page(_) = input {
+                    page_number += 1;
+                }
+                input
             }
         };
+        let was_page = matches!(input, Input::Page(_));
         let (next_state, effect) = next(state, input, options.max_pages);
         state = next_state;
+        if was_page && !matches!(effect, Effect::StepBack) {
+            check_marker = None;
+        }
         match effect {
             Effect::None => {}
-            Effect::Restart => {
-                pager = client.lazy_event_pages(&poll.source.scope, &list_options);
-                poll.seen.clear();
-                poll.new.clear();
-                poll.undecodable.clear();
-                order = Order::new();
+            Effect::StepBack => {
+                // Rows above the resume point went away: the page before
+                // the one just read may hold events never read.
+                page_number = page_number.saturating_sub(2).max(1);
+                if page_number == 1 {
+                    check_marker = None;
+                }
+                pager = client.lazy_event_pages(&poll.source.scope, &list_options(page_number));
             }
             Effect::Retry(error) => {
                 tracing::debug!(source = %poll.source.key, %error, "retrying the page");
             }
             Effect::Fail(error) => poll.error = Some(error),
             Effect::Capped => {
-                tracing::warn!(source = %poll.source.key, pages = poll.pages,
-                    "page cap reached before the settled part of the list; the rest waits for the next sweep");
+                tracing::info!(source = %poll.source.key, pages = poll.pages, next_page = page_number,
+                    "page cap reached before the settled part of the list; the next read goes on from here");
+                metrics.lists_capped.inc();
                 poll.capped = true;
             }
         }
     }
     if let State::Done(end) = state {
         poll.end = end;
+    }
+    poll.next_page = page_number;
+    poll.unordered = order.disorder;
+    if order.disorder && !poll.cursor.warned_unordered {
+        poll.cursor.warned_unordered = true;
+        tracing::warn!(source = %poll.source.key,
+            "an event list is not newest first; it is read to a page wholly below its settled line \
+             (or its end) until it reads in order again. An event placed deeper than a read \
+             reaches cannot be seen (counted in equinix_receiver_lists_out_of_order_total)");
+    }
+    if order.disorder {
+        metrics.lists_out_of_order.inc();
     }
     poll
 }
@@ -511,7 +537,10 @@ struct ReadPage<'a> {
     tracker: &'a dyn Tracker,
     metrics: &'a Metrics,
     received: &'a prometheus_client::metrics::counter::Counter,
-    settled_line: Option<DateTime<Utc>>,
+    /// The list's floor minus the overlap, when it has a floor.
+    line: Option<DateTime<Utc>>,
+    /// For a resumed read's first page: the oldest time the read before reached.
+    marker: Option<DateTime<Utc>>,
     stop: &'a CancellationToken,
 }
 
@@ -540,6 +569,9 @@ impl ReadPage<'_> {
             }
         };
         poll.pages += 1;
+        if poll.read_at.is_none() {
+            poll.read_at = page.date;
+        }
         self.received
             .inc_by((page.items.len() + page.skipped.len()) as u64);
 
@@ -572,33 +604,41 @@ impl ReadPage<'_> {
             .oldest
             .into_iter()
             .chain(page.items.iter().filter_map(|e| e.created_at()));
-        if order.ordered && !newest_first(times) {
-            order.ordered = false;
-            if !UNORDERED_LOGGED.swap(true, Ordering::Relaxed) {
-                tracing::warn!(source = %poll.source.key,
-                    "an event list is not newest first; reading such lists to the page cap");
-            }
+        if !newest_first(times) {
+            order.disorder = true;
         }
-        order.oldest = page
+        let page_oldest = page.items.iter().filter_map(|e| e.created_at()).min();
+        order.oldest = page_oldest.or(order.oldest);
+        let below_marker = self
+            .marker
+            .zip(page.items.iter().filter_map(|e| e.created_at()).max())
+            .is_some_and(|(marker, newest)| newest < marker);
+
+        // Below the settled line: the tracker says so, or (for an event it
+        // still remembers as delivered) its time lies below the list's line.
+        let below_line = |verdict: &Verdict, created_at: Option<DateTime<Utc>>| {
+            matches!(verdict, Verdict::BeforeBaseline | Verdict::BelowFloor)
+                || created_at
+                    .zip(self.line)
+                    .is_some_and(|(at, line)| at < line)
+        };
+        let times = page
             .items
             .iter()
-            .filter_map(|e| e.created_at())
-            .min()
-            .or(order.oldest);
-
-        let any_new = verdicts.iter().chain(skipped_verdicts).any(|v| v.is_new());
-        let reached_settled = verdicts
+            .map(|e| e.created_at())
+            .chain(page.skipped.iter().map(|s| s.created_at));
+        let below: Vec<bool> = verdicts
             .iter()
             .chain(skipped_verdicts)
-            .any(|v| matches!(v, Verdict::BeforeBaseline | Verdict::BelowFloor))
-            || page.items.iter().any(|e| {
-                e.created_at()
-                    .zip(
-                        self.settled_line
-                            .and_then(|line| line.checked_sub_signed(STOP_GRACE)),
-                    )
-                    .is_some_and(|(at, stop)| at < stop)
-            });
+            .zip(times)
+            .map(|(verdict, at)| below_line(verdict, at))
+            .collect();
+        let any_new = verdicts.iter().chain(skipped_verdicts).any(|v| v.is_new());
+        let settled = if order.trusted() {
+            below.iter().any(|b| *b)
+        } else {
+            !below.is_empty() && below.iter().all(|b| *b)
+        };
         for (skipped, &verdict) in page.skipped.iter().zip(skipped_verdicts) {
             // Without an id it can never be settled: it must not hold the
             // floor back (`id: None` counts as settled).
@@ -632,8 +672,9 @@ impl ReadPage<'_> {
         }
         Input::Page(PageRead {
             any_new,
-            settled: order.ordered && reached_settled,
+            settled,
             last: pager.is_finished(),
+            below_marker,
             pages: poll.pages,
         })
     }
@@ -673,6 +714,7 @@ mod tests {
             any_new,
             settled,
             last: false,
+            below_marker: false,
             pages,
         })
     }
@@ -700,39 +742,24 @@ mod tests {
     }
 
     #[test]
-    fn a_probe_that_reaches_the_settled_line_ends_complete() {
-        let (state, effect) = step(State::start(true), page(true, true, 1));
+    fn a_page_that_reaches_the_settled_line_ends_complete() {
+        let (state, effect) = step(State::reading(0), page(true, true, 1));
         assert!(matches!(state, State::Done(ListEnd::Complete)), "{state:?}");
         assert!(matches!(effect, Effect::None));
     }
 
     #[test]
-    fn a_probe_that_does_not_reach_it_rereads_full_pages_from_page_1() {
-        let start = State::start(true);
-        assert!(matches!(start, State::Probing { .. }));
-        let (state, effect) = step(start, page(true, false, 1));
-        assert!(
-            matches!(
-                state,
-                State::Reading {
-                    pages_with_new: 0,
-                    ..
-                }
-            ),
-            "{state:?}"
-        );
-        assert!(matches!(effect, Effect::Restart));
-    }
-
-    #[test]
-    fn without_a_settled_line_reading_starts_at_full_pages() {
-        assert!(matches!(
-            State::start(false),
-            State::Reading {
-                pages_with_new: 0,
-                ..
-            }
-        ));
+    fn a_resumed_first_page_below_its_marker_steps_back_a_page() {
+        let below = Input::Page(PageRead {
+            any_new: true,
+            settled: true,
+            last: true,
+            below_marker: true,
+            pages: 1,
+        });
+        let (state, effect) = step(State::reading(0), below);
+        assert!(matches!(state, State::Reading { .. }), "{state:?}");
+        assert!(matches!(effect, Effect::StepBack));
     }
 
     #[test]
@@ -741,10 +768,11 @@ mod tests {
             any_new: true,
             settled: false,
             last: true,
+            below_marker: false,
             pages: 1,
         });
         for input in [last, Input::End] {
-            let (state, _) = step(State::start(false), input);
+            let (state, _) = step(State::reading(0), input);
             assert!(matches!(state, State::Done(ListEnd::Complete)), "{state:?}");
         }
     }
@@ -796,7 +824,7 @@ mod tests {
             message: None,
             body: String::new(),
         };
-        let (state, effect) = step(State::start(true), Input::Failed(error));
+        let (state, effect) = step(State::reading(0), Input::Failed(error));
         assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
         assert!(matches!(effect, Effect::Fail(_)));
     }
@@ -859,9 +887,9 @@ mod tests {
 
     #[test]
     fn a_list_not_newest_first_reads_to_the_cap() {
-        // The driver reports `settled: false` for every page once a list was
-        // seen out of order, even when a page reached the line.
-        let mut state = State::start(false);
+        // The driver reports `settled: false` for every page of a list seen
+        // out of order that does not lie wholly below the line.
+        let mut state = State::reading(0);
         let mut pages = 0;
         while !matches!(state, State::Done(_)) {
             pages += 1;
@@ -882,7 +910,7 @@ mod tests {
             then: Box::new(State::reading(0)),
         };
         for input in [|| Input::Cancelled, || Input::Broken] {
-            for state in [State::start(true), State::start(false), backoff()] {
+            for state in [State::reading(0), State::reading(2), backoff()] {
                 let (state, effect) = step(state, input());
                 assert!(matches!(state, State::Done(ListEnd::Partial)), "{state:?}");
                 assert!(matches!(effect, Effect::None));

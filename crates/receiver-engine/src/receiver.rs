@@ -34,8 +34,15 @@ use crate::sweep::{Pipeline, SweepReport};
 const TOKEN_REFUSED: &str = "the Metal API refused the token: check equinix.packetAuthToken, \
      packetAuthTokenFile or METAL_AUTH_TOKEN";
 
-/// Pages read per list when listing projects and devices at most.
-const INVENTORY_MAX_PAGES: usize = 1000;
+/// Pages read per list when listing projects and devices at most: far past
+/// any real organization (a hundred thousand devices at a page size of 1),
+/// only a guard against a server that pages forever. A list longer than
+/// this fails the inventory load, which keeps the inventory it had.
+const INVENTORY_MAX_PAGES: usize = 100_000;
+
+/// A difference between this host's clock and the API's beyond this is
+/// reported (once, and always in `equinix_receiver_clock_skew_seconds`).
+const SKEW_WARNING: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
 
 /// How often the main loop beats while it waits (between sweeps, or for the
 /// rate-limit gate while loading the inventory).
@@ -88,6 +95,10 @@ pub struct EngineOptions {
     pub error_events: Option<Duration>,
     /// Which event types are delivered (default every type).
     pub event_types: EventTypes,
+    /// How long an event may fail with retryable answers while later events
+    /// of its device wait before it is kept as a dead letter (default
+    /// 15 min; `None` or zero: never).
+    pub poison_after: Option<Duration>,
 }
 
 impl Default for EngineOptions {
@@ -109,6 +120,7 @@ impl Default for EngineOptions {
             overlap: Duration::from_secs(600),
             error_events: None,
             event_types: EventTypes::default(),
+            poison_after: Some(Duration::from_secs(15 * 60)),
         }
     }
 }
@@ -161,6 +173,8 @@ setters! {
     with_error_events: error_events: Option<Duration>;
     /// Sets [`EngineOptions::event_types`].
     with_event_types: event_types: EventTypes;
+    /// Sets [`EngineOptions::poison_after`].
+    with_poison_after: poison_after: Option<Duration>;
 }
 
 /// The polling engine: reads the organization's event lists, delivers what
@@ -221,6 +235,7 @@ impl Receiver {
             poll: PollOptions {
                 per_page: options.per_page,
                 max_pages: options.max_pages,
+                overlap: options.overlap,
             },
             api_concurrency: options.api_concurrency,
             delivery_concurrency: options.delivery_concurrency,
@@ -232,6 +247,7 @@ impl Receiver {
             newest_delivered_ms: AtomicI64::new(0),
             future_dated: FutureDated::default(),
             send_gate: None,
+            poison: crate::poison::PoisonClock::new(options.poison_after),
         };
         Self {
             pipeline,
@@ -386,6 +402,12 @@ impl Receiver {
             settings.overlap,
         );
         let mut failures = 0u32;
+        // When this pass was due: the next is due one interval later, however
+        // late this one started or long it ran, so every list that is due
+        // each interval is read once per interval.
+        let mut scheduled = Instant::now();
+        let mut start_aligned = false;
+        let mut skew_warned = false;
         let mut errors = ErrorReporting {
             events: settings
                 .error_events
@@ -394,7 +416,12 @@ impl Receiver {
             org_name: None,
         };
         loop {
-            let started = Instant::now();
+            let now = Instant::now();
+            // Far behind (a long sweep, a suspended process): start afresh.
+            if now.saturating_duration_since(scheduled) > interval {
+                scheduled = now;
+            }
+            let started = scheduled;
             health.beat();
 
             // Inventory: at start, on its schedule, and when a list answered 404.
@@ -425,6 +452,10 @@ impl Receiver {
                         errors.org_name = Some(fresh.org_name.clone());
                         schedule.sync(&fresh, settings.levels, started);
                         inventory = Some((fresh, Instant::now()));
+                        if !start_aligned {
+                            start_aligned = true;
+                            self.align_start().await;
+                        }
                     }
                     Err(error) => {
                         // A 429 paused the client's rate gate: the next attempt
@@ -463,7 +494,7 @@ impl Receiver {
                 // `--once` reads every list; otherwise the lists due, the
                 // most overdue first, as many as the request budget allows.
                 let sources = if once {
-                    schedule.all()
+                    schedule.all_with_cursors()
                 } else {
                     let budget = pass_budget(
                         pipeline.client.rate_gate().rate(),
@@ -471,8 +502,10 @@ impl Receiver {
                         interval,
                         std::time::SystemTime::now(),
                     );
-                    schedule.due(started, budget)
+                    schedule.due_with_cursors(started, budget)
                 };
+                let read: std::collections::HashSet<String> =
+                    sources.iter().map(|(s, _)| s.key.clone()).collect();
                 let report = match self.sweep_within_grace(current, sources, stop).await {
                     SweepEnd::Done(report, seen) => {
                         health.set_ready();
@@ -485,6 +518,7 @@ impl Receiver {
                             }
                         }
                         pipeline.metrics.set_bands(schedule.bands());
+                        self.keep_alive(&schedule, &read).await;
                         *report
                     }
                     SweepEnd::TimedOut { after } => {
@@ -511,6 +545,12 @@ impl Receiver {
                     }
                 };
                 health.beat();
+                pipeline.metrics.lists_stalled.set(
+                    // As of this pass's start: what it read to the end is not stalled.
+                    i64::try_from(schedule.stalled(started, settings.max_poll_interval * 3))
+                        .unwrap_or(i64::MAX),
+                );
+                self.note_skew(&mut skew_warned);
                 log_sweep(&report, pipeline);
                 pipeline.observer.sweep_ended(&report);
                 for occurrence in crate::error_events::from_sweep(&report, current) {
@@ -540,6 +580,7 @@ impl Receiver {
             // up to ten intervals, so a broken setup is never hammered. The loop
             // beats while it waits.
             let deadline = started + interval * failures.clamp(1, 10);
+            scheduled = deadline;
             loop {
                 health.beat();
                 let next = (Instant::now() + BEAT_EVERY).min(deadline);
@@ -560,7 +601,7 @@ impl Receiver {
     async fn sweep_within_grace(
         &self,
         inventory: &Inventory,
-        sources: Vec<crate::poll::Source>,
+        sources: Vec<(crate::poll::Source, crate::cursor::Cursor)>,
         stop: &CancellationToken,
     ) -> SweepEnd {
         let started = Instant::now();
@@ -583,6 +624,55 @@ impl Receiver {
         }
     }
 
+    /// Marks every list of the schedule that this pass did not read as
+    /// alive in the tracker, so that a list waiting on the schedule, the
+    /// request budget or a failing API is never forgotten (and one not read
+    /// yet holds the horizon below its events): only a list whose project or
+    /// device left the inventory is forgotten.
+    async fn keep_alive(&self, schedule: &Schedule, read: &std::collections::HashSet<String>) {
+        let line = self.pipeline.initial_line();
+        let floors: Vec<(&str, chrono::DateTime<chrono::Utc>)> = schedule
+            .keys()
+            .filter(|key| !read.contains(*key))
+            .map(|key| (key, line))
+            .collect();
+        for (source, error) in self.pipeline.tracker.advance_floors(&floors).await {
+            tracing::debug!(source, %error, "could not mark a list alive");
+        }
+    }
+
+    /// Moves a fresh state's start point onto the API's clock (see
+    /// [`Tracker::align_start`]).
+    async fn align_start(&self) {
+        let Some(api_now) = self.pipeline.client.api_now() else {
+            return;
+        };
+        if let Err(error) = self.pipeline.tracker.align_start(api_now).await {
+            tracing::warn!(%error, "could not move the start point onto the API's clock");
+        }
+    }
+
+    /// Publishes the difference between this host's clock and the API's,
+    /// and warns once when it is large.
+    fn note_skew(&self, warned: &mut bool) {
+        let Some(skew) = self.pipeline.client.clock_skew() else {
+            return;
+        };
+        self.pipeline
+            .metrics
+            .clock_skew
+            .set(skew.num_milliseconds() as f64 / 1000.0);
+        if skew.abs() > SKEW_WARNING && !*warned {
+            *warned = true;
+            tracing::warn!(
+                skew_s = skew.num_seconds(),
+                "this host's clock differs from the Metal API's (its Date header); nothing is \
+                 lost, since floors and the start point follow the API's clock, but check the \
+                 host's time synchronisation (NTP)"
+            );
+        }
+    }
+
     /// Lists the organization, its projects and their devices.
     async fn load_inventory(
         &self,
@@ -602,7 +692,7 @@ impl Receiver {
         wait_gate(pipeline.client.rate_gate(), health).await;
         let projects: Vec<ProjectInfo> = client
             .project_pages(org, &options)
-            .collect_all(INVENTORY_MAX_PAGES)
+            .collect_complete(INVENTORY_MAX_PAGES)
             .await?
             .into_iter()
             .filter_map(|p| {
@@ -632,7 +722,7 @@ impl Receiver {
                         wait_gate(pipeline.client.rate_gate(), health).await;
                         let devices = client
                             .device_pages(&project.id, &options)
-                            .collect_all(INVENTORY_MAX_PAGES)
+                            .collect_complete(INVENTORY_MAX_PAGES)
                             .await;
                         match devices {
                             Ok(devices) => Ok(devices

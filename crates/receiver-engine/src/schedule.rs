@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use metal_events::{DeviceId, DeviceState, EventId, ProjectId, RateLimit};
 use tokio::time::Instant;
 
+use crate::cursor::Cursor;
 use crate::inventory::{DeviceInfo, Inventory};
 use crate::poll::{Level, ListEnd, ListPoll, Source};
 use crate::sweep::sources;
@@ -134,6 +135,11 @@ struct ListState {
     last_read: Option<Instant>,
     /// Device lists: the inventory's view of the device when last compared.
     mark: Option<DeviceMark>,
+    /// When the list was last read to its settled part, or (before its
+    /// first such read) when it joined the schedule.
+    settled_at: Instant,
+    /// Where its reading stands between reads.
+    cursor: Cursor,
 }
 
 impl ListState {
@@ -254,6 +260,8 @@ pub(crate) struct ListSeen {
     pub(crate) devices: Vec<DeviceId>,
     /// When the read began (the API's clock is compared to it).
     pub(crate) read_at: DateTime<Utc>,
+    /// The list's cursor after the read (set when the sweep settles it).
+    pub(crate) cursor: Cursor,
 }
 
 impl ListSeen {
@@ -286,6 +294,7 @@ impl ListSeen {
                 .collect(),
             devices,
             read_at,
+            cursor: Cursor::default(),
         }
     }
 }
@@ -344,6 +353,8 @@ impl Schedule {
                     next_due: now,
                     last_read: None,
                     mark,
+                    settled_at: now,
+                    cursor: Cursor::default(),
                 },
             };
             kept.insert(state.source.key.clone(), state);
@@ -373,6 +384,49 @@ impl Schedule {
         due.into_iter().map(|s| s.source.clone()).collect()
     }
 
+    /// The lists due at `now` as [`due`](Self::due) gives them, each with
+    /// its cursor (the schedule keeps it until [`on_read`](Self::on_read)
+    /// gives it back).
+    pub(crate) fn due_with_cursors(
+        &self,
+        now: Instant,
+        budget: Option<usize>,
+    ) -> Vec<(Source, Cursor)> {
+        self.with_cursors(self.due(now, budget))
+    }
+
+    /// Every list with its cursor, for a pass that reads them all.
+    pub(crate) fn all_with_cursors(&self) -> Vec<(Source, Cursor)> {
+        self.with_cursors(self.all())
+    }
+
+    fn with_cursors(&self, sources: Vec<Source>) -> Vec<(Source, Cursor)> {
+        sources
+            .into_iter()
+            .map(|source| {
+                let cursor = self
+                    .lists
+                    .get(&source.key)
+                    .map(|state| state.cursor.clone())
+                    .unwrap_or_default();
+                (source, cursor)
+            })
+            .collect()
+    }
+
+    /// Every list's tracker key.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &str> {
+        self.lists.keys().map(String::as_str)
+    }
+
+    /// Lists not read to their settled part for longer than `limit`.
+    pub(crate) fn stalled(&self, now: Instant, limit: Duration) -> usize {
+        self.lists
+            .values()
+            .filter(|state| now.saturating_duration_since(state.settled_at) > limit)
+            .count()
+    }
+
     /// Lists per band.
     pub(crate) fn bands(&self) -> [(Band, usize); 4] {
         let mut counts = Band::ALL.map(|band| (band, 0));
@@ -395,6 +449,10 @@ impl Schedule {
             .last_read
             .map(|last| now.saturating_duration_since(last));
         state.last_read = Some(now);
+        state.cursor = seen.cursor.clone();
+        if seen.end == ReadEnd::Complete {
+            state.settled_at = now;
+        }
         let level = state.source.level();
         let project = state.source.project.clone();
         match seen.end {
@@ -643,6 +701,7 @@ mod tests {
                     .filter_map(|(_, _, d)| d.clone().map(DeviceId::new))
                     .collect(),
                 read_at: utc(now),
+                cursor: Cursor::default(),
             }
         }
     }

@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use event_dedupe::{Tracker, Verdict};
+use event_dedupe::{Baseline, Tracker, Verdict};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{StreamExt, stream};
 use metal_cloudevents::{Context, DeviceRef, MapOptions, OrganizationRef, ProjectRef};
 use metal_events::{Client, Event, EventId};
 use tokio_util::sync::CancellationToken;
 
+use crate::cursor::{Cursor, Reached};
 use crate::dead_letter::DeadLetters;
 use crate::deliver::{Delivered, SendGate, Target};
 use crate::error_events::ErrorKind;
@@ -26,6 +27,7 @@ use crate::future::FutureDated;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, unix_now};
 use crate::observer::Observer;
+use crate::poison::PoisonClock;
 use crate::poll::{Level, Levels, ListEnd, ListPoll, PollOptions, Source, poll_list};
 use crate::schedule::ListSeen;
 use crate::source_key::SourceKey;
@@ -64,6 +66,8 @@ pub(crate) struct Pipeline {
     pub future_dated: FutureDated,
     /// Asked before each send (`None`: always open).
     pub send_gate: Option<SendGate>,
+    /// How long each failing event has failed (`direktiv.poisonAfter`).
+    pub poison: PoisonClock,
 }
 
 /// What one sweep did, for the log line, the exit code of `--once` and the
@@ -143,6 +147,12 @@ pub enum DeliveryProblemKind {
     /// [`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal)),
     /// or stdout cannot be written: the sweep's deliveries stopped.
     EndpointRefused,
+    /// Something in front of Direktiv answered in its place (a web page, a
+    /// 204, see
+    /// [`Outcome::NotDirektiv`](direktiv_broadcast::Outcome::NotDirektiv)):
+    /// the sweep's deliveries stopped. No error event is sent: it would
+    /// meet the same proxy.
+    NotDirektiv,
     /// An event Direktiv refused could not be kept in the dead-letter
     /// store: it stays new and is tried again next sweep.
     KeepFailed,
@@ -175,7 +185,9 @@ impl DeliveryProblem {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self.kind,
-            DeliveryProblemKind::Refused | DeliveryProblemKind::EndpointRefused
+            DeliveryProblemKind::Refused
+                | DeliveryProblemKind::EndpointRefused
+                | DeliveryProblemKind::NotDirektiv
         )
     }
 }
@@ -216,6 +228,16 @@ struct Candidate {
     cloud: cloudevents::Event,
     /// The tracker source it is recorded under.
     source_key: String,
+}
+
+/// An event that failed for `direktiv.poisonAfter`, stepped over while the
+/// next event of its device is tried.
+struct SteppedOver {
+    candidate: Candidate,
+    /// Its last answer, as the deferral said it.
+    reason: String,
+    /// Direktiv's HTTP status of that answer, when one came.
+    status: Option<u16>,
 }
 
 /// The events of one device (or one list, for events of no device), oldest
@@ -296,11 +318,10 @@ impl Pipeline {
     pub(crate) async fn sweep(
         &self,
         inventory: &Inventory,
-        sources: Vec<Source>,
+        sources: Vec<(Source, Cursor)>,
         stop: &CancellationToken,
     ) -> (SweepReport, Vec<ListSeen>) {
         let started = Instant::now();
-        let now = Utc::now();
         self.metrics.sweeps.inc();
 
         // Poll and deliver at once: each list's new events go out as soon as
@@ -309,9 +330,9 @@ impl Pipeline {
         // context; project and organization lists follow while the device
         // lists' deliveries are still running.
         let lists = sources.len();
-        let (device_lists, other_lists): (Vec<Source>, Vec<Source>) = sources
+        let (device_lists, other_lists): (Vec<_>, Vec<_>) = sources
             .into_iter()
-            .partition(|s| s.level() == Level::Device);
+            .partition(|(s, _)| s.level() == Level::Device);
         let progress = Mutex::new(Progress::default());
         let lanes = Lanes::default();
         let (progress, lanes) = (&progress, &lanes);
@@ -328,10 +349,11 @@ impl Pipeline {
             let mut seen = Vec::with_capacity(lists);
             for phase in [device_lists, other_lists] {
                 let mut read = stream::iter(phase)
-                    .map(move |source| self.poll_one(source, poll_stop))
+                    .map(move |(source, cursor)| self.poll_one(source, cursor, poll_stop))
                     .buffer_unordered(self.api_concurrency.max(1));
                 while let Some(mut poll) = read.next().await {
-                    seen.push(ListSeen::of(&poll, inventory, now));
+                    let read_at = poll.read_at.unwrap_or_else(|| self.api_now());
+                    seen.push(ListSeen::of(&poll, inventory, read_at));
                     for group in self.claim(&mut poll, inventory, progress).await {
                         // The receiver lives until both halves end.
                         let _ = groups_tx.send(group);
@@ -362,7 +384,7 @@ impl Pipeline {
                 }
             }
         };
-        let ((polls, seen), ()) = tokio::join!(polling, delivering);
+        let ((mut polls, mut seen), ()) = tokio::join!(polling, delivering);
 
         let Progress {
             settled,
@@ -375,12 +397,17 @@ impl Pipeline {
 
         // Settle: move the floor of every list read to its settled part
         // (lowest first, so a list seen for the first time holds the horizon
-        // back before the others move it).
-        let floors: Vec<(&str, DateTime<Utc>)> = polls
-            .iter()
-            .filter(|p| matches!(p.end, ListEnd::Complete))
-            .filter_map(|poll| {
-                let read = poll.seen.iter().map(|seen| {
+        // back before the others move it). A list not read to its settled
+        // part keeps its floor and is only marked alive (a list without a
+        // floor gets one at the start point), so it never expires and
+        // holds the horizon below what it has not read yet.
+        let untouched = self.initial_line();
+        let mut floors: Vec<(String, DateTime<Utc>)> = Vec::with_capacity(polls.len());
+        for (poll, seen) in polls.iter_mut().zip(seen.iter_mut()) {
+            let read = poll
+                .seen
+                .iter()
+                .map(|seen| {
                     let done = match seen.verdict {
                         Verdict::New => seen
                             .id
@@ -388,12 +415,25 @@ impl Pipeline {
                             .is_none_or(|id| settled.contains(id.as_str())),
                         _ => true,
                     };
-                    (seen.created_at, done)
-                });
-                event_dedupe::settled_floor(read, now, self.overlap)
-                    .map(|floor| (poll.source.key.as_str(), floor))
-            })
-            .collect();
+                    (seen.created_at, done, seen.id.clone())
+                })
+                .collect();
+            let reached = match (&poll.end, poll.capped) {
+                (ListEnd::Complete, _) => Reached::Complete,
+                (ListEnd::Partial, true) => Reached::Capped {
+                    next_page: poll.next_page,
+                },
+                (ListEnd::Partial, false) => Reached::Stopped,
+            };
+            let read_at = poll.read_at.unwrap_or_else(|| self.api_now());
+            let floor = poll
+                .cursor
+                .settle(reached, read, read_at, poll.unordered, self.overlap);
+            floors.push((poll.source.key.clone(), floor.unwrap_or(untouched)));
+            seen.cursor = std::mem::take(&mut poll.cursor);
+        }
+        let floors: Vec<(&str, DateTime<Utc>)> =
+            floors.iter().map(|(key, at)| (key.as_str(), *at)).collect();
         for (source, error) in self.tracker.advance_floors(&floors).await {
             tracing::warn!(source, %error, "could not move the source's floor");
         }
@@ -417,7 +457,7 @@ impl Pipeline {
         self.metrics
             .oldest_pending_age
             .set(oldest_pending.map_or(0.0, |at| {
-                (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
+                (self.api_now() - at).num_milliseconds().max(0) as f64 / 1000.0
             }));
         self.update_lag();
         report.duration = started.elapsed();
@@ -432,14 +472,35 @@ impl Pipeline {
         (report, seen)
     }
 
+    /// The API's clock now (this host's until the API has answered).
+    pub(crate) fn api_now(&self) -> DateTime<Utc> {
+        self.client.api_now().unwrap_or_else(Utc::now)
+    }
+
+    /// The floor a list is given to be marked alive without moving: the
+    /// start point, or the earliest time when every event counts. A list
+    /// that has a floor keeps it (floors only move forward).
+    pub(crate) fn initial_line(&self) -> DateTime<Utc> {
+        match self.tracker.baseline() {
+            Baseline::At(at) => at,
+            _ => DateTime::<Utc>::MIN_UTC,
+        }
+    }
+
     /// Reads one list; a refused token stops the other lists too.
-    async fn poll_one(&self, source: Source, poll_stop: &CancellationToken) -> ListPoll {
+    async fn poll_one(
+        &self,
+        source: Source,
+        cursor: Cursor,
+        poll_stop: &CancellationToken,
+    ) -> ListPoll {
         let poll = poll_list(
             &self.client,
             self.tracker.as_ref(),
             &self.metrics,
             &self.poll,
             source,
+            cursor,
             poll_stop,
         )
         .await;
@@ -502,9 +563,20 @@ impl Pipeline {
                     &poll.source.key,
                     &id,
                     event.created_at(),
-                    Utc::now(),
+                    self.api_now(),
                     &self.metrics,
                 );
+                if let Some(late) = event.id().and_then(|event_id| {
+                    poll.cursor
+                        .listed_late(event_id, event.created_at(), poll.read_at)
+                }) {
+                    self.metrics.events_listed_late.inc();
+                    self.metrics
+                        .events_listed_late_seconds
+                        .observe(late.as_secs_f64());
+                    tracing::debug!(source = %poll.source.key, id, late_s = late.as_secs(),
+                        "the API listed an event late");
+                }
                 // A typeless event is left to the mapper, which reports it.
                 if let Some(ty) = event.event_type().filter(|ty| !ty.is_empty())
                     && !self.event_types.matches(ty)
@@ -655,11 +727,15 @@ impl Pipeline {
         if blocked(progress) {
             return;
         }
-        for candidate in group.items {
+        let count = group.items.len();
+        // An event past `poisonAfter`, stepped over to try the next one.
+        let mut stepped_over: Option<SteppedOver> = None;
+        for (index, candidate) in group.items.into_iter().enumerate() {
             if stop.is_cancelled() {
                 return;
             }
             let id = candidate.event.id().map_or("", |id| id.as_str());
+            let started = tokio::time::Instant::now();
             let outcome = self
                 .target
                 .deliver_gated(
@@ -678,8 +754,12 @@ impl Pipeline {
                         self.metrics.events_delivered.inc();
                     }
                     self.note_delivered(candidate.event.created_at());
+                    self.poison.settled(id);
                     self.observer.event_delivered(&candidate.cloud, *already);
                     tracing::debug!(id, ty = ?candidate.event.event_type(), already, "delivered");
+                    if let Some(poison) = stepped_over.take() {
+                        self.settle_poisoned(poison, progress).await;
+                    }
                 }
                 Delivered::Rejected { reason, answer } => {
                     self.metrics.error(ErrorKind::DeliveryPermanent);
@@ -705,15 +785,42 @@ impl Pipeline {
                         }
                         continue;
                     }
+                    self.poison.settled(id);
                     self.observer.event_refused(&candidate.cloud, reason);
                     tracing::error!(id, ty = ?candidate.event.event_type(), %reason,
                         "Direktiv refused the event for good; kept in {}, resend with \
                          --redeliver-refused", self.dead_letters.location());
                 }
+                // A retryable failure that has held later events of its
+                // device back for `poisonAfter`: step over it. If the next
+                // event is acknowledged, the endpoint works and this one is
+                // poison: it is kept as a dead letter then. If the next one
+                // fails too, Direktiv is down: both wait, as before.
+                Delivered::Deferred {
+                    reason,
+                    status,
+                    blocks_all: false,
+                    ..
+                } if stepped_over.is_none()
+                    && self
+                        .poison
+                        .failed(id, index + 1 < count, started, tokio::time::Instant::now())
+                        .is_poisoned() =>
+                {
+                    tracing::debug!(id, %reason, "failing for direktiv.poisonAfter with later \
+                        events waiting: trying the next event of its device");
+                    stepped_over = Some(SteppedOver {
+                        candidate,
+                        reason: reason.clone(),
+                        status: *status,
+                    });
+                    continue;
+                }
                 Delivered::Deferred {
                     reason,
                     status,
                     blocks_all,
+                    not_direktiv,
                 } => {
                     if *blocks_all {
                         stop.cancel();
@@ -725,7 +832,9 @@ impl Pipeline {
                     progress.blocked.insert(group.key.clone());
                     let report = &mut progress.report;
                     if report.first_delivery_problem.is_none() {
-                        let kind = if *blocks_all {
+                        let kind = if *not_direktiv {
+                            DeliveryProblemKind::NotDirektiv
+                        } else if *blocks_all {
                             DeliveryProblemKind::EndpointRefused
                         } else {
                             DeliveryProblemKind::Deferred
@@ -782,6 +891,80 @@ impl Pipeline {
         }
     }
 
+    /// Keeps a poison event in the dead-letter store with its last answer
+    /// and settles it, like an event Direktiv refused. When it cannot be
+    /// kept it stays new.
+    async fn settle_poisoned(&self, poison: SteppedOver, progress: &Mutex<Progress>) {
+        let SteppedOver {
+            candidate,
+            reason,
+            status,
+        } = poison;
+        if !self.keep_poisoned(&candidate, &reason, status).await {
+            return;
+        }
+        let id = candidate.event.id().map_or("", |id| id.as_str());
+        self.poison.settled(id);
+        if let Err(error) = self
+            .tracker
+            .record_delivered(&candidate.source_key, id, candidate.event.created_at())
+            .await
+        {
+            self.metrics.state_persist_failures.inc();
+            tracing::error!(%error, "could not write the state");
+        }
+        let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
+        progress.settled.insert(id.to_owned());
+        let report = &mut progress.report;
+        report.rejected += 1;
+        if report.first_delivery_problem.is_none() {
+            report.first_delivery_problem = Some(DeliveryProblem::new(
+                DeliveryProblemKind::Refused,
+                status,
+                format!("kept as a poison event: {reason}"),
+            ));
+        }
+    }
+
+    /// Keeps a poison event in the dead-letter store with its last answer,
+    /// and says so once (WARN). `false` when it could not be kept.
+    async fn keep_poisoned(
+        &self,
+        candidate: &Candidate,
+        reason: &str,
+        status: Option<u16>,
+    ) -> bool {
+        let id = candidate.event.id().map_or("", |id| id.as_str());
+        let answer = crate::dead_letter::Answer {
+            status,
+            detail: format!(
+                "failed for direktiv.poisonAfter while later events of its device waited: \
+                 {reason}"
+            ),
+        };
+        let kept = match crate::dead_letter::Entry::new(&candidate.cloud, answer, Utc::now()) {
+            Ok(entry) => self.dead_letters.keep_poisoned(entry).await,
+            Err(error) => Err(crate::Error::Encode(error)),
+        };
+        match kept {
+            Ok(()) => {
+                self.observer.event_refused(&candidate.cloud, reason);
+                tracing::warn!(id, ty = ?candidate.event.event_type(), %reason,
+                    "an event kept failing for direktiv.poisonAfter while later events of its \
+                     device waited: kept in {}, resend it with --redeliver-refused; the \
+                     device's later events go on", self.dead_letters.location());
+                true
+            }
+            Err(error) => {
+                self.metrics.error(ErrorKind::State);
+                tracing::error!(id, %reason, error = crate::error::chain(&error),
+                    "a poison event could not be kept; it stays first in line and holds its \
+                     device's later events back");
+                false
+            }
+        }
+    }
+
     /// Keeps a refused event in the dead-letter store.
     async fn dead_letter(
         &self,
@@ -796,7 +979,7 @@ impl Pipeline {
     fn note_delivered(&self, created_at: Option<DateTime<Utc>>) {
         if let Some(at) = created_at {
             // A future date would hold the lag at 0 for good.
-            let at = at.min(Utc::now());
+            let at = at.min(self.api_now());
             self.newest_delivered_ms
                 .fetch_max(at.timestamp_millis(), Ordering::Relaxed);
             self.update_lag();
@@ -807,7 +990,12 @@ impl Pipeline {
     pub(crate) fn update_lag(&self) {
         let newest = self.newest_delivered_ms.load(Ordering::Relaxed);
         if newest > 0 {
-            let lag = Utc::now().timestamp_millis().saturating_sub(newest).max(0) as f64 / 1000.0;
+            let lag = self
+                .api_now()
+                .timestamp_millis()
+                .saturating_sub(newest)
+                .max(0) as f64
+                / 1000.0;
             self.metrics.delivery_lag.set(lag);
         }
     }

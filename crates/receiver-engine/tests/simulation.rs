@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `burst` | histories and bursts deeper than `perPage × maxPages` |
 //! | `late` | 30 % of events listed 1 to 90 s after their `created_at` (overlap 60 s) |
-//! | `order` | 15 % of events placed 1 to 2 pages below where their time puts them |
+//! | `order` | 15 % of events placed 1 to 2 pages below where their time puts them, held among the list's first `perPage` entries (the guarantee: the first page is always read whole) |
 //! | `fail` | 503 windows per list (5 to 50 s), and 1 in 25 pages answering 502 |
 //! | `throttle` | 429 windows per list (with `Retry-After`) |
 //! | `expiry` | one list failing longer than the tracker's source expiry (60 s) |

@@ -713,6 +713,10 @@ impl Tracker for PostgresTracker {
         Ok(())
     }
 
+    async fn align_start(&self, api_now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.tracked().core.align_start(api_now))
+    }
+
     /// Writes what changed since the last write, in one fenced transaction.
     ///
     /// # Errors

@@ -485,19 +485,30 @@ impl World {
                     .collect()
             })
             .unwrap_or_default();
-        let misplaced = shown.iter().any(|&n| events[n].misplaced > 0);
-        if misplaced {
-            let mut misplaced: Vec<usize> = shown
-                .iter()
-                .copied()
-                .filter(|&n| events[n].misplaced > 0)
-                .collect();
-            misplaced.sort_by(|&a, &b| events[a].id.cmp(&events[b].id));
-            for n in misplaced {
-                let at = shown.iter().position(|&m| m == n).expect("shown");
-                shown.remove(at);
-                shown.insert((at + events[n].misplaced).min(shown.len()), n);
-            }
+        if !shown.iter().any(|&n| events[n].misplaced > 0) {
+            return shown;
+        }
+        let mut misplaced: Vec<usize> = shown
+            .iter()
+            .copied()
+            .filter(|&n| events[n].misplaced > 0)
+            .collect();
+        misplaced.sort_by(|&a, &b| events[a].id.cmp(&events[b].id));
+        // A misplaced event stands `misplaced` places below where its time
+        // puts it, but only within the list's first `perPage` entries:
+        // the documented guarantee reaches a new event out of order there
+        // (the first page is always read whole); one misplaced deeper than
+        // any read reaches cannot be seen by any reader.
+        let first_page = (self.knobs.per_page as usize).saturating_sub(1);
+        for n in misplaced {
+            let at = shown.iter().position(|&m| m == n).expect("shown");
+            shown.remove(at);
+            let to = if at >= first_page {
+                at
+            } else {
+                (at + events[n].misplaced).min(first_page).min(shown.len())
+            };
+            shown.insert(to, n);
         }
         shown
     }

@@ -5,7 +5,7 @@
 //! (`bins/equinix-receiver/tests/pipeline_support`, through `#[path]`) use
 //! this one file.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -204,6 +204,10 @@ pub(crate) struct Hit {
 struct MetalState {
     /// Event lists by path, in any order (served newest first).
     lists: HashMap<String, Vec<Value>>,
+    /// Paths whose list is served in the order it is stored, not sorted.
+    as_stored: HashSet<String>,
+    /// The API's clock minus this host's, sent as every answer's `Date`.
+    clock_offset: Option<chrono::TimeDelta>,
     /// One-shot answers by path, used before the list.
     scripted: HashMap<String, VecDeque<Reply>>,
     /// Paths that answer 404 for good.
@@ -231,6 +235,26 @@ impl Metal {
             .entry(path.to_owned())
             .or_default()
             .extend(events);
+    }
+
+    /// Puts `event` at `position` (from 0) of the list at `path` as served,
+    /// which from then on is served in its stored order rather than newest
+    /// first: a list out of order.
+    pub(crate) fn insert_at(&self, path: &str, position: usize, event: Value) {
+        let mut state = self.lock();
+        let sorted = !state.as_stored.contains(path);
+        let list = state.lists.entry(path.to_owned()).or_default();
+        if sorted {
+            sort_newest_first(list);
+        }
+        list.insert(position.min(list.len()), event);
+        state.as_stored.insert(path.to_owned());
+    }
+
+    /// The API's clock runs `offset` from this host's: every answer's
+    /// `Date` header says so (events are dated by the test, on that clock).
+    pub(crate) fn set_clock_offset(&self, offset: chrono::TimeDelta) {
+        self.lock().clock_offset = Some(offset);
     }
 
     /// The next request to `path` gets `answer` instead of the list.
@@ -305,7 +329,10 @@ impl Respond for MetalResponder {
         } else if path == format!("/metal/v1/projects/{P2}/devices") {
             Reply::json(200, &fixture_json("receiver/devices-eks.json"))
         } else {
-            let events = state.lists.get(&path).cloned().unwrap_or_default();
+            let mut events = state.lists.get(&path).cloned().unwrap_or_default();
+            if !state.as_stored.contains(&path) {
+                sort_newest_first(&mut events);
+            }
             Reply::json(200, &page_of(&path, &query, events))
         };
         state.hits.push(Hit {
@@ -314,12 +341,28 @@ impl Respond for MetalResponder {
             at: Instant::now(),
             status: reply.status,
         });
-        reply.template()
+        let mut template = reply.template();
+        if let Some(offset) = state.clock_offset {
+            let date = Utc::now() + offset;
+            template = template
+                .insert_header("Date", date.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        }
+        template
     }
 }
 
-/// One page of `events`, newest first, with `meta` as the API writes it.
-fn page_of(path: &str, query: &str, mut events: Vec<Value>) -> Value {
+/// Sorts events newest first, as the API lists them.
+fn sort_newest_first(events: &mut [Value]) {
+    events.sort_by(|a, b| {
+        b["created_at"]
+            .as_str()
+            .cmp(&a["created_at"].as_str())
+            .then_with(|| b["id"].as_str().cmp(&a["id"].as_str()))
+    });
+}
+
+/// One page of `events` in the order given, with `meta` as the API writes it.
+fn page_of(path: &str, query: &str, events: Vec<Value>) -> Value {
     let param = |name: &str| {
         url::form_urlencoded::parse(query.as_bytes())
             .find(|(k, _)| k == name)
@@ -327,12 +370,6 @@ fn page_of(path: &str, query: &str, mut events: Vec<Value>) -> Value {
     };
     let page = param("page").unwrap_or(1).max(1);
     let per_page = param("per_page").unwrap_or(10).max(1);
-    events.sort_by(|a, b| {
-        b["created_at"]
-            .as_str()
-            .cmp(&a["created_at"].as_str())
-            .then_with(|| b["id"].as_str().cmp(&a["id"].as_str()))
-    });
     let total = events.len();
     let last_page = total.div_ceil(per_page).max(1);
     let items: Vec<Value> = events
