@@ -36,15 +36,11 @@
 //! virtual seconds (faults, changes, new events; every fault ends by then),
 //! then heals for 110 s (nothing fails, nothing new happens) and stops.
 //!
-//! The engine of December 2026 also reads this host's real wall clock
-//! (`Utc::now()` in `sweep.rs` and `poll.rs`), which no in-process test can
-//! move: to it the API's clock is years ahead, so the lines it draws from
-//! that clock lie below every event (a read stops only at an event the
-//! tracker settles: before the baseline, below a floor) and its floors move
-//! only by events. Once the engine takes its times from the API
-//! (`Client::api_now`), the epoch does not matter. `SIM_EPOCH=<RFC 3339>`
-//! moves it (an epoch before the wall clock makes the engine's own clock
-//! run ahead of the API's by years instead).
+//! The engine takes its floors and start point from the API's `Date`
+//! (`Client::api_now`), so the epoch does not matter to it. Before the
+//! fixes of #22 it read this host's wall clock (`Utc::now()`), which no
+//! in-process test can move; `SIM_EPOCH=<RFC 3339>` moves the epoch (one
+//! before the wall clock put that engine's clock years ahead of the API's).
 //!
 //! # The guarantee (which events must arrive)
 //!
