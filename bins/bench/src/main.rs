@@ -9,7 +9,11 @@
 //! cargo run --release -p bench              # full run, ~11 minutes on 2 cores
 //! cargo run --release -p bench -- --quick   # one run each, smaller fleets, ~1.5 minutes
 //! cargo run --release -p bench -- --scenario steady --runs 5
+//! cargo run --release -p bench -- --scenario busy --scenario cadence --runs 1  # issue 22, ~5 minutes
 //! ```
+//!
+//! `busy` and `cadence` (issue 22) run only when named; their figures are
+//! kept in `docs/benchmarks.md` by hand.
 
 // A command-line tool whose output is its report.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
