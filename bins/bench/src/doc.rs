@@ -1,5 +1,6 @@
 //! `docs/benchmarks.md`: the figures of a run as Markdown tables, with the
-//! criterion section carried over from the existing file.
+//! criterion section, the issue-22 section and the findings carried over
+//! from the existing file.
 
 use std::fmt::Write as _;
 
@@ -688,6 +689,7 @@ pub(crate) fn render(r: &Results, existing: &str) -> String {
          (§3's floor).\n\n",
     );
 
+    out.push_str(&issue22_section(existing));
     out.push_str("## Component benchmarks (criterion)\n\n");
     out.push_str(CRITERION_START);
     out.push('\n');
@@ -697,6 +699,19 @@ pub(crate) fn render(r: &Results, existing: &str) -> String {
 
     out.push_str(&findings_section(existing));
     out
+}
+
+const ISSUE22_START: &str = "<!-- issue22:start -->";
+const ISSUE22_END: &str = "<!-- issue22:end -->";
+
+/// The figures of issue 22 (`--scenario busy`, `--scenario cadence`, not
+/// part of a full run), written by hand and carried over; nothing when absent.
+fn issue22_section(existing: &str) -> String {
+    existing
+        .split_once(ISSUE22_START)
+        .and_then(|(_, rest)| rest.split_once(ISSUE22_END))
+        .map(|(inside, _)| format!("{ISSUE22_START}\n{}\n{ISSUE22_END}\n\n", inside.trim()))
+        .unwrap_or_default()
 }
 
 const FINDINGS_START: &str = "<!-- findings:start -->";
@@ -726,6 +741,14 @@ mod tests {
         let existing = format!("# old\n{CRITERION_START}\nmy figures\n{CRITERION_END}\n");
         assert_eq!(criterion_section(&existing), "my figures\n");
         assert!(criterion_section("no markers").contains("1.39 µs/event"));
+    }
+
+    #[test]
+    fn keeps_the_issue22_section() {
+        let existing = format!("x\n{ISSUE22_START}\n## Issue 22\n{ISSUE22_END}\ny");
+        let kept = issue22_section(&existing);
+        assert!(kept.starts_with(ISSUE22_START) && kept.contains("\n## Issue 22\n"));
+        assert_eq!(issue22_section("no markers"), "");
     }
 
     #[test]

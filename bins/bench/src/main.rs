@@ -9,7 +9,11 @@
 //! cargo run --release -p bench              # full run, ~11 minutes on 2 cores
 //! cargo run --release -p bench -- --quick   # one run each, smaller fleets, ~1.5 minutes
 //! cargo run --release -p bench -- --scenario steady --runs 5
+//! cargo run --release -p bench -- --scenario busy --scenario cadence --runs 1  # issue 22, ~5 minutes
 //! ```
+//!
+//! `busy` and `cadence` (issue 22) run only when named; their figures are
+//! kept in `docs/benchmarks.md` by hand.
 
 // A command-line tool whose output is its report.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -19,6 +23,7 @@ mod doc;
 mod floor;
 mod instructions;
 mod old;
+mod reading;
 mod receiver;
 mod report;
 mod scenarios;
@@ -74,6 +79,12 @@ enum Scenario {
     Instructions,
     /// 6. Adaptive polling on an idle F1, both simulated worlds.
     Adaptive,
+    /// Issue 22: one device list taking an event a second, at perPage 100
+    /// and 10 (only on request: not part of a full run).
+    Busy,
+    /// Issue 22: reads per list per interval, 200 lists at 2 s, adaptive
+    /// polling off (only on request: not part of a full run).
+    Cadence,
 }
 
 const ALL: [Scenario; 7] = [
@@ -219,6 +230,9 @@ struct Results {
     scale: Option<Summary<scenarios::SteadyRun>>,
     adaptive_covered: Option<Summary<adaptive::AdaptiveRun>>,
     adaptive_uncovered: Option<Summary<adaptive::AdaptiveRun>>,
+    /// One summary per page size.
+    busy: Vec<Summary<reading::BusyRun>>,
+    cadence: Option<Summary<reading::CadenceRun>>,
     /// Ratios of ours to the old receiver's (steady F1 vs old F1 medians).
     versus_old: Option<VersusOld>,
     /// Figures from the criterion benches (not measured by this harness).
@@ -367,6 +381,8 @@ async fn run_all(
         scale: None,
         adaptive_covered: None,
         adaptive_uncovered: None,
+        busy: Vec::new(),
+        cadence: None,
         versus_old: None,
         criterion: doc::criterion_figures(),
         goals: Vec::new(),
@@ -548,6 +564,71 @@ async fn run_all(
         results.scale = Some(Summary::of(all));
     }
 
+    if selected.contains(&Scenario::Busy) {
+        let fleet = reading::busy_fleet();
+        println!(
+            "\n== issue 22, busy: one device list taking 1 event/s (and 900 s of them before the start), pollInterval {} s, perPage {:?} (at once), {} reads counted; {} ==",
+            reading::BUSY_INTERVAL.as_secs(),
+            reading::BUSY_PER_PAGE,
+            reading::BUSY_READS,
+            fleet.describe()
+        );
+        let mut all: Vec<Vec<reading::BusyRun>> = vec![Vec::new(); reading::BUSY_PER_PAGE.len()];
+        for run in 0..runs {
+            let [large, small] = reading::BUSY_PER_PAGE;
+            let both = tokio::try_join!(
+                reading::busy(binary, large, seed(run)),
+                reading::busy(binary, small, seed(run) + 100),
+            )?;
+            for (i, r) in [both.0, both.1].into_iter().enumerate() {
+                println!(
+                    "run {}, perPage {}: {:.2} requests/read ({} in {} reads, {:.0} s), {:.2} pages/read (receiver), {:.0} events served/read, {:.1} delivered/read, sweep {:.0} ms, after {} warm-up sweeps",
+                    run + 1,
+                    r.per_page,
+                    r.requests_per_read,
+                    r.list_requests,
+                    r.reads,
+                    r.window_s,
+                    r.pages_per_read,
+                    r.events_served_per_read,
+                    r.delivered_per_read,
+                    r.sweep_ms,
+                    r.warmup_sweeps
+                );
+                all[i].push(r);
+            }
+        }
+        results.busy = all.into_iter().map(Summary::of).collect();
+    }
+    if selected.contains(&Scenario::Cadence) {
+        println!(
+            "\n== issue 22, cadence: pollInterval = maxPollInterval = {} s, {} passes counted; {} ==",
+            reading::CADENCE_INTERVAL.as_secs(),
+            reading::CADENCE_PASSES,
+            reading::cadence_fleet().describe()
+        );
+        let mut all = Vec::new();
+        for run in 0..runs {
+            let r = reading::cadence(binary, seed(run)).await?;
+            println!(
+                "run {}: {} lists, {} passes in {:.2} s ({:.2} intervals, a pass every {:.0} ms, sweep {:.0} ms): reads per list per interval mean {:.4}, min {:.4}, max {:.4}; {:.3} requests per read",
+                run + 1,
+                r.lists,
+                r.passes,
+                r.window_s,
+                r.intervals,
+                r.pass_period_ms,
+                r.sweep_ms,
+                r.reads_per_interval_mean,
+                r.reads_per_interval_min,
+                r.reads_per_interval_max,
+                r.requests_per_read
+            );
+            all.push(r);
+        }
+        results.cadence = Some(Summary::of(all));
+    }
+
     if let Some(task) = adaptive_task {
         println!("\n== 6. adaptive polling: waiting for the background runs ==");
         let (covered, uncovered) = task.await.context("the adaptive runs panicked")??;
@@ -604,6 +685,14 @@ fn goals(results: &Results) -> Vec<Goal> {
             "API requests per sweep",
             s.stat("total_requests_per_sweep"),
             lists_bound(&plan.f1),
+            "",
+            Direction::AtMost,
+        ));
+        goals.push(Goal::new(
+            name,
+            "API requests per list read (issue 22)",
+            s.stat("requests_per_list_read"),
+            1.1,
             "",
             Direction::AtMost,
         ));
@@ -729,6 +818,25 @@ fn goals(results: &Results) -> Vec<Goal> {
             "events lost",
             a.stat("lost"),
             0.0,
+            "",
+            Direction::AtMost,
+        ));
+    }
+    if let Some(c) = &results.cadence {
+        let name = "issue 22, cadence";
+        goals.push(Goal::new(
+            name,
+            "reads per list per interval, fewest of any list",
+            c.stat("reads_per_interval_min"),
+            0.95,
+            "",
+            Direction::AtLeast,
+        ));
+        goals.push(Goal::new(
+            name,
+            "reads per list per interval, most of any list",
+            c.stat("reads_per_interval_max"),
+            1.05,
             "",
             Direction::AtMost,
         ));

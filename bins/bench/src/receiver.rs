@@ -26,6 +26,8 @@ pub(crate) struct ReceiverConfig {
     pub(crate) state_path: PathBuf,
     /// `equinix.maxPollInterval`; `None` leaves the key out (its default).
     pub(crate) max_poll_interval: Option<Duration>,
+    /// `equinix.startFrom`: `now`, or an RFC 3339 instant.
+    pub(crate) start_from: String,
 }
 
 impl ReceiverConfig {
@@ -40,7 +42,7 @@ impl ReceiverConfig {
   perPage: {per_page}
   concurrency: {concurrency}
   levels: [project, device]
-  startFrom: now
+  startFrom: '{start_from}'
 direktiv:
   endpoint: {direktiv}
   token: {direktiv_token}
@@ -68,6 +70,7 @@ shutdownGrace: 5s
             direktiv_token = self.direktiv_token,
             direktiv_concurrency = self.direktiv_concurrency,
             state = self.state_path.display(),
+            start_from = self.start_from,
         )
     }
 
@@ -366,6 +369,7 @@ mod tests {
             direktiv_concurrency: 8,
             state_path: PathBuf::from("/tmp/x/state.json"),
             max_poll_interval: None,
+            start_from: "now".into(),
         };
         let yaml = config.yaml();
         for needle in [
@@ -376,6 +380,7 @@ mod tests {
             "path: /tmp/x/state.json",
             "format: json",
             "enabled: false",
+            "startFrom: 'now'",
         ] {
             assert!(yaml.contains(needle), "{needle} missing from\n{yaml}");
         }

@@ -131,6 +131,25 @@ impl Setup {
         max_poll_interval: Option<Duration>,
         direktiv_latency: Duration,
     ) -> anyhow::Result<Self> {
+        Self::start_tuned(
+            sim_config,
+            poll_interval,
+            max_poll_interval,
+            direktiv_latency,
+            |_| {},
+        )
+        .await
+    }
+
+    /// As [`Setup::start_with`], with `tune` changing the receiver's config
+    /// (`perPage`, `startFrom`) before it is written.
+    pub(crate) async fn start_tuned(
+        sim_config: MetalSimConfig,
+        poll_interval: Duration,
+        max_poll_interval: Option<Duration>,
+        direktiv_latency: Duration,
+        tune: impl FnOnce(&mut ReceiverConfig),
+    ) -> anyhow::Result<Self> {
         let metal = MetalSim::start(sim_config)
             .await
             .context("starting metal-sim")?;
@@ -148,7 +167,7 @@ impl Setup {
             .tempdir()
             .context("creating a temp dir")?;
         let state_path = dir.path().join("state.json");
-        let config = ReceiverConfig {
+        let mut config = ReceiverConfig {
             api_url: metal.base_url(),
             org_id: metal.org_id(),
             metal_token: metal.token().to_owned(),
@@ -160,7 +179,9 @@ impl Setup {
             direktiv_concurrency: DIREKTIV_CONCURRENCY,
             state_path: state_path.clone(),
             max_poll_interval,
+            start_from: "now".to_owned(),
         };
+        tune(&mut config);
         let config_path = config.write(dir.path())?;
         Ok(Self {
             metal,
@@ -246,6 +267,8 @@ pub(crate) struct SteadyRun {
     pub(crate) sweeps: usize,
     /// API requests per steady sweep (simulator counters).
     pub(crate) requests_per_sweep: f64,
+    /// `requests_per_sweep / lists`: API requests per list read (issue 22).
+    pub(crate) requests_per_list_read: f64,
     /// Pages the receiver reported per steady sweep.
     pub(crate) pages_per_sweep: f64,
     /// Requests of one inventory load (organization, projects, devices).
@@ -330,6 +353,7 @@ pub(crate) async fn steady(
         lists,
         sweeps,
         requests_per_sweep,
+        requests_per_list_read: requests_per_sweep / lists.max(1) as f64,
         pages_per_sweep,
         inventory_requests,
         amortized_inventory_per_sweep: amortized,

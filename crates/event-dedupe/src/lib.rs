@@ -20,7 +20,9 @@
 //! - **Baseline.** Events created before the baseline are never sent. It is
 //!   fixed when the state is first created ([`Baseline::Now`] by default) and
 //!   kept across restarts, so events that happened while the receiver was down
-//!   are sent when it returns.
+//!   are sent when it returns. [`Baseline::Now`] is this host's clock when the
+//!   state is created; [`Tracker::align_start`] moves it onto the API's clock
+//!   once that is known, so a host clock that runs fast skips nothing.
 //! - **Bounded memory.** The state grows with the events of the overlap window
 //!   (default 10 minutes) behind the slowest live source, not with history.
 //!

@@ -194,6 +194,10 @@ pub struct MetalStats {
     pub requests_total: u64,
     /// API requests by endpoint, e.g. `GET /projects/{id}/events`.
     pub requests: BTreeMap<String, u64>,
+    /// API requests by event list, keyed by the list's path with its id
+    /// (e.g. `/devices/{id}/events`): how often each list was read.
+    #[serde(default)]
+    pub list_requests: BTreeMap<String, u64>,
     /// API responses by status code.
     pub statuses: BTreeMap<u16, u64>,
     /// Faults injected, by kind (`rate_limited`, `server_error`, `slow`,
@@ -498,6 +502,12 @@ async fn api(
         (Some(route), true) => route.name().to_owned(),
         _ => format!("{method} (unknown)"),
     };
+    let list = match (&route, method == Method::GET) {
+        (Some(Route::OrgEvents(id)), true) => Some(format!("/organizations/{id}/events")),
+        (Some(Route::ProjectEvents(id)), true) => Some(format!("/projects/{id}/events")),
+        (Some(Route::DeviceEvents(id)), true) => Some(format!("/devices/{id}/events")),
+        _ => None,
+    };
     let response = serve(
         shared,
         route.filter(|_| method == Method::GET),
@@ -517,6 +527,9 @@ async fn api(
     let mut stats = shared.stats.lock().expect("stats lock");
     stats.requests_total += 1;
     *stats.requests.entry(endpoint).or_default() += 1;
+    if let Some(list) = list {
+        *stats.list_requests.entry(list).or_default() += 1;
+    }
     *stats
         .statuses
         .entry(response.status().as_u16())

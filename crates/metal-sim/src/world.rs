@@ -636,7 +636,6 @@ impl World {
         let project = self.devices[device as usize].project;
         let org = self.projects[project as usize].org;
         let kind = pick(&mut self.rng, &DEVICE_LIFE);
-        let last = self.last_created;
         let i = self.store(
             Pending {
                 org,
@@ -647,7 +646,6 @@ impl World {
             },
             SystemTime::now(),
         );
-        self.last_created = last.max(at);
         let events = &self.events;
         let place = |list: &mut Vec<u32>| {
             if list.last() == Some(&i) {
@@ -683,19 +681,7 @@ impl World {
     /// Generates one event now for a given device.
     pub(crate) fn emit_for_device(&mut self, device: u32) -> u32 {
         let at = self.now().max(self.last_created);
-        let project = self.devices[device as usize].project;
-        let org = self.projects[project as usize].org;
-        let kind = pick(&mut self.rng, &DEVICE_LIFE);
-        self.store(
-            Pending {
-                org,
-                project: Some(project),
-                device: Some(device),
-                kind,
-                at,
-            },
-            SystemTime::now(),
-        )
+        self.emit_for_device_at(device, at)
     }
 
     /// Adds a device to a project now, with an `instance.created` event and

@@ -573,6 +573,9 @@ async fn faults_and_stats_are_served_on_the_admin_endpoint() {
     assert_eq!(stats["requests_total"], 2);
     assert_eq!(stats["requests"]["GET /events"], 1);
     assert_eq!(stats["requests"]["GET /projects/{id}/events"], 1);
+    let list = format!("/projects/{project}/events");
+    assert_eq!(stats["list_requests"][list.as_str()], 1);
+    assert_eq!(sim.stats().list_requests.len(), 1, "only event lists");
     assert_eq!(stats["statuses"]["503"], 1);
     assert_eq!(stats["faults"]["server_error"], 1);
     assert_eq!(stats["events_generated"], 3);

@@ -73,7 +73,9 @@
 //! 2. The lists that are due are read (every list for `run_once`), the most
 //!    overdue first and as many as the request budget allows: device lists,
 //!    then project and organization lists, with bounded concurrency; each
-//!    list stops at the first page that reaches its settled line. Every
+//!    list is read from page 1 (or where the page cap stopped its last read)
+//!    down to its floor minus the overlap, or, when it was seen out of order,
+//!    to a page wholly below that line. Every
 //!    request waits at the client's rate gate. A list's next read follows its
 //!    activity: hot lists every poll interval, quiet device lists backing off
 //!    to [`EngineOptions::max_poll_interval`] (see [`Band`]).
@@ -90,7 +92,11 @@
 //! # Invariants
 //!
 //! - An event is recorded as delivered only after Direktiv acknowledged it.
-//! - A list's floor moves only when the list was fully read.
+//! - A list's floor moves only when the list was read to its settled part
+//!   (in one read, or in several that the page cap cut), reckoned by the
+//!   API's clock (its `Date` header), never this host's alone.
+//! - A list is forgotten only when the inventory no longer has its project
+//!   or device; one that fails, is cut by the page cap or waits is kept.
 //! - An endpoint-wide refusal
 //!   ([`Outcome::is_endpoint_refusal`](direktiv_broadcast::Outcome::is_endpoint_refusal))
 //!   stops the sweep's deliveries.

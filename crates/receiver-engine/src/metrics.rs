@@ -268,7 +268,7 @@ pub struct Metrics {
     pub events_already_delivered: Counter,
     /// Events that cannot become a CloudEvent (no id or no type): `equinix_receiver_events_unmappable`.
     pub events_unmappable: Counter,
-    /// New events dated more than a minute past this host's clock: `equinix_receiver_events_future_dated`.
+    /// New events dated more than a minute past the API's clock (its `Date`): `equinix_receiver_events_future_dated`.
     pub events_future_dated: Counter,
     /// New events not sent because their type matches no pattern of `equinix.eventTypes`: `equinix_receiver_events_filtered`.
     pub events_filtered: Counter,
@@ -495,7 +495,7 @@ impl Metrics {
         );
         r.register(
             "events_future_dated",
-            "New events dated more than a minute past this host's clock (delivered; their date \
+            "New events dated more than a minute past the API's own clock (delivered; their date \
              never settles a list)",
             self.events_future_dated.clone(),
         );

@@ -507,7 +507,7 @@ pub(crate) async fn poll_list(
             }
             Effect::Fail(error) => poll.error = Some(error),
             Effect::Capped => {
-                tracing::debug!(source = %poll.source.key, pages = poll.pages, next_page = page_number,
+                tracing::info!(source = %poll.source.key, pages = poll.pages, next_page = page_number,
                     "page cap reached before the settled part of the list; the next read goes on from here");
                 metrics.lists_capped.inc();
                 poll.capped = true;

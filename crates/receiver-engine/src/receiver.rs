@@ -546,7 +546,8 @@ impl Receiver {
                 };
                 health.beat();
                 pipeline.metrics.lists_stalled.set(
-                    i64::try_from(schedule.stalled(Instant::now(), settings.max_poll_interval * 3))
+                    // As of this pass's start: what it read to the end is not stalled.
+                    i64::try_from(schedule.stalled(started, settings.max_poll_interval * 3))
                         .unwrap_or(i64::MAX),
                 );
                 self.note_skew(&mut skew_warned);

@@ -202,3 +202,87 @@ async fn a_start_from_now_follows_the_apis_clock_not_a_fast_host_clock() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_list_found_out_of_order_is_read_past_its_first_settled_page() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    let setup = Setup::all().with(|o| o.with_per_page(10));
+    // 25 old events, delivered: the list's floor is now minus the overlap,
+    // and every one of them lies below its settled line.
+    world.metal.add(&path, burst(0, 25, 3000));
+    world.once(&setup).await.assert_all_delivered();
+    world.direktiv.clear();
+    // Two new events out of order: one at position 2 (so page 1 is seen out
+    // of order) and one at position 13, on page 2, below a first page that
+    // holds settled events. A reader that trusted the order would stop at
+    // page 1.
+    world.metal.insert_at(
+        &path,
+        1,
+        device_event(&eid(100), "instance.reboot", D1, ago(10)),
+    );
+    world.metal.insert_at(
+        &path,
+        12,
+        device_event(&eid(101), "instance.reboot", D1, ago(20)),
+    );
+    world.once(&setup).await.assert_all_delivered();
+    let mut got = world.direktiv.accepted_ids();
+    got.sort();
+    assert_eq!(got, [eid(100), eid(101)]);
+}
+
+/// The value of a sample in the engine's metrics text.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test]
+async fn a_list_that_keeps_failing_shows_as_stalled_and_is_delivered_once_it_answers() {
+    let world = World::start().await;
+    let path = device_events_path(D1);
+    let setup = device_lists(Setup::all(), 10, 10);
+    world.metal.add(&path, burst(0, 5, 10));
+    world
+        .metal
+        .fixed(&path, Reply::metal_error(503, "unavailable"));
+    let (receiver, _) = world.receiver(&setup).await;
+    let stop = CancellationToken::new();
+    let metrics = std::sync::Arc::clone(receiver.metrics());
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { receiver.run(stop).await }
+    });
+    // Not read to its settled part for three times maxPollInterval (60 ms).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while sample(&metrics.encode(), "equinix_receiver_lists_stalled") != Some(1.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(world.direktiv.accepted_ids().is_empty());
+    // It answers again: every event goes out, and it is no longer stalled.
+    world.metal.unfix(&path);
+    while world.direktiv.accepted_ids().len() < 5
+        || sample(&metrics.encode(), "equinix_receiver_lists_stalled") != Some(0.0)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    running.await.expect("the receiver ends");
+}

@@ -11,9 +11,9 @@
 //! | `burst` | histories and bursts deeper than `perPage × maxPages` |
 //! | `late` | 30 % of events listed 1 to 90 s after their `created_at` (overlap 60 s) |
 //! | `order` | 15 % of events placed 1 to 2 pages below where their time puts them, held among the list's first `perPage` entries (the guarantee: the first page is always read whole) |
-//! | `fail` | 503 windows per list (5 to 60 s), and 1 in 25 pages answering 502 |
+//! | `fail` | 503 windows per list (5 to 50 s), and 1 in 25 pages answering 502 |
 //! | `throttle` | 429 windows per list (with `Retry-After`) |
-//! | `expiry` | one list failing longer than the tracker's source expiry (90 s) |
+//! | `expiry` | one list failing longer than the tracker's source expiry (60 s) |
 //! | `churn` | devices added, moved between projects, deleted (their list answers 404) |
 //! | `outage` | Direktiv answering 503 for 10 to 90 s |
 //! | `refuse` | Direktiv refusing 5 % of events for good (400: dead-lettered) |
@@ -32,15 +32,15 @@
 //! The API's clock is a fixed epoch (2030-01-01T00:00:00Z) plus tokio's
 //! virtual time since the receiver's first start; every answer carries it
 //! as `Date`. The host clock the tracker reads (`TrackerOptions::with_clock`)
-//! is the API's plus the seed's skew. A seed is active for 120 to 180
+//! is the API's plus the seed's skew. A seed is active for 100 to 160
 //! virtual seconds (faults, changes, new events; every fault ends by then),
-//! then heals for 120 s (nothing fails, nothing new happens) and stops.
+//! then heals for 110 s (nothing fails, nothing new happens) and stops.
 //!
-//! The engine of December 2026 also reads this host's real wall clock
-//! (`Utc::now()` in `sweep.rs` and `poll.rs`), which no in-process test can
-//! move: to it the API's clock is years ahead, so it never stops a read at
-//! a settled line and its floors only move by events. Once the engine takes
-//! its times from the API (`Client::api_now`), the epoch does not matter.
+//! The engine takes its floors and start point from the API's `Date`
+//! (`Client::api_now`), so the epoch does not matter to it. Before the
+//! fixes of #22 it read this host's wall clock (`Utc::now()`), which no
+//! in-process test can move; `SIM_EPOCH=<RFC 3339>` moves the epoch (one
+//! before the wall clock put that engine's clock years ahead of the API's).
 //!
 //! # The guarantee (which events must arrive)
 //!
@@ -74,6 +74,7 @@
 //! SIM_SEED=42 cargo test -p receiver-engine --test simulation -- --nocapture  # replay, traced
 //! SIM_ONLY=late,order cargo test -p receiver-engine --test simulation   # only those ingredients
 //! SIM_ONLY=none ...                                              # no nemesis at all
+//! SIM_SEED=42 SIM_LOG=receiver_engine=debug ...                  # replay with the engine's log
 //! ```
 //!
 //! A failing seed prints the line that replays it.
@@ -153,6 +154,13 @@ fn names(ingredients: &BTreeSet<Ingredient>) -> String {
 fn the_engine_delivers_every_expected_event_under_the_nemesis() {
     let only = only();
     if let Some(seed) = env_u64("SIM_SEED") {
+        if let Ok(filter) = std::env::var("SIM_LOG") {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .without_time()
+                .init();
+        }
         let (world, run) = run_seed(seed, only.as_ref(), true);
         eprintln!(
             "seed {seed}: ingredients {}, settings {:?}, {} projects, {} devices, shows devices: {}",

@@ -30,8 +30,6 @@ enum Kind {
     ListUnreadable,
     /// The projects and devices could not be listed.
     InventoryUnreadable,
-    /// A list had more new events than the page cap.
-    PageCap,
     /// Direktiv did not take some events; they wait for a later sweep.
     DeliveryDeferred,
     /// Direktiv refused an event for good.
@@ -85,17 +83,6 @@ const RULES: &[Rule] = &[
                 "the projects and devices could not be listed ({}); tried again next sweep",
                 f.error()
             ))
-        },
-    },
-    Rule {
-        message: "page cap reached",
-        kind: Kind::PageCap,
-        text: |_| {
-            Some(
-                "an event list has more new events than the page cap; the rest waits for the \
-                 next sweep"
-                    .to_owned(),
-            )
         },
     },
     Rule {

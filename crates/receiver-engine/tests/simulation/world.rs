@@ -190,6 +190,8 @@ pub(crate) struct World {
     pub(crate) faults: Vec<Fault>,
     pub(crate) outages: Vec<(Ms, Ms)>,
     pub(crate) crashes: Vec<Ms>,
+    /// Each list's events (indexes), newest first by `created_at`.
+    by_list: std::collections::BTreeMap<List, Vec<usize>>,
 }
 
 /// Types delivered when the seed filters, and the type filtered out.
@@ -228,13 +230,13 @@ impl World {
             (false, false, true),
         ]);
         let overlap = Duration::from_secs(60);
-        let expiry = Duration::from_secs(90);
+        let expiry = Duration::from_secs(60);
         let skew = if has(Ingredient::Skew) {
             *rng.pick(&[-3600, -30, 30, 180, 3600]) * SEC
         } else {
             0
         };
-        let active = rng.range(120, 180) * SEC;
+        let active = rng.range(100, 160) * SEC;
         let knobs = Knobs {
             poll,
             max_poll,
@@ -248,7 +250,7 @@ impl World {
             inventory_refresh: Duration::from_secs(30),
             skew,
             active,
-            end: active + 120 * SEC,
+            end: active + 110 * SEC,
         };
         let cap = i64::from(per_page * max_pages);
 
@@ -360,7 +362,7 @@ impl World {
             for (on, throttle) in [(Ingredient::Fail, false), (Ingredient::Throttle, true)] {
                 if has(on) && rng.chance(0.5) {
                     let from = rng.range(0, active / SEC - 30) * SEC;
-                    let long = if throttle { 30 } else { 60 };
+                    let long = if throttle { 30 } else { 50 };
                     faults.push(Fault {
                         list,
                         from,
@@ -401,7 +403,7 @@ impl World {
             Vec::new()
         };
         let shows_devices = rng.chance(0.5);
-        Self {
+        let mut world = Self {
             seed,
             ingredients,
             knobs,
@@ -413,7 +415,20 @@ impl World {
             faults,
             outages,
             crashes,
+            by_list: Default::default(),
+        };
+        for list in lists {
+            let mut shown: Vec<usize> = (0..world.events.len())
+                .filter(|&n| world.shows(list, &world.events[n]))
+                .collect();
+            let events = &world.events;
+            shown.sort_by(|&a, &b| {
+                let (a, b) = (&events[a], &events[b]);
+                b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id))
+            });
+            world.by_list.insert(list, shown);
         }
+        world
     }
 
     /// Whether `list` shows `event` (when it is visible).
@@ -460,13 +475,19 @@ impl World {
     /// API's order: newest first, except the misplaced ones.
     pub(crate) fn listing(&self, list: List, t: Ms) -> Vec<usize> {
         let events = &self.events;
-        let mut shown: Vec<usize> = (0..events.len())
-            .filter(|&n| events[n].visible() <= t && self.shows(list, &events[n]))
-            .collect();
-        shown.sort_by(|&a, &b| {
-            let (a, b) = (&events[a], &events[b]);
-            b.created.cmp(&a.created).then_with(|| b.id.cmp(&a.id))
-        });
+        let mut shown: Vec<usize> = self
+            .by_list
+            .get(&list)
+            .map(|all| {
+                all.iter()
+                    .copied()
+                    .filter(|&n| events[n].visible() <= t)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !shown.iter().any(|&n| events[n].misplaced > 0) {
+            return shown;
+        }
         let mut misplaced: Vec<usize> = shown
             .iter()
             .copied()

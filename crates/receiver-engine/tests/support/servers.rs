@@ -242,8 +242,11 @@ impl Metal {
     /// first: a list out of order.
     pub(crate) fn insert_at(&self, path: &str, position: usize, event: Value) {
         let mut state = self.lock();
+        let sorted = !state.as_stored.contains(path);
         let list = state.lists.entry(path.to_owned()).or_default();
-        sort_newest_first(list);
+        if sorted {
+            sort_newest_first(list);
+        }
         list.insert(position.min(list.len()), event);
         state.as_stored.insert(path.to_owned());
     }
