@@ -210,6 +210,19 @@ impl ListProblem {
 }
 
 impl SweepReport {
+    /// Counts an event refused for good (or kept as poison), and keeps the
+    /// first such problem.
+    fn refused(&mut self, status: Option<u16>, reason: String) {
+        self.rejected += 1;
+        if self.first_delivery_problem.is_none() {
+            self.first_delivery_problem = Some(DeliveryProblem::new(
+                DeliveryProblemKind::Refused,
+                status,
+                reason,
+            ));
+        }
+    }
+
     /// Everything found was delivered and every list was read.
     pub fn all_delivered(&self) -> bool {
         self.deferred == 0
@@ -863,30 +876,12 @@ impl Pipeline {
             }
             // Record only after the acknowledgement (or a final refusal, which
             // settles the event deliberately).
-            if let Err(error) = self
-                .tracker
-                .record_delivered(&candidate.source_key, id, candidate.event.created_at())
-                .await
-            {
-                self.metrics.state_persist_failures.inc();
-                tracing::error!(%error, "could not write the state");
-            }
-            let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
-            progress.settled.insert(id.to_owned());
+            let mut progress = self.settle(&candidate, progress).await;
             let report = &mut progress.report;
             match outcome {
                 Delivered::Acknowledged { already: false } => report.delivered += 1,
                 Delivered::Acknowledged { already: true } => report.already += 1,
-                Delivered::Rejected { reason, answer } => {
-                    report.rejected += 1;
-                    if report.first_delivery_problem.is_none() {
-                        report.first_delivery_problem = Some(DeliveryProblem::new(
-                            DeliveryProblemKind::Refused,
-                            answer.status,
-                            reason,
-                        ));
-                    }
-                }
+                Delivered::Rejected { reason, answer } => report.refused(answer.status, reason),
                 Delivered::Deferred { .. } | Delivered::Cancelled => {
                     unreachable!("returned above")
                 }
@@ -906,8 +901,23 @@ impl Pipeline {
         if !self.keep_poisoned(&candidate, &reason, status).await {
             return;
         }
+        self.poison
+            .settled(candidate.event.id().map_or("", |id| id.as_str()));
+        self.settle(&candidate, progress)
+            .await
+            .report
+            .refused(status, format!("kept as a poison event: {reason}"));
+    }
+
+    /// Records a delivered or deliberately settled event in the tracker and
+    /// in the sweep's progress; returns the progress, still locked, for the
+    /// caller's count.
+    async fn settle<'p>(
+        &self,
+        candidate: &Candidate,
+        progress: &'p Mutex<Progress>,
+    ) -> std::sync::MutexGuard<'p, Progress> {
         let id = candidate.event.id().map_or("", |id| id.as_str());
-        self.poison.settled(id);
         if let Err(error) = self
             .tracker
             .record_delivered(&candidate.source_key, id, candidate.event.created_at())
@@ -918,15 +928,7 @@ impl Pipeline {
         }
         let mut progress = progress.lock().unwrap_or_else(PoisonError::into_inner);
         progress.settled.insert(id.to_owned());
-        let report = &mut progress.report;
-        report.rejected += 1;
-        if report.first_delivery_problem.is_none() {
-            report.first_delivery_problem = Some(DeliveryProblem::new(
-                DeliveryProblemKind::Refused,
-                status,
-                format!("kept as a poison event: {reason}"),
-            ));
-        }
+        progress
     }
 
     /// Keeps a poison event in the dead-letter store with its last answer,
