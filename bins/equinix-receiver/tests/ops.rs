@@ -8,7 +8,7 @@
 
 mod process_support;
 
-use process_support::{collect_stderr, metric_value, send_signal};
+use process_support::{collect_stderr, metric_value, receiver_env, send_signal};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -114,13 +114,7 @@ impl Receiver {
                 shell
             }
         };
-        let mut child = command
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env_remove("METAL_AUTH_TOKEN")
-            .env_remove("DIREKTIV_TOKEN")
-            // The tests poll a local server faster than the 1 s minimum.
-            .env("EQUINIX_RECEIVER_ALLOW_FAST_POLL", "1")
+        let mut child = receiver_env(command.arg(&path))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -17,7 +17,7 @@ use chrono::TimeDelta;
 use metal_sim::{
     DirektivSim, DirektivSimConfig, DirektivSimHandle, MetalSim, MetalSimConfig, MetalSimHandle,
 };
-use process_support::{collect_stderr, send_signal};
+use process_support::{collect_stderr, receiver_env, send_signal};
 
 /// The most any wait in these tests may take.
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -96,17 +96,12 @@ impl Receiver {
     fn spawn(dir: &Path, config: &str) -> Self {
         let path = dir.join("config.yaml");
         std::fs::write(&path, config).expect("write the config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_equinix-receiver"))
-            .arg(&path)
-            .env_remove("RUST_LOG")
-            .env_remove("METAL_AUTH_TOKEN")
-            .env_remove("DIREKTIV_TOKEN")
-            // A local simulator polled faster than the 1 s minimum.
-            .env("EQUINIX_RECEIVER_ALLOW_FAST_POLL", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the receiver");
+        let mut child =
+            receiver_env(Command::new(env!("CARGO_BIN_EXE_equinix-receiver")).arg(&path))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn the receiver");
         let logs = collect_stderr(&mut child);
         Self { child, logs }
     }

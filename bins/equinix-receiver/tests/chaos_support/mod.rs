@@ -296,14 +296,7 @@ impl Receiver {
             .append(true)
             .open(log)
             .expect("log file");
-        let child = Command::new(BIN)
-            .args(args)
-            .arg(config)
-            .env_remove("METAL_AUTH_TOKEN")
-            .env_remove("DIREKTIV_TOKEN")
-            .env_remove("RUST_LOG")
-            // The tests poll a local simulator faster than the 1 s minimum.
-            .env("EQUINIX_RECEIVER_ALLOW_FAST_POLL", "1")
+        let child = crate::process_support::receiver_env(Command::new(BIN).args(args).arg(config))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -8,6 +8,17 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
+/// The environment every spawned receiver gets: no token or log filter
+/// from the test's own environment, and polling a local simulator faster
+/// than the 1 s minimum allowed.
+pub(crate) fn receiver_env(command: &mut Command) -> &mut Command {
+    command
+        .env_remove("RUST_LOG")
+        .env_remove("METAL_AUTH_TOKEN")
+        .env_remove("DIREKTIV_TOKEN")
+        .env("EQUINIX_RECEIVER_ALLOW_FAST_POLL", "1")
+}
+
 /// Sends `signal` (`TERM`, `INT`) to the process `pid` with `kill`.
 pub(crate) fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
